@@ -1,0 +1,21 @@
+"""Make the tests import this working tree's ``dask.array.adaptive_chunking``.
+
+The package is an overlay onto an installed Dask, so an editable install cannot
+work; instead a meta-path finder (``tools/overlay``) resolves the overlay's modules
+from the repository, in this process and, through ``PYTHONPATH``, in the child
+processes that the processes scheduler and subprocess tests start.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+_OVERLAY = str(Path(__file__).parent / "tools" / "overlay")
+sys.path.insert(0, _OVERLAY)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_OVERLAY, os.environ.get("PYTHONPATH")) if p
+)
+
+import dask_overlay_dev  # noqa: E402
+
+dask_overlay_dev.install()

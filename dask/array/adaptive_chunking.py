@@ -1,0 +1,1438 @@
+"""Adaptive, memory-aware chunk sizes for Dask arrays.
+
+The engine profiles the tasks of ordinary ``compute()`` calls, learns how much
+memory and time a workload needs per chunk byte, and recommends chunk sizes that
+keep the predicted peak memory inside a budget while keeping scheduling overhead
+low.
+
+>>> import dask.array as da
+>>> from dask.array.adaptive_chunking import get_adaptive_engine
+>>> x = da.ones((2000, 2000), chunks=(100, 100))
+>>> engine = get_adaptive_engine()
+>>> pid = engine.profile_array(x)
+>>> _ = x.sum().compute()
+>>> profile = engine.get_profile(pid)
+>>> profile["profiler_stats"]["total_chunks"] > 0
+True
+>>> engine.remove_profile(pid)
+
+The module reads top to bottom: configuration, measurement (memory limits, the
+per-task instrumentation and the peak-memory sampler), aggregation
+(:class:`ChunkProfiler`), the recommender (the model itself lives in
+``dask.array._adaptive_chunking.model``) and the engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+from dask.utils import format_bytes, key_split, parse_bytes, parse_timedelta
+
+from dask.array._adaptive_chunking import instrument as _instr
+from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking.instrument import (
+    R_DTYPE,
+    R_FAILED,
+    R_KEY,
+    R_NBYTES,
+    R_OUT,
+    R_RSS0,
+    R_RSS1,
+    R_SHAPE,
+    R_T0,
+    R_T1,
+    R_TAG,
+    R_WORKER,
+    AdaptiveChunkingWarning,
+    cgroup_memory,
+    host_memory,
+    process_rss,
+)
+
+__all__ = [
+    "ChunkMemoryMetric",
+    "MemoryPressure",
+    "ChunkProfiler",
+    "ChunkSizeRecommender",
+    "AdaptiveChunkingEngine",
+    "AdaptiveChunkingWarning",
+    "get_adaptive_engine",
+    "enable_adaptive_chunking",
+    "disable_adaptive_chunking",
+    "reset_adaptive_engine",
+    "memory_limit",
+]
+
+logger = logging.getLogger(__name__)
+
+MiB = 2**20
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+_CONFIG_DIR = Path(__file__).parent / "_adaptive_chunking"
+_PREFIX = "array.adaptive-chunking"
+
+
+def _register_config_defaults() -> None:
+    import yaml
+
+    with open(_CONFIG_DIR / "adaptive-chunking.yaml") as f:
+        defaults = yaml.safe_load(f)
+    dask.config.update_defaults(defaults)
+
+
+_register_config_defaults()
+
+
+def _number(key: str, value: Any, *, low: float, high: float, low_open=False, high_open=False):
+    """Validate a numeric setting; ``key`` names the config key in messages."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(
+            f"{key} must be a number, got {value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    bad = (
+        math.isnan(value)
+        or value < low
+        or value > high
+        or (low_open and value == low)
+        or (high_open and value == high)
+    )
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(
+            f"{key} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}; "
+            f"pass a value in that range or set '{_PREFIX}.{key}'"
+        )
+    return value
+
+
+def _nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
+    """Validate a size in bytes given as an int or a string such as '2GiB'."""
+    if value is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{key} must be a number of bytes, got None")
+    if isinstance(value, str):
+        try:
+            value = parse_bytes(value)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"{key} must be bytes or a size string such as '512MiB', got {value!r}"
+            ) from e
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"{key} must be a number of bytes or a size string such as '512MiB', "
+            f"got {value!r} of type {type(value).__name__}"
+        )
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise ValueError(
+            f"{key} must be a positive whole number of bytes, got {value!r}; "
+            f"pass e.g. 2**20 or '1MiB', or set '{_PREFIX}.{key}'"
+        )
+    return int(value)
+
+
+def _get(key: str, override: Any = None) -> Any:
+    """Read ``array.adaptive-chunking.<key>`` now, unless ``override`` is given."""
+    return dask.config.get(f"{_PREFIX}.{key}", override_with=override)
+
+
+def _flag(key: str, override: Any = None) -> bool:
+    value = _get(key, override)
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value in ("true", "1", "yes", "on"):
+            return True
+        if value in ("false", "0", "no", "off", ""):
+            return False
+    if not isinstance(value, (bool, int, np.bool_)):
+        raise TypeError(
+            f"'{_PREFIX}.{key}' must be True or False, got {value!r}"
+        )
+    return bool(value)
+
+
+# ---------------------------------------------------------------------------
+# Measurement: the memory limit of this process
+# ---------------------------------------------------------------------------
+
+def memory_limit() -> int:
+    """The memory this process may use, in bytes.
+
+    ``array.adaptive-chunking.memory-limit`` if set, else the smaller of physical
+    memory and the cgroup limit of this process (containers, Kubernetes, Slurm).
+
+    >>> import dask
+    >>> with dask.config.set({"array.adaptive-chunking.memory-limit": "2GiB"}):
+    ...     memory_limit()
+    2147483648
+    """
+    configured = _nbytes_setting("memory-limit", _get("memory-limit"), allow_none=True)
+    if configured is not None:
+        return configured
+    total, _ = host_memory()
+    limit, _ = cgroup_memory()
+    return min(total, limit) if limit else total
+
+
+@dataclass(frozen=True)
+class MemoryPressure:
+    """Memory state of this process's environment at one moment.
+
+    Attributes are in MiB. ``total_mb`` is the limit the process lives under
+    (see :func:`memory_limit`), ``used_mb`` what is in use against it and
+    ``available_mb`` what is left.
+
+    >>> p = MemoryPressure(available_mb=1024.0, used_mb=3072.0, percent_used=75.0)
+    >>> p.is_pressure(70.0), p.is_pressure(80.0)
+    (True, False)
+    """
+
+    available_mb: float
+    used_mb: float
+    percent_used: float
+    total_mb: float = 0.0
+    timestamp: float = field(default_factory=time.time)
+
+    def is_pressure(self, threshold: float | None = None) -> bool:
+        """Whether more than ``threshold`` percent of memory is in use.
+
+        ``threshold`` defaults to ``array.adaptive-chunking.pressure-threshold``.
+        """
+        threshold = _number(
+            "pressure-threshold",
+            _get("pressure-threshold", threshold),
+            low=0,
+            high=100,
+        )
+        return self.percent_used > threshold
+
+    @classmethod
+    def snapshot(cls) -> MemoryPressure:
+        """Measure now, honouring cgroup limits and ``memory-limit``.
+
+        >>> p = MemoryPressure.snapshot()
+        >>> 0 <= p.percent_used <= 100 and p.available_mb <= p.total_mb
+        True
+        """
+        total, available = host_memory()
+        used = total - available
+        cg_limit, cg_usage = cgroup_memory()
+        if cg_limit is not None and cg_limit < total:
+            total = cg_limit
+            used = cg_usage if cg_usage is not None else used
+        configured = _nbytes_setting("memory-limit", _get("memory-limit"), allow_none=True)
+        if configured is not None:
+            total = configured
+            used = process_rss()
+        used = min(used, total)
+        return cls(
+            available_mb=(total - used) / MiB,
+            used_mb=used / MiB,
+            percent_used=100.0 * used / total if total else 0.0,
+            total_mb=total / MiB,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        """The snapshot as a plain dictionary."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Aggregation
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkMemoryMetric:
+    """Measurement of one executed chunk (one task).
+
+    Parameters
+    ----------
+    chunk_key : hashable
+        Task key, e.g. ``("random_sample-1a2b", 0, 0)``.
+    chunk_shape : tuple of int
+        Shape of the task's output (``()`` when it has none).
+    element_count : int
+        Elements in the output.
+    dtype_size : int
+        Bytes per element (0 when unknown).
+    estimated_bytes : int
+        Bytes of the output as measured by ``dask.sizeof``.
+    compute_time_ms : float
+        Time the task spent computing in the worker, in milliseconds.
+    memory_peak_before_mb, memory_peak_after_mb : float
+        Resident memory of the worker process before and after the task, in MiB.
+    worker : hashable, optional
+        Thread ident (threaded) or process id (processes) that ran the task.
+    start_time : float, optional
+        ``time.perf_counter()`` when the task started.
+    failed : bool, optional
+        Whether the task raised.
+
+    >>> m = ChunkMemoryMetric(("x", 0, 0), (100, 100), 10_000, 8, 80_000, 2.0,
+    ...                       100.0, 100.5)
+    >>> m.memory_delta_mb, round(m.throughput_mb_per_sec, 1)
+    (0.5, 38.1)
+    """
+
+    chunk_key: Any
+    chunk_shape: tuple
+    element_count: int
+    dtype_size: int
+    estimated_bytes: int
+    compute_time_ms: float
+    memory_peak_before_mb: float
+    memory_peak_after_mb: float
+    worker: Any = None
+    start_time: float = 0.0
+    failed: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.chunk_shape, tuple):
+            raise TypeError(
+                f"chunk_shape must be a tuple of ints, got {self.chunk_shape!r}"
+            )
+        for name in ("element_count", "dtype_size", "estimated_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        for name in ("compute_time_ms", "memory_peak_before_mb", "memory_peak_after_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+    @property
+    def memory_delta_mb(self) -> float:
+        """Growth of process memory across the task, in MiB (may be negative)."""
+        return self.memory_peak_after_mb - self.memory_peak_before_mb
+
+    @property
+    def throughput_mb_per_sec(self) -> float:
+        """Output MiB produced per second of compute (0.0 for an instant task)."""
+        if self.compute_time_ms <= 0:
+            return 0.0
+        return (self.estimated_bytes / MiB) / (self.compute_time_ms / 1e3)
+
+
+def _metric_from_record(r: tuple) -> ChunkMemoryMetric:
+    shape = r[R_SHAPE]
+    if isinstance(shape, tuple) and all(isinstance(s, (int, np.integer)) for s in shape):
+        shape = tuple(int(s) for s in shape)
+        elements = math.prod(shape)
+    else:
+        shape, elements = (), 0
+    itemsize = getattr(r[R_DTYPE], "itemsize", 0)
+    return ChunkMemoryMetric(
+        chunk_key=r[R_KEY],
+        chunk_shape=shape,
+        element_count=elements,
+        dtype_size=int(itemsize) if isinstance(itemsize, (int, np.integer)) else 0,
+        estimated_bytes=int(r[R_NBYTES]),
+        compute_time_ms=max(0.0, (r[R_T1] - r[R_T0]) * 1e3),
+        memory_peak_before_mb=r[R_RSS0] / MiB,
+        memory_peak_after_mb=r[R_RSS1] / MiB,
+        worker=r[R_WORKER],
+        start_time=r[R_T0],
+        failed=bool(r[R_FAILED]),
+    )
+
+
+class ChunkProfiler:
+    """Thread-safe aggregate of chunk measurements.
+
+    Aggregates (counts, sums, extremes) are exact and cost O(1) per chunk; raw
+    :class:`ChunkMemoryMetric` records are kept only as a uniform random sample of
+    at most ``max_records`` (``array.adaptive-chunking.max-records``), so memory
+    stays bounded however many chunks are recorded.
+
+    Parameters
+    ----------
+    enabled : bool
+        When False, :meth:`record_chunk` ignores what it is given.
+    max_records : int, optional
+        Size of the raw-record sample; read from config when None.
+
+    >>> p = ChunkProfiler()
+    >>> p.record_chunk(ChunkMemoryMetric(("x", 0), (1000,), 1000, 8, 8000, 1.0, 50.0, 50.0))
+    >>> p.get_stats()["total_chunks"]
+    1
+    """
+
+    def __init__(self, enabled: bool = True, max_records: int | None = None):
+        if max_records is not None:
+            _number("max-records", max_records, low=0, high=math.inf)
+        self.enabled = enabled
+        self._max_records = max_records
+        self._lock = threading.RLock()
+        self.clear()
+
+    @property
+    def max_records(self) -> int:
+        """Size of the raw-record sample (config ``max-records`` unless given)."""
+        return int(_number("max-records", _get("max-records", self._max_records), low=0, high=math.inf))
+
+    def clear(self) -> None:
+        """Forget every measurement."""
+        with self._lock:
+            self._count = 0
+            self._failed = 0
+            self._bytes = 0
+            self._seconds = 0.0
+            self._min_bytes: int | None = None
+            self._max_bytes = 0
+            self._peak = 0.0
+            self._min_rss: float | None = None
+            self._sample: list[ChunkMemoryMetric] = []
+            self._rng = random.Random(0)
+            self._observations: deque[_model.Observation] = deque(maxlen=256)
+            self._computes = 0
+            self._wall = 0.0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _sample_add(self, make, cap: int) -> None:
+        # Algorithm R over the whole stream; ``make`` builds the metric lazily.
+        seen = self._count  # already incremented for this record
+        if len(self._sample) < cap:
+            self._sample.append(make())
+        else:
+            j = self._rng.randrange(seen)
+            if j < cap:
+                self._sample[j] = make()
+
+    def record_chunk(self, metric: ChunkMemoryMetric) -> None:
+        """Add the measurement of one chunk."""
+        if not isinstance(metric, ChunkMemoryMetric):
+            raise TypeError(
+                f"record_chunk expects a ChunkMemoryMetric, got {type(metric).__name__}"
+            )
+        if not self.enabled:
+            return
+        cap = self.max_records
+        nbytes = metric.estimated_bytes
+        with self._lock:
+            self._count += 1
+            self._failed += bool(metric.failed)
+            self._bytes += nbytes
+            self._seconds += metric.compute_time_ms / 1e3
+            self._min_bytes = nbytes if self._min_bytes is None else min(self._min_bytes, nbytes)
+            self._max_bytes = max(self._max_bytes, nbytes)
+            rss = max(metric.memory_peak_before_mb, metric.memory_peak_after_mb) * MiB
+            self._peak = max(self._peak, rss)
+            before = metric.memory_peak_before_mb * MiB
+            self._min_rss = before if self._min_rss is None else min(self._min_rss, before)
+            self._sample_add(lambda: metric, cap)
+
+    def _record_raw(self, records: Iterable[tuple]) -> None:
+        """Add many instrumented-task records at once (the engine's fast path)."""
+        if not self.enabled:
+            return
+        cap = self.max_records
+        with self._lock:
+            for r in records:
+                self._count += 1
+                nbytes = r[R_NBYTES]
+                self._bytes += nbytes
+                self._seconds += r[R_T1] - r[R_T0]
+                if r[R_FAILED]:
+                    self._failed += 1
+                if self._min_bytes is None or nbytes < self._min_bytes:
+                    self._min_bytes = nbytes
+                if nbytes > self._max_bytes:
+                    self._max_bytes = nbytes
+                rss = r[R_RSS1] if r[R_RSS1] > r[R_RSS0] else r[R_RSS0]
+                if rss > self._peak:
+                    self._peak = rss
+                if self._min_rss is None or r[R_RSS0] < self._min_rss:
+                    self._min_rss = r[R_RSS0]
+                self._sample_add(lambda r=r: _metric_from_record(r), cap)
+
+    def _record_compute(self, observation: _model.Observation) -> None:
+        """Add the per-compute summary of one profiled compute."""
+        with self._lock:
+            self._observations.append(observation)
+            self._computes += 1
+            self._wall += observation.wall_seconds
+            self._peak = max(self._peak, observation.peak_bytes)
+
+    @property
+    def metrics(self) -> list[ChunkMemoryMetric]:
+        """The sampled raw records (all of them while fewer than ``max_records``)."""
+        with self._lock:
+            return list(self._sample)
+
+    def observations(self) -> list[_model.Observation]:
+        """Per-compute summaries; synthesized from the chunk aggregates if none."""
+        with self._lock:
+            if self._observations:
+                return list(self._observations)
+            if not self._count:
+                return []
+            avg = self._bytes / self._count
+            return [
+                _model.Observation(
+                    array_bytes=self._bytes,
+                    chunk_bytes=avg,
+                    n_tasks=self._count,
+                    task_seconds=self._seconds,
+                    wall_seconds=0.0,
+                    peak_bytes=self._peak,
+                    baseline_bytes=self._min_rss or 0.0,
+                    results_bytes=0.0,
+                    concurrency=1,
+                )
+            ]
+
+    def get_stats(self) -> dict[str, Any]:
+        """Aggregate statistics; sizes in MiB, times in seconds or milliseconds.
+
+        >>> ChunkProfiler().get_stats()["total_chunks"]
+        0
+        """
+        with self._lock:
+            n = self._count
+            return {
+                "total_chunks": n,
+                "failed_chunks": self._failed,
+                "avg_chunk_size_mb": self._bytes / n / MiB if n else 0.0,
+                "min_chunk_size_mb": (self._min_bytes or 0) / MiB,
+                "max_chunk_size_mb": self._max_bytes / MiB,
+                "total_data_mb": self._bytes / MiB,
+                "total_compute_time_s": self._seconds,
+                "avg_compute_time_ms": self._seconds / n * 1e3 if n else 0.0,
+                "peak_memory_mb": self._peak / MiB,
+                "avg_throughput_mb_per_sec": (
+                    self._bytes / MiB / self._seconds if self._seconds > 0 else 0.0
+                ),
+                "computes": self._computes,
+                "wall_time_s": self._wall,
+                "sampled_records": len(self._sample),
+            }
+
+    def __repr__(self) -> str:
+        s = self.get_stats()
+        return (
+            f"<ChunkProfiler chunks={s['total_chunks']} computes={s['computes']} "
+            f"peak={s['peak_memory_mb']:.1f} MiB enabled={self.enabled}>"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Recommendation (the model's arithmetic is in _adaptive_chunking/model.py)
+# ---------------------------------------------------------------------------
+
+
+def _validate_shape(shape: Any, name: str = "array_shape") -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
+    out = []
+    for s in shape:
+        if isinstance(s, float) and math.isnan(s):
+            raise ValueError(
+                f"{name} {tuple(shape)!r} has unknown (NaN) sizes; call "
+                "array.compute_chunk_sizes() first"
+            )
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"{name} must contain ints, got {s!r} in {tuple(shape)!r}")
+        if s < 0:
+            raise ValueError(f"{name} must not contain negative sizes, got {tuple(shape)!r}")
+        out.append(int(s))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A recommended chunking and the reasoning behind it.
+
+    ``binding`` is the constraint that decided the size (see
+    ``dask.array._adaptive_chunking.model.Choice``); sizes are in bytes and times in
+    seconds.
+    """
+
+    chunks: tuple[int, ...]
+    chunk_bytes: int
+    binding: str
+    fits_budget: bool
+    memory_budget_bytes: int
+    memory_limit_bytes: int
+    predicted_peak_bytes: float
+    predicted_seconds: float
+    predicted_tasks: int
+    concurrency: int
+    model: _model.WorkloadModel
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-value summary (sizes in MiB) for profiles and telemetry."""
+        return {
+            "chunks": self.chunks,
+            "chunk_size_mb": self.chunk_bytes / MiB,
+            "binding_constraint": self.binding,
+            "fits_budget": self.fits_budget,
+            "memory_budget_mb": self.memory_budget_bytes / MiB,
+            "memory_limit_mb": self.memory_limit_bytes / MiB,
+            "predicted_peak_memory_mb": self.predicted_peak_bytes / MiB,
+            "predicted_time_s": self.predicted_seconds,
+            "predicted_tasks": self.predicted_tasks,
+            "concurrency": self.concurrency,
+            "amplification": self.model.amplification,
+            "overhead_per_task_ms": self.model.overhead_seconds * 1e3,
+        }
+
+
+class ChunkSizeRecommender:
+    """Recommend chunk sizes from profiling data and a memory budget.
+
+    Every setting left as None is read from ``array.adaptive-chunking.*`` each time
+    a recommendation is made, so ``dask.config.set`` applies to existing
+    recommenders.
+
+    Parameters
+    ----------
+    target_memory_percent : float, optional
+        Percent (0-100] of the memory limit a computation may reach at its predicted
+        peak. Default 50.0 (config ``target-memory-percent``).
+    min_chunk_bytes : int, optional
+        Smallest chunk recommended, in bytes, unless the array is smaller.
+        Default 1 MiB (``min-chunk-bytes``).
+    max_chunk_bytes : int, optional
+        Largest chunk recommended, in bytes. Default None: bounded by the memory
+        budget alone (``max-chunk-bytes``).
+    safety_factor : float, optional
+        Margin (0-1] applied to the budget. Default 0.8 (``safety-factor``).
+    overhead_target : float, optional
+        Largest acceptable fraction of time spent on per-task overhead.
+        Default 0.1 (``overhead-target``).
+    memory_limit : int or str, optional
+        Memory limit in bytes or as "2GiB"; default the limit this process lives
+        under (``memory-limit``, cgroup-aware).
+
+    Examples
+    --------
+    >>> r = ChunkSizeRecommender(target_memory_percent=50.0, safety_factor=0.8,
+    ...                          memory_limit="10GiB")
+    >>> r.memory_budget() == int(10 * 2**30 * 0.5 * 0.8)
+    True
+    >>> p = ChunkProfiler()
+    >>> r.recommend_chunk_size(p, (10000, 10000), 8) is None  # no data yet
+    True
+    """
+
+    def __init__(
+        self,
+        target_memory_percent: float | None = None,
+        min_chunk_bytes: int | None = None,
+        max_chunk_bytes: int | None = None,
+        safety_factor: float | None = None,
+        overhead_target: float | None = None,
+        memory_limit: int | str | None = None,
+    ):
+        self.target_memory_percent = target_memory_percent
+        self.min_chunk_bytes = min_chunk_bytes
+        self.max_chunk_bytes = max_chunk_bytes
+        self.safety_factor = safety_factor
+        self.overhead_target = overhead_target
+        self.memory_limit = memory_limit
+        self._settings()  # validate what was given now, not at first use
+
+    def _settings(self) -> dict[str, Any]:
+        s = {
+            "target_memory_percent": _number(
+                "target-memory-percent",
+                _get("target-memory-percent", self.target_memory_percent),
+                low=0, high=100, low_open=True,
+            ),
+            "min_chunk_bytes": _nbytes_setting(
+                "min-chunk-bytes", _get("min-chunk-bytes", self.min_chunk_bytes), allow_none=False
+            ),
+            "max_chunk_bytes": _nbytes_setting(
+                "max-chunk-bytes", _get("max-chunk-bytes", self.max_chunk_bytes), allow_none=True
+            ),
+            "safety_factor": _number(
+                "safety-factor", _get("safety-factor", self.safety_factor),
+                low=0, high=1, low_open=True,
+            ),
+            "overhead_target": _number(
+                "overhead-target", _get("overhead-target", self.overhead_target),
+                low=0, high=1, low_open=True, high_open=True,
+            ),
+            "memory_limit": _nbytes_setting(
+                "memory-limit", _get("memory-limit", self.memory_limit), allow_none=True
+            ),
+        }
+        if s["max_chunk_bytes"] is not None and s["max_chunk_bytes"] < s["min_chunk_bytes"]:
+            raise ValueError(
+                f"max_chunk_bytes ({s['max_chunk_bytes']}) is smaller than min_chunk_bytes "
+                f"({s['min_chunk_bytes']}); raise max-chunk-bytes or lower min-chunk-bytes"
+            )
+        return s
+
+    def memory_budget(self, limit: int | None = None) -> int:
+        """Bytes a computation may reach at its peak: limit x percent x safety factor."""
+        s = self._settings()
+        if limit is None:
+            limit = s["memory_limit"] or memory_limit()
+        return int(limit * s["target_memory_percent"] / 100 * s["safety_factor"])
+
+    def recommend_chunk_size(
+        self,
+        profiler: ChunkProfiler,
+        array_shape: Sequence[int],
+        dtype_size: int,
+        num_dimensions: int | None = None,
+    ) -> tuple[int, ...] | None:
+        """Recommend a chunk shape for an array, or None without profiling data.
+
+        Parameters
+        ----------
+        profiler : ChunkProfiler
+            Measurements of the workload (a profile's or the engine's profiler).
+        array_shape : tuple of int
+            Shape of the array to chunk.
+        dtype_size : int
+            Bytes per element.
+        num_dimensions : int, optional
+            Must equal ``len(array_shape)`` when given.
+
+        Returns
+        -------
+        tuple of int or None
+            One chunk length per dimension, dividing each dimension evenly.
+        """
+        rec = self.recommend(profiler, array_shape, dtype_size, num_dimensions=num_dimensions)
+        return None if rec is None else rec.chunks
+
+    def recommend(
+        self,
+        profiler: ChunkProfiler,
+        array_shape: Sequence[int],
+        dtype_size: int,
+        num_dimensions: int | None = None,
+        *,
+        current_chunks: Sequence[Sequence[int]] | None = None,
+        concurrency: int | None = None,
+    ) -> Recommendation | None:
+        """Like :meth:`recommend_chunk_size`, with the explanation.
+
+        ``current_chunks`` (the array's ``chunks``) lets dimensions that are
+        whole stay whole; ``concurrency`` overrides the number of tasks that run at
+        once (default: as measured).
+        """
+        if not isinstance(profiler, ChunkProfiler):
+            raise TypeError(
+                f"profiler must be a ChunkProfiler, got {type(profiler).__name__}"
+            )
+        shape = _validate_shape(array_shape)
+        if isinstance(dtype_size, bool) or not isinstance(dtype_size, (int, np.integer)):
+            raise TypeError(f"dtype_size must be an int number of bytes, got {dtype_size!r}")
+        if dtype_size < 1:
+            raise ValueError(f"dtype_size must be at least 1 byte, got {dtype_size!r}")
+        if num_dimensions is not None and num_dimensions != len(shape):
+            raise ValueError(
+                f"num_dimensions={num_dimensions!r} does not match array_shape {shape!r} "
+                f"with {len(shape)} dimensions; pass num_dimensions={len(shape)} or omit it"
+            )
+        s = self._settings()
+        fit = _model.fit_workload(profiler.observations())
+        if fit is None:
+            return None
+        limit = s["memory_limit"] or memory_limit()
+        budget = self.memory_budget(limit)
+        itemsize = int(dtype_size)
+        array_bytes = math.prod(shape) * itemsize
+        conc = max(1, int(concurrency)) if concurrency else fit.concurrency
+        whole = []
+        if current_chunks is not None:
+            whole = [
+                d for d, (n, c) in enumerate(zip(shape, current_chunks))
+                if len(c) == 1 and n > 1
+            ]
+        if array_bytes == 0:
+            chunks = _model.chunk_shape(shape, itemsize, 1)
+            pred = _model.predict(fit, 1, 1, conc)
+            return Recommendation(chunks, 0, "array", True, budget, limit,
+                                  pred.peak_bytes, 0.0, 1, conc, fit)
+        upper = s["max_chunk_bytes"] or budget
+        upper = max(upper, 1)
+        choice = _model.choose_chunk_bytes(
+            fit,
+            array_bytes,
+            budget_bytes=budget,
+            min_chunk_bytes=min(s["min_chunk_bytes"], upper),
+            max_chunk_bytes=upper,
+            overhead_target=s["overhead_target"],
+            concurrency=conc,
+        )
+        chunks = _model.chunk_shape(
+            shape, itemsize, choice.chunk_bytes, whole_dims=whole,
+            min_bytes=min(s["min_chunk_bytes"], upper), max_bytes=upper,
+        )
+        chunk_bytes = math.prod(chunks) * itemsize
+        pred = _model.predict(fit, array_bytes, chunk_bytes, conc)
+        binding = choice.binding
+        if whole and any(chunks[d] != shape[d] for d in whole):
+            binding = "shape"
+        if not choice.fits:
+            warnings.warn(
+                f"no chunking of this {shape} array fits the memory budget of "
+                f"{format_bytes(budget)} ({s['target_memory_percent']:g}% x "
+                f"{s['safety_factor']:g} of {format_bytes(limit)}); the smallest predicted "
+                f"peak is {format_bytes(pred.peak_bytes)}. Raise "
+                f"'{_PREFIX}.memory-limit' or '{_PREFIX}.target-memory-percent', or "
+                "lower min-chunk-bytes",
+                AdaptiveChunkingWarning,
+                stacklevel=3,
+            )
+        return Recommendation(
+            chunks=chunks,
+            chunk_bytes=chunk_bytes,
+            binding=binding,
+            fits_budget=choice.fits,
+            memory_budget_bytes=budget,
+            memory_limit_bytes=limit,
+            predicted_peak_bytes=pred.peak_bytes,
+            predicted_seconds=pred.seconds,
+            predicted_tasks=pred.n_tasks,
+            concurrency=conc,
+            model=fit,
+        )
+
+    def __repr__(self) -> str:
+        s = self._settings()
+        return (
+            f"ChunkSizeRecommender(target_memory_percent={s['target_memory_percent']:g}, "
+            f"min_chunk_bytes={s['min_chunk_bytes']}, max_chunk_bytes={s['max_chunk_bytes']}, "
+            f"safety_factor={s['safety_factor']:g})"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Engine
+# ---------------------------------------------------------------------------
+
+
+class _Profile:
+    """Everything the engine knows about one profiled array."""
+
+    __slots__ = (
+        "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
+        "profiler", "status", "error", "computes", "wall_seconds", "last",
+        "_recommendation", "_recommended_at",
+    )
+
+    def __init__(self, profile_id: str, array) -> None:
+        self.id = profile_id
+        self.name = array.name
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.chunks = array.chunks
+        known = not any(math.isnan(s) for s in array.shape)
+        self.nbytes = int(array.nbytes) if known else 0
+        nchunks = math.prod(len(c) for c in array.chunks) if array.chunks else 1
+        self.chunk_bytes = self.nbytes / max(1, nchunks)
+        self.created = time.time()
+        self.profiler = ChunkProfiler()
+        self.status = "pending"
+        self.error: str | None = None
+        self.computes = 0
+        self.wall_seconds = 0.0
+        self.last: dict[str, Any] = {}
+        self._recommendation: Recommendation | None = None
+        self._recommended_at = -1
+
+
+def _ancestors_and_descendants(deps: Mapping[str, Iterable[str]], name: str) -> set[str]:
+    """Layers ``name`` depends on, layers depending on it, and itself."""
+    related = {name}
+    stack = [name]
+    while stack:  # ancestors
+        for d in deps.get(stack.pop(), ()):
+            if d not in related:
+                related.add(d)
+                stack.append(d)
+    dependents: dict[str, list[str]] = {}
+    for layer, ds in deps.items():
+        for d in ds:
+            dependents.setdefault(d, []).append(layer)
+    seen = {name}
+    stack = [name]
+    while stack:  # descendants
+        for d in dependents.get(stack.pop(), ()):
+            if d not in seen:
+                seen.add(d)
+                stack.append(d)
+    return related | seen
+
+
+class AdaptiveChunkingEngine:
+    """Profile array computes and recommend chunk sizes.
+
+    The engine instruments the tasks of every compute that contains a profiled
+    array (or of every array compute while enabled) through Dask's
+    ``array_optimize`` hook, so plain ``compute()`` calls on the synchronous,
+    threaded and processes schedulers fill the profiles.
+
+    Parameters
+    ----------
+    profiler : ChunkProfiler, optional
+        Aggregate of every profiled compute; a new one by default.
+    recommender : ChunkSizeRecommender, optional
+        Recommender used for profiles; a config-driven one by default.
+    profile_chunks : bool, optional
+        Record per-chunk metrics; config ``array.adaptive-chunking.profile`` when
+        None.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> engine = AdaptiveChunkingEngine()
+    >>> x = da.ones((1000, 1000), chunks=(100, 100))
+    >>> pid = engine.profile_array(x)
+    >>> _ = x.compute()
+    >>> engine.get_profile(pid)["profiler_stats"]["total_chunks"]
+    100
+    >>> engine.close()
+    """
+
+    def __init__(
+        self,
+        profiler: ChunkProfiler | None = None,
+        recommender: ChunkSizeRecommender | None = None,
+        profile_chunks: bool | None = None,
+    ):
+        self.profiler = profiler if profiler is not None else ChunkProfiler()
+        self.recommender = recommender if recommender is not None else ChunkSizeRecommender()
+        self._profile_chunks = profile_chunks
+        self._lock = threading.RLock()
+        self._profiles: OrderedDict[str, _Profile] = OrderedDict()
+        self._by_name: dict[str, list[_Profile]] = {}
+        self._pending: dict[str, tuple[list[frozenset], set[_Profile]]] = {}
+        self._failed_computes: OrderedDict[str, tuple] = OrderedDict()
+        self._computes = 0
+        self._recent: deque[dict[str, Any]] = deque(maxlen=100)
+        _engines.add(self)
+
+    # -- settings ---------------------------------------------------------
+
+    @property
+    def profile_chunks(self) -> bool:
+        """Whether per-chunk metrics are recorded (config ``profile`` when unset)."""
+        return _flag("profile", self._profile_chunks)
+
+    @profile_chunks.setter
+    def profile_chunks(self, value: bool) -> None:
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"profile_chunks must be True or False, got {value!r}")
+        self._profile_chunks = value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether every array compute is profiled (config ``enabled``)."""
+        return _flag("enabled")
+
+    # -- profiles ---------------------------------------------------------
+
+    def profile_array(self, array) -> str:
+        """Start profiling ``array``; return the id for :meth:`get_profile`.
+
+        Every later compute that contains ``array`` (alone, with other arrays,
+        or as the input of a larger expression) adds to this profile.
+        """
+        from dask.array.core import Array
+
+        if not isinstance(array, Array):
+            raise TypeError(
+                f"profile_array expects a dask.array.Array, got {type(array).__name__}; "
+                "wrap NumPy data with dask.array.from_array(data, chunks=...)"
+            )
+        pid = f"{key_split(array.name)}-{uuid.uuid4().hex[:8]}"
+        state = _Profile(pid, array)
+        with self._lock:
+            self._profiles[pid] = state
+            self._by_name.setdefault(array.name, []).append(state)
+            limit = int(_number("max-profiles", _get("max-profiles"), low=1, high=math.inf))
+            while len(self._profiles) > limit:
+                self._drop(next(iter(self._profiles)))
+        _install_hook()
+        return pid
+
+    def _drop(self, profile_id: str) -> None:
+        state = self._profiles.pop(profile_id)
+        same = self._by_name.get(state.name, [])
+        if state in same:
+            same.remove(state)
+        if not same:
+            self._by_name.pop(state.name, None)
+
+    def remove_profile(self, profile_id: str) -> None:
+        """Stop profiling and forget ``profile_id``."""
+        with self._lock:
+            self._state(profile_id)
+            self._drop(profile_id)
+
+    @property
+    def profile_ids(self) -> list[str]:
+        """Ids of the profiles kept, oldest first."""
+        with self._lock:
+            return list(self._profiles)
+
+    def _state(self, profile_id: str) -> _Profile:
+        try:
+            return self._profiles[profile_id]
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"no profile with id {profile_id!r}; ids come from profile_array(), "
+                f"known ids: {list(self._profiles)[-5:]}"
+            ) from None
+
+    def get_profile(self, profile_id: str) -> dict[str, Any]:
+        """The profile of one array: its measurements and a recommended chunking.
+
+        Keys: ``array_shape``, ``array_dtype``, ``current_chunks``,
+        ``execution_time_s`` (wall time of the profiled computes),
+        ``profiler_stats`` (:meth:`ChunkProfiler.get_stats`),
+        ``recommended_chunks`` (None until a compute was profiled), ``status``
+        (pending, running, complete, failed or incomplete), ``recommendation``
+        (the explanation) and more.
+        """
+        with self._lock:
+            state = self._state(profile_id)
+        rec = self._recommend(state)
+        return {
+            "profile_id": state.id,
+            "array_name": state.name,
+            "array_shape": state.shape,
+            "array_dtype": str(state.dtype),
+            "current_chunks": state.chunks,
+            "execution_time_s": state.wall_seconds,
+            "profiler_stats": state.profiler.get_stats(),
+            "recommended_chunks": None if rec is None else rec.chunks,
+            "recommendation": None if rec is None else rec.to_dict(),
+            "status": state.status,
+            "error": state.error,
+            "computes": state.computes,
+            "last_compute": dict(state.last),
+        }
+
+    def _recommend(self, state: _Profile) -> Recommendation | None:
+        if state.computes == 0 or any(math.isnan(s) for s in state.shape):
+            return None
+        if state._recommended_at == state.computes and state._recommendation is not None:
+            return state._recommendation
+        rec = self.recommender.recommend(
+            state.profiler,
+            state.shape,
+            max(1, state.dtype.itemsize),
+            current_chunks=state.chunks,
+        )
+        state._recommendation, state._recommended_at = rec, state.computes
+        return rec
+
+    def apply_recommendation(self, array, recommendation=None):
+        """Rechunk ``array`` to ``recommendation`` (chunks, a profile id or None).
+
+        With None, the recommendation of the newest profile of this same array is
+        used. The values are unchanged; only the chunking differs.
+        """
+        from dask.array.core import Array, normalize_chunks
+
+        if not isinstance(array, Array):
+            raise TypeError(
+                f"apply_recommendation expects a dask.array.Array, got {type(array).__name__}"
+            )
+        chunks = recommendation
+        if chunks is None or (isinstance(chunks, str) and chunks in self._profiles):
+            if chunks is None:
+                with self._lock:
+                    states = [s for s in self._by_name.get(array.name, []) if s.computes]
+                if not states:
+                    raise ValueError(
+                        "no recommendation for this array: profile it with "
+                        "profile_array() and compute it first, or pass chunks"
+                    )
+                state = states[-1]
+            else:
+                state = self._state(chunks)
+            rec = self._recommend(state)
+            if rec is None:
+                raise ValueError(f"profile {state.id!r} has no recommendation yet; compute it first")
+            chunks = rec.chunks
+        if isinstance(chunks, Recommendation):
+            chunks = chunks.chunks
+        try:
+            normalized = normalize_chunks(chunks, array.shape, dtype=array.dtype)
+        except Exception as e:
+            raise ValueError(
+                f"invalid chunks {chunks!r} for an array of shape {array.shape}: {e}"
+            ) from e
+        if normalized == array.chunks:
+            return array
+        return array.rechunk(normalized)
+
+    def get_telemetry(self) -> dict[str, Any]:
+        """Engine state: tracked arrays, memory pressure and aggregate statistics."""
+        with self._lock:
+            statuses = {pid: s.status for pid, s in self._profiles.items()}
+            recent = list(self._recent)
+        pressure = MemoryPressure.snapshot()
+        return {
+            "enabled": self.enabled,
+            "profile_chunks": self.profile_chunks,
+            "tracked_arrays": len(statuses),
+            "profiles": statuses,
+            "computes_profiled": self._computes,
+            "memory_pressure": pressure.to_dict(),
+            "under_pressure": pressure.is_pressure(),
+            "memory_limit_mb": memory_limit() / MiB,
+            "memory_budget_mb": self.recommender.memory_budget() / MiB,
+            "profiler_stats": self.profiler.get_stats(),
+            "recent_computes": recent[-10:],
+        }
+
+    def close(self) -> None:
+        """Forget every profile; stop instrumenting if no other engine needs it."""
+        with self._lock:
+            self._profiles.clear()
+            self._by_name.clear()
+        _engines.discard(self)
+        _maybe_uninstall_hook()
+
+    # -- the optimizer hook ----------------------------------------------
+
+    def _plan(self, dsk, keys):
+        """Decide whether and for which profiles this compute is instrumented."""
+        if getattr(_instr.in_task, "depth", 0):
+            return None  # a compute nested inside a measured task
+        states: list[_Profile] = []
+        names: list[str] = []
+        if isinstance(dsk, HighLevelGraph) and self._by_name:
+            with self._lock:
+                names = [n for n in dsk.layers if n in self._by_name]
+                by_name = {n: list(self._by_name[n]) for n in names}
+            states = [s for n in names for s in by_name[n]]
+        if not states and not self.enabled:
+            return None
+        everyone = frozenset(states)
+        if len(names) <= 1:
+            tags = [everyone]
+            return states, tags, lambda layer: 0
+        tags_of_layer: dict[str, set[_Profile]] = {}
+        for n in names:
+            for layer in _ancestors_and_descendants(dsk.dependencies, n):
+                tags_of_layer.setdefault(layer, set()).update(by_name[n])
+        tags = [everyone]
+        index = {everyone: 0}
+        layer_tag = {}
+        for layer, members in tags_of_layer.items():
+            fs = frozenset(members)
+            layer_tag[layer] = index.setdefault(fs, len(index))
+            if layer_tag[layer] == len(tags):
+                tags.append(fs)
+        return states, tags, lambda layer: layer_tag.get(layer, 0)
+
+    def _instrument(self, dsk, keys, plan):
+        states, tags, tag_of = plan
+        out, collector = _instr.instrument(dsk, keys, tag_of, self)
+        if collector.n_tasks == 0:
+            return out
+        with self._lock:
+            self._pending[collector.cid] = (tags, set(states))
+            for s in states:
+                s.status = "running"
+        interval = parse_timedelta(_get("sample-interval"), default="s")
+        _instr.sampler.add(collector, interval)
+        return out
+
+    # -- receiving records (called by the collector) ----------------------
+
+    def _finish(self, collector) -> None:
+        with self._lock:
+            entry = self._pending.pop(collector.cid, None)
+        if entry is None:
+            return
+        tags, states = entry
+        records = collector.records
+        failed = any(r[R_FAILED] for r in records)
+        baseline = collector.baseline
+        if collector.include_children:
+            baseline += collector.children_baseline
+        if failed:
+            with self._lock:
+                self._failed_computes[collector.cid] = entry
+                while len(self._failed_computes) > 64:
+                    self._failed_computes.popitem(last=False)
+        self._fold(records, tags, states, "failed" if failed else "complete",
+                   peak=collector.peak, baseline=baseline)
+
+    def _late(self, cid: str, record: tuple) -> None:
+        """A task that finished after its compute failed: add its chunk record."""
+        with self._lock:
+            entry = self._failed_computes.get(cid)
+        if entry is None or not self.profile_chunks:
+            return
+        tags, _ = entry
+        for state in tags[record[R_TAG]]:
+            state.profiler._record_raw([record])
+        self.profiler._record_raw([record])
+
+    def _abandon(self, records: list[tuple], cid: str) -> None:
+        """The collector of an unfinished compute was garbage collected."""
+        with self._lock:
+            entry = self._pending.pop(cid, None)
+        if entry is None:
+            return
+        tags, states = entry
+        try:
+            self._fold(list(records), tags, states, "incomplete", peak=0, baseline=0)
+        except Exception as e:  # pragma: no cover - called from gc
+            logger.debug("adaptive chunking could not fold an abandoned compute: %s", e)
+
+    def _fold(self, records, tags, states, status, *, peak, baseline) -> None:
+        profile_chunks = self.profile_chunks
+        by_state: dict[_Profile, list[tuple]] = {s: [] for s in states}
+        if len(tags) == 1:
+            for s in states:
+                by_state[s] = records
+        else:
+            for r in records:
+                for s in tags[r[R_TAG]]:
+                    by_state[s].append(r)
+        if records:
+            wall = max(r[R_T1] for r in records) - min(r[R_T0] for r in records)
+            peak = max(peak, max(r[R_RSS1] for r in records))
+            workers = len({r[R_WORKER] for r in records})
+            concurrency = max(1, min(_instr.max_overlap(records), workers))
+            results = sum(r[R_NBYTES] for r in records if r[R_OUT])
+        else:
+            wall, concurrency, results = 0.0, 1, 0
+        summary = {
+            "status": status,
+            "tasks": len(records),
+            "wall_time_s": wall,
+            "peak_memory_mb": peak / MiB,
+            "baseline_memory_mb": baseline / MiB,
+            "results_memory_mb": results / MiB,
+            "concurrency": concurrency,
+        }
+        if records:
+            if profile_chunks:
+                self.profiler._record_raw(records)
+            total = sum(r[R_NBYTES] for r in records)
+            self.profiler._record_compute(
+                _model.Observation(
+                    array_bytes=total, chunk_bytes=total / len(records),
+                    n_tasks=len(records),
+                    task_seconds=sum(r[R_T1] - r[R_T0] for r in records),
+                    wall_seconds=wall, peak_bytes=peak, baseline_bytes=baseline,
+                    results_bytes=results, concurrency=concurrency,
+                )
+            )
+        for state, recs in by_state.items():
+            if profile_chunks:
+                state.profiler._record_raw(recs)
+            if recs and state.nbytes:
+                state.profiler._record_compute(
+                    _model.Observation(
+                        array_bytes=state.nbytes,
+                        chunk_bytes=state.chunk_bytes,
+                        n_tasks=len(recs),
+                        task_seconds=sum(r[R_T1] - r[R_T0] for r in recs),
+                        wall_seconds=wall,
+                        peak_bytes=peak,
+                        baseline_bytes=baseline,
+                        results_bytes=results,
+                        concurrency=concurrency,
+                    )
+                )
+            with self._lock:
+                state.status = status
+                state.computes += 1
+                state.wall_seconds += wall
+                state.last = dict(summary, tasks=len(recs))
+                if status == "failed":
+                    failed = next((r for r in recs if r[R_FAILED]), None)
+                    state.error = f"task {failed[R_KEY]!r} raised" if failed else "a task raised"
+        with self._lock:
+            self._computes += 1
+            self._recent.append(summary)
+
+    def __repr__(self) -> str:
+        return (
+            f"<AdaptiveChunkingEngine profiles={len(self._profiles)} "
+            f"computes={self._computes} enabled={self.enabled}>"
+        )
+
+
+# ---------------------------------------------------------------------------
+# The array_optimize hook and the global engine
+# ---------------------------------------------------------------------------
+
+_engines: weakref.WeakSet[AdaptiveChunkingEngine] = weakref.WeakSet()
+_engine: AdaptiveChunkingEngine | None = None
+_engine_lock = threading.Lock()
+
+
+class _ProfilingOptimizer:
+    """The ``array_optimize`` function installed while profiling.
+
+    It runs Dask's own array optimization (or the function that was configured
+    before), then instruments the result for every engine that profiles an array
+    in the graph. Pickled (for a distributed scheduler) it becomes the plain
+    optimization: instrumented tasks only make sense in this process.
+    """
+
+    def __init__(self, previous=None):
+        self.previous = previous
+
+    def __call__(self, dsk, keys, **kwargs):
+        from dask.array.optimization import optimize
+
+        base = self.previous if callable(self.previous) else optimize
+        plans = []
+        for engine in list(_engines):
+            try:
+                plan = engine._plan(dsk, keys)
+            except Exception as e:
+                _instr.warn_engine_error(e)
+                plan = None
+            if plan is not None:
+                plans.append((engine, plan))
+        out = base(dsk, keys, **kwargs)
+        for engine, plan in plans:
+            try:
+                out = engine._instrument(out, keys, plan)
+            except Exception as e:
+                _instr.warn_engine_error(e)
+        return out
+
+    def __reduce__(self):
+        return _plain_optimizer, (self.previous if callable(self.previous) else None,)
+
+
+def _plain_optimizer(previous):
+    from dask.array.optimization import optimize
+
+    return previous if previous is not None else optimize
+
+
+def _install_hook() -> None:
+    with _engine_lock:
+        current = dask.config.get("array_optimize", None)
+        if isinstance(current, _ProfilingOptimizer):
+            return
+        dask.config.set(array_optimize=_ProfilingOptimizer(current))
+
+
+def _maybe_uninstall_hook(force: bool = False) -> None:
+    with _engine_lock:
+        current = dask.config.get("array_optimize", None)
+        if not isinstance(current, _ProfilingOptimizer):
+            return
+        needed = any(e._profiles for e in _engines) or _flag("enabled")
+        if needed and not force:
+            return
+        if current.previous is None:
+            dask.config.config.pop("array_optimize", None)
+        else:
+            dask.config.set(array_optimize=current.previous)
+
+
+def get_adaptive_engine() -> AdaptiveChunkingEngine:
+    """The process-wide engine, created on first use.
+
+    >>> get_adaptive_engine() is get_adaptive_engine()
+    True
+    """
+    global _engine
+    engine = _engine
+    if engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = AdaptiveChunkingEngine()
+            engine = _engine
+    if _flag("enabled"):
+        _install_hook()
+    return engine
+
+
+def enable_adaptive_chunking() -> AdaptiveChunkingEngine:
+    """Profile every array compute in this process; return the global engine.
+
+    Sets ``array.adaptive-chunking.enabled`` to True (globally, as
+    ``dask.config.set`` outside a ``with`` block does).
+
+    >>> engine = enable_adaptive_chunking()
+    >>> engine.enabled
+    True
+    >>> disable_adaptive_chunking()
+    """
+    dask.config.set({f"{_PREFIX}.enabled": True})
+    engine = get_adaptive_engine()
+    _install_hook()
+    return engine
+
+
+def disable_adaptive_chunking() -> None:
+    """Stop profiling computes that contain no profiled array.
+
+    Arrays registered with ``profile_array`` are still profiled until their
+    profiles are removed; once none is left, Dask's own optimization is restored
+    exactly.
+    """
+    dask.config.set({f"{_PREFIX}.enabled": False})
+    _maybe_uninstall_hook()
+
+
+def reset_adaptive_engine() -> None:
+    """Drop the global engine and uninstall the hook (for tests).
+
+    The next :func:`get_adaptive_engine` call creates a fresh engine. Config
+    values are left as they are.
+    """
+    global _engine
+    with _engine_lock:
+        engine, _engine = _engine, None
+    if engine is not None:
+        engine.close()
+    _maybe_uninstall_hook(force=not any(e._profiles for e in _engines))
+    _instr.sampler.join()
+
+
+if _flag("enabled"):
+    get_adaptive_engine()
+
+
+if __name__ == "__main__":  # python -m dask.array.adaptive_chunking
+    from dask.array._adaptive_chunking.demo import main
+
+    sys.exit(main())
