@@ -19,3 +19,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import dask_overlay_dev  # noqa: E402
 
 dask_overlay_dev.install()
+
+# Import the installed Dask before pytest (in importlib mode) meets ``dask/`` folders
+# of this repository, which are not packages of their own.
+import dask.array  # noqa: E402, F401
+
+
+def pytest_configure(config):
+    # An unexpected engine warning fails the test; expected ones use pytest.warns.
+    config.addinivalue_line(
+        "filterwarnings", "error::dask.array.adaptive_chunking.AdaptiveChunkingWarning"
+    )

@@ -52,6 +52,7 @@ from dask.array._adaptive_chunking.instrument import (
     R_DTYPE,
     R_FAILED,
     R_KEY,
+    R_LOGICAL,
     R_NBYTES,
     R_OUT,
     R_RSS0,
@@ -281,7 +282,7 @@ class ChunkMemoryMetric:
     dtype_size : int
         Bytes per element (0 when unknown).
     estimated_bytes : int
-        Bytes of the output as measured by ``dask.sizeof``.
+        Logical bytes of the output (elements x itemsize, ``.nbytes``).
     compute_time_ms : float
         Time the task spent computing in the worker, in milliseconds.
     memory_peak_before_mb, memory_peak_after_mb : float
@@ -292,6 +293,9 @@ class ChunkMemoryMetric:
         ``time.perf_counter()`` when the task started.
     failed : bool, optional
         Whether the task raised.
+    output_bytes : int, optional
+        Memory the output holds as measured by ``dask.sizeof`` (smaller than
+        ``estimated_bytes`` for broadcast views such as ``da.ones`` chunks).
 
     >>> m = ChunkMemoryMetric(("x", 0, 0), (100, 100), 10_000, 8, 80_000, 2.0,
     ...                       100.0, 100.5)
@@ -310,6 +314,7 @@ class ChunkMemoryMetric:
     worker: Any = None
     start_time: float = 0.0
     failed: bool = False
+    output_bytes: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.chunk_shape, tuple):
@@ -355,7 +360,8 @@ def _metric_from_record(r: tuple) -> ChunkMemoryMetric:
         chunk_shape=shape,
         element_count=elements,
         dtype_size=int(itemsize) if isinstance(itemsize, (int, np.integer)) else 0,
-        estimated_bytes=int(r[R_NBYTES]),
+        estimated_bytes=int(r[R_LOGICAL]),
+        output_bytes=int(r[R_NBYTES]),
         compute_time_ms=max(0.0, (r[R_T1] - r[R_T0]) * 1e3),
         memory_peak_before_mb=r[R_RSS0] / MiB,
         memory_peak_after_mb=r[R_RSS1] / MiB,
@@ -460,7 +466,7 @@ class ChunkProfiler:
         with self._lock:
             for r in records:
                 self._count += 1
-                nbytes = r[R_NBYTES]
+                nbytes = r[R_LOGICAL]
                 self._bytes += nbytes
                 self._seconds += r[R_T1] - r[R_T0]
                 if r[R_FAILED]:
@@ -1037,12 +1043,30 @@ class AdaptiveChunkingEngine:
             "execution_time_s": state.wall_seconds,
             "profiler_stats": state.profiler.get_stats(),
             "recommended_chunks": None if rec is None else rec.chunks,
+            "recommendation_unavailable": self._unavailable(state) if rec is None else None,
             "recommendation": None if rec is None else rec.to_dict(),
             "status": state.status,
             "error": state.error,
             "computes": state.computes,
             "last_compute": dict(state.last),
         }
+
+    def get_profiler(self, profile_id: str) -> ChunkProfiler:
+        """The :class:`ChunkProfiler` of one profile (its sampled ``metrics`` and more)."""
+        with self._lock:
+            return self._state(profile_id).profiler
+
+    @staticmethod
+    def _unavailable(state: _Profile) -> str:
+        if any(math.isnan(s) for s in state.shape):
+            return (
+                f"the array's shape {state.shape} has unknown (NaN) sizes; call "
+                "array.compute_chunk_sizes() (or to_dask_array(lengths=True)) and profile "
+                "the result"
+            )
+        if state.computes == 0:
+            return "no compute of this array has been profiled yet"
+        return "the profiled computes recorded no tasks"
 
     def _recommend(self, state: _Profile) -> Recommendation | None:
         if state.computes == 0 or any(math.isnan(s) for s in state.shape):
@@ -1247,7 +1271,7 @@ class AdaptiveChunkingEngine:
         if records:
             if profile_chunks:
                 self.profiler._record_raw(records)
-            total = sum(r[R_NBYTES] for r in records)
+            total = sum(r[R_LOGICAL] for r in records)
             self.profiler._record_compute(
                 _model.Observation(
                     array_bytes=total, chunk_bytes=total / len(records),

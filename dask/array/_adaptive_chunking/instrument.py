@@ -263,7 +263,12 @@ sampler = PeakSampler()
 # ---------------------------------------------------------------------------
 
 # Record layout: plain tuples keep the per-task cost near a microsecond.
-R_KEY, R_T0, R_T1, R_RSS0, R_RSS1, R_NBYTES, R_SHAPE, R_DTYPE, R_WORKER, R_TAG, R_OUT, R_FAILED = range(12)
+(
+    R_KEY, R_T0, R_T1, R_RSS0, R_RSS1, R_NBYTES, R_SHAPE, R_DTYPE, R_WORKER, R_TAG, R_OUT,
+    R_FAILED, R_LOGICAL,
+) = range(13)
+#: R_NBYTES is the memory the output holds (``dask.sizeof``); R_LOGICAL its logical size
+#: (``.nbytes``: a broadcast view of one element holds 8 bytes but is a chunk of many).
 
 collectors: weakref.WeakValueDictionary[str, ComputeCollector] = (
     weakref.WeakValueDictionary()
@@ -368,12 +373,15 @@ class Measured:
     def _record(self, t0, t1, rss0, result, exc):
         try:
             local = self.collector is not None and os.getpid() == self.pid
+            nbytes = sizeof(result) if exc is None else 0
+            logical = getattr(result, "nbytes", None)
             record = (
                 self.node.key, t0, t1, rss0, process_rss(),
-                sizeof(result) if exc is None else 0,
+                nbytes,
                 getattr(result, "shape", None), getattr(result, "dtype", None),
                 threading.get_ident() if local else os.getpid(),
                 self.tag, self.is_output, exc is not None,
+                logical if isinstance(logical, int) else nbytes,
             )
             if local:
                 self.collector.add(record)
@@ -453,6 +461,11 @@ def instrument(dsk, keys, tag_of, engine):
         if type(node) is Task:
             if isinstance(node.func, Measured):  # already instrumented
                 node = node.func.node
+            if str(layer_name(key)).startswith("finalize-"):
+                # Dask's finalize step joins the results: not a chunk. What it joins
+                # are the results the compute holds.
+                outputs.update(node.dependencies)
+                continue
             tasks[key] = node
     collector = ComputeCollector(len(tasks), engine)
     out = dict(dsk)

@@ -437,7 +437,33 @@ def chunk_shape(
             blocks = trial
         else:
             break
-    return tuple(chunks_of(blocks))
+    chunks = chunks_of(blocks)
+    # Avoid a sliver at the end of a dim: a slightly smaller chunk that divides the dim
+    # (or leaves at least half a chunk) is as good and saves a near-empty task.
+    for d in range(ndim):
+        c = _without_sliver(shape[d], chunks[d])
+        if c != chunks[d]:
+            trial = chunks.copy()
+            trial[d] = c
+            if math.prod(trial) * itemsize >= min(min_bytes, math.prod(chunks) * itemsize):
+                chunks = trial
+    return tuple(chunks)
+
+
+def _without_sliver(n: int, c: int) -> int:
+    """The largest chunk in ``[0.8 c, c]`` whose last block along ``n`` is not a sliver.
+
+    >>> _without_sliver(1551, 51)  # 51 leaves a last block of 21, 49 one of 32
+    49
+    >>> _without_sliver(1000, 100)
+    100
+    """
+    if c >= n or n % c == 0 or n % c >= c / 2:
+        return c
+    for candidate in range(c - 1, max(1, math.ceil(0.8 * c)) - 1, -1):
+        if n % candidate == 0 or n % candidate >= candidate / 2:
+            return candidate
+    return c
 
 
 def _next_blocks(n: int, blocks: int, direction: int) -> int:

@@ -1,0 +1,24 @@
+"""Fixtures shared by the adaptive chunking tests: a clean engine and clean globals."""
+
+from __future__ import annotations
+
+import pytest
+
+import dask
+from dask.callbacks import Callback
+
+
+@pytest.fixture
+def engine():
+    """The global engine, fresh, with no hook or callback left behind afterwards."""
+    from dask.array import adaptive_chunking as ac
+
+    before = dict(dask.config.config.get("array", {}).get("adaptive-chunking", {}))
+    ac.reset_adaptive_engine()
+    assert "array_optimize" not in dask.config.config
+    yield ac.get_adaptive_engine()
+    ac.reset_adaptive_engine()
+    assert "array_optimize" not in dask.config.config, "optimizer hook left installed"
+    assert not Callback.active, "a callback was left registered"
+    after = dict(dask.config.config.get("array", {}).get("adaptive-chunking", {}))
+    assert after == before, "config left changed"

@@ -1,0 +1,826 @@
+"""Public API of dask.array.adaptive_chunking, the spec's examples, and profiling
+through ordinary compute() on the local schedulers."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dask
+import dask.array as da
+from dask.array.adaptive_chunking import (
+    AdaptiveChunkingEngine,
+    AdaptiveChunkingWarning,
+    ChunkMemoryMetric,
+    ChunkProfiler,
+    ChunkSizeRecommender,
+    MemoryPressure,
+    disable_adaptive_chunking,
+    enable_adaptive_chunking,
+    get_adaptive_engine,
+    memory_limit,
+    reset_adaptive_engine,
+)
+from dask.array.core import normalize_chunks
+
+MiB = 2**20
+SPEC_KEYS = {
+    "array_shape",
+    "array_dtype",
+    "current_chunks",
+    "execution_time_s",
+    "profiler_stats",
+    "recommended_chunks",
+}
+
+
+def metric(i=0, nbytes=80_000, ms=1.0, before=100.0, after=100.5, shape=(100, 100)):
+    return ChunkMemoryMetric(
+        chunk_key=("x", i, 0),
+        chunk_shape=shape,
+        element_count=math.prod(shape),
+        dtype_size=8,
+        estimated_bytes=nbytes,
+        compute_time_ms=ms,
+        memory_peak_before_mb=before,
+        memory_peak_after_mb=after,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The spec's usage examples, as written
+# ---------------------------------------------------------------------------
+
+
+def test_spec_basic_profiling(engine, capsys):
+    array = da.ones((10000, 10000), chunks=(100, 100))
+    engine = get_adaptive_engine()
+    profile_id = engine.profile_array(array)
+    result = array.compute()
+    profile = engine.get_profile(profile_id)
+    print(profile)
+
+    assert result.shape == (10000, 10000) and result[5, 7] == 1.0
+    assert SPEC_KEYS <= profile.keys()
+    assert profile["array_shape"] == (10000, 10000)
+    assert profile["array_dtype"] == "float64"
+    assert profile["current_chunks"] == array.chunks
+    assert profile["execution_time_s"] > 0
+    stats = profile["profiler_stats"]
+    assert stats["total_chunks"] == 10000
+    assert stats["avg_chunk_size_mb"] == pytest.approx(100 * 100 * 8 / MiB)
+    assert stats["peak_memory_mb"] > 0
+    assert stats["avg_throughput_mb_per_sec"] > 0
+    rec = profile["recommended_chunks"]
+    assert isinstance(rec, tuple) and len(rec) == 2
+    assert math.prod(rec) * 8 > 100 * 100 * 8  # 80 kB chunks are far too small
+    assert "recommended_chunks" in capsys.readouterr().out
+
+
+def test_spec_applying_recommendations(engine):
+    array = da.random.random((3000, 3000), chunks=(100, 100))
+    profile_id = engine.profile_array(array)
+    expected = array.sum().compute()
+
+    profile = engine.get_profile(profile_id)
+    recommendation = profile["recommended_chunks"]
+
+    if recommendation:
+        optimized = engine.apply_recommendation(array, recommendation)
+        result = optimized.sum().compute()
+    assert recommendation
+    assert optimized.chunks == normalize_chunks(recommendation, array.shape)
+    assert result == pytest.approx(expected)
+
+
+def test_spec_memory_aware_workflow(engine):
+    enable_adaptive_chunking()
+    try:
+        engine = get_adaptive_engine()
+        engine.profiler.enabled = True
+
+        arr1 = da.random.random((5000, 5000), chunks=(50, 50))
+        profile_id = engine.profile_array(arr1)
+        result1 = arr1.compute()
+        profile1 = engine.get_profile(profile_id)
+
+        arr2 = da.random.random((8000, 8000), chunks=(50, 50))
+        if profile1["recommended_chunks"]:
+            arr2 = arr2.rechunk(profile1["recommended_chunks"])
+        result2 = arr2.compute()
+
+        telemetry = engine.get_telemetry()
+        print(f"Tracked arrays: {telemetry['tracked_arrays']}")
+        print(f"Memory pressure: {telemetry['memory_pressure']['percent_used']:.1f}%")
+    finally:
+        disable_adaptive_chunking()
+    assert result1.shape == (5000, 5000) and result2.shape == (8000, 8000)
+    assert arr2.chunksize == profile1["recommended_chunks"]
+    assert telemetry["tracked_arrays"] == 1
+    # enabled globally: the second, unprofiled compute was profiled too
+    assert telemetry["computes_profiled"] == 2
+    assert engine.profiler.get_stats()["computes"] == 2
+    assert 0 <= telemetry["memory_pressure"]["percent_used"] <= 100
+
+
+def test_spec_configuration(engine):
+    with dask.config.set({"array.adaptive-chunking.enabled": True}):
+        engine = get_adaptive_engine()
+        engine.profile_chunks = True
+        assert engine.enabled
+        da.ones((1000, 1000), chunks=(100, 100)).sum().compute()
+    assert not engine.enabled
+    assert engine.profiler.get_stats()["total_chunks"] > 0
+    before = engine.profiler.get_stats()["total_chunks"]
+    da.ones((1000, 1000), chunks=(100, 100)).sum().compute()
+    assert engine.profiler.get_stats()["total_chunks"] == before
+
+
+def test_spec_example_dataframe(engine, tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "large_file.csv"
+    pd.DataFrame({"a": np.arange(20000.0), "b": np.ones(20000)}).to_csv(path, index=False)
+
+    df = dd.read_csv(str(path), blocksize=100_000)
+    array = df.to_dask_array()
+    engine = get_adaptive_engine()
+    profile_id = engine.profile_array(array)
+    result = array.mean().compute()
+    profile = engine.get_profile(profile_id)
+    print(f"Recommended chunks: {profile['recommended_chunks']}")
+
+    assert result == pytest.approx((np.arange(20000.0).mean() + 1) / 2)
+    assert profile["status"] == "complete"
+    assert profile["profiler_stats"]["total_chunks"] > 0
+    # Row counts of a CSV are unknown before reading: no silent guess.
+    assert profile["recommended_chunks"] is None
+    assert "compute_chunk_sizes" in profile["recommendation_unavailable"]
+
+
+def test_spec_example_multi_array(engine):
+    engine = get_adaptive_engine()
+    arrays = [da.random.random((n, n), chunks=(50, 50)) for n in [1000, 5000, 10000]]
+    profile_ids = [engine.profile_array(arr) for arr in arrays]
+    results = [arr.compute() for arr in arrays]
+
+    for pid, arr, res in zip(profile_ids, arrays, results):
+        profile = engine.get_profile(pid)
+        print(f"Array {arr.shape}: {profile['recommended_chunks']}")
+        assert profile["profiler_stats"]["total_chunks"] == arr.npartitions
+        assert res.shape == arr.shape
+        rec = profile["recommended_chunks"]
+        assert normalize_chunks(rec, arr.shape)  # valid for this array
+
+
+def test_spec_memory_constrained(engine):
+    engine = get_adaptive_engine()
+    x = da.random.random((2000, 2000), chunks=(100, 100))
+    engine.profile_array(x)
+    x.sum().compute()
+
+    recommender = ChunkSizeRecommender(
+        target_memory_percent=20.0,
+        min_chunk_bytes=512 * 1024,
+        safety_factor=0.5,
+    )
+    recommendation = recommender.recommend_chunk_size(
+        profiler=engine.profiler,
+        array_shape=(50000, 50000),
+        dtype_size=8,
+    )
+    assert len(recommendation) == 2
+    nbytes = math.prod(recommendation) * 8
+    assert 512 * 1024 <= nbytes <= recommender.memory_budget()
+
+
+def test_spec_recommender_signature_example(engine):
+    x = da.random.random((2000, 2000), chunks=(100, 100))
+    engine.profile_array(x)
+    x.sum().compute()
+    profiler = engine.profiler
+
+    recommender = ChunkSizeRecommender(
+        target_memory_percent=50.0,
+        min_chunk_bytes=1024 * 1024,
+        max_chunk_bytes=None,
+        safety_factor=0.8,
+    )
+    recommendation = recommender.recommend_chunk_size(
+        profiler=profiler,
+        array_shape=(10000, 10000),
+        dtype_size=8,
+        num_dimensions=2,
+    )
+    assert len(recommendation) == 2
+    assert math.prod(recommendation) * 8 >= 1024 * 1024
+
+
+def test_spec_troubleshooting(engine, capsys):
+    engine = get_adaptive_engine()
+    engine.profiler.enabled = True
+    engine.profile_chunks = True
+    engine.recommender = ChunkSizeRecommender(
+        target_memory_percent=75.0,
+        safety_factor=0.9,
+    )
+    x = da.ones((1000, 1000), chunks=(100, 100))
+    engine.profile_array(x)
+    x.sum().compute()
+    stats = engine.profiler.get_stats()
+    print(f"Peak memory: {stats['peak_memory_mb']:.1f} MB")
+    print(f"Avg chunk: {stats['avg_chunk_size_mb']:.2f} MB")
+    out = capsys.readouterr().out
+    assert "Peak memory" in out and stats["peak_memory_mb"] > 0
+
+
+# ---------------------------------------------------------------------------
+# ChunkMemoryMetric, MemoryPressure, ChunkProfiler
+# ---------------------------------------------------------------------------
+
+
+def test_metric_derived_properties():
+    m = metric(nbytes=2 * MiB, ms=500.0, before=100.0, after=130.0)
+    assert m.memory_delta_mb == 30.0
+    assert m.throughput_mb_per_sec == pytest.approx(4.0)
+    assert metric(ms=0.0).throughput_mb_per_sec == 0.0
+
+
+@pytest.mark.parametrize(
+    "field, value, exc, match",
+    [
+        ("element_count", -1, ValueError, "element_count must be >= 0"),
+        ("estimated_bytes", 1.5, TypeError, "estimated_bytes must be an int"),
+        ("compute_time_ms", float("nan"), ValueError, "compute_time_ms"),
+        ("chunk_shape", [1, 2], TypeError, "chunk_shape must be a tuple"),
+    ],
+)
+def test_metric_rejects_bad_values(field, value, exc, match):
+    kwargs = dict(
+        chunk_key="k", chunk_shape=(1,), element_count=1, dtype_size=8,
+        estimated_bytes=8, compute_time_ms=1.0, memory_peak_before_mb=1.0,
+        memory_peak_after_mb=1.0,
+    )
+    kwargs[field] = value
+    with pytest.raises(exc, match=match):
+        ChunkMemoryMetric(**kwargs)
+
+
+def test_memory_pressure_snapshot_and_threshold():
+    p = MemoryPressure.snapshot()
+    assert p.total_mb > 0
+    assert p.available_mb + p.used_mb == pytest.approx(p.total_mb)
+    assert p.is_pressure(0.0) == (p.percent_used > 0)
+    assert not p.is_pressure(100.0)
+    with dask.config.set({"array.adaptive-chunking.pressure-threshold": 0.0}):
+        assert p.is_pressure() == (p.percent_used > 0)
+    with pytest.raises(ValueError, match="pressure-threshold"):
+        p.is_pressure(150)
+
+
+def test_memory_pressure_honours_cgroup_limit(monkeypatch):
+    from dask.array._adaptive_chunking import instrument
+
+    monkeypatch.setattr(
+        "dask.array.adaptive_chunking.cgroup_memory", lambda: (2 * 2**30, 2**30)
+    )
+    p = MemoryPressure.snapshot()
+    assert p.total_mb == 2048
+    assert p.used_mb == 1024 and p.percent_used == 50.0
+    assert memory_limit() == 2 * 2**30
+    assert instrument.cgroup_memory is not None
+
+
+def test_memory_limit_config():
+    with dask.config.set({"array.adaptive-chunking.memory-limit": "600MiB"}):
+        assert memory_limit() == 600 * MiB
+        assert MemoryPressure.snapshot().total_mb == 600
+    with dask.config.set({"array.adaptive-chunking.memory-limit": "lots"}):
+        with pytest.raises(ValueError, match="memory-limit .* '512MiB'"):
+            memory_limit()
+    with dask.config.set({"array.adaptive-chunking.memory-limit": -5}):
+        with pytest.raises(ValueError, match="positive whole number of bytes"):
+            memory_limit()
+
+
+def test_profiler_aggregates():
+    p = ChunkProfiler()
+    for i in range(10):
+        p.record_chunk(metric(i, nbytes=MiB * (i + 1), ms=10.0, after=200.0 + i))
+    s = p.get_stats()
+    assert s["total_chunks"] == 10
+    assert s["avg_chunk_size_mb"] == pytest.approx(5.5)
+    assert s["min_chunk_size_mb"] == 1 and s["max_chunk_size_mb"] == 10
+    assert s["peak_memory_mb"] == pytest.approx(209.0)
+    assert s["avg_throughput_mb_per_sec"] == pytest.approx(55 / 0.1)
+    assert len(p) == 10 and len(p.metrics) == 10
+    p.clear()
+    assert p.get_stats()["total_chunks"] == 0 and p.metrics == []
+
+
+def test_profiler_disabled_ignores_records():
+    p = ChunkProfiler(enabled=False)
+    p.record_chunk(metric())
+    assert p.get_stats()["total_chunks"] == 0
+    with pytest.raises(TypeError, match="ChunkMemoryMetric"):
+        ChunkProfiler().record_chunk({"chunk_key": 1})
+
+
+def test_profiler_bounded_sample_exact_aggregates():
+    p = ChunkProfiler(max_records=50)
+    for i in range(5000):
+        p.record_chunk(metric(i, nbytes=1000))
+    s = p.get_stats()
+    assert s["total_chunks"] == 5000
+    assert s["total_data_mb"] == pytest.approx(5000 * 1000 / MiB)
+    assert s["sampled_records"] == 50
+    keys = {m.chunk_key[1] for m in p.metrics}
+    assert len(keys) == 50 and max(keys) > 50  # a sample of the whole stream
+    with dask.config.set({"array.adaptive-chunking.max-records": 5}):
+        q = ChunkProfiler()
+        for i in range(20):
+            q.record_chunk(metric(i))
+        assert len(q.metrics) == 5
+
+
+def test_profiler_thread_safe():
+    p = ChunkProfiler(max_records=100)
+
+    def work(t):
+        for i in range(2000):
+            p.record_chunk(metric(i, nbytes=t + 1))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = p.get_stats()
+    assert s["total_chunks"] == 16000
+    assert s["total_data_mb"] * MiB == pytest.approx(2000 * sum(range(1, 9)))
+
+
+# ---------------------------------------------------------------------------
+# ChunkSizeRecommender
+# ---------------------------------------------------------------------------
+
+
+def profiled(n=200, nbytes=80_000, ms=0.3, rss_mb=10.0):
+    p = ChunkProfiler()
+    for i in range(n):
+        p.record_chunk(metric(i, nbytes=nbytes, ms=ms, before=rss_mb, after=rss_mb))
+    return p
+
+
+def test_recommender_defaults_from_config():
+    r = ChunkSizeRecommender()
+    with dask.config.set({
+        "array.adaptive-chunking.target-memory-percent": 25.0,
+        "array.adaptive-chunking.safety-factor": 0.5,
+        "array.adaptive-chunking.memory-limit": "8GiB",
+    }):
+        assert r.memory_budget() == int(8 * 2**30 * 0.25 * 0.5)
+    assert "target_memory_percent=50" in repr(r)
+
+
+def test_recommender_no_data_returns_none():
+    assert ChunkSizeRecommender().recommend_chunk_size(ChunkProfiler(), (100, 100), 8) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"target_memory_percent": 0}, ValueError, r"target-memory-percent must be in \(0, 100\]"),
+        ({"target_memory_percent": 150}, ValueError, "target-memory-percent"),
+        ({"target_memory_percent": "50"}, TypeError, "must be a number"),
+        ({"safety_factor": 1.5}, ValueError, r"safety-factor must be in \(0, 1\]"),
+        ({"min_chunk_bytes": -1}, ValueError, "positive whole number of bytes"),
+        ({"min_chunk_bytes": 2**20, "max_chunk_bytes": 2**10}, ValueError,
+         "max_chunk_bytes .* smaller than min_chunk_bytes"),
+        ({"overhead_target": 1.0}, ValueError, "overhead-target"),
+        ({"memory_limit": "much"}, ValueError, "memory-limit"),
+    ],
+)
+def test_recommender_invalid_settings(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ChunkSizeRecommender(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, exc, match",
+    [
+        (((100, -1), 8), ValueError, "negative"),
+        (((100, 1.5), 8), TypeError, "must contain ints"),
+        (((100, float("nan")), 8), ValueError, "compute_chunk_sizes"),
+        (("abc", 8), TypeError, "tuple of ints"),
+        (((100, 100), 0), ValueError, "dtype_size must be at least 1"),
+        (((100, 100), 8.0), TypeError, "dtype_size must be an int"),
+    ],
+)
+def test_recommender_invalid_inputs(args, exc, match):
+    with pytest.raises(exc, match=match):
+        ChunkSizeRecommender().recommend_chunk_size(profiled(), *args)
+
+
+def test_recommender_num_dimensions_mismatch():
+    with pytest.raises(ValueError, match="num_dimensions=3 does not match"):
+        ChunkSizeRecommender().recommend_chunk_size(profiled(), (10, 10), 8, num_dimensions=3)
+    with pytest.raises(TypeError, match="ChunkProfiler"):
+        ChunkSizeRecommender().recommend_chunk_size(None, (10, 10), 8)
+
+
+def test_recommender_respects_tight_budget():
+    r = ChunkSizeRecommender(memory_limit="256MiB", min_chunk_bytes=2**20)
+    rec = r.recommend(profiled(), (20000, 20000), 8)
+    assert rec.fits_budget
+    assert rec.predicted_peak_bytes <= r.memory_budget()
+    assert math.prod(rec.chunks) * 8 <= r.memory_budget()
+
+
+def test_recommender_warns_when_nothing_fits():
+    p = ChunkProfiler()
+    p.record_chunk(metric(before=500.0, after=500.0))  # a 500 MiB baseline
+    r = ChunkSizeRecommender(memory_limit="100MiB")
+    with pytest.warns(AdaptiveChunkingWarning, match="memory budget.*memory-limit"):
+        rec = r.recommend(p, (20000, 20000), 8)
+    assert not rec.fits_budget and rec.binding == "memory"
+
+
+shapes = st.lists(st.integers(0, 50_000), min_size=1, max_size=4).map(tuple)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=shapes,
+    itemsize=st.sampled_from([1, 2, 4, 8, 16]),
+    min_bytes=st.integers(1, 64 * MiB),
+    max_bytes=st.one_of(st.none(), st.integers(1, 4096 * MiB)),
+    limit=st.integers(16 * MiB, 64 * 2**30),
+)
+def test_recommender_invariants(shape, itemsize, min_bytes, max_bytes, limit):
+    if max_bytes is not None and max_bytes < min_bytes:
+        min_bytes, max_bytes = max_bytes, min_bytes
+    r = ChunkSizeRecommender(min_chunk_bytes=min_bytes, max_chunk_bytes=max_bytes,
+                             memory_limit=limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AdaptiveChunkingWarning)
+        chunks = r.recommend_chunk_size(PROFILED, shape, itemsize)
+    assert len(chunks) == len(shape)
+    normalized = normalize_chunks(chunks, shape)
+    assert tuple(map(sum, normalized)) == shape
+    nbytes = math.prod(chunks) * itemsize
+    array_bytes = math.prod(shape) * itemsize
+    upper = max_bytes or r.memory_budget()
+    if array_bytes:
+        assert nbytes <= max(upper, itemsize)
+        if array_bytes >= min_bytes and upper >= min_bytes:
+            assert nbytes >= min(min_bytes, array_bytes) or nbytes * 2 >= min_bytes
+    # every dimension divided evenly: no sliver block at the end
+    for c in normalized:
+        if len(c) > 1 and c[0] >= 2 * len(c):
+            assert c[-1] >= c[0] / 2, c
+
+
+PROFILED = profiled()
+
+
+# ---------------------------------------------------------------------------
+# Engine: profiling through compute() on the local schedulers
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_profile_array_compute_all_schedulers(engine, scheduler):
+    x = da.random.random((400, 300), chunks=(100, 100))
+    pid = engine.profile_array(x)
+    assert engine.get_profile(pid)["status"] == "pending"
+    result = x.compute(scheduler=scheduler)
+    profile = engine.get_profile(pid)
+    assert result.shape == (400, 300)
+    assert profile["status"] == "complete"
+    stats = profile["profiler_stats"]
+    assert stats["total_chunks"] == x.npartitions == 12
+    assert stats["avg_chunk_size_mb"] == pytest.approx(100 * 100 * 8 / MiB)
+    last = profile["last_compute"]
+    assert last["results_memory_mb"] == pytest.approx(x.nbytes / MiB, rel=0.01)
+    assert last["peak_memory_mb"] >= last["baseline_memory_mb"] > 0
+    metrics = engine.get_profiler(pid).metrics
+    assert {m.chunk_shape for m in metrics} == {(100, 100)}
+    assert all(m.dtype_size == 8 and m.compute_time_ms >= 0 for m in metrics)
+    if scheduler == "processes":
+        assert {m.worker for m in metrics}.isdisjoint({os.getpid()})
+
+
+def test_expression_and_fused_keys_are_attributed(engine):
+    x = da.random.random((1000, 1000), chunks=(100, 100))
+    pid = engine.profile_array(x)
+    (x * 2).sum().compute()
+    stats = engine.get_profile(pid)["profiler_stats"]
+    # x's keys are fused away, yet every task of the compute belongs to x
+    assert stats["total_chunks"] >= x.npartitions
+    assert engine.get_profile(pid)["recommended_chunks"] is not None
+
+
+def test_compute_together_attributes_each_array(engine):
+    x = da.random.random((600, 600), chunks=(100, 100))  # 36 chunks
+    y = da.ones((800, 800), chunks=(200, 200))  # 16 chunks
+    px, py = engine.profile_array(x), engine.profile_array(y)
+    dask.compute(x, y)
+    assert engine.get_profile(px)["profiler_stats"]["total_chunks"] == 36
+    assert engine.get_profile(py)["profiler_stats"]["total_chunks"] == 16
+    assert engine.profiler.get_stats()["total_chunks"] == 52
+
+
+def test_unprofiled_compute_is_not_instrumented(engine):
+    x = da.ones((100, 100), chunks=50)
+    engine.profile_array(x)
+    da.zeros((100, 100), chunks=50).sum().compute()
+    assert engine.profiler.get_stats()["total_chunks"] == 0
+
+
+def test_concurrent_computes_in_threads(engine):
+    arrays = [da.random.random((500 + 100 * i, 400), chunks=(100, 100)) for i in range(4)]
+    pids = [engine.profile_array(a) for a in arrays]
+    barrier = threading.Barrier(len(arrays))
+    errors = []
+
+    def run(a):
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(3):
+                a.sum().compute(scheduler="threads")
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(a,)) for a in arrays]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    for pid, a in zip(pids, arrays):
+        p = engine.get_profile(pid)
+        assert p["computes"] == 3
+        # blockwise sum: one fused task per chunk plus the tree reduction
+        single = da.random.random(a.shape, chunks=(100, 100))
+        q = engine.profile_array(single)
+        single.sum().compute(scheduler="sync")
+        per_compute = engine.get_profile(q)["profiler_stats"]["total_chunks"]
+        assert p["profiler_stats"]["total_chunks"] == 3 * per_compute
+
+
+def test_enable_profiles_every_compute_and_disable_restores(engine):
+    optimize_before = dask.config.get("array_optimize", None)
+    enable_adaptive_chunking()
+    try:
+        assert get_adaptive_engine().enabled
+        da.ones((400, 400), chunks=100).sum().compute()
+        da.arange(1000, chunks=100).cumsum(axis=0).compute(scheduler="sync")
+        assert engine.get_telemetry()["computes_profiled"] == 2
+    finally:
+        disable_adaptive_chunking()
+    assert dask.config.get("array_optimize", None) is optimize_before
+    da.ones((400, 400), chunks=100).sum().compute()
+    assert engine.get_telemetry()["computes_profiled"] == 2
+
+
+def test_env_var_enables_engine(tmp_path):
+    code = (
+        "import dask.array as da\n"
+        "from dask.array.adaptive_chunking import get_adaptive_engine\n"
+        "e = get_adaptive_engine()\n"
+        "da.ones((100, 100), chunks=10).sum().compute()\n"
+        "print(e.enabled, e.get_telemetry()['computes_profiled'])\n"
+    )
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__ENABLED="True")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1"]
+
+
+def test_failing_task_marks_profile_failed(engine):
+    x = da.ones((400, 400), chunks=100)
+
+    def boom(b, block_info=None):
+        if block_info[0]["chunk-location"] == (2, 2):
+            raise ZeroDivisionError("bad block")
+        return b
+
+    y = x.map_blocks(boom, dtype=x.dtype)
+    pid = engine.profile_array(y)
+    with pytest.raises(ZeroDivisionError, match="bad block"):
+        y.compute(scheduler="sync")
+    p = engine.get_profile(pid)
+    assert p["status"] == "failed"
+    assert p["profiler_stats"]["failed_chunks"] == 1
+    assert p["error"] and "raised" in p["error"]
+    # the engine stays usable
+    z = da.ones(10, chunks=5)
+    pz = engine.profile_array(z)
+    z.compute()
+    assert engine.get_profile(pz)["status"] == "complete"
+
+
+def test_failing_task_in_child_process(engine):
+    def _raise_in_child(block):  # a local function is pickled by value
+        raise ZeroDivisionError("raised in a child process")
+
+    x = da.ones((200, 200), chunks=100)
+    y = x.map_blocks(_raise_in_child, dtype=x.dtype)
+    pid = engine.profile_array(y)
+    with pytest.raises(ZeroDivisionError):
+        y.compute(scheduler="processes")
+    assert engine.get_profile(pid)["status"] == "failed"
+
+
+def test_engine_error_never_breaks_compute(engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(engine, "_fold", broken)
+    x = da.arange(100, chunks=10)
+    engine.profile_array(x)
+    with pytest.warns(AdaptiveChunkingWarning, match="engine bug"):
+        assert x.sum().compute() == 4950
+
+
+def test_planner_error_never_breaks_compute(engine, monkeypatch):
+    monkeypatch.setattr(engine, "_plan", lambda *a: 1 / 0)
+    x = da.arange(100, chunks=10)
+    engine.profile_array(x)
+    with pytest.warns(AdaptiveChunkingWarning, match="ZeroDivisionError"):
+        assert x.sum().compute() == 4950
+
+
+def test_nested_compute_is_not_counted_twice(engine):
+    inner = da.ones(100, chunks=10)
+
+    def f(block):
+        return block + inner.sum().compute(scheduler="sync")
+
+    x = da.ones(40, chunks=10)
+    y = x.map_blocks(f, dtype=float)
+    pid = engine.profile_array(y)
+    pinner = engine.profile_array(inner)
+    assert (y.compute(scheduler="threads") == 101).all()
+    # the outer tasks include the nested computes' time: those are not measured again
+    assert engine.get_profile(pid)["profiler_stats"]["total_chunks"] == y.npartitions
+    assert engine.get_profile(pinner)["profiler_stats"]["total_chunks"] == 0
+
+
+def test_interrupted_compute_marks_incomplete(engine):
+    import gc
+
+    x = da.ones((300, 300), chunks=100)
+    pid = engine.profile_array(x)
+    dsk = x.__dask_optimize__(x.__dask_graph__(), x.__dask_keys__())  # never executed
+    assert engine.get_profile(pid)["status"] == "running"
+    del dsk
+    gc.collect()
+    assert engine.get_profile(pid)["status"] == "incomplete"
+
+
+def test_apply_recommendation(engine):
+    x = da.random.random((1200, 1000), chunks=(100, 100))
+    pid = engine.profile_array(x)
+    x.sum().compute()
+    rec = engine.get_profile(pid)["recommended_chunks"]
+    y = engine.apply_recommendation(x, rec)
+    assert y.chunks == normalize_chunks(rec, x.shape)
+    np.testing.assert_array_equal(y.compute(), x.compute())
+    # without explicit chunks: the newest profile of this array
+    rec = engine.get_profile(pid)["recommended_chunks"]
+    assert engine.apply_recommendation(x).chunks == normalize_chunks(rec, x.shape)
+    assert engine.apply_recommendation(x, pid).chunks == normalize_chunks(rec, x.shape)
+
+
+@pytest.mark.parametrize(
+    "chunks, match", [((0, 5), "invalid chunks"), ((10, 10, 10), "invalid chunks"),
+                      ("lots", "invalid chunks")]
+)
+def test_apply_recommendation_rejects_invalid(engine, chunks, match):
+    with pytest.raises(ValueError, match=match):
+        engine.apply_recommendation(da.ones((100, 100), chunks=10), chunks)
+
+
+def test_apply_recommendation_without_profile(engine):
+    with pytest.raises(ValueError, match="profile it with profile_array"):
+        engine.apply_recommendation(da.ones(10, chunks=5))
+    with pytest.raises(TypeError, match="dask.array.Array"):
+        engine.apply_recommendation(np.ones(10), (5,))
+
+
+def test_profile_array_rejects_non_arrays(engine):
+    with pytest.raises(TypeError, match="from_array"):
+        engine.profile_array(np.ones(10))
+
+
+def test_get_profile_unknown_id(engine):
+    with pytest.raises(KeyError, match="no profile with id 'nope'"):
+        engine.get_profile("nope")
+
+
+def test_profiles_expire(engine):
+    with dask.config.set({"array.adaptive-chunking.max-profiles": 3}):
+        ids = [engine.profile_array(da.ones(10, chunks=5) + i) for i in range(5)]
+    assert engine.profile_ids == ids[-3:]
+
+
+def test_telemetry_keys(engine):
+    x = da.ones(10, chunks=5)
+    engine.profile_array(x)
+    t = engine.get_telemetry()
+    assert t["tracked_arrays"] == 1
+    assert {"available_mb", "used_mb", "percent_used"} <= t["memory_pressure"].keys()
+    assert t["memory_budget_mb"] < t["memory_limit_mb"]
+
+
+def test_profile_chunks_off_keeps_compute_summary(engine):
+    engine.profile_chunks = False
+    x = da.ones((200, 200), chunks=100)
+    pid = engine.profile_array(x)
+    x.compute()
+    p = engine.get_profile(pid)
+    assert p["profiler_stats"]["total_chunks"] == 0
+    assert p["computes"] == 1 and p["last_compute"]["tasks"] == 4
+    with pytest.raises(TypeError, match="True or False"):
+        engine.profile_chunks = "yes"
+
+
+def test_singleton_and_reset(engine):
+    assert get_adaptive_engine() is engine
+    reset_adaptive_engine()
+    fresh = get_adaptive_engine()
+    assert fresh is not engine and isinstance(fresh, AdaptiveChunkingEngine)
+
+
+def test_previous_array_optimize_is_chained(engine):
+    calls = []
+
+    def mine(dsk, keys, **kwargs):
+        calls.append(1)
+        from dask.array.optimization import optimize
+
+        return optimize(dsk, keys, **kwargs)
+
+    with dask.config.set(array_optimize=mine):
+        x = da.ones(100, chunks=10)
+        pid = engine.profile_array(x)
+        assert x.sum().compute() == 100
+        assert calls and engine.get_profile(pid)["status"] == "complete"
+        engine.remove_profile(pid)
+        reset_adaptive_engine()
+        assert dask.config.get("array_optimize") is mine
+
+
+def test_demo_runs(capsys):
+    from dask.array._adaptive_chunking.demo import main
+
+    assert main(["--size", "1500", "--chunk", "100", "--scheduler", "sync"]) == 0
+    out = capsys.readouterr().out
+    assert "Recommended chunks" in out and "Measured effect" in out
+    reset_adaptive_engine()
+
+
+# ---------------------------------------------------------------------------
+# Configuration files
+# ---------------------------------------------------------------------------
+
+
+def test_config_defaults_and_schema_agree():
+    import yaml
+
+    root = Path(__import__("dask.array.adaptive_chunking").array.adaptive_chunking.__file__).parent
+    defaults = yaml.safe_load((root / "_adaptive_chunking" / "adaptive-chunking.yaml").read_text())
+    schema = yaml.safe_load(
+        (root / "_adaptive_chunking" / "adaptive-chunking-schema.yaml").read_text()
+    )
+    keys = list(defaults["array"]["adaptive-chunking"])
+    props = schema["properties"]["array"]["properties"]["adaptive-chunking"]["properties"]
+    assert keys == list(props)
+    assert all(props[k].get("description") for k in keys)
+    for key, value in defaults["array"]["adaptive-chunking"].items():
+        assert dask.config.get(f"array.adaptive-chunking.{key}") == value
+
+
+def test_config_schema_validates_defaults():
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    import dask.array.adaptive_chunking as ac
+
+    root = Path(ac.__file__).parent / "_adaptive_chunking"
+    defaults = yaml.safe_load((root / "adaptive-chunking.yaml").read_text())
+    schema = yaml.safe_load((root / "adaptive-chunking-schema.yaml").read_text())
+    jsonschema.validate(defaults, schema)
