@@ -93,6 +93,7 @@ MiB = 2**20
 
 _CONFIG_DIR = Path(__file__).parent / "_adaptive_chunking"
 _PREFIX = "array.adaptive-chunking"
+_PEAK_METHODS = ("auto", "high-water-mark", "sampler")
 
 
 def _register_config_defaults() -> None:
@@ -416,7 +417,7 @@ class ChunkProfiler:
             self._max_bytes = 0
             self._peak = 0.0
             self._min_rss: float | None = None
-            self._sample: list[ChunkMemoryMetric] = []
+            self._sample_list: list[ChunkMemoryMetric | tuple] = []
             self._rng = random.Random(0)
             self._observations: deque[_model.Observation] = deque(maxlen=256)
             self._computes = 0
@@ -425,15 +426,25 @@ class ChunkProfiler:
     def __len__(self) -> int:
         return self._count
 
-    def _sample_add(self, make, cap: int) -> None:
-        # Algorithm R over the whole stream; ``make`` builds the metric lazily.
-        seen = self._count  # already incremented for this record
-        if len(self._sample) < cap:
-            self._sample.append(make())
-        else:
-            j = self._rng.randrange(seen)
+    def _sample(self, items: Sequence, cap: int) -> None:
+        """Reservoir-sample ``items`` (metrics or raw records) after ``_count`` grew.
+
+        Algorithm R over the whole stream: every item seen has the same chance
+        ``cap / count`` of being kept.
+        """
+        sample = self._sample_list
+        seen = self._count - len(items)
+        room = cap - len(sample)
+        if room > 0:
+            sample.extend(items[:room])
+            seen += min(room, len(items))
+            items = items[room:]
+        randrange = self._rng.randrange
+        for item in items:
+            seen += 1
+            j = randrange(seen)
             if j < cap:
-                self._sample[j] = make()
+                sample[j] = item
 
     def record_chunk(self, metric: ChunkMemoryMetric) -> None:
         """Add the measurement of one chunk."""
@@ -456,31 +467,33 @@ class ChunkProfiler:
             self._peak = max(self._peak, rss)
             before = metric.memory_peak_before_mb * MiB
             self._min_rss = before if self._min_rss is None else min(self._min_rss, before)
-            self._sample_add(lambda: metric, cap)
+            self._sample([metric], cap)
 
-    def _record_raw(self, records: Iterable[tuple]) -> None:
-        """Add many instrumented-task records at once (the engine's fast path)."""
-        if not self.enabled:
+    def _record_raw(self, records: Sequence[tuple]) -> None:
+        """Add many instrumented-task records at once (the engine's fast path).
+
+        The records stay plain tuples in the sample; :attr:`metrics` turns them
+        into :class:`ChunkMemoryMetric` objects when asked.
+        """
+        if not self.enabled or not records:
             return
         cap = self.max_records
+        logical = [r[R_LOGICAL] for r in records]
+        seconds = sum([r[R_T1] for r in records]) - sum([r[R_T0] for r in records])
+        failed = sum([1 for r in records if r[R_FAILED]])
+        peak = max(max([r[R_RSS1] for r in records]), max([r[R_RSS0] for r in records]))
+        low_rss = min([r[R_RSS0] for r in records])
         with self._lock:
-            for r in records:
-                self._count += 1
-                nbytes = r[R_LOGICAL]
-                self._bytes += nbytes
-                self._seconds += r[R_T1] - r[R_T0]
-                if r[R_FAILED]:
-                    self._failed += 1
-                if self._min_bytes is None or nbytes < self._min_bytes:
-                    self._min_bytes = nbytes
-                if nbytes > self._max_bytes:
-                    self._max_bytes = nbytes
-                rss = r[R_RSS1] if r[R_RSS1] > r[R_RSS0] else r[R_RSS0]
-                if rss > self._peak:
-                    self._peak = rss
-                if self._min_rss is None or r[R_RSS0] < self._min_rss:
-                    self._min_rss = r[R_RSS0]
-                self._sample_add(lambda r=r: _metric_from_record(r), cap)
+            self._count += len(records)
+            self._bytes += sum(logical)
+            self._seconds += seconds
+            self._failed += failed
+            low = min(logical)
+            self._min_bytes = low if self._min_bytes is None else min(self._min_bytes, low)
+            self._max_bytes = max(self._max_bytes, max(logical))
+            self._peak = max(self._peak, peak)
+            self._min_rss = low_rss if self._min_rss is None else min(self._min_rss, low_rss)
+            self._sample(records, cap)
 
     def _record_compute(self, observation: _model.Observation) -> None:
         """Add the per-compute summary of one profiled compute."""
@@ -494,7 +507,11 @@ class ChunkProfiler:
     def metrics(self) -> list[ChunkMemoryMetric]:
         """The sampled raw records (all of them while fewer than ``max_records``)."""
         with self._lock:
-            return list(self._sample)
+            sample = self._sample_list
+            for i, item in enumerate(sample):
+                if type(item) is tuple:
+                    sample[i] = _metric_from_record(item)
+            return list(sample)
 
     def observations(self) -> list[_model.Observation]:
         """Per-compute summaries; synthesized from the chunk aggregates if none."""
@@ -541,7 +558,7 @@ class ChunkProfiler:
                 ),
                 "computes": self._computes,
                 "wall_time_s": self._wall,
-                "sampled_records": len(self._sample),
+                "sampled_records": len(self._sample_list),
             }
 
     def __repr__(self) -> str:
@@ -1194,7 +1211,12 @@ class AdaptiveChunkingEngine:
             for s in states:
                 s.status = "running"
         interval = parse_timedelta(_get("sample-interval"), default="s")
-        _instr.sampler.add(collector, interval)
+        method = _get("peak-method")
+        if method not in _PEAK_METHODS:
+            raise ValueError(
+                f"'{_PREFIX}.peak-method' must be one of {_PEAK_METHODS}, got {method!r}"
+            )
+        _instr.track_peak(collector, method, interval)
         return out
 
     # -- receiving records (called by the collector) ----------------------

@@ -20,7 +20,8 @@ import logging
 import os
 import sys
 import threading
-import time
+from threading import get_ident
+from time import perf_counter
 import uuid
 import warnings
 import weakref
@@ -138,8 +139,17 @@ def host_memory() -> tuple[int, int]:
 # ---------------------------------------------------------------------------
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_statm_fd: dict[int, int] = {}  # pid -> open /proc/self/statm (fork-safe by pid)
+_statm_fd: int | None = None  # open /proc/self/statm of this process; -1: unavailable
 _rss_warned = False
+
+
+def _forget_statm_fd() -> None:
+    global _statm_fd
+    _statm_fd = None  # a forked child must open its own /proc/self/statm
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_statm_fd)
 
 
 def _psutil_rss() -> int:
@@ -161,21 +171,25 @@ def _psutil_rss() -> int:
 
 
 def process_rss() -> int:
-    """Resident memory of this process in bytes (~1 us on Linux)."""
-    pid = os.getpid()
-    fd = _statm_fd.get(pid)
+    """Resident memory of this process in bytes (under a microsecond on Linux).
+
+    Reads an open ``/proc/self/statm`` with ``pread``; falls back to ``psutil``
+    where that file does not exist.
+    """
+    global _statm_fd
+    fd = _statm_fd
     if fd is None:
         try:
             fd = os.open("/proc/self/statm", os.O_RDONLY)
         except OSError:
             fd = -1
-        _statm_fd[pid] = fd
+        _statm_fd = fd
     if fd < 0:
         return _psutil_rss()
     try:
         return int(os.pread(fd, 64, 0).split()[1]) * _PAGE_SIZE
     except (OSError, IndexError, ValueError):
-        _statm_fd[pid] = -1
+        _statm_fd = -1
         return _psutil_rss()
 
 
@@ -207,12 +221,15 @@ class PeakSampler:
         self._active: weakref.WeakSet[ComputeCollector] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
+        #: This process's memory at the last tick, or None while the sampler is idle.
+        self.last_rss: int | None = None
 
     def add(self, collector: ComputeCollector, interval: float) -> None:
         """Track ``collector.peak`` every ``interval`` seconds until removed."""
         with self._lock:
             self._active.add(collector)
             if self._thread is None:
+                self.last_rss = process_rss()
                 self._thread = threading.Thread(
                     target=self._run,
                     args=(max(float(interval), 0.001),),
@@ -232,8 +249,10 @@ class PeakSampler:
                 active = list(self._active)
                 if not active:
                     self._thread = None
+                    self.last_rss = None
                     return
             rss = process_rss()
+            self.last_rss = rss
             children = None
             for c in active:
                 value = rss
@@ -256,6 +275,114 @@ class PeakSampler:
 
 
 sampler = PeakSampler()
+
+
+_RSS_REFRESH = 0.005  # seconds between direct reads of per-task memory
+_rss_value = 0
+_rss_time = float("-inf")
+
+
+def current_rss() -> int:
+    """This process's memory for a task record, in bytes, nearly free to call.
+
+    A read of ``/proc`` releases the GIL, and reading twice per task made the
+    threads of the threaded scheduler queue for it. So task records use the
+    sampler's reading while it runs, and otherwise a value read directly at most
+    once every 5 ms by whichever thread asks.
+    """
+    global _rss_value, _rss_time
+    rss = sampler.last_rss
+    if rss is not None:
+        return rss
+    now = perf_counter()
+    if now - _rss_time > _RSS_REFRESH:
+        _rss_time = now
+        _rss_value = process_rss()
+    return _rss_value
+
+
+def _read_hwm() -> int | None:
+    """The kernel's peak resident memory of this process (``VmHWM``), in bytes."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class HighWaterMark:
+    """Exact peak memory of running computes from the kernel's high-water mark.
+
+    Linux keeps the peak resident memory of a process (``VmHWM``) and resets it
+    when ``5`` is written to ``/proc/self/clear_refs``. The mark is process-wide,
+    so before every reset its value is credited to every compute running then;
+    no peak is lost when computes overlap, and nothing runs between computes.
+    This also resets ``getrusage().ru_maxrss``; set
+    ``array.adaptive-chunking.peak-method`` to ``"sampler"`` to leave it alone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: weakref.WeakSet[ComputeCollector] = weakref.WeakSet()
+        self.available: bool | None = None  # None: not probed yet
+
+    def _reset(self) -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    def _credit(self) -> None:
+        mark = _read_hwm()
+        if mark is not None:
+            for c in self._active:
+                if mark > c.peak:
+                    c.peak = mark
+
+    def start(self, collector: ComputeCollector) -> bool:
+        """Track ``collector.peak``; False where the mark cannot be used."""
+        with self._lock:
+            if self.available is False:
+                return False
+            self._credit()
+            if not self._reset() or _read_hwm() is None:
+                self.available = False
+                return False
+            self.available = True
+            self._active.add(collector)
+            return True
+
+    def stop(self, collector: ComputeCollector) -> None:
+        """Credit the peak since the last reset and stop tracking ``collector``."""
+        with self._lock:
+            if collector in self._active:
+                self._credit()
+                self._active.discard(collector)
+
+
+high_water_mark = HighWaterMark()
+
+
+def track_peak(collector: ComputeCollector, method: str, interval: float) -> None:
+    """Start tracking the peak memory of one compute (until :func:`untrack_peak`).
+
+    ``method`` is ``"auto"`` (the high-water mark where the kernel offers it,
+    else the sampler thread), ``"high-water-mark"`` or ``"sampler"``.
+    """
+    collector.interval = interval
+    if method != "sampler" and high_water_mark.start(collector):
+        return
+    sampler.add(collector, interval)
+
+
+def untrack_peak(collector: ComputeCollector) -> None:
+    high_water_mark.stop(collector)
+    sampler.remove(collector)
 
 
 # ---------------------------------------------------------------------------
@@ -287,7 +414,7 @@ class ComputeCollector:
 
     __slots__ = (
         "cid", "n_tasks", "records", "lock", "peak", "baseline", "children_baseline",
-        "include_children", "done", "engine", "__weakref__",
+        "include_children", "done", "engine", "interval", "__weakref__",
     )
 
     def __init__(self, n_tasks: int, engine):
@@ -301,6 +428,7 @@ class ComputeCollector:
         self.include_children = False
         self.done = False
         self.engine = engine
+        self.interval = 0.01
         collectors[self.cid] = self
         weakref.finalize(self, engine._abandon, self.records, self.cid)
 
@@ -315,7 +443,7 @@ class ComputeCollector:
             if late:
                 self.engine._late(self.cid, record)
             elif finished:
-                sampler.remove(self)
+                untrack_peak(self)
                 self.engine._finish(self)
         except Exception as e:  # profiling must never break the compute
             warn_engine_error(e)
@@ -330,61 +458,94 @@ def warn_engine_error(e: BaseException) -> None:
     )
 
 
-class Measured:
-    """Callable that runs one graph node and measures it.
+_TASK_SLOTS = Task.get_all_slots()
+_PID = os.getpid()
 
-    A wrapped graph holds ``Task(key, Measured(node, ...), *deps)``. In the
+
+def _new_pid() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_pid)
+
+
+class MeasuredTask(Task):
+    """A ``Task`` that measures its own execution.
+
+    It is a copy of the original task (same key, function, arguments and
+    dependencies, so the scheduler sees the same graph) whose ``__call__`` records
+    time in the worker, output size, shape, dtype and process memory. In the
     process that built the graph the record goes straight to the collector; in a
     child process (processes scheduler) the result is returned inside
     :class:`Shipped`, which hands the record over when the parent unpickles it.
+    A ``Task`` subclass rather than a wrapping task keeps the per-task cost to the
+    measurement itself.
     """
 
-    __slots__ = ("node", "deps", "collector", "cid", "pid", "tag", "is_output")
+    __slots__ = ("collector", "cid", "pid", "tag", "is_output")
 
-    def __init__(self, node, deps, collector, tag: int, is_output: bool):
-        self.node = node
-        self.deps = deps
-        self.collector = collector
-        self.cid = collector.cid
-        self.pid = os.getpid()
-        self.tag = tag
-        self.is_output = is_output
+    @classmethod
+    def wrap(cls, node: Task, collector, cid, pid: int, tag: int, is_output: bool):
+        new = cls.__new__(cls)
+        for slot in _TASK_SLOTS:
+            try:
+                setattr(new, slot, getattr(node, slot))
+            except AttributeError:
+                pass
+        new.collector, new.cid, new.pid = collector, cid, pid
+        new.tag, new.is_output = tag, is_output
+        return new
+
+    def plain(self) -> Task:
+        """The original task, without measurement."""
+        task = Task.__new__(Task)
+        for slot in _TASK_SLOTS:
+            try:
+                setattr(task, slot, getattr(self, slot))
+            except AttributeError:
+                pass
+        return task
 
     def __reduce__(self):
-        args = (self.node, self.deps, self.cid, self.pid, self.tag, self.is_output)
-        return _remote_measured, args
+        return _remote_task, (self.plain(), self.cid, self.pid, self.tag, self.is_output)
 
-    def __call__(self, *values):
+    def __call__(self, values=()):
+        try:
+            collector = self.collector
+        except AttributeError:  # made by Task.copy()/substitute(): not measured
+            return Task.__call__(self, values)
         depth = getattr(in_task, "depth", 0)
         in_task.depth = depth + 1
-        rss0 = process_rss()
-        t0 = time.perf_counter()
+        rss0 = current_rss()
+        t0 = perf_counter()
         try:
-            result = self.node(dict(zip(self.deps, values)))
+            result = Task.__call__(self, values)
         except BaseException as exc:
-            t1 = time.perf_counter()
+            t1 = perf_counter()
             in_task.depth = depth
-            self._record(t0, t1, rss0, None, exc)
+            self._record(collector, t0, t1, rss0, None, exc)
             raise
-        t1 = time.perf_counter()
+        t1 = perf_counter()
         in_task.depth = depth
-        return self._record(t0, t1, rss0, result, None)
+        return self._record(collector, t0, t1, rss0, result, None)
 
-    def _record(self, t0, t1, rss0, result, exc):
+    def _record(self, collector, t0, t1, rss0, result, exc):
         try:
-            local = self.collector is not None and os.getpid() == self.pid
+            local = collector is not None and _PID == self.pid
             nbytes = sizeof(result) if exc is None else 0
             logical = getattr(result, "nbytes", None)
             record = (
-                self.node.key, t0, t1, rss0, process_rss(),
+                self.key, t0, t1, rss0, current_rss(),
                 nbytes,
                 getattr(result, "shape", None), getattr(result, "dtype", None),
-                threading.get_ident() if local else os.getpid(),
+                get_ident() if local else _PID,
                 self.tag, self.is_output, exc is not None,
-                logical if isinstance(logical, int) else nbytes,
+                logical if type(logical) is int else nbytes,
             )
             if local:
-                self.collector.add(record)
+                collector.add(record)
             elif _in_distributed_worker():
                 pass  # an instrumented graph sent to a cluster: run it, do not measure
             elif exc is None:
@@ -393,15 +554,13 @@ class Measured:
                 # The exception travels back pickled; the record rides on it.
                 exc._adaptive_chunking_record = Shipped(None, record, self.cid)
         except Exception as e:  # profiling must never break the compute
-            logger.debug("adaptive chunking failed to record task %s: %s", self.node.key, e)
+            logger.debug("adaptive chunking failed to record task %s: %s", self.key, e)
         return result
 
 
-def _remote_measured(node, deps, cid, pid, tag, is_output):
-    m = Measured.__new__(Measured)
-    m.node, m.deps, m.cid, m.pid, m.tag, m.is_output = node, deps, cid, pid, tag, is_output
-    m.collector = collectors.get(cid) if os.getpid() == pid else None
-    return m
+def _remote_task(task: Task, cid: str, pid: int, tag: int, is_output: bool) -> MeasuredTask:
+    collector = collectors.get(cid) if os.getpid() == pid else None
+    return MeasuredTask.wrap(task, collector, cid, pid, tag, is_output)
 
 
 def _in_distributed_worker() -> bool:
@@ -436,6 +595,7 @@ def receive(value, record, cid):
             # The pool's children start lazily: take their baseline at first contact.
             collector.children_baseline = children_rss()
             collector.include_children = True
+            sampler.add(collector, collector.interval)  # the children's peaks
         collector.add(record)
     return value
 
@@ -445,7 +605,7 @@ def layer_name(key: Hashable) -> Hashable:
 
 
 def instrument(dsk, keys, tag_of, engine):
-    """Wrap every plain ``Task`` of an optimized graph in :class:`Measured`.
+    """Replace every plain ``Task`` of an optimized graph by a :class:`MeasuredTask`.
 
     ``tag_of(layer_name) -> int`` attributes each task to one of the compute's
     profile groups. Aliases and data nodes are left alone (they do no work, and
@@ -458,25 +618,22 @@ def instrument(dsk, keys, tag_of, engine):
     outputs = set(flatten(keys)) if keys is not None else set()
     tasks = {}
     for key, node in dsk.items():
-        if type(node) is Task:
-            if isinstance(node.func, Measured):  # already instrumented
-                node = node.func.node
-            if str(layer_name(key)).startswith("finalize-"):
-                # Dask's finalize step joins the results: not a chunk. What it joins
-                # are the results the compute holds.
-                outputs.update(node.dependencies)
-                continue
-            tasks[key] = node
+        kind = type(node)
+        if kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)
+            node = node.plain()
+        elif kind is not Task:
+            continue
+        if str(layer_name(key)).startswith("finalize-"):
+            # Dask's finalize step joins the results: not a chunk. What it joins
+            # are the results the compute holds.
+            outputs.update(node.dependencies)
+            continue
+        tasks[key] = node
     collector = ComputeCollector(len(tasks), engine)
     out = dict(dsk)
+    cid, pid, wrap = collector.cid, _PID, MeasuredTask.wrap
     for key, node in tasks.items():
-        deps = tuple(node.dependencies)
-        out[key] = Task(
-            key,
-            Measured(node, deps, collector, tag_of(layer_name(key)), key in outputs),
-            *(TaskRef(d) for d in deps),
-            _data_producer=node.data_producer,
-        )
+        out[key] = wrap(node, collector, cid, pid, tag_of(layer_name(key)), key in outputs)
     return out, collector
 
 

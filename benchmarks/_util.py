@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmarks: import the working tree's overlay, write results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def use_working_tree() -> None:
+    """Import ``dask.array.adaptive_chunking`` from this checkout, as the tests do."""
+    overlay = str(ROOT / "tools" / "overlay")
+    if overlay not in sys.path:
+        sys.path.insert(0, overlay)
+    import dask_overlay_dev
+
+    dask_overlay_dev.install()
+
+
+def machine() -> dict:
+    import os
+
+    import dask
+    import numpy
+
+    return {
+        "python": platform.python_version(),
+        "dask": dask.__version__,
+        "numpy": numpy.__version__,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def write(name: str, data: dict, markdown: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)
