@@ -28,7 +28,6 @@ import itertools
 import logging
 import math
 import os
-import random
 import sys
 import threading
 import time
@@ -49,19 +48,6 @@ from dask.utils import format_bytes, key_split, parse_bytes, parse_timedelta
 from dask.array._adaptive_chunking import instrument as _instr
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking.instrument import (
-    R_DTYPE,
-    R_FAILED,
-    R_KEY,
-    R_LOGICAL,
-    R_NBYTES,
-    R_OUT,
-    R_RSS0,
-    R_RSS1,
-    R_SHAPE,
-    R_T0,
-    R_T1,
-    R_TAG,
-    R_WORKER,
     AdaptiveChunkingWarning,
     cgroup_memory,
     host_memory,
@@ -348,28 +334,89 @@ class ChunkMemoryMetric:
         return (self.estimated_bytes / MiB) / (self.compute_time_ms / 1e3)
 
 
-def _metric_from_record(r: tuple) -> ChunkMemoryMetric:
-    shape = r[R_SHAPE]
-    if isinstance(shape, tuple) and all(isinstance(s, (int, np.integer)) for s in shape):
-        shape = tuple(int(s) for s in shape)
+def _metric_from_row(row, key, shape, dtype) -> ChunkMemoryMetric:
+    """A :class:`ChunkMemoryMetric` from one row of a ``RecordBatch``."""
+    if isinstance(shape, tuple) and all(isinstance(n, (int, np.integer)) for n in shape):
+        shape = tuple(int(n) for n in shape)
         elements = math.prod(shape)
     else:
         shape, elements = (), 0
-    itemsize = getattr(r[R_DTYPE], "itemsize", 0)
+    itemsize = getattr(dtype, "itemsize", 0)
     return ChunkMemoryMetric(
-        chunk_key=r[R_KEY],
+        chunk_key=key,
         chunk_shape=shape,
         element_count=elements,
         dtype_size=int(itemsize) if isinstance(itemsize, (int, np.integer)) else 0,
-        estimated_bytes=int(r[R_LOGICAL]),
-        output_bytes=int(r[R_NBYTES]),
-        compute_time_ms=max(0.0, (r[R_T1] - r[R_T0]) * 1e3),
-        memory_peak_before_mb=r[R_RSS0] / MiB,
-        memory_peak_after_mb=r[R_RSS1] / MiB,
-        worker=r[R_WORKER],
-        start_time=r[R_T0],
-        failed=bool(r[R_FAILED]),
+        estimated_bytes=int(row["logical"]),
+        output_bytes=int(row["nbytes"]),
+        compute_time_ms=max(0.0, float(row["t1"] - row["t0"]) * 1e3),
+        memory_peak_before_mb=float(row["rss0"]) / MiB,
+        memory_peak_after_mb=float(row["rss1"]) / MiB,
+        worker=int(row["worker"]),
+        start_time=float(row["t0"]),
+        failed=bool(row["failed"]),
     )
+
+
+def _batch_from_metric(m: ChunkMemoryMetric) -> _instr.RecordBatch:
+    data = np.zeros(1, _instr.RECORD_DTYPE)
+    t1 = m.start_time + m.compute_time_ms / 1e3
+    data[0] = (
+        m.start_time, t1, m.memory_peak_before_mb * MiB, m.memory_peak_after_mb * MiB,
+        m.output_bytes if m.output_bytes is not None else m.estimated_bytes,
+        m.estimated_bytes, m.worker if isinstance(m.worker, int) else 0, 0, False, m.failed,
+    )
+    dtype = np.dtype(f"V{m.dtype_size}") if m.dtype_size else None
+    return _instr.RecordBatch(data, [m.chunk_key], [m.chunk_shape], [dtype])
+
+
+class _Reservoir:
+    """A uniform random sample of at most ``cap`` records, kept as columns."""
+
+    def __init__(self) -> None:
+        self.data = np.empty(0, _instr.RECORD_DTYPE)
+        self.keys: list = []
+        self.shapes: list = []
+        self.dtypes: list = []
+        self.seen = 0
+        self.rng = np.random.default_rng(0)
+        self.metrics: dict[int, ChunkMemoryMetric] = {}  # exact objects given
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, batch: _instr.RecordBatch, cap: int) -> None:
+        """Algorithm R over the stream: each record seen is kept with chance cap/seen."""
+        n = len(batch)
+        room = max(0, min(cap - len(self.keys), n))
+        if room:
+            size = len(self.keys)
+            if size + room > len(self.data):  # grow geometrically, never past cap
+                grown = np.empty(min(cap, max(2 * len(self.data), size + room, 16)),
+                                 _instr.RECORD_DTYPE)
+                grown[:size] = self.data[:size]
+                self.data = grown
+            self.data[size:size + room] = batch.data[:room]
+            self.keys.extend(batch.keys[:room])
+            self.shapes.extend(batch.shapes[:room])
+            self.dtypes.extend(batch.dtypes[:room])
+        if room < n and cap > 0:
+            seen = self.seen + np.arange(room + 1, n + 1)
+            slots = (self.rng.random(n - room) * seen).astype(np.int64)
+            for i in np.flatnonzero(slots < cap):
+                j, src = int(slots[i]), room + int(i)
+                self.data[j] = batch.data[src]
+                self.keys[j] = batch.keys[src]
+                self.shapes[j] = batch.shapes[src]
+                self.dtypes[j] = batch.dtypes[src]
+                self.metrics.pop(j, None)
+        self.seen += n
+
+    def to_metrics(self) -> list[ChunkMemoryMetric]:
+        return [
+            self.metrics.get(i) or _metric_from_row(self.data[i], k, sh, dt)
+            for i, (k, sh, dt) in enumerate(zip(self.keys, self.shapes, self.dtypes))
+        ]
 
 
 class ChunkProfiler:
@@ -417,34 +464,13 @@ class ChunkProfiler:
             self._max_bytes = 0
             self._peak = 0.0
             self._min_rss: float | None = None
-            self._sample_list: list[ChunkMemoryMetric | tuple] = []
-            self._rng = random.Random(0)
+            self._reservoir = _Reservoir()
             self._observations: deque[_model.Observation] = deque(maxlen=256)
             self._computes = 0
             self._wall = 0.0
 
     def __len__(self) -> int:
         return self._count
-
-    def _sample(self, items: Sequence, cap: int) -> None:
-        """Reservoir-sample ``items`` (metrics or raw records) after ``_count`` grew.
-
-        Algorithm R over the whole stream: every item seen has the same chance
-        ``cap / count`` of being kept.
-        """
-        sample = self._sample_list
-        seen = self._count - len(items)
-        room = cap - len(sample)
-        if room > 0:
-            sample.extend(items[:room])
-            seen += min(room, len(items))
-            items = items[room:]
-        randrange = self._rng.randrange
-        for item in items:
-            seen += 1
-            j = randrange(seen)
-            if j < cap:
-                sample[j] = item
 
     def record_chunk(self, metric: ChunkMemoryMetric) -> None:
         """Add the measurement of one chunk."""
@@ -454,46 +480,34 @@ class ChunkProfiler:
             )
         if not self.enabled:
             return
-        cap = self.max_records
-        nbytes = metric.estimated_bytes
+        batch = _batch_from_metric(metric)
         with self._lock:
-            self._count += 1
-            self._failed += bool(metric.failed)
-            self._bytes += nbytes
-            self._seconds += metric.compute_time_ms / 1e3
-            self._min_bytes = nbytes if self._min_bytes is None else min(self._min_bytes, nbytes)
-            self._max_bytes = max(self._max_bytes, nbytes)
-            rss = max(metric.memory_peak_before_mb, metric.memory_peak_after_mb) * MiB
-            self._peak = max(self._peak, rss)
-            before = metric.memory_peak_before_mb * MiB
-            self._min_rss = before if self._min_rss is None else min(self._min_rss, before)
-            self._sample([metric], cap)
+            slot = len(self._reservoir) if len(self._reservoir) < self.max_records else None
+            self._add_batch(batch)
+            if slot is not None and slot < len(self._reservoir):
+                self._reservoir.metrics[slot] = metric
 
-    def _record_raw(self, records: Sequence[tuple]) -> None:
-        """Add many instrumented-task records at once (the engine's fast path).
-
-        The records stay plain tuples in the sample; :attr:`metrics` turns them
-        into :class:`ChunkMemoryMetric` objects when asked.
-        """
-        if not self.enabled or not records:
+    def _record_batch(self, batch: _instr.RecordBatch) -> None:
+        """Add the records of a compute at once (the engine's path), O(1) per record."""
+        if not self.enabled or not len(batch):
             return
-        cap = self.max_records
-        logical = [r[R_LOGICAL] for r in records]
-        seconds = sum([r[R_T1] for r in records]) - sum([r[R_T0] for r in records])
-        failed = sum([1 for r in records if r[R_FAILED]])
-        peak = max(max([r[R_RSS1] for r in records]), max([r[R_RSS0] for r in records]))
-        low_rss = min([r[R_RSS0] for r in records])
         with self._lock:
-            self._count += len(records)
-            self._bytes += sum(logical)
-            self._seconds += seconds
-            self._failed += failed
-            low = min(logical)
-            self._min_bytes = low if self._min_bytes is None else min(self._min_bytes, low)
-            self._max_bytes = max(self._max_bytes, max(logical))
-            self._peak = max(self._peak, peak)
-            self._min_rss = low_rss if self._min_rss is None else min(self._min_rss, low_rss)
-            self._sample(records, cap)
+            self._add_batch(batch)
+
+    def _add_batch(self, batch: _instr.RecordBatch) -> None:
+        d = batch.data
+        logical = d["logical"]
+        self._count += len(d)
+        self._bytes += int(logical.sum())
+        self._seconds += float((d["t1"] - d["t0"]).sum())
+        self._failed += int(d["failed"].sum())
+        low = int(logical.min())
+        self._min_bytes = low if self._min_bytes is None else min(self._min_bytes, low)
+        self._max_bytes = max(self._max_bytes, int(logical.max()))
+        self._peak = max(self._peak, float(d["rss1"].max()), float(d["rss0"].max()))
+        low_rss = float(d["rss0"].min())
+        self._min_rss = low_rss if self._min_rss is None else min(self._min_rss, low_rss)
+        self._reservoir.add(batch, self.max_records)
 
     def _record_compute(self, observation: _model.Observation) -> None:
         """Add the per-compute summary of one profiled compute."""
@@ -507,11 +521,7 @@ class ChunkProfiler:
     def metrics(self) -> list[ChunkMemoryMetric]:
         """The sampled raw records (all of them while fewer than ``max_records``)."""
         with self._lock:
-            sample = self._sample_list
-            for i, item in enumerate(sample):
-                if type(item) is tuple:
-                    sample[i] = _metric_from_record(item)
-            return list(sample)
+            return self._reservoir.to_metrics()
 
     def observations(self) -> list[_model.Observation]:
         """Per-compute summaries; synthesized from the chunk aggregates if none."""
@@ -558,7 +568,7 @@ class ChunkProfiler:
                 ),
                 "computes": self._computes,
                 "wall_time_s": self._wall,
-                "sampled_records": len(self._sample_list),
+                "sampled_records": len(self._reservoir),
             }
 
     def __repr__(self) -> str:
@@ -1227,8 +1237,8 @@ class AdaptiveChunkingEngine:
         if entry is None:
             return
         tags, states = entry
-        records = collector.records
-        failed = any(r[R_FAILED] for r in records)
+        batch = collector.records.batch()
+        failed = bool(batch.data["failed"].any())
         baseline = collector.baseline
         if collector.include_children:
             baseline += collector.children_baseline
@@ -1237,7 +1247,7 @@ class AdaptiveChunkingEngine:
                 self._failed_computes[collector.cid] = entry
                 while len(self._failed_computes) > 64:
                     self._failed_computes.popitem(last=False)
-        self._fold(records, tags, states, "failed" if failed else "complete",
+        self._fold(batch, tags, states, "failed" if failed else "complete",
                    peak=collector.peak, baseline=baseline)
 
     def _late(self, cid: str, record: tuple) -> None:
@@ -1246,12 +1256,14 @@ class AdaptiveChunkingEngine:
             entry = self._failed_computes.get(cid)
         if entry is None or not self.profile_chunks:
             return
-        tags, _ = entry
-        for state in tags[record[R_TAG]]:
-            state.profiler._record_raw([record])
-        self.profiler._record_raw([record])
+        columns = _instr.RecordColumns()
+        columns.append(record)
+        batch = columns.batch()
+        for state in entry[0][record[_instr.R_TAG]]:
+            state.profiler._record_batch(batch)
+        self.profiler._record_batch(batch)
 
-    def _abandon(self, records: list[tuple], cid: str) -> None:
+    def _abandon(self, columns, cid: str) -> None:
         """The collector of an unfinished compute was garbage collected."""
         with self._lock:
             entry = self._pending.pop(cid, None)
@@ -1259,75 +1271,73 @@ class AdaptiveChunkingEngine:
             return
         tags, states = entry
         try:
-            self._fold(list(records), tags, states, "incomplete", peak=0, baseline=0)
+            self._fold(columns.batch(), tags, states, "incomplete", peak=0, baseline=0)
         except Exception as e:  # pragma: no cover - called from gc
             logger.debug("adaptive chunking could not fold an abandoned compute: %s", e)
 
-    def _fold(self, records, tags, states, status, *, peak, baseline) -> None:
+    def _fold(self, batch, tags, states, status, *, peak, baseline) -> None:
+        """Fold one compute's records into the profiles it belongs to."""
         profile_chunks = self.profile_chunks
-        by_state: dict[_Profile, list[tuple]] = {s: [] for s in states}
-        if len(tags) == 1:
-            for s in states:
-                by_state[s] = records
-        else:
-            for r in records:
-                for s in tags[r[R_TAG]]:
-                    by_state[s].append(r)
-        if records:
-            wall = max(r[R_T1] for r in records) - min(r[R_T0] for r in records)
-            peak = max(peak, max(r[R_RSS1] for r in records))
-            workers = len({r[R_WORKER] for r in records})
-            concurrency = max(1, min(_instr.max_overlap(records), workers))
-            results = sum(r[R_NBYTES] for r in records if r[R_OUT])
+        d = batch.data
+        n = len(batch)
+        if n:
+            wall = float(d["t1"].max() - d["t0"].min())
+            peak = max(peak, float(d["rss1"].max()))
+            workers = len(np.unique(d["worker"]))
+            concurrency = max(1, min(_instr.max_overlap(d["t0"], d["t1"]), workers))
+            results = int(d["nbytes"][d["out"]].sum())
         else:
             wall, concurrency, results = 0.0, 1, 0
         summary = {
             "status": status,
-            "tasks": len(records),
+            "tasks": n,
             "wall_time_s": wall,
             "peak_memory_mb": peak / MiB,
             "baseline_memory_mb": baseline / MiB,
             "results_memory_mb": results / MiB,
             "concurrency": concurrency,
         }
-        if records:
-            if profile_chunks:
-                self.profiler._record_raw(records)
-            total = sum(r[R_LOGICAL] for r in records)
-            self.profiler._record_compute(
-                _model.Observation(
-                    array_bytes=total, chunk_bytes=total / len(records),
-                    n_tasks=len(records),
-                    task_seconds=sum(r[R_T1] - r[R_T0] for r in records),
-                    wall_seconds=wall, peak_bytes=peak, baseline_bytes=baseline,
-                    results_bytes=results, concurrency=concurrency,
-                )
+
+        def observation(array_bytes, chunk_bytes, part) -> _model.Observation:
+            return _model.Observation(
+                array_bytes=array_bytes,
+                chunk_bytes=chunk_bytes,
+                n_tasks=len(part),
+                task_seconds=float((part.data["t1"] - part.data["t0"]).sum()),
+                wall_seconds=wall,
+                peak_bytes=peak,
+                baseline_bytes=baseline,
+                results_bytes=results,
+                concurrency=concurrency,
             )
-        for state, recs in by_state.items():
+
+        if n:
             if profile_chunks:
-                state.profiler._record_raw(recs)
-            if recs and state.nbytes:
+                self.profiler._record_batch(batch)
+            total = int(d["logical"].sum())
+            self.profiler._record_compute(observation(total, total / n, batch))
+        for state in states:
+            if len(tags) == 1:
+                part = batch
+            else:
+                mine = [i for i, group in enumerate(tags) if state in group]
+                part = batch.take(np.isin(d["tag"], mine))
+            if profile_chunks:
+                state.profiler._record_batch(part)
+            if len(part) and state.nbytes:
                 state.profiler._record_compute(
-                    _model.Observation(
-                        array_bytes=state.nbytes,
-                        chunk_bytes=state.chunk_bytes,
-                        n_tasks=len(recs),
-                        task_seconds=sum(r[R_T1] - r[R_T0] for r in recs),
-                        wall_seconds=wall,
-                        peak_bytes=peak,
-                        baseline_bytes=baseline,
-                        results_bytes=results,
-                        concurrency=concurrency,
-                    )
+                    observation(state.nbytes, state.chunk_bytes, part)
                 )
             with self._lock:
                 state.status = status
                 state.computes += 1
                 state.wall_seconds += wall
-                state.last = dict(summary, tasks=len(recs))
+                state.last = dict(summary, tasks=len(part))
                 if status == "failed":
-                    failed = next((r for r in recs if r[R_FAILED]), None)
-                    state.error = f"task {failed[R_KEY]!r} raised" if failed else "a task raised"
+                    bad = np.flatnonzero(part.data["failed"])
+                    state.error = (
+                        f"task {part.keys[bad[0]]!r} raised" if len(bad) else "a task raised"
+                    )
         with self._lock:
             self._computes += 1
             self._recent.append(summary)

@@ -17,6 +17,7 @@ Records are plain tuples (see the ``R_*`` indices) to keep the per-task cost low
 from __future__ import annotations
 
 import logging
+from array import array
 import os
 import sys
 import threading
@@ -28,6 +29,7 @@ import weakref
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
+import numpy as np
 from dask._task_spec import Task, TaskRef, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
@@ -397,6 +399,109 @@ def untrack_peak(collector: ComputeCollector) -> None:
 #: R_NBYTES is the memory the output holds (``dask.sizeof``); R_LOGICAL its logical size
 #: (``.nbytes``: a broadcast view of one element holds 8 bytes but is a chunk of many).
 
+
+#: Numeric columns of a RecordBatch.
+RECORD_DTYPE = np.dtype(
+    [
+        ("t0", "f8"), ("t1", "f8"), ("rss0", "f8"), ("rss1", "f8"),
+        ("nbytes", "i8"), ("logical", "i8"), ("worker", "i8"), ("tag", "i8"),
+        ("out", "?"), ("failed", "?"),
+    ]
+)
+
+
+class RecordBatch:
+    """Task records as columns: a structured array plus keys, shapes and dtypes.
+
+    Columns keep a compute's records out of the garbage collector's way: a tuple
+    per task would add thousands of tracked objects, and the extra collections of
+    a large graph's heap cost more than the measurement itself.
+    """
+
+    __slots__ = ("data", "keys", "shapes", "dtypes")
+
+    def __init__(self, data: np.ndarray, keys: list, shapes: list, dtypes: list):
+        self.data, self.keys, self.shapes, self.dtypes = data, keys, shapes, dtypes
+
+    @classmethod
+    def empty(cls) -> RecordBatch:
+        return cls(np.empty(0, RECORD_DTYPE), [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def take(self, index) -> RecordBatch:
+        """The records selected by an index array or boolean mask."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return RecordBatch(
+            self.data[index],
+            [self.keys[i] for i in index],
+            [self.shapes[i] for i in index],
+            [self.dtypes[i] for i in index],
+        )
+
+
+class RecordColumns:
+    """Appendable columns that become a :class:`RecordBatch` (one per compute)."""
+
+    __slots__ = ("keys", "shapes", "dtypes", "floats", "ints", "_shape_cache")
+
+    def __init__(self) -> None:
+        self.keys: list = []
+        self.shapes: list = []
+        self.dtypes: list = []
+        self.floats = array("d")  # t0, t1, rss0, rss1 per record
+        self.ints = array("q")  # nbytes, logical, worker, tag, flags per record
+        self._shape_cache: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def append(self, r: tuple) -> None:
+        shape = r[R_SHAPE]
+        if type(shape) is tuple:  # share one tuple per distinct chunk shape
+            shape = self._shape_cache.setdefault(shape, shape)
+        self.keys.append(r[R_KEY])
+        self.shapes.append(shape)
+        self.dtypes.append(r[R_DTYPE])
+        self.floats.extend((r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1]))
+        self.ints.extend(
+            (
+                r[R_NBYTES], r[R_LOGICAL], r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG],
+                bool(r[R_OUT]) | (bool(r[R_FAILED]) << 1),
+            )
+        )
+
+    def batch(self) -> RecordBatch:
+        n = len(self.keys)
+        floats = np.frombuffer(self.floats, dtype="f8", count=4 * n).reshape(n, 4)
+        ints = np.frombuffer(self.ints, dtype="i8", count=5 * n).reshape(n, 5)
+        data = np.empty(n, RECORD_DTYPE)
+        for j, name in enumerate(("t0", "t1", "rss0", "rss1")):
+            data[name] = floats[:, j]
+        for j, name in enumerate(("nbytes", "logical", "worker", "tag")):
+            data[name] = ints[:, j]
+        data["out"] = ints[:, 4] & 1
+        data["failed"] = ints[:, 4] & 2
+        return RecordBatch(data, list(self.keys), list(self.shapes), list(self.dtypes))
+
+
+def max_overlap(t0: np.ndarray, t1: np.ndarray) -> int:
+    """Largest number of ``[t0, t1]`` intervals that overlap at one time.
+
+    >>> max_overlap(np.array([0.0, 1.0, 2.0]), np.array([1.5, 3.0, 4.0]))
+    2
+    """
+    if len(t0) == 0:
+        return 0
+    starts = np.sort(t0)
+    stops = np.sort(t1)
+    running = np.arange(1, len(starts) + 1) - np.searchsorted(stops, starts, side="right")
+    return int(running.max())
+
+
 collectors: weakref.WeakValueDictionary[str, ComputeCollector] = (
     weakref.WeakValueDictionary()
 )
@@ -420,7 +525,7 @@ class ComputeCollector:
     def __init__(self, n_tasks: int, engine):
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks
-        self.records: list[tuple] = []
+        self.records = RecordColumns()
         self.lock = threading.Lock()
         self.baseline = process_rss()
         self.children_baseline = 0
@@ -635,19 +740,3 @@ def instrument(dsk, keys, tag_of, engine):
     for key, node in tasks.items():
         out[key] = wrap(node, collector, cid, pid, tag_of(layer_name(key)), key in outputs)
     return out, collector
-
-
-def max_overlap(records: Sequence[tuple]) -> int:
-    """Largest number of records whose [start, stop] intervals overlap."""
-    starts = sorted(r[R_T0] for r in records)
-    stops = sorted(r[R_T1] for r in records)
-    best = running = j = 0
-    for s in starts:
-        while j < len(stops) and stops[j] <= s:
-            j += 1
-            running -= 1
-        running += 1
-        best = max(best, running)
-    return best
-
-
