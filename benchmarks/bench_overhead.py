@@ -61,7 +61,7 @@ def wrapper_cost(n: int = 200_000) -> float:
     measured = instrument.MeasuredTask.wrap(node, collector, collector.cid, os.getpid(), 0, False)
     best_plain = best_wrapped = float("inf")
     for _ in range(5):
-        collector.records.clear()
+        collector.records = instrument.RecordColumns()
         t = time.perf_counter()
         for _ in range(n):
             node()

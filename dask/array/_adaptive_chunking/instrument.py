@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import logging
 from array import array
+
+try:
+    from resource import RUSAGE_SELF, getrusage
+except ImportError:  # pragma: no cover - Windows
+    RUSAGE_SELF, getrusage = None, None
 import os
 import sys
 import threading
@@ -30,6 +35,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy import ndarray
 from dask._task_spec import Task, TaskRef, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
@@ -279,27 +285,35 @@ class PeakSampler:
 sampler = PeakSampler()
 
 
-_RSS_REFRESH = 0.005  # seconds between direct reads of per-task memory
+#: Seconds a per-task memory reading may be reused for by later tasks.
+RSS_REFRESH = 0.05
 _rss_value = 0
 _rss_time = float("-inf")
 
 
-def current_rss() -> int:
-    """This process's memory for a task record, in bytes, nearly free to call.
+def _read_rss() -> int:
+    if high_water_mark.active and getrusage is not None:
+        return getrusage(RUSAGE_SELF).ru_maxrss * 1024  # peak since the compute began
+    rss = sampler.last_rss
+    return process_rss() if rss is None else rss
 
-    A read of ``/proc`` releases the GIL, and reading twice per task made the
-    threads of the threaded scheduler queue for it. So task records use the
-    sampler's reading while it runs, and otherwise a value read directly at most
-    once every 5 ms by whichever thread asks.
+
+def rss_at(now: float) -> int:
+    """Process memory for a task record at ``now`` (``perf_counter``), in bytes.
+
+    Reading memory means a system call, and in the threaded scheduler every extra
+    moment a worker spends in Python between tasks is paid again while the other
+    threads wait for the GIL: reads around every task cost several percent of wall
+    time. So a reading is reused for ``RSS_REFRESH`` seconds. While
+    :class:`HighWaterMark` tracks the compute the reading is the kernel's peak since
+    the compute began (what ``memory_peak_before_mb``/``memory_peak_after_mb``
+    report); else the sampler's latest value or a direct read. The compute's peak
+    itself never depends on these readings.
     """
     global _rss_value, _rss_time
-    rss = sampler.last_rss
-    if rss is not None:
-        return rss
-    now = perf_counter()
-    if now - _rss_time > _RSS_REFRESH:
+    if now - _rss_time > RSS_REFRESH:
         _rss_time = now
-        _rss_value = process_rss()
+        _rss_value = _read_rss()
     return _rss_value
 
 
@@ -330,6 +344,7 @@ class HighWaterMark:
         self._lock = threading.Lock()
         self._active: weakref.WeakSet[ComputeCollector] = weakref.WeakSet()
         self.available: bool | None = None  # None: not probed yet
+        self.active = False  # True while some compute is tracked
 
     def _reset(self) -> bool:
         try:
@@ -357,6 +372,7 @@ class HighWaterMark:
                 return False
             self.available = True
             self._active.add(collector)
+            self.active = True
             return True
 
     def stop(self, collector: ComputeCollector) -> None:
@@ -365,6 +381,7 @@ class HighWaterMark:
             if collector in self._active:
                 self._credit()
                 self._active.discard(collector)
+            self.active = bool(self._active)
 
 
 high_water_mark = HighWaterMark()
@@ -623,26 +640,44 @@ class MeasuredTask(Task):
             return Task.__call__(self, values)
         depth = getattr(in_task, "depth", 0)
         in_task.depth = depth + 1
-        rss0 = current_rss()
         t0 = perf_counter()
         try:
             result = Task.__call__(self, values)
         except BaseException as exc:
-            t1 = perf_counter()
             in_task.depth = depth
-            self._record(collector, t0, t1, rss0, None, exc)
+            self._record_slow(collector, t0, perf_counter(), None, exc)
             raise
         t1 = perf_counter()
         in_task.depth = depth
-        return self._record(collector, t0, t1, rss0, result, None)
+        if collector is None or _PID != self.pid:
+            return self._record_slow(collector, t0, t1, result, None)
+        # The common case, kept short: every bytecode here is paid while the other
+        # worker threads may be waiting for the GIL.
+        if type(result) is ndarray and 0 not in result.strides:
+            nbytes = logical = result.nbytes
+            shape, dtype = result.shape, result.dtype
+        else:
+            nbytes = sizeof(result)
+            logical = getattr(result, "nbytes", None)
+            if type(logical) is not int:
+                logical = nbytes
+            shape, dtype = getattr(result, "shape", None), getattr(result, "dtype", None)
+        rss0 = _rss_value
+        collector.add(
+            (self.key, t0, t1, rss0, rss_at(t1), nbytes, shape, dtype, get_ident(),
+             self.tag, self.is_output, False, logical)
+        )
+        return result
 
-    def _record(self, collector, t0, t1, rss0, result, exc):
+    def _record_slow(self, collector, t0, t1, result, exc):
+        """Record a failed task, or a task run in a child process."""
         try:
             local = collector is not None and _PID == self.pid
             nbytes = sizeof(result) if exc is None else 0
             logical = getattr(result, "nbytes", None)
+            rss = rss_at(t1) if local else process_rss()
             record = (
-                self.key, t0, t1, rss0, current_rss(),
+                self.key, t0, t1, rss, rss,
                 nbytes,
                 getattr(result, "shape", None), getattr(result, "dtype", None),
                 get_ident() if local else _PID,

@@ -824,3 +824,10 @@ def test_config_schema_validates_defaults():
     defaults = yaml.safe_load((root / "adaptive-chunking.yaml").read_text())
     schema = yaml.safe_load((root / "adaptive-chunking-schema.yaml").read_text())
     jsonschema.validate(defaults, schema)
+
+
+def test_configuration_docs_are_current():
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, str(root / "tools" / "gen_config_docs.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
