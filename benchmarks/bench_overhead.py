@@ -23,7 +23,6 @@ from _util import machine, use_working_tree, write
 
 use_working_tree()
 
-import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 from dask._task_spec import Task  # noqa: E402
 

@@ -24,10 +24,8 @@ per-task instrumentation and the peak-memory sampler), aggregation
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import os
 import sys
 import threading
 import time
@@ -35,7 +33,7 @@ import uuid
 import warnings
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1191,8 +1189,8 @@ class AdaptiveChunkingEngine:
                 names = [n for n in dsk.layers if n in self._by_name]
                 by_name = {n: list(self._by_name[n]) for n in names}
             states = [s for n in names for s in by_name[n]]
-        if not states and not self.enabled:
-            return None
+        if not states and not (self is _engine and self.enabled):
+            return None  # only the global engine profiles computes it was not asked to
         everyone = frozenset(states)
         if len(names) <= 1:
             tags = [everyone]
@@ -1374,17 +1372,22 @@ class _ProfilingOptimizer:
         from dask.array.optimization import optimize
 
         base = self.previous if callable(self.previous) else optimize
-        plans = []
-        for engine in list(_engines):
+        # One engine measures a compute: the global engine first, then any other
+        # engine that profiles an array of this graph.
+        chosen = None
+        engines = sorted(_engines, key=lambda e: e is not _engine)
+        for engine in engines:
             try:
                 plan = engine._plan(dsk, keys)
             except Exception as e:
                 _instr.warn_engine_error(e)
                 plan = None
             if plan is not None:
-                plans.append((engine, plan))
+                chosen = engine, plan
+                break
         out = base(dsk, keys, **kwargs)
-        for engine, plan in plans:
+        if chosen is not None:
+            engine, plan = chosen
             try:
                 out = engine._instrument(out, keys, plan)
             except Exception as e:

@@ -31,12 +31,12 @@ from time import perf_counter
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable
 from pathlib import Path
 
 import numpy as np
 from numpy import ndarray
-from dask._task_spec import Task, TaskRef, convert_legacy_graph
+from dask._task_spec import Task, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.sizeof import sizeof
