@@ -902,27 +902,23 @@ class _Profile:
         self._recommended_at = -1
 
 
-def _ancestors_and_descendants(deps: Mapping[str, Iterable[str]], name: str) -> set[str]:
-    """Layers ``name`` depends on, layers depending on it, and itself."""
-    related = {name}
-    stack = [name]
-    while stack:  # ancestors
-        for d in deps.get(stack.pop(), ()):
-            if d not in related:
-                related.add(d)
-                stack.append(d)
-    dependents: dict[str, list[str]] = {}
-    for layer, ds in deps.items():
-        for d in ds:
-            dependents.setdefault(d, []).append(layer)
-    seen = {name}
-    stack = [name]
-    while stack:  # descendants
-        for d in dependents.get(stack.pop(), ()):
+def _reachable(edges: Mapping[str, Iterable[str]], start: str) -> set[str]:
+    """``start`` and every node reachable from it along ``edges``."""
+    seen = {start}
+    stack = [start]
+    while stack:
+        for d in edges.get(stack.pop(), ()):
             if d not in seen:
                 seen.add(d)
                 stack.append(d)
-    return related | seen
+    return seen
+
+
+def _ancestors_and_descendants(deps: Mapping[str, Iterable[str]], name: str) -> set[str]:
+    """Layers ``name`` depends on, layers depending on it, and itself."""
+    from dask.core import reverse_dict
+
+    return _reachable(deps, name) | _reachable(reverse_dict(deps), name)
 
 
 class AdaptiveChunkingEngine:
@@ -1211,6 +1207,12 @@ class AdaptiveChunkingEngine:
 
     def _instrument(self, dsk, keys, plan):
         states, tags, tag_of = plan
+        interval = parse_timedelta(_get("sample-interval"), default="s")
+        method = _get("peak-method")
+        if method not in _PEAK_METHODS:
+            raise ValueError(
+                f"'{_PREFIX}.peak-method' must be one of {_PEAK_METHODS}, got {method!r}"
+            )
         out, collector = _instr.instrument(dsk, keys, tag_of, self)
         if collector.n_tasks == 0:
             return out
@@ -1218,12 +1220,6 @@ class AdaptiveChunkingEngine:
             self._pending[collector.cid] = (tags, set(states))
             for s in states:
                 s.status = "running"
-        interval = parse_timedelta(_get("sample-interval"), default="s")
-        method = _get("peak-method")
-        if method not in _PEAK_METHODS:
-            raise ValueError(
-                f"'{_PREFIX}.peak-method' must be one of {_PEAK_METHODS}, got {method!r}"
-            )
         _instr.track_peak(collector, method, interval)
         return out
 
@@ -1286,6 +1282,7 @@ class AdaptiveChunkingEngine:
             results = int(d["nbytes"][d["out"]].sum())
         else:
             wall, concurrency, results = 0.0, 1, 0
+        peak = max(peak, baseline)  # the baseline is one moment of the compute
         summary = {
             "status": status,
             "tasks": n,

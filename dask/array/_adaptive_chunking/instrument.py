@@ -400,8 +400,11 @@ def track_peak(collector: ComputeCollector, method: str, interval: float) -> Non
 
 
 def untrack_peak(collector: ComputeCollector) -> None:
+    """Stop tracking; a compute with child processes takes one last sample of them."""
     high_water_mark.stop(collector)
     sampler.remove(collector)
+    if collector.include_children:
+        collector.peak = max(collector.peak, process_rss() + children_rss())
 
 
 # ---------------------------------------------------------------------------
@@ -593,6 +596,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_pid)
 
 
+def _copy_task_slots(node: Task, cls: type) -> Task:
+    """A ``cls`` instance with ``node``'s ``Task`` state, without re-running ``__init__``."""
+    new = cls.__new__(cls)
+    for slot in _TASK_SLOTS:
+        try:
+            setattr(new, slot, getattr(node, slot))
+        except AttributeError:
+            pass
+    return new
+
+
 class MeasuredTask(Task):
     """A ``Task`` that measures its own execution.
 
@@ -610,25 +624,14 @@ class MeasuredTask(Task):
 
     @classmethod
     def wrap(cls, node: Task, collector, cid, pid: int, tag: int, is_output: bool):
-        new = cls.__new__(cls)
-        for slot in _TASK_SLOTS:
-            try:
-                setattr(new, slot, getattr(node, slot))
-            except AttributeError:
-                pass
+        new = _copy_task_slots(node, cls)
         new.collector, new.cid, new.pid = collector, cid, pid
         new.tag, new.is_output = tag, is_output
         return new
 
     def plain(self) -> Task:
         """The original task, without measurement."""
-        task = Task.__new__(Task)
-        for slot in _TASK_SLOTS:
-            try:
-                setattr(task, slot, getattr(self, slot))
-            except AttributeError:
-                pass
-        return task
+        return _copy_task_slots(self, Task)
 
     def __reduce__(self):
         return _remote_task, (self.plain(), self.cid, self.pid, self.tag, self.is_output)

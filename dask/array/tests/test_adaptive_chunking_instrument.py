@@ -1,0 +1,145 @@
+"""Measurement internals: cgroup limits, process memory, peak tracking, records."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import dask
+import dask.array as da
+from dask.array._adaptive_chunking import instrument
+from dask.array._adaptive_chunking.instrument import (
+    RecordColumns,
+    cgroup_memory,
+    max_overlap,
+    process_rss,
+)
+
+GiB = 2**30
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_own_limit_and_usage(tmp_path):
+    write(tmp_path / "kubepods" / "pod1" / "memory.max", str(2 * GiB))
+    write(tmp_path / "kubepods" / "pod1" / "memory.current", str(GiB))
+    write(tmp_path / "kubepods" / "pod1" / "memory.stat", "anon 1\ninactive_file 1048576\n")
+    limit, usage = cgroup_memory("0::/kubepods/pod1\n", root=tmp_path)
+    assert limit == 2 * GiB
+    assert usage == GiB - 2**20  # inactive page cache is reclaimable
+
+
+def test_cgroup_v2_parent_limit_is_tighter(tmp_path):
+    write(tmp_path / "slurm" / "memory.max", str(GiB))
+    write(tmp_path / "slurm" / "job1" / "memory.max", "max")
+    limit, _ = cgroup_memory("0::/slurm/job1\n", root=tmp_path)
+    assert limit == GiB
+
+
+def test_cgroup_v1(tmp_path):
+    base = tmp_path / "memory" / "docker" / "abc"
+    write(base / "memory.limit_in_bytes", str(512 * 2**20))
+    write(base / "memory.usage_in_bytes", str(100 * 2**20))
+    write(base / "memory.stat", "total_inactive_file 0\n")
+    text = "12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n"
+    assert cgroup_memory(text, root=tmp_path) == (512 * 2**20, 100 * 2**20)
+
+
+def test_cgroup_unlimited_and_missing(tmp_path):
+    base = tmp_path / "memory" / "x"
+    write(base / "memory.limit_in_bytes", "9223372036854771712")  # "no limit" in v1
+    assert cgroup_memory("4:memory:/x\n", root=tmp_path) == (None, None)
+    assert cgroup_memory("garbage", root=tmp_path) == (None, None)
+
+
+def test_process_rss_tracks_allocation():
+    before = process_rss()
+    block = np.ones(50 * 2**20 // 8)  # 50 MiB, touched
+    after = process_rss()
+    assert after - before > 40 * 2**20
+    del block
+
+
+def test_high_water_mark_or_sampler_catches_transient_peak():
+    """A task that allocates 200 MB and frees it: the compute's peak must show it."""
+    from dask.array.adaptive_chunking import get_adaptive_engine, reset_adaptive_engine
+
+    reset_adaptive_engine()
+    engine = get_adaptive_engine()
+
+    def spike(block):
+        tmp = np.ones(200 * 2**20 // 8)
+        tmp.sort()
+        return block + tmp[:1]
+
+    x = da.zeros(4, chunks=2).map_blocks(spike, dtype=float)
+    pid = engine.profile_array(x)
+    x.compute(scheduler="sync")
+    last = engine.get_profile(pid)["last_compute"]
+    assert last["peak_memory_mb"] - last["baseline_memory_mb"] > 150
+    reset_adaptive_engine()
+
+
+@pytest.mark.parametrize("method", ["sampler", "high-water-mark"])
+def test_peak_methods(method):
+    from dask.array.adaptive_chunking import get_adaptive_engine, reset_adaptive_engine
+
+    reset_adaptive_engine()
+    engine = get_adaptive_engine()
+    x = da.ones((500, 500), chunks=100)
+    pid = engine.profile_array(x)
+    with dask.config.set({"array.adaptive-chunking.peak-method": method}):
+        x.sum().compute()
+    last = engine.get_profile(pid)["last_compute"]
+    assert last["peak_memory_mb"] >= last["baseline_memory_mb"] > 0
+    with dask.config.set({"array.adaptive-chunking.peak-method": "guess"}):
+        with pytest.warns(Warning, match="peak-method"):
+            assert x.sum().compute() == 250000
+    reset_adaptive_engine()
+    assert not instrument.high_water_mark.active
+
+
+def test_record_columns_roundtrip():
+    cols = RecordColumns()
+    for i in range(3):
+        cols.append(
+            (("x", i), 1.0 * i, 1.0 * i + 0.5, 10.0, 20.0, 800, (10, 10), np.dtype("f8"),
+             12345, 0, i == 2, False, 800)
+        )
+    batch = cols.batch()
+    assert len(batch) == 3
+    assert list(batch.data["t1"] - batch.data["t0"]) == [0.5] * 3
+    assert list(batch.data["out"]) == [False, False, True]
+    assert batch.shapes[0] is batch.shapes[2]  # one tuple per distinct shape
+    sub = batch.take(batch.data["out"])
+    assert sub.keys == [("x", 2)]
+
+
+def test_max_overlap():
+    assert max_overlap(np.array([]), np.array([])) == 0
+    assert max_overlap(np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])) == 3
+    assert max_overlap(np.array([0.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == 1
+
+
+def test_measured_task_copies_are_plain():
+    """Task.copy()/substitute() of a measured task yield a task that runs unmeasured."""
+    from dask._task_spec import Task
+
+    from dask.array.adaptive_chunking import AdaptiveChunkingEngine
+
+    engine = AdaptiveChunkingEngine()
+    out, collector = instrument.instrument({"a": Task("a", sum, [1, 2])}, ["a"],
+                                           lambda _: 0, engine)
+    node = out["a"]
+    assert type(node) is instrument.MeasuredTask
+    assert node.copy()() == 3  # unmeasured copy still computes
+    assert node.plain()() == 3
+    instrument.untrack_peak(collector)
+    engine.close()
+    del out, collector, node
+    gc.collect()
