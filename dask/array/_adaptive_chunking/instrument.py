@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy import ndarray
-from dask._task_spec import Task, convert_legacy_graph
+from dask._task_spec import Alias, Task, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.sizeof import sizeof
@@ -747,29 +747,49 @@ def layer_name(key: Hashable) -> Hashable:
     return key[0] if isinstance(key, tuple) and key else key
 
 
+def _is_finalize(key) -> bool:
+    return str(layer_name(key)).startswith("finalize-")
+
+
 def instrument(dsk, keys, tag_of, engine):
     """Replace every plain ``Task`` of an optimized graph by a :class:`MeasuredTask`.
 
-    ``tag_of(layer_name) -> int`` attributes each task to one of the compute's
-    profile groups. Aliases and data nodes are left alone (they do no work, and
-    counting them would double bytes); so are ``Task`` subclasses such as p2p
-    barriers, whose type the scheduler relies on.
+    Only tasks the local schedulers will run are measured: those the requested
+    ``keys`` depend on (a task nothing needs is skipped by the scheduler, and its
+    compute would never look finished). ``tag_of(layer_name) -> int`` attributes
+    each task to one of the compute's profile groups. Aliases and data nodes are
+    left alone (they do no work, and counting them would double bytes); so are
+    ``Task`` subclasses such as p2p barriers, whose type the scheduler relies on.
+    Dask's finalize step only joins results: it is not measured, and what it joins
+    counts as the results the compute holds.
     """
     if isinstance(dsk, HighLevelGraph):
         dsk = ensure_dict(dsk)
     dsk = convert_legacy_graph(dsk)
-    outputs = set(flatten(keys)) if keys is not None else set()
+    requested = list(flatten(keys)) if keys is not None else list(dsk)
+    outputs: set = set()
     tasks = {}
-    for key, node in dsk.items():
+    stack = [(k, True) for k in requested]
+    seen: set = set()
+    while stack:
+        key, is_output = stack.pop()
+        if key in seen:
+            if is_output:
+                outputs.add(key)
+            continue
+        seen.add(key)
+        node = dsk.get(key)
+        if node is None:
+            continue
         kind = type(node)
+        # What an alias or the finalize step points at is still an output.
+        passes_output = is_output and (kind is Alias or _is_finalize(key))
+        if is_output and not passes_output:
+            outputs.add(key)
+        stack.extend((d, passes_output) for d in node.dependencies)
         if kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)
             node = node.plain()
-        elif kind is not Task:
-            continue
-        if str(layer_name(key)).startswith("finalize-"):
-            # Dask's finalize step joins the results: not a chunk. What it joins
-            # are the results the compute holds.
-            outputs.update(node.dependencies)
+        elif kind is not Task or _is_finalize(key):
             continue
         tasks[key] = node
     collector = ComputeCollector(len(tasks), engine)

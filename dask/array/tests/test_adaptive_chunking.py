@@ -831,3 +831,45 @@ def test_configuration_docs_are_current():
     out = subprocess.run([sys.executable, str(root / "tools" / "gen_config_docs.py"), "--check"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def _overlap(b):
+    return b * 2
+
+
+OPERATIONS = {
+    "transpose-add-mean": lambda x: (x[:120] + x[:120].T).mean(axis=0),
+    "sum": lambda x: (x * 2).sum(),
+    "map_overlap": lambda x: x.map_overlap(_overlap, depth=2, boundary="reflect").sum(),
+    "qr": lambda x: da.linalg.qr(x.rechunk((120, 120)))[1],
+    "rechunk": lambda x: x.rechunk((120, 30)),
+    "slicing": lambda x: x[::3, 5:-5][10:, ::2].T,
+    "matmul": lambda x: x @ x.T,
+    "cumsum": lambda x: x.cumsum(axis=1),
+    "argtopk": lambda x: da.argtopk(x.ravel(), 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_profiling_changes_no_result(engine, name, scheduler):
+    rng = np.random.default_rng(0)
+    data = rng.random((240, 120))
+    x = da.from_array(data, chunks=(40, 30))
+    expr = OPERATIONS[name](x)
+    expected = expr.compute(scheduler=scheduler)
+    pid = engine.profile_array(x)
+    got = OPERATIONS[name](x).compute(scheduler=scheduler)
+    np.testing.assert_array_equal(got, expected)
+    p = engine.get_profile(pid)
+    assert p["status"] == "complete" and p["profiler_stats"]["total_chunks"] > 0
+
+
+def test_graph_optimized_twice_is_measured_once(engine):
+    x = da.random.random((300, 300), chunks=100)
+    pid = engine.profile_array(x)
+    (y,) = dask.optimize(x.sum())  # instruments the graph once ...
+    assert y.compute() == pytest.approx(x.sum().compute())  # ... and again here
+    # only the computes measured: no task counted twice, no compute left running
+    stats = engine.get_profile(pid)
+    assert stats["status"] == "complete"
