@@ -24,8 +24,9 @@ def use_working_tree() -> None:
 def machine() -> dict:
     import os
 
-    import dask
     import numpy
+
+    import dask
 
     return {
         "python": platform.python_version(),

@@ -23,9 +23,9 @@ from _util import machine, use_working_tree, write
 
 use_working_tree()
 
-import dask.array as da  # noqa: E402
 from dask._task_spec import Task  # noqa: E402
 
+import dask.array as da  # noqa: E402
 from dask.array import adaptive_chunking as ac  # noqa: E402
 from dask.array._adaptive_chunking import instrument  # noqa: E402
 

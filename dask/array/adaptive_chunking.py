@@ -35,14 +35,14 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
-from dask.utils import format_bytes, key_split, parse_bytes, parse_timedelta
+from dask.utils import format_bytes, key_split, parse_timedelta
 
+import dask
+from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import instrument as _instr
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking.instrument import (
@@ -75,90 +75,14 @@ MiB = 2**20
 # Configuration
 # ---------------------------------------------------------------------------
 
-_CONFIG_DIR = Path(__file__).parent / "_adaptive_chunking"
-_PREFIX = "array.adaptive-chunking"
-_PEAK_METHODS = ("auto", "high-water-mark", "sampler")
+_PREFIX = _config.PREFIX
+_PEAK_METHODS = _config.PEAK_METHODS
+_number = _config.number
+_nbytes_setting = _config.nbytes_setting
+_get = _config.get
+_flag = _config.flag
 
-
-def _register_config_defaults() -> None:
-    import yaml
-
-    with open(_CONFIG_DIR / "adaptive-chunking.yaml") as f:
-        defaults = yaml.safe_load(f)
-    dask.config.update_defaults(defaults)
-
-
-_register_config_defaults()
-
-
-def _number(key: str, value: Any, *, low: float, high: float, low_open=False, high_open=False):
-    """Validate a numeric setting; ``key`` names the config key in messages."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(
-            f"{key} must be a number, got {value!r} of type {type(value).__name__}"
-        )
-    value = float(value)
-    bad = (
-        math.isnan(value)
-        or value < low
-        or value > high
-        or (low_open and value == low)
-        or (high_open and value == high)
-    )
-    if bad:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(
-            f"{key} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}; "
-            f"pass a value in that range or set '{_PREFIX}.{key}'"
-        )
-    return value
-
-
-def _nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
-    """Validate a size in bytes given as an int or a string such as '2GiB'."""
-    if value is None:
-        if allow_none:
-            return None
-        raise TypeError(f"{key} must be a number of bytes, got None")
-    if isinstance(value, str):
-        try:
-            value = parse_bytes(value)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"{key} must be bytes or a size string such as '512MiB', got {value!r}"
-            ) from e
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"{key} must be a number of bytes or a size string such as '512MiB', "
-            f"got {value!r} of type {type(value).__name__}"
-        )
-    if not math.isfinite(value) or value < 1 or value != int(value):
-        raise ValueError(
-            f"{key} must be a positive whole number of bytes, got {value!r}; "
-            f"pass e.g. 2**20 or '1MiB', or set '{_PREFIX}.{key}'"
-        )
-    return int(value)
-
-
-def _get(key: str, override: Any = None) -> Any:
-    """Read ``array.adaptive-chunking.<key>`` now, unless ``override`` is given."""
-    return dask.config.get(f"{_PREFIX}.{key}", override_with=override)
-
-
-def _flag(key: str, override: Any = None) -> bool:
-    value = _get(key, override)
-    if isinstance(value, str):
-        value = value.strip().lower()
-        if value in ("true", "1", "yes", "on"):
-            return True
-        if value in ("false", "0", "no", "off", ""):
-            return False
-    if not isinstance(value, (bool, int, np.bool_)):
-        raise TypeError(
-            f"'{_PREFIX}.{key}' must be True or False, got {value!r}"
-        )
-    return bool(value)
+_config.register_defaults()
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,6 @@ def run_demo(
     """
     import dask
     import dask.array as da
-
     from dask.array.adaptive_chunking import get_adaptive_engine
 
     out = out or sys.stdout

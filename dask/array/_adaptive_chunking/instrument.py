@@ -1,46 +1,49 @@
-"""Measurement for dask.array.adaptive_chunking: memory limits and instrumented tasks.
+"""Measurement for dask.array.adaptive_chunking: memory limits and measured tasks.
 
 This module observes; it neither aggregates nor recommends. It provides
 
 * :func:`cgroup_memory` and :func:`host_memory`: the memory limit a process lives under;
 * :func:`process_rss`: resident memory of this process in about a microsecond;
-* :class:`PeakSampler`: one daemon thread tracking the peak memory of running computes;
-* :func:`instrument`: wraps each task of an optimized graph so that it measures itself
-  (time in the worker, output bytes, shape, dtype, memory before and after) and
-  delivers a record to the :class:`ComputeCollector` of its compute, directly in the
-  process that built the graph or, from the processes scheduler's children, riding
-  back on the pickled result.
+* :func:`track_peak` / :func:`untrack_peak`: the peak memory of each running compute,
+  from the kernel's high-water mark (:class:`HighWaterMark`) or a sampler thread
+  (:class:`PeakSampler`);
+* :func:`instrument`: replaces each task of an optimized graph by a
+  :class:`MeasuredTask` that records time in the worker, output bytes, shape, dtype
+  and process memory, and delivers the record to the :class:`ComputeCollector` of its
+  compute: directly in the process that built the graph or, from the processes
+  scheduler's children, riding back on the pickled result (:class:`Shipped`).
 
-Records are plain tuples (see the ``R_*`` indices) to keep the per-task cost low.
+A record travels as a plain tuple (see the ``R_*`` indices) and is stored in
+:class:`RecordColumns`, which become a :class:`RecordBatch` per compute.
 """
 
 from __future__ import annotations
 
 import logging
-from array import array
-
-try:
-    from resource import RUSAGE_SELF, getrusage
-except ImportError:  # pragma: no cover - Windows
-    RUSAGE_SELF, getrusage = None, None
 import os
 import sys
 import threading
-from threading import get_ident
-from time import perf_counter
 import uuid
 import warnings
 import weakref
+from array import array
 from collections.abc import Hashable
 from pathlib import Path
+from threading import get_ident
+from time import perf_counter
 
 import numpy as np
-from numpy import ndarray
 from dask._task_spec import Alias, Task, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.sizeof import sizeof
 from dask.utils import ensure_dict
+from numpy import ndarray
+
+try:
+    from resource import RUSAGE_SELF, getrusage
+except ImportError:  # pragma: no cover - Windows
+    RUSAGE_SELF, getrusage = None, None
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 
@@ -442,10 +445,6 @@ class RecordBatch:
 
     def __init__(self, data: np.ndarray, keys: list, shapes: list, dtypes: list):
         self.data, self.keys, self.shapes, self.dtypes = data, keys, shapes, dtypes
-
-    @classmethod
-    def empty(cls) -> RecordBatch:
-        return cls(np.empty(0, RECORD_DTYPE), [], [], [])
 
     def __len__(self) -> int:
         return len(self.data)

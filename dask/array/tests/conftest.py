@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dask.callbacks import Callback
 
 import dask
-from dask.callbacks import Callback
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dask.array.core import normalize_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +32,6 @@ from dask.array.adaptive_chunking import (
     memory_limit,
     reset_adaptive_engine,
 )
-from dask.array.core import normalize_chunks
 
 MiB = 2**20
 SPEC_KEYS = {
