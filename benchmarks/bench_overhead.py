@@ -83,7 +83,7 @@ def rewrite_cost() -> tuple[float, int]:
     best = float("inf")
     for _ in range(5):
         t = time.perf_counter()
-        out, collector = instrument.instrument(dsk, y.__dask_keys__(), lambda _: 0, engine)
+        out, collector = instrument.instrument(dsk, y.__dask_keys__(), None, engine)
         best = min(best, time.perf_counter() - t)
         instrument.untrack_peak(collector)
         del out, collector

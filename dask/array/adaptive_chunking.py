@@ -612,37 +612,42 @@ class ChunkSizeRecommender:
         overhead_target: float | None = None,
         memory_limit: int | str | None = None,
     ):
-        self.target_memory_percent = target_memory_percent
-        self.min_chunk_bytes = min_chunk_bytes
-        self.max_chunk_bytes = max_chunk_bytes
-        self.safety_factor = safety_factor
-        self.overhead_target = overhead_target
-        self.memory_limit = memory_limit
+        self._given = {
+            "target_memory_percent": target_memory_percent,
+            "min_chunk_bytes": min_chunk_bytes,
+            "max_chunk_bytes": max_chunk_bytes,
+            "safety_factor": safety_factor,
+            "overhead_target": overhead_target,
+            "memory_limit": memory_limit,
+        }
         self._settings()  # validate what was given now, not at first use
 
     def _settings(self) -> dict[str, Any]:
+        g = self._given
         s = {
             "target_memory_percent": _number(
                 "target-memory-percent",
-                _get("target-memory-percent", self.target_memory_percent),
+                _get("target-memory-percent", g["target_memory_percent"]),
                 low=0, high=100, low_open=True,
             ),
             "min_chunk_bytes": _nbytes_setting(
-                "min-chunk-bytes", _get("min-chunk-bytes", self.min_chunk_bytes), allow_none=False
+                "min-chunk-bytes", _get("min-chunk-bytes", g["min_chunk_bytes"]),
+                allow_none=False,
             ),
             "max_chunk_bytes": _nbytes_setting(
-                "max-chunk-bytes", _get("max-chunk-bytes", self.max_chunk_bytes), allow_none=True
+                "max-chunk-bytes", _get("max-chunk-bytes", g["max_chunk_bytes"]),
+                allow_none=True,
             ),
             "safety_factor": _number(
-                "safety-factor", _get("safety-factor", self.safety_factor),
+                "safety-factor", _get("safety-factor", g["safety_factor"]),
                 low=0, high=1, low_open=True,
             ),
             "overhead_target": _number(
-                "overhead-target", _get("overhead-target", self.overhead_target),
+                "overhead-target", _get("overhead-target", g["overhead_target"]),
                 low=0, high=1, low_open=True, high_open=True,
             ),
             "memory_limit": _nbytes_setting(
-                "memory-limit", _get("memory-limit", self.memory_limit), allow_none=True
+                "memory-limit", _get("memory-limit", g["memory_limit"]), allow_none=True
             ),
         }
         if s["max_chunk_bytes"] is not None and s["max_chunk_bytes"] < s["min_chunk_bytes"]:
@@ -782,6 +787,37 @@ class ChunkSizeRecommender:
             model=fit,
         )
 
+    def _setting(name: str, doc: str):  # noqa: N805 - builds properties below
+        def fget(self):
+            return self._settings()[name]
+
+        def fset(self, value):
+            old = self._given[name]
+            self._given[name] = value
+            try:
+                self._settings()
+            except Exception:
+                self._given[name] = old
+                raise
+
+        return property(fget, fset, doc=doc)
+
+    target_memory_percent = _setting(
+        "target_memory_percent", "Percent of the memory limit for the predicted peak."
+    )
+    min_chunk_bytes = _setting("min_chunk_bytes", "Smallest chunk recommended, in bytes.")
+    max_chunk_bytes = _setting(
+        "max_chunk_bytes", "Largest chunk recommended, in bytes (None: the budget decides)."
+    )
+    safety_factor = _setting("safety_factor", "Margin (0-1] applied to the budget.")
+    overhead_target = _setting(
+        "overhead_target", "Largest acceptable fraction of time spent on per-task overhead."
+    )
+    memory_limit = _setting(
+        "memory_limit", "Configured memory limit in bytes (None: the process's real limit)."
+    )
+    del _setting
+
     def __repr__(self) -> str:
         s = self._settings()
         return (
@@ -802,7 +838,6 @@ class _Profile:
     __slots__ = (
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last",
-        "_recommendation", "_recommended_at",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -822,8 +857,6 @@ class _Profile:
         self.computes = 0
         self.wall_seconds = 0.0
         self.last: dict[str, Any] = {}
-        self._recommendation: Recommendation | None = None
-        self._recommended_at = -1
 
 
 def _reachable(edges: Mapping[str, Iterable[str]], start: str) -> set[str]:
@@ -889,6 +922,7 @@ class AdaptiveChunkingEngine:
         self._by_name: dict[str, list[_Profile]] = {}
         self._pending: dict[str, tuple[list[frozenset], set[_Profile]]] = {}
         self._failed_computes: OrderedDict[str, tuple] = OrderedDict()
+        self._abandoned: deque[tuple] = deque()
         self._computes = 0
         self._recent: deque[dict[str, Any]] = deque(maxlen=100)
         _engines.add(self)
@@ -976,6 +1010,7 @@ class AdaptiveChunkingEngine:
         (pending, running, complete, failed or incomplete), ``recommendation``
         (the explanation) and more.
         """
+        self._drain()
         with self._lock:
             state = self._state(profile_id)
         rec = self._recommend(state)
@@ -1014,18 +1049,15 @@ class AdaptiveChunkingEngine:
         return "the profiled computes recorded no tasks"
 
     def _recommend(self, state: _Profile) -> Recommendation | None:
+        """The recommendation for a profile, made now (settings may have changed)."""
         if state.computes == 0 or any(math.isnan(s) for s in state.shape):
             return None
-        if state._recommended_at == state.computes and state._recommendation is not None:
-            return state._recommendation
-        rec = self.recommender.recommend(
+        return self.recommender.recommend(
             state.profiler,
             state.shape,
             max(1, state.dtype.itemsize),
             current_chunks=state.chunks,
         )
-        state._recommendation, state._recommended_at = rec, state.computes
-        return rec
 
     def apply_recommendation(self, array, recommendation=None):
         """Rechunk ``array`` to ``recommendation`` (chunks, a profile id or None).
@@ -1070,6 +1102,7 @@ class AdaptiveChunkingEngine:
 
     def get_telemetry(self) -> dict[str, Any]:
         """Engine state: tracked arrays, memory pressure and aggregate statistics."""
+        self._drain()
         with self._lock:
             statuses = {pid: s.status for pid, s in self._profiles.items()}
             recent = list(self._recent)
@@ -1094,56 +1127,48 @@ class AdaptiveChunkingEngine:
             self._profiles.clear()
             self._by_name.clear()
         _engines.discard(self)
-        _maybe_uninstall_hook()
 
     # -- the optimizer hook ----------------------------------------------
 
     def _plan(self, dsk, keys):
-        """Decide whether and for which profiles this compute is instrumented."""
+        """Decide whether and for which profiles this compute is instrumented.
+
+        Returns None (do not instrument) or ``(states, layer_tags)``: the profiles
+        in this compute and, per layer of the graph, the profiles it belongs to
+        (a profiled array's layer, its ancestors and its descendants).
+        """
         if getattr(_instr.in_task, "depth", 0):
             return None  # a compute nested inside a measured task
-        states: list[_Profile] = []
+        self._drain()
         names: list[str] = []
         if isinstance(dsk, HighLevelGraph) and self._by_name:
             with self._lock:
                 names = [n for n in dsk.layers if n in self._by_name]
                 by_name = {n: list(self._by_name[n]) for n in names}
-            states = [s for n in names for s in by_name[n]]
-        if not states and not (self is _engine and self.enabled):
-            return None  # only the global engine profiles computes it was not asked to
-        everyone = frozenset(states)
-        if len(names) <= 1:
-            tags = [everyone]
-            return states, tags, lambda layer: 0
-        tags_of_layer: dict[str, set[_Profile]] = {}
+        states = [s for n in names for s in by_name[n]]
+        if not states:
+            if self is _engine and self.enabled:
+                return [], None  # profile everything, for the engine's aggregate only
+            return None
+        members: dict[str, set[_Profile]] = {layer: set() for layer in dsk.layers}
         for n in names:
             for layer in _ancestors_and_descendants(dsk.dependencies, n):
-                tags_of_layer.setdefault(layer, set()).update(by_name[n])
-        tags = [everyone]
-        index = {everyone: 0}
-        layer_tag = {}
-        for layer, members in tags_of_layer.items():
-            fs = frozenset(members)
-            layer_tag[layer] = index.setdefault(fs, len(index))
-            if layer_tag[layer] == len(tags):
-                tags.append(fs)
-        return states, tags, lambda layer: layer_tag.get(layer, 0)
+                members.setdefault(layer, set()).update(by_name[n])
+        return states, {layer: frozenset(m) for layer, m in members.items()}
 
     def _instrument(self, dsk, keys, plan):
-        states, tags, tag_of = plan
+        states, layer_tags = plan
         interval = parse_timedelta(_get("sample-interval"), default="s")
         method = _get("peak-method")
         if method not in _PEAK_METHODS:
             raise ValueError(
                 f"'{_PREFIX}.peak-method' must be one of {_PEAK_METHODS}, got {method!r}"
             )
-        out, collector = _instr.instrument(dsk, keys, tag_of, self)
+        out, collector = _instr.instrument(dsk, keys, layer_tags, self)
         if collector.n_tasks == 0:
             return out
         with self._lock:
-            self._pending[collector.cid] = (tags, set(states))
-            for s in states:
-                s.status = "running"
+            self._pending[collector.cid] = (collector.tags, set(states))
         _instr.track_peak(collector, method, interval)
         return out
 
@@ -1181,17 +1206,37 @@ class AdaptiveChunkingEngine:
             state.profiler._record_batch(batch)
         self.profiler._record_batch(batch)
 
-    def _abandon(self, columns, cid: str) -> None:
-        """The collector of an unfinished compute was garbage collected."""
+    def _started(self, cid: str) -> None:
+        """The first task of a compute finished: its profiles are running."""
         with self._lock:
-            entry = self._pending.pop(cid, None)
-        if entry is None:
-            return
-        tags, states = entry
-        try:
-            self._fold(columns.batch(), tags, states, "incomplete", peak=0, baseline=0)
-        except Exception as e:  # pragma: no cover - called from gc
-            logger.debug("adaptive chunking could not fold an abandoned compute: %s", e)
+            entry = self._pending.get(cid)
+            for state in entry[1] if entry else ():
+                state.status = "running"
+
+    def _abandon(self, columns, cid: str) -> None:
+        """The collector of an unfinished compute was garbage collected.
+
+        Called by ``weakref.finalize``, possibly in the middle of another engine
+        call of this thread: only queue it; :meth:`_drain` does the work.
+        """
+        self._abandoned.append((columns, cid))
+
+    def _drain(self) -> None:
+        """Fold the computes whose graphs were dropped before they finished."""
+        while self._abandoned:
+            try:
+                columns, cid = self._abandoned.popleft()
+            except IndexError:
+                return
+            with self._lock:
+                entry = self._pending.pop(cid, None)
+            if entry is None or not len(columns):
+                continue  # finished normally, or optimized and never run
+            tags, states = entry
+            try:
+                self._fold(columns.batch(), tags, states, "incomplete", peak=0, baseline=0)
+            except Exception as e:  # profiling must never break the caller
+                _instr.warn_engine_error(e)
 
     def _fold(self, batch, tags, states, status, *, peak, baseline) -> None:
         """Fold one compute's records into the profiles it belongs to."""
@@ -1277,36 +1322,54 @@ _engine: AdaptiveChunkingEngine | None = None
 _engine_lock = threading.Lock()
 
 
-class _ProfilingOptimizer:
-    """The ``array_optimize`` function installed while profiling.
+_MISSING = object()
 
-    It runs Dask's own array optimization (or the function that was configured
-    before), then instruments the result for every engine that profiles an array
-    in the graph. Pickled (for a distributed scheduler) it becomes the plain
-    optimization: instrumented tasks only make sense in this process.
+
+class _ProfilingOptimizer:
+    """The ``array_optimize`` function the engine installs.
+
+    It runs the optimization Dask would run without it (Dask's own, or the
+    function configured before, with Dask's rule that a falsy value means no
+    optimization), then lets one engine instrument the result: the first engine
+    that profiles an array of this graph (the global engine first), else the global
+    engine when it is enabled. With nothing to profile it returns the optimized
+    graph untouched. Pickled (for a distributed scheduler) it becomes the plain
+    optimization: measured tasks only make sense in this process.
     """
 
-    def __init__(self, previous=None):
+    def __init__(self, previous=_MISSING):
         self.previous = previous
 
-    def __call__(self, dsk, keys, **kwargs):
+    def base(self):
+        """The optimization Dask would run without the engine."""
         from dask.array.optimization import optimize
+        from dask.base import dont_optimize
 
-        base = self.previous if callable(self.previous) else optimize
-        # One engine measures a compute: the global engine first, then any other
-        # engine that profiles an array of this graph.
+        previous = self.previous
+        if previous is _MISSING:
+            return optimize
+        if callable(previous):
+            return previous
+        return optimize if previous else dont_optimize
+
+    def __call__(self, dsk, keys, **kwargs):
         chosen = None
-        engines = sorted(_engines, key=lambda e: e is not _engine)
-        for engine in engines:
-            try:
+        try:
+            engines = sorted(list(_engines), key=lambda e: e is not _engine)
+            plans = []
+            for engine in engines:
                 plan = engine._plan(dsk, keys)
-            except Exception as e:
-                _instr.warn_engine_error(e)
-                plan = None
-            if plan is not None:
-                chosen = engine, plan
-                break
-        out = base(dsk, keys, **kwargs)
+                if plan is not None:
+                    plans.append((engine, plan))
+            if not plans and _engine is None and _flag("enabled"):
+                engine = get_adaptive_engine()  # enabled by config alone
+                plan = engine._plan(dsk, keys)
+                if plan is not None:
+                    plans.append((engine, plan))
+            chosen = next((p for p in plans if p[1][0]), plans[0] if plans else None)
+        except Exception as e:
+            _instr.warn_engine_error(e)
+        out = self.base()(dsk, keys, **kwargs)
         if chosen is not None:
             engine, plan = chosen
             try:
@@ -1316,32 +1379,29 @@ class _ProfilingOptimizer:
         return out
 
     def __reduce__(self):
-        return _plain_optimizer, (self.previous if callable(self.previous) else None,)
+        return _plain_optimizer, (self.base(),)
 
 
-def _plain_optimizer(previous):
-    from dask.array.optimization import optimize
-
-    return previous if previous is not None else optimize
+def _plain_optimizer(base):
+    return base
 
 
 def _install_hook() -> None:
+    """Make the engine's optimizer Dask's ``array_optimize`` (idempotent)."""
     with _engine_lock:
-        current = dask.config.get("array_optimize", None)
+        current = dask.config.config.get("array_optimize", _MISSING)
         if isinstance(current, _ProfilingOptimizer):
             return
         dask.config.set(array_optimize=_ProfilingOptimizer(current))
 
 
-def _maybe_uninstall_hook(force: bool = False) -> None:
+def _uninstall_hook() -> None:
+    """Give ``array_optimize`` back the value it had before the engine."""
     with _engine_lock:
-        current = dask.config.get("array_optimize", None)
+        current = dask.config.config.get("array_optimize", _MISSING)
         if not isinstance(current, _ProfilingOptimizer):
             return
-        needed = any(e._profiles for e in _engines) or _flag("enabled")
-        if needed and not force:
-            return
-        if current.previous is None:
+        if current.previous is _MISSING:
             dask.config.config.pop("array_optimize", None)
         else:
             dask.config.set(array_optimize=current.previous)
@@ -1360,8 +1420,7 @@ def get_adaptive_engine() -> AdaptiveChunkingEngine:
             if _engine is None:
                 _engine = AdaptiveChunkingEngine()
             engine = _engine
-    if _flag("enabled"):
-        _install_hook()
+    _install_hook()
     return engine
 
 
@@ -1377,39 +1436,37 @@ def enable_adaptive_chunking() -> AdaptiveChunkingEngine:
     >>> disable_adaptive_chunking()
     """
     dask.config.set({f"{_PREFIX}.enabled": True})
-    engine = get_adaptive_engine()
-    _install_hook()
-    return engine
+    return get_adaptive_engine()
 
 
 def disable_adaptive_chunking() -> None:
     """Stop profiling computes that contain no profiled array.
 
     Arrays registered with ``profile_array`` are still profiled until their
-    profiles are removed; once none is left, Dask's own optimization is restored
-    exactly.
+    profiles are removed. Sets ``array.adaptive-chunking.enabled`` to False.
     """
     dask.config.set({f"{_PREFIX}.enabled": False})
-    _maybe_uninstall_hook()
 
 
 def reset_adaptive_engine() -> None:
-    """Drop the global engine and uninstall the hook (for tests).
+    """Drop the global engine and give ``array_optimize`` back (for tests).
 
-    The next :func:`get_adaptive_engine` call creates a fresh engine. Config
-    values are left as they are.
+    The next :func:`get_adaptive_engine` call creates a fresh engine and installs
+    the hook again. Config values are left as they are.
     """
     global _engine
     with _engine_lock:
         engine, _engine = _engine, None
     if engine is not None:
         engine.close()
-    _maybe_uninstall_hook(force=not any(e._profiles for e in _engines))
+    _uninstall_hook()
     _instr.sampler.join()
 
 
-if _flag("enabled"):
-    get_adaptive_engine()
+# Installed on import, so that setting ``array.adaptive-chunking.enabled`` (in code,
+# YAML or the environment) is all it takes; with nothing to profile, the hook
+# returns exactly what Dask's own optimization returns.
+_install_hook()
 
 
 if __name__ == "__main__":  # python -m dask.array.adaptive_chunking

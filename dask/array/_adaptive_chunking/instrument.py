@@ -110,16 +110,21 @@ def cgroup_memory(
             )
         else:
             continue
-        own = base / rel
+        # Without a cgroup namespace the process's own path is not under the mount:
+        # walk up to the mount root; usage is read where the tightest limit is.
         limits = []
-        d = own
+        d = base / rel
+        where = None
         while True:
             value = _read_int(d / limit_name)
+            if value is not None and (not limits or value < min(limits)):
+                where = d
             if value is not None:
                 limits.append(value)
             if d == base or base not in d.parents:
                 break
             d = d.parent
+        own = where if where is not None else base / rel
         usage = _read_int(own / usage_name)
         if usage is not None:
             try:
@@ -347,7 +352,11 @@ class HighWaterMark:
         self._lock = threading.Lock()
         self._active: weakref.WeakSet[ComputeCollector] = weakref.WeakSet()
         self.available: bool | None = None  # None: not probed yet
-        self.active = False  # True while some compute is tracked
+
+    @property
+    def active(self) -> bool:
+        """Whether some compute is tracked (collected computes drop out by themselves)."""
+        return len(self._active) > 0
 
     def _reset(self) -> bool:
         try:
@@ -375,7 +384,6 @@ class HighWaterMark:
                 return False
             self.available = True
             self._active.add(collector)
-            self.active = True
             return True
 
     def stop(self, collector: ComputeCollector) -> None:
@@ -384,7 +392,6 @@ class HighWaterMark:
             if collector in self._active:
                 self._credit()
                 self._active.discard(collector)
-            self.active = bool(self._active)
 
 
 high_water_mark = HighWaterMark()
@@ -538,10 +545,11 @@ class ComputeCollector:
 
     __slots__ = (
         "cid", "n_tasks", "records", "lock", "peak", "baseline", "children_baseline",
-        "include_children", "done", "engine", "interval", "__weakref__",
+        "include_children", "done", "engine", "interval", "tags", "__weakref__",
     )
 
-    def __init__(self, n_tasks: int, engine):
+    def __init__(self, n_tasks: int, engine, tags: list[frozenset] | None = None):
+        self.tags = tags if tags is not None else [frozenset()]
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks
         self.records = RecordColumns()
@@ -560,13 +568,17 @@ class ComputeCollector:
         with self.lock:
             late = self.done
             if not late:
+                first = not len(self.records)
                 self.records.append(record)
                 self.done = record[R_FAILED] or len(self.records) >= self.n_tasks
                 finished = self.done
         try:
             if late:
                 self.engine._late(self.cid, record)
-            elif finished:
+                return
+            if first:
+                self.engine._started(self.cid)
+            if finished:
                 untrack_peak(self)
                 self.engine._finish(self)
         except Exception as e:  # profiling must never break the compute
@@ -655,20 +667,23 @@ class MeasuredTask(Task):
             return self._record_slow(collector, t0, t1, result, None)
         # The common case, kept short: every bytecode here is paid while the other
         # worker threads may be waiting for the GIL.
-        if type(result) is ndarray and 0 not in result.strides:
-            nbytes = logical = result.nbytes
-            shape, dtype = result.shape, result.dtype
-        else:
-            nbytes = sizeof(result)
-            logical = getattr(result, "nbytes", None)
-            if type(logical) is not int:
-                logical = nbytes
-            shape, dtype = getattr(result, "shape", None), getattr(result, "dtype", None)
-        rss0 = _rss_value
-        collector.add(
-            (self.key, t0, t1, rss0, rss_at(t1), nbytes, shape, dtype, get_ident(),
-             self.tag, self.is_output, False, logical)
-        )
+        try:
+            if type(result) is ndarray and 0 not in result.strides:
+                nbytes = logical = result.nbytes
+                shape, dtype = result.shape, result.dtype
+            else:
+                nbytes = sizeof(result)
+                logical = getattr(result, "nbytes", None)
+                if type(logical) is not int:
+                    logical = nbytes
+                shape, dtype = getattr(result, "shape", None), getattr(result, "dtype", None)
+            rss0 = _rss_value
+            collector.add(
+                (self.key, t0, t1, rss0, rss_at(t1), nbytes, shape, dtype, get_ident(),
+                 self.tag, self.is_output, False, logical)
+            )
+        except Exception as e:  # profiling must never break the compute
+            logger.debug("adaptive chunking failed to record task %s: %s", self.key, e)
         return result
 
     def _record_slow(self, collector, t0, t1, result, exc):
@@ -688,8 +703,8 @@ class MeasuredTask(Task):
             )
             if local:
                 collector.add(record)
-            elif _in_distributed_worker():
-                pass  # an instrumented graph sent to a cluster: run it, do not measure
+            elif not _child_of(self.pid):
+                pass  # the graph outlived its compute or left the process: just run it
             elif exc is None:
                 return Shipped(result, record, self.cid)
             else:
@@ -703,6 +718,24 @@ class MeasuredTask(Task):
 def _remote_task(task: Task, cid: str, pid: int, tag: int, is_output: bool) -> MeasuredTask:
     collector = collectors.get(cid) if os.getpid() == pid else None
     return MeasuredTask.wrap(task, collector, cid, pid, tag, is_output)
+
+
+def _child_of(pid: int) -> bool:
+    """Whether this process is a multiprocessing child of ``pid`` (processes scheduler).
+
+    Only then may a result be wrapped in :class:`Shipped`: the parent unwraps it
+    when it unpickles the result. Anywhere else (a distributed worker, an executor
+    of the user's, or the same process after its collector died) the wrapper would
+    leak into the results.
+    """
+    if _PID == pid:
+        return False
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid != pid:
+        return False
+    return not _in_distributed_worker()
 
 
 def _in_distributed_worker() -> bool:
@@ -731,14 +764,17 @@ class Shipped:
 
 def receive(value, record, cid):
     """Unpickling hook run in the parent: deliver the record, return the result."""
-    collector = collectors.get(cid)
-    if collector is not None:
-        if not collector.include_children:
-            # The pool's children start lazily: take their baseline at first contact.
-            collector.children_baseline = children_rss()
-            collector.include_children = True
-            sampler.add(collector, collector.interval)  # the children's peaks
-        collector.add(record)
+    try:
+        collector = collectors.get(cid)
+        if collector is not None:
+            if not collector.include_children:
+                # The pool's children start lazily: take their baseline at first contact.
+                collector.children_baseline = children_rss()
+                collector.include_children = True
+                sampler.add(collector, collector.interval)  # the children's peaks
+            collector.add(record)
+    except Exception as e:  # runs inside unpickling: never fail the compute
+        logger.debug("adaptive chunking failed to receive a record: %s", e)
     return value
 
 
@@ -750,13 +786,69 @@ def _is_finalize(key) -> bool:
     return str(layer_name(key)).startswith("finalize-")
 
 
-def instrument(dsk, keys, tag_of, engine):
+def assign_tags(dsk, task_keys, layer_tags: dict) -> tuple[dict, list[frozenset]]:
+    """Attribute each task of an optimized graph to a set of profiles.
+
+    ``layer_tags`` maps every layer name of the graph *before* optimization to the
+    profiles it belongs to (possibly none). A task whose name optimization kept
+    takes its layer's set; a task that fusion renamed takes the set of the layer
+    whose key now aliases it; otherwise it takes the union of its dependencies'
+    sets. Returns the index of each task's set and the list of distinct sets.
+    """
+    alias_layer = {}
+    for key, node in dsk.items():
+        if type(node) is Alias:
+            alias_layer.setdefault(node.target, layer_name(key))
+    empty: frozenset = frozenset()
+    memo: dict = {}
+
+    def direct(key):
+        name = layer_name(key)
+        if name in layer_tags:
+            return layer_tags[name]
+        name = alias_layer.get(key)
+        if name is not None and name in layer_tags:
+            return layer_tags[name]
+        return None
+
+    for root in task_keys:
+        stack = [(root, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if key in memo:
+                continue
+            found = direct(key)
+            if found is not None:
+                memo[key] = found
+                continue
+            node = dsk.get(key)
+            deps = node.dependencies if node is not None else ()
+            if not expanded and any(d not in memo for d in deps):
+                stack.append((key, True))
+                stack.extend((d, False) for d in deps if d not in memo)
+            else:
+                memo[key] = empty.union(*(memo.get(d, empty) for d in deps))
+    tags: list[frozenset] = []
+    index: dict[frozenset, int] = {}
+    out = {}
+    for key in task_keys:
+        group = memo.get(key, empty)
+        i = index.get(group)
+        if i is None:
+            i = index[group] = len(tags)
+            tags.append(group)
+        out[key] = i
+    return out, tags
+
+
+def instrument(dsk, keys, layer_tags, engine):
     """Replace every plain ``Task`` of an optimized graph by a :class:`MeasuredTask`.
 
     Only tasks the local schedulers will run are measured: those the requested
     ``keys`` depend on (a task nothing needs is skipped by the scheduler, and its
-    compute would never look finished). ``tag_of(layer_name) -> int`` attributes
-    each task to one of the compute's profile groups. Aliases and data nodes are
+    compute would never look finished). ``layer_tags`` (see :func:`assign_tags`)
+    attributes tasks to profiles; None attributes every task to no profile (the
+    engine's aggregate only). Aliases and data nodes are
     left alone (they do no work, and counting them would double bytes); so are
     ``Task`` subclasses such as p2p barriers, whose type the scheduler relies on.
     Dask's finalize step only joins results: it is not measured, and what it joins
@@ -791,9 +883,13 @@ def instrument(dsk, keys, tag_of, engine):
         elif kind is not Task or _is_finalize(key):
             continue
         tasks[key] = node
-    collector = ComputeCollector(len(tasks), engine)
+    if layer_tags is None:
+        tag_of, tags = dict.fromkeys(tasks, 0), [frozenset()]
+    else:
+        tag_of, tags = assign_tags(dsk, list(tasks), layer_tags)
+    collector = ComputeCollector(len(tasks), engine, tags)
     out = dict(dsk)
     cid, pid, wrap = collector.cid, _PID, MeasuredTask.wrap
     for key, node in tasks.items():
-        out[key] = wrap(node, collector, cid, pid, tag_of(layer_name(key)), key in outputs)
+        out[key] = wrap(node, collector, cid, pid, tag_of[key], key in outputs)
     return out, collector

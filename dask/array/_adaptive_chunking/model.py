@@ -438,6 +438,9 @@ def chunk_shape(
         else:
             break
     chunks = chunks_of(blocks)
+    if math.prod(chunks) * itemsize < min_bytes <= math.prod(shape) * itemsize:
+        chunks = _reach_min(shape, chunks, itemsize, min_bytes, max_bytes)
+        return tuple(chunks)
     # Avoid a sliver at the end of a dim: a slightly smaller chunk that divides the dim
     # (or leaves at least half a chunk) is as good and saves a near-empty task.
     for d in range(ndim):
@@ -448,6 +451,25 @@ def chunk_shape(
             if math.prod(trial) * itemsize >= min(min_bytes, math.prod(chunks) * itemsize):
                 chunks = trial
     return tuple(chunks)
+
+
+def _reach_min(shape, chunks, itemsize, min_bytes, max_bytes) -> list[int]:
+    """Grow one dim's chunk until the chunk holds ``min_bytes``, giving up evenness.
+
+    Used when no even division lands in ``[min_bytes, max_bytes]``: a ragged last
+    chunk is better than a chunk below the minimum.
+
+    >>> _reach_min((1000003,), [500002], 1, 600000, 700000)
+    [600000]
+    """
+    best = list(chunks)
+    for d in sorted(range(len(shape)), key=lambda d: math.prod(chunks) // chunks[d]):
+        grain = math.prod(chunks) // chunks[d] * itemsize  # bytes per unit along d
+        c = min(shape[d], math.ceil(min_bytes / grain))
+        if c * grain <= max_bytes and c * grain >= min_bytes:
+            best[d] = c
+            return best
+    return best
 
 
 def _without_sliver(n: int, c: int) -> int:

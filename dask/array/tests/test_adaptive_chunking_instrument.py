@@ -134,7 +134,7 @@ def test_measured_task_copies_are_plain():
 
     engine = AdaptiveChunkingEngine()
     out, collector = instrument.instrument({"a": Task("a", sum, [1, 2])}, ["a"],
-                                           lambda _: 0, engine)
+                                           None, engine)
     node = out["a"]
     assert type(node) is instrument.MeasuredTask
     assert node.copy()() == 3  # unmeasured copy still computes
