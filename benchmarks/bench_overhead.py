@@ -60,7 +60,7 @@ def wrapper_cost(n: int = 200_000) -> float:
     measured = instrument.MeasuredTask.wrap(node, collector, collector.cid, os.getpid(), 0, False)
     best_plain = best_wrapped = float("inf")
     for _ in range(5):
-        collector.records = instrument.RecordColumns()
+        collector.records.clear()
         t = time.perf_counter()
         for _ in range(n):
             node()

@@ -1180,7 +1180,7 @@ class AdaptiveChunkingEngine:
         if entry is None:
             return
         tags, states = entry
-        batch = collector.records.batch()
+        batch = _instr.batch_from_records(list(collector.records))
         failed = bool(batch.data["failed"].any())
         baseline = collector.baseline
         if collector.include_children:
@@ -1199,9 +1199,7 @@ class AdaptiveChunkingEngine:
             entry = self._failed_computes.get(cid)
         if entry is None or not self.profile_chunks:
             return
-        columns = _instr.RecordColumns()
-        columns.append(record)
-        batch = columns.batch()
+        batch = _instr.batch_from_records([record])
         for state in entry[0][record[_instr.R_TAG]]:
             state.profiler._record_batch(batch)
         self.profiler._record_batch(batch)
@@ -1213,28 +1211,29 @@ class AdaptiveChunkingEngine:
             for state in entry[1] if entry else ():
                 state.status = "running"
 
-    def _abandon(self, columns, cid: str) -> None:
+    def _abandon(self, records: list, cid: str) -> None:
         """The collector of an unfinished compute was garbage collected.
 
         Called by ``weakref.finalize``, possibly in the middle of another engine
         call of this thread: only queue it; :meth:`_drain` does the work.
         """
-        self._abandoned.append((columns, cid))
+        self._abandoned.append((records, cid))
 
     def _drain(self) -> None:
         """Fold the computes whose graphs were dropped before they finished."""
         while self._abandoned:
             try:
-                columns, cid = self._abandoned.popleft()
+                records, cid = self._abandoned.popleft()
             except IndexError:
                 return
             with self._lock:
                 entry = self._pending.pop(cid, None)
-            if entry is None or not len(columns):
+            if entry is None or not records:
                 continue  # finished normally, or optimized and never run
             tags, states = entry
             try:
-                self._fold(columns.batch(), tags, states, "incomplete", peak=0, baseline=0)
+                batch = _instr.batch_from_records(list(records))
+                self._fold(batch, tags, states, "incomplete", peak=0, baseline=0)
             except Exception as e:  # profiling must never break the caller
                 _instr.warn_engine_error(e)
 

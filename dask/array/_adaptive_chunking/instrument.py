@@ -14,11 +14,14 @@ This module observes; it neither aggregates nor recommends. It provides
   scheduler's children, riding back on the pickled result (:class:`Shipped`).
 
 A record travels as a plain tuple (see the ``R_*`` indices) and is stored in
-:class:`RecordColumns`, which become a :class:`RecordBatch` per compute.
+a list per compute that becomes a :class:`RecordBatch` (columns) when the compute ends.
+A record holds only values the garbage collector soon stops tracking, so thousands
+of them do not make it walk the graph's heap more often.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -469,49 +472,29 @@ class RecordBatch:
         )
 
 
-class RecordColumns:
-    """Appendable columns that become a :class:`RecordBatch` (one per compute)."""
-
-    __slots__ = ("keys", "shapes", "dtypes", "floats", "ints", "_shape_cache")
-
-    def __init__(self) -> None:
-        self.keys: list = []
-        self.shapes: list = []
-        self.dtypes: list = []
-        self.floats = array("d")  # t0, t1, rss0, rss1 per record
-        self.ints = array("q")  # nbytes, logical, worker, tag, flags per record
-        self._shape_cache: dict = {}
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def append(self, r: tuple) -> None:
-        shape = r[R_SHAPE]
-        if type(shape) is tuple:  # share one tuple per distinct chunk shape
-            shape = self._shape_cache.setdefault(shape, shape)
-        self.keys.append(r[R_KEY])
-        self.shapes.append(shape)
-        self.dtypes.append(r[R_DTYPE])
-        self.floats.extend((r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1]))
-        self.ints.extend(
-            (
-                r[R_NBYTES], r[R_LOGICAL], r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG],
-                bool(r[R_OUT]) | (bool(r[R_FAILED]) << 1),
-            )
+def batch_from_records(records: list[tuple]) -> RecordBatch:
+    """Turn record tuples (see the ``R_*`` indices) into a :class:`RecordBatch`."""
+    n = len(records)
+    data = np.empty(n, RECORD_DTYPE)
+    if n:
+        numbers = np.array(
+            [
+                (r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1], r[R_NBYTES], r[R_LOGICAL],
+                 r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG], r[R_OUT], r[R_FAILED])
+                for r in records
+            ],
+            dtype=object,
         )
-
-    def batch(self) -> RecordBatch:
-        n = len(self.keys)
-        floats = np.frombuffer(self.floats, dtype="f8", count=4 * n).reshape(n, 4)
-        ints = np.frombuffer(self.ints, dtype="i8", count=5 * n).reshape(n, 5)
-        data = np.empty(n, RECORD_DTYPE)
-        for j, name in enumerate(("t0", "t1", "rss0", "rss1")):
-            data[name] = floats[:, j]
-        for j, name in enumerate(("nbytes", "logical", "worker", "tag")):
-            data[name] = ints[:, j]
-        data["out"] = ints[:, 4] & 1
-        data["failed"] = ints[:, 4] & 2
-        return RecordBatch(data, list(self.keys), list(self.shapes), list(self.dtypes))
+        for j, name in enumerate(RECORD_DTYPE.names):
+            data[name] = numbers[:, j]
+    shapes: dict = {}
+    return RecordBatch(
+        data,
+        [r[R_KEY] for r in records],
+        [shapes.setdefault(r[R_SHAPE], r[R_SHAPE]) if type(r[R_SHAPE]) is tuple
+         else r[R_SHAPE] for r in records],
+        [r[R_DTYPE] for r in records],
+    )
 
 
 def max_overlap(t0: np.ndarray, t1: np.ndarray) -> int:
@@ -544,7 +527,7 @@ class ComputeCollector:
     """
 
     __slots__ = (
-        "cid", "n_tasks", "records", "lock", "peak", "baseline", "children_baseline",
+        "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline", "children_baseline",
         "include_children", "done", "engine", "interval", "tags", "__weakref__",
     )
 
@@ -552,7 +535,8 @@ class ComputeCollector:
         self.tags = tags if tags is not None else [frozenset()]
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks
-        self.records = RecordColumns()
+        self.records: list[tuple] = []
+        self.counter = itertools.count(1)
         self.lock = threading.Lock()
         self.baseline = process_rss()
         self.children_baseline = 0
@@ -565,22 +549,32 @@ class ComputeCollector:
         weakref.finalize(self, engine._abandon, self.records, self.cid)
 
     def add(self, record: tuple) -> None:
-        with self.lock:
-            late = self.done
-            if not late:
-                first = not len(self.records)
-                self.records.append(record)
-                self.done = record[R_FAILED] or len(self.records) >= self.n_tasks
-                finished = self.done
+        """Take one record, from any thread; the last one finishes the compute.
+
+        The common path is a list append and a counter step, both atomic: no lock
+        is taken while tasks are running.
+        """
+        if self.done:
+            self._late(record)
+            return
+        self.records.append(record)
+        n = next(self.counter)
         try:
-            if late:
-                self.engine._late(self.cid, record)
-                return
-            if first:
+            if n == 1:
                 self.engine._started(self.cid)
-            if finished:
+            if n >= self.n_tasks or record[R_FAILED]:
+                with self.lock:
+                    if self.done:
+                        return
+                    self.done = True
                 untrack_peak(self)
                 self.engine._finish(self)
+        except Exception as e:  # profiling must never break the compute
+            warn_engine_error(e)
+
+    def _late(self, record: tuple) -> None:
+        try:
+            self.engine._late(self.cid, record)
         except Exception as e:  # profiling must never break the compute
             warn_engine_error(e)
 

@@ -11,7 +11,7 @@ import dask
 import dask.array as da
 from dask.array._adaptive_chunking import instrument
 from dask.array._adaptive_chunking.instrument import (
-    RecordColumns,
+    batch_from_records,
     cgroup_memory,
     max_overlap,
     process_rss,
@@ -104,20 +104,21 @@ def test_peak_methods(method):
     assert not instrument.high_water_mark.active
 
 
-def test_record_columns_roundtrip():
-    cols = RecordColumns()
-    for i in range(3):
-        cols.append(
-            (("x", i), 1.0 * i, 1.0 * i + 0.5, 10.0, 20.0, 800, (10, 10), np.dtype("f8"),
-             12345, 0, i == 2, False, 800)
-        )
-    batch = cols.batch()
+def test_records_to_batch():
+    shape = (10, 10)
+    records = [
+        (("x", i), 1.0 * i, 1.0 * i + 0.5, 10.0, 20.0, 800, tuple(shape), np.dtype("f8"),
+         12345, 0, i == 2, False, 800)
+        for i in range(3)
+    ]
+    batch = batch_from_records(records)
     assert len(batch) == 3
     assert list(batch.data["t1"] - batch.data["t0"]) == [0.5] * 3
     assert list(batch.data["out"]) == [False, False, True]
     assert batch.shapes[0] is batch.shapes[2]  # one tuple per distinct shape
     sub = batch.take(batch.data["out"])
     assert sub.keys == [("x", 2)]
+    assert len(batch_from_records([])) == 0
 
 
 def test_max_overlap():
