@@ -29,7 +29,6 @@ import threading
 import uuid
 import warnings
 import weakref
-from array import array
 from collections.abc import Hashable
 from pathlib import Path
 from threading import get_ident
