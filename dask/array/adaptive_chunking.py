@@ -33,7 +33,7 @@ import uuid
 import warnings
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -859,25 +859,6 @@ class _Profile:
         self.last: dict[str, Any] = {}
 
 
-def _reachable(edges: Mapping[str, Iterable[str]], start: str) -> set[str]:
-    """``start`` and every node reachable from it along ``edges``."""
-    seen = {start}
-    stack = [start]
-    while stack:
-        for d in edges.get(stack.pop(), ()):
-            if d not in seen:
-                seen.add(d)
-                stack.append(d)
-    return seen
-
-
-def _ancestors_and_descendants(deps: Mapping[str, Iterable[str]], name: str) -> set[str]:
-    """Layers ``name`` depends on, layers depending on it, and itself."""
-    from dask.core import reverse_dict
-
-    return _reachable(deps, name) | _reachable(reverse_dict(deps), name)
-
-
 class AdaptiveChunkingEngine:
     """Profile array computes and recommend chunk sizes.
 
@@ -1133,9 +1114,9 @@ class AdaptiveChunkingEngine:
     def _plan(self, dsk, keys):
         """Decide whether and for which profiles this compute is instrumented.
 
-        Returns None (do not instrument) or ``(states, layer_tags)``: the profiles
-        in this compute and, per layer of the graph, the profiles it belongs to
-        (a profiled array's layer, its ancestors and its descendants).
+        Returns None (do not instrument) or ``(states, named)``: the profiles in
+        this compute and, per profiled array name in it, its profiles (tasks are
+        attributed from these by ``instrument.assign_tags``).
         """
         if getattr(_instr.in_task, "depth", 0):
             return None  # a compute nested inside a measured task
@@ -1150,29 +1131,38 @@ class AdaptiveChunkingEngine:
             if self is _engine and self.enabled:
                 return [], None  # profile everything, for the engine's aggregate only
             return None
-        members: dict[str, set[_Profile]] = {layer: set() for layer in dsk.layers}
-        for n in names:
-            for layer in _ancestors_and_descendants(dsk.dependencies, n):
-                members.setdefault(layer, set()).update(by_name[n])
-        return states, {layer: frozenset(m) for layer, m in members.items()}
+        return states, {n: frozenset(by_name[n]) for n in names}
 
     def _instrument(self, dsk, keys, plan):
-        states, layer_tags = plan
+        states, named = plan
         interval = parse_timedelta(_get("sample-interval"), default="s")
         method = _get("peak-method")
         if method not in _PEAK_METHODS:
             raise ValueError(
                 f"'{_PREFIX}.peak-method' must be one of {_PEAK_METHODS}, got {method!r}"
             )
-        out, collector = _instr.instrument(dsk, keys, layer_tags, self)
-        if collector.n_tasks == 0:
-            return out
-        with self._lock:
-            self._pending[collector.cid] = (collector.tags, set(states))
-        _instr.track_peak(collector, method, interval)
+        out, collector = _instr.instrument(dsk, keys, named, self)
+        collector.states, collector.method, collector.interval = states, method, interval
         return out
 
     # -- receiving records (called by the collector) ----------------------
+
+    def _start(self, collector) -> None:
+        """The first task of a compute starts: track it and mark its profiles."""
+        with self._lock:
+            self._pending[collector.cid] = (collector.tags, set(collector.states))
+            for state in collector.states:
+                state.status = "running"
+        _instr.track_peak(collector, collector.method, collector.interval)
+
+    def _register_failed(self, cid: str) -> None:
+        """A task of this compute raised: later records are folded as they come."""
+        with self._lock:
+            entry = self._pending.get(cid)
+            if entry is not None:
+                self._failed_computes[cid] = entry
+                while len(self._failed_computes) > 64:
+                    self._failed_computes.popitem(last=False)
 
     def _finish(self, collector) -> None:
         with self._lock:
@@ -1180,18 +1170,17 @@ class AdaptiveChunkingEngine:
         if entry is None:
             return
         tags, states = entry
-        batch = _instr.batch_from_records(list(collector.records))
+        records = collector.records
+        k = len(records)
+        batch = _instr.batch_from_records(records[:k])
         failed = bool(batch.data["failed"].any())
         baseline = collector.baseline
         if collector.include_children:
             baseline += collector.children_baseline
-        if failed:
-            with self._lock:
-                self._failed_computes[collector.cid] = entry
-                while len(self._failed_computes) > 64:
-                    self._failed_computes.popitem(last=False)
         self._fold(batch, tags, states, "failed" if failed else "complete",
                    peak=collector.peak, baseline=baseline)
+        for record in records[k:]:  # appended while the compute was being finalized
+            self._late(collector.cid, record)
 
     def _late(self, cid: str, record: tuple) -> None:
         """A task that finished after its compute failed: add its chunk record."""
@@ -1204,20 +1193,14 @@ class AdaptiveChunkingEngine:
             state.profiler._record_batch(batch)
         self.profiler._record_batch(batch)
 
-    def _started(self, cid: str) -> None:
-        """The first task of a compute finished: its profiles are running."""
-        with self._lock:
-            entry = self._pending.get(cid)
-            for state in entry[1] if entry else ():
-                state.status = "running"
-
     def _abandon(self, records: list, cid: str) -> None:
         """The collector of an unfinished compute was garbage collected.
 
         Called by ``weakref.finalize``, possibly in the middle of another engine
         call of this thread: only queue it; :meth:`_drain` does the work.
         """
-        self._abandoned.append((records, cid))
+        if cid in self._pending:  # started and unfinished; else nothing to keep
+            self._abandoned.append((records, cid))
 
     def _drain(self) -> None:
         """Fold the computes whose graphs were dropped before they finished."""
@@ -1280,7 +1263,7 @@ class AdaptiveChunkingEngine:
             total = int(d["logical"].sum())
             self.profiler._record_compute(observation(total, total / n, batch))
         for state in states:
-            if len(tags) == 1:
+            if len(tags) == 1 and state in tags[0]:
                 part = batch
             else:
                 mine = [i for i, group in enumerate(tags) if state in group]

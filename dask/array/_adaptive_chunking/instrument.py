@@ -35,7 +35,7 @@ from threading import get_ident
 from time import perf_counter
 
 import numpy as np
-from dask._task_spec import Alias, Task, convert_legacy_graph
+from dask._task_spec import Alias, Task, _execute_subgraph, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.sizeof import sizeof
@@ -405,6 +405,8 @@ def track_peak(collector: ComputeCollector, method: str, interval: float) -> Non
     ``method`` is ``"auto"`` (the high-water mark where the kernel offers it,
     else the sampler thread), ``"high-water-mark"`` or ``"sampler"``.
     """
+    global _rss_time
+    _rss_time = float("-inf")  # task readings of an earlier compute are not reused
     collector.interval = interval
     if method != "sampler" and high_water_mark.start(collector):
         return
@@ -526,26 +528,46 @@ class ComputeCollector:
     """
 
     __slots__ = (
-        "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline", "children_baseline",
-        "include_children", "done", "engine", "interval", "tags", "__weakref__",
+        "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
+        "children_baseline", "include_children", "started", "done", "engine", "interval",
+        "method", "tags", "states", "__weakref__",
     )
 
     def __init__(self, n_tasks: int, engine, tags: list[frozenset] | None = None):
         self.tags = tags if tags is not None else [frozenset()]
+        self.states: list = []
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks
         self.records: list[tuple] = []
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
-        self.baseline = process_rss()
+        self.baseline = 0
         self.children_baseline = 0
-        self.peak = self.baseline
+        self.peak = 0
         self.include_children = False
+        self.started = False
         self.done = False
         self.engine = engine
         self.interval = 0.01
+        self.method = "auto"
         collectors[self.cid] = self
         weakref.finalize(self, engine._abandon, self.records, self.cid)
+
+    def start(self) -> None:
+        """The first task starts: the compute is running (idempotent).
+
+        Nothing is tracked before, so a graph that is optimized and never run
+        (``dask.optimize``, ``to_delayed``) leaves no trace.
+        """
+        with self.lock:
+            if self.started:
+                return
+            self.started = True
+            self.baseline = self.peak = process_rss()
+        try:
+            self.engine._start(self)
+        except Exception as e:  # profiling must never break the compute
+            warn_engine_error(e)
 
     def add(self, record: tuple) -> None:
         """Take one record, from any thread; the last one finishes the compute.
@@ -558,16 +580,17 @@ class ComputeCollector:
             return
         self.records.append(record)
         n = next(self.counter)
+        if n < self.n_tasks and not record[R_FAILED]:
+            return
         try:
-            if n == 1:
-                self.engine._started(self.cid)
-            if n >= self.n_tasks or record[R_FAILED]:
-                with self.lock:
-                    if self.done:
-                        return
-                    self.done = True
-                untrack_peak(self)
-                self.engine._finish(self)
+            with self.lock:
+                if self.done:
+                    return
+                if record[R_FAILED]:  # before done: later records must find it
+                    self.engine._register_failed(self.cid)
+                self.done = True
+            untrack_peak(self)
+            self.engine._finish(self)
         except Exception as e:  # profiling must never break the compute
             warn_engine_error(e)
 
@@ -645,6 +668,8 @@ class MeasuredTask(Task):
             collector = self.collector
         except AttributeError:  # made by Task.copy()/substitute(): not measured
             return Task.__call__(self, values)
+        if collector is not None and not collector.started:
+            collector.start()
         depth = getattr(in_task, "depth", 0)
         in_task.depth = depth + 1
         t0 = perf_counter()
@@ -676,7 +701,12 @@ class MeasuredTask(Task):
                  self.tag, self.is_output, False, logical)
             )
         except Exception as e:  # profiling must never break the compute
-            logger.debug("adaptive chunking failed to record task %s: %s", self.key, e)
+            logger.debug("adaptive chunking failed to measure task %s: %s", self.key, e)
+            try:  # still count the task, or the compute would never finish
+                collector.add((self.key, t0, t1, 0, 0, 0, None, None, get_ident(),
+                               self.tag, self.is_output, False, 0))
+            except Exception:
+                pass
         return result
 
     def _record_slow(self, collector, t0, t1, result, exc):
@@ -760,6 +790,7 @@ def receive(value, record, cid):
     try:
         collector = collectors.get(cid)
         if collector is not None:
+            collector.start()
             if not collector.include_children:
                 # The pool's children start lazily: take their baseline at first contact.
                 collector.children_baseline = children_rss()
@@ -779,53 +810,91 @@ def _is_finalize(key) -> bool:
     return str(layer_name(key)).startswith("finalize-")
 
 
-def assign_tags(dsk, task_keys, layer_tags: dict) -> tuple[dict, list[frozenset]]:
-    """Attribute each task of an optimized graph to a set of profiles.
+def _inner_keys(node) -> tuple:
+    """Keys fused inside a task (``Task.fuse`` keeps them in its subgraph)."""
+    if node.func is _execute_subgraph and node.args and isinstance(node.args[0], dict):
+        return tuple(node.args[0])
+    return ()
 
-    ``layer_tags`` maps every layer name of the graph *before* optimization to the
-    profiles it belongs to (possibly none). A task whose name optimization kept
-    takes its layer's set; a task that fusion renamed takes the set of the layer
-    whose key now aliases it; otherwise it takes the union of its dependencies'
-    sets. Returns the index of each task's set and the list of distinct sets.
+
+def assign_tags(dsk, task_keys, named: dict) -> tuple[dict, list[frozenset]]:
+    """Attribute each task of an optimized graph to the profiles it works for.
+
+    ``named`` maps a profiled array's name to its profiles. A task works for a
+    profile when it computes one of the array's keys (its own key, a key fused
+    inside it, or a key that aliases it), depends on such a task, or is a
+    dependency of one. Tasks of unrelated arrays in the same compute belong to no
+    profile. Returns the index of each task's set of profiles and the distinct sets.
     """
-    alias_layer = {}
-    for key, node in dsk.items():
-        if type(node) is Alias:
-            alias_layer.setdefault(node.target, layer_name(key))
     empty: frozenset = frozenset()
-    memo: dict = {}
+    seeds: dict = {}
 
-    def direct(key):
-        name = layer_name(key)
-        if name in layer_tags:
-            return layer_tags[name]
-        name = alias_layer.get(key)
-        if name is not None and name in layer_tags:
-            return layer_tags[name]
-        return None
+    def seed(key, found):
+        if found:
+            seeds[key] = seeds.get(key, empty) | found
 
-    for root in task_keys:
-        stack = [(root, False)]
+    def inner_profiles(inner) -> frozenset:
+        # Blockwise fusion names inner keys "<layer>_.<i>_.<j>": match by prefix.
+        name = layer_name(inner)
+        found = named.get(name)
+        if found is not None:
+            return found
+        if isinstance(name, str):
+            for n, group in named.items():
+                if name.startswith(n):
+                    return group
+        return empty
+
+    for key, node in dsk.items():
+        found = named.get(layer_name(key), empty)
+        if type(node) is Alias:
+            seed(node.target, found)
+        elif isinstance(node, Task):
+            for inner in _inner_keys(node):
+                found = found | inner_profiles(inner)
+        seed(key, found)
+
+    # Dependencies before dependents (iterative depth-first post-order).
+    order: list = []
+    seen: set = set()
+    for root in dsk:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(dsk[root].dependencies))]
         while stack:
-            key, expanded = stack.pop()
-            if key in memo:
-                continue
-            found = direct(key)
-            if found is not None:
-                memo[key] = found
-                continue
-            node = dsk.get(key)
-            deps = node.dependencies if node is not None else ()
-            if not expanded and any(d not in memo for d in deps):
-                stack.append((key, True))
-                stack.extend((d, False) for d in deps if d not in memo)
+            key, deps = stack[-1]
+            for d in deps:
+                if d not in seen and d in dsk:
+                    seen.add(d)
+                    stack.append((d, iter(dsk[d].dependencies)))
+                    break
             else:
-                memo[key] = empty.union(*(memo.get(d, empty) for d in deps))
+                stack.pop()
+                order.append(key)
+
+    down: dict = {}  # profiles of the seeds a task depends on (or is)
+    for key in order:
+        tag = seeds.get(key, empty)
+        for d in dsk[key].dependencies:
+            t = down.get(d, empty)
+            if t and not t <= tag:
+                tag = tag | t
+        down[key] = tag
+    up: dict = {}  # profiles of the seeds that depend on a task
+    for key in reversed(order):
+        tag = seeds.get(key, empty) | up.get(key, empty)
+        if tag:
+            for d in dsk[key].dependencies:
+                t = up.get(d, empty)
+                if not tag <= t:
+                    up[d] = t | tag
+
     tags: list[frozenset] = []
     index: dict[frozenset, int] = {}
     out = {}
     for key in task_keys:
-        group = memo.get(key, empty)
+        group = down.get(key, empty) | up.get(key, empty)
         i = index.get(group)
         if i is None:
             i = index[group] = len(tags)
@@ -834,12 +903,12 @@ def assign_tags(dsk, task_keys, layer_tags: dict) -> tuple[dict, list[frozenset]
     return out, tags
 
 
-def instrument(dsk, keys, layer_tags, engine):
+def instrument(dsk, keys, named, engine):
     """Replace every plain ``Task`` of an optimized graph by a :class:`MeasuredTask`.
 
     Only tasks the local schedulers will run are measured: those the requested
     ``keys`` depend on (a task nothing needs is skipped by the scheduler, and its
-    compute would never look finished). ``layer_tags`` (see :func:`assign_tags`)
+    compute would never look finished). ``named`` (see :func:`assign_tags`)
     attributes tasks to profiles; None attributes every task to no profile (the
     engine's aggregate only). Aliases and data nodes are
     left alone (they do no work, and counting them would double bytes); so are
@@ -876,10 +945,10 @@ def instrument(dsk, keys, layer_tags, engine):
         elif kind is not Task or _is_finalize(key):
             continue
         tasks[key] = node
-    if layer_tags is None:
+    if named is None:
         tag_of, tags = dict.fromkeys(tasks, 0), [frozenset()]
     else:
-        tag_of, tags = assign_tags(dsk, list(tasks), layer_tags)
+        tag_of, tags = assign_tags(dsk, list(tasks), named)
     collector = ComputeCollector(len(tasks), engine, tags)
     out = dict(dsk)
     cid, pid, wrap = collector.cid, _PID, MeasuredTask.wrap

@@ -465,10 +465,17 @@ def _reach_min(shape, chunks, itemsize, min_bytes, max_bytes) -> list[int]:
     best = list(chunks)
     for d in sorted(range(len(shape)), key=lambda d: math.prod(chunks) // chunks[d]):
         grain = math.prod(chunks) // chunks[d] * itemsize  # bytes per unit along d
-        c = min(shape[d], math.ceil(min_bytes / grain))
-        if c * grain <= max_bytes and c * grain >= min_bytes:
-            best[d] = c
-            return best
+        low = min(shape[d], math.ceil(min_bytes / grain))
+        if not (min_bytes <= low * grain <= max_bytes):
+            continue
+        high = min(shape[d], int(max_bytes // grain), low + 1000)
+        # Prefer a length in range that leaves no sliver at the end of the dim.
+        best[d] = next(
+            (c for c in range(low, high + 1)
+             if shape[d] % c == 0 or shape[d] % c >= c / 2),
+            low,
+        )
+        return best
     return best
 
 
