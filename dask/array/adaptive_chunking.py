@@ -33,7 +33,7 @@ import uuid
 import warnings
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -859,6 +859,25 @@ class _Profile:
         self.last: dict[str, Any] = {}
 
 
+def _whole_lineage(deps: Mapping[str, Iterable[str]], name: str) -> bool:
+    """Whether every layer of a graph is ``name``, an ancestor or a descendant of it.
+
+    Then every task of the compute works for that array, and attributing tasks
+    one by one can be skipped.
+    """
+    from dask.core import reverse_dict
+
+    seen = {name}
+    for edges in (deps, reverse_dict(deps)):
+        stack = [name]
+        while stack:
+            for d in edges.get(stack.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+    return len(seen) >= len(deps)
+
+
 class AdaptiveChunkingEngine:
     """Profile array computes and recommend chunk sizes.
 
@@ -1131,6 +1150,8 @@ class AdaptiveChunkingEngine:
             if self is _engine and self.enabled:
                 return [], None  # profile everything, for the engine's aggregate only
             return None
+        if len(names) == 1 and _whole_lineage(dsk.dependencies, names[0]):
+            return states, frozenset(states)  # every task works for this array
         return states, {n: frozenset(by_name[n]) for n in names}
 
     def _instrument(self, dsk, keys, plan):

@@ -909,8 +909,8 @@ def instrument(dsk, keys, named, engine):
     Only tasks the local schedulers will run are measured: those the requested
     ``keys`` depend on (a task nothing needs is skipped by the scheduler, and its
     compute would never look finished). ``named`` (see :func:`assign_tags`)
-    attributes tasks to profiles; None attributes every task to no profile (the
-    engine's aggregate only). Aliases and data nodes are
+    attributes tasks to profiles; a frozenset gives every task to those profiles,
+    and None to no profile (the engine's aggregate only). Aliases and data nodes are
     left alone (they do no work, and counting them would double bytes); so are
     ``Task`` subclasses such as p2p barriers, whose type the scheduler relies on.
     Dask's finalize step only joins results: it is not measured, and what it joins
@@ -945,8 +945,8 @@ def instrument(dsk, keys, named, engine):
         elif kind is not Task or _is_finalize(key):
             continue
         tasks[key] = node
-    if named is None:
-        tag_of, tags = dict.fromkeys(tasks, 0), [frozenset()]
+    if named is None or isinstance(named, frozenset):  # no profile, or all tasks one's
+        tag_of, tags = dict.fromkeys(tasks, 0), [named or frozenset()]
     else:
         tag_of, tags = assign_tags(dsk, list(tasks), named)
     collector = ComputeCollector(len(tasks), engine, tags)
