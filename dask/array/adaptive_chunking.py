@@ -16,10 +16,11 @@ low.
 True
 >>> engine.remove_profile(pid)
 
-The module reads top to bottom: configuration, measurement (memory limits, the
-per-task instrumentation and the peak-memory sampler), aggregation
-(:class:`ChunkProfiler`), the recommender (the model itself lives in
-``dask.array._adaptive_chunking.model``) and the engine.
+The module reads top to bottom: configuration, the memory limit and
+:class:`MemoryPressure`, aggregation (:class:`ChunkMemoryMetric`,
+:class:`ChunkProfiler`), the recommender, the engine and its ``array_optimize``
+hook. Settings, measurement and the model's arithmetic live in the private package
+``dask.array._adaptive_chunking`` (``config``, ``instrument``, ``model``).
 """
 
 from __future__ import annotations
