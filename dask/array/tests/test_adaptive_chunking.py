@@ -547,26 +547,31 @@ def test_unprofiled_compute_is_not_instrumented(engine):
     assert engine.profiler.get_stats()["total_chunks"] == 0
 
 
-def test_concurrent_computes_in_threads(engine):
-    arrays = [da.random.random((500 + 100 * i, 400), chunks=(100, 100)) for i in range(4)]
-    pids = [engine.profile_array(a) for a in arrays]
-    barrier = threading.Barrier(len(arrays))
+def computes_at_once(jobs, rounds):
+    """Run each job ``rounds`` times, one thread per job, all starting together."""
+    barrier = threading.Barrier(len(jobs))
     errors = []
 
-    def run(a):
+    def run(job):
         try:
             barrier.wait(timeout=30)
-            for _ in range(3):
-                a.sum().compute(scheduler="threads")
+            for _ in range(rounds):
+                job()
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(a,)) for a in arrays]
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert not errors
+    assert not errors and not any(t.is_alive() for t in threads)
+
+
+def test_concurrent_computes_in_threads(engine):
+    arrays = [da.random.random((500 + 100 * i, 400), chunks=(100, 100)) for i in range(4)]
+    pids = [engine.profile_array(a) for a in arrays]
+    computes_at_once([lambda a=a: a.sum().compute(scheduler="threads") for a in arrays], 3)
     for pid, a in zip(pids, arrays):
         p = engine.get_profile(pid)
         assert p["computes"] == 3
@@ -1002,23 +1007,7 @@ def test_eight_threads_each_get_exactly_their_tasks(engine):
     arrays = [da.random.random((300 + 100 * i, 200), chunks=(50, 50)) for i in range(8)]
     pids = [engine.profile_array(a) for a in arrays]
     rounds = 5
-    barrier = threading.Barrier(len(arrays))
-    errors = []
-
-    def run(a):
-        try:
-            barrier.wait(timeout=30)
-            for _ in range(rounds):
-                a.compute(scheduler="threads")
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(a,)) for a in arrays]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors and not any(t.is_alive() for t in threads)
+    computes_at_once([lambda a=a: a.compute(scheduler="threads") for a in arrays], rounds)
     for pid, a in zip(pids, arrays):
         p = engine.get_profile(pid)
         assert p["status"] == "complete" and p["computes"] == rounds
