@@ -44,6 +44,7 @@ from dask.utils import format_bytes, key_split, parse_timedelta
 
 import dask
 from dask.array._adaptive_chunking import config as _config
+from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import instrument as _instr
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking.instrument import (
@@ -288,6 +289,7 @@ def _batch_from_metric(m: ChunkMemoryMetric) -> _instr.RecordBatch:
         m.start_time, t1, m.memory_peak_before_mb * MiB, m.memory_peak_after_mb * MiB,
         m.output_bytes if m.output_bytes is not None else m.estimated_bytes,
         m.estimated_bytes, m.worker if isinstance(m.worker, int) else 0, 0, False, m.failed,
+        0, 0,
     )
     dtype = np.dtype(f"V{m.dtype_size}") if m.dtype_size else None
     return _instr.RecordBatch(data, [m.chunk_key], [m.chunk_shape], [dtype])
@@ -532,8 +534,11 @@ class Recommendation:
     """A recommended chunking and the reasoning behind it.
 
     ``binding`` is the constraint that decided the size (see
-    ``dask.array._adaptive_chunking.model.Choice``); sizes are in bytes and times in
-    seconds.
+    ``dask.array._adaptive_chunking.model.Choice``; ``"shape"`` when the shape rules
+    moved it) and ``reason`` says it in a sentence; sizes are in bytes and times
+    in seconds. ``array_chunk_size`` is the byte target to give Dask's own
+    ``"auto"`` chunking (``array.chunk-size``) so that a rechunk to ``"auto"``
+    inside the workload agrees with the recommendation.
     """
 
     chunks: tuple[int, ...]
@@ -547,6 +552,15 @@ class Recommendation:
     predicted_tasks: int
     concurrency: int
     model: _model.WorkloadModel
+    reason: str = ""
+    overhead_fraction: float = 0.0
+    downstream: tuple[str, ...] = ()
+    storage_chunks: tuple[int, ...] | None = None
+
+    @property
+    def array_chunk_size(self) -> int:
+        """Bytes for ``array.chunk-size``: Dask's auto-chunking then picks this size."""
+        return max(1, int(self.chunk_bytes))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-value summary (sizes in MiB) for profiles and telemetry."""
@@ -554,16 +568,47 @@ class Recommendation:
             "chunks": self.chunks,
             "chunk_size_mb": self.chunk_bytes / MiB,
             "binding_constraint": self.binding,
+            "reason": self.reason,
             "fits_budget": self.fits_budget,
             "memory_budget_mb": self.memory_budget_bytes / MiB,
             "memory_limit_mb": self.memory_limit_bytes / MiB,
             "predicted_peak_memory_mb": self.predicted_peak_bytes / MiB,
             "predicted_time_s": self.predicted_seconds,
             "predicted_tasks": self.predicted_tasks,
+            "predicted_overhead_fraction": self.overhead_fraction,
             "concurrency": self.concurrency,
             "amplification": self.model.amplification,
+            "held_fraction": self.model.held_fraction,
             "overhead_per_task_ms": self.model.overhead_seconds * 1e3,
+            "array_chunk_size": self.array_chunk_size,
+            "downstream_ops": list(self.downstream),
+            "storage_chunks": self.storage_chunks,
         }
+
+
+_REASONS = {
+    "speed": "the fastest predicted size: smaller chunks pay more per-task overhead, "
+             "larger ones leave threads idle or pay for fresh pages",
+    "memory": "the largest size whose predicted peak fits the memory budget; larger "
+              "chunks would be faster",
+    "overhead": "the smallest size that keeps per-task overhead within the overhead "
+                "target",
+    "parallelism": "larger chunks would leave some of the {conc} threads idle",
+    "min_chunk_bytes": "held up by min-chunk-bytes",
+    "max_chunk_bytes": "held down by max-chunk-bytes",
+    "array": "the whole array fits in one chunk",
+    "shape": "the nearest shape that keeps the required dimensions whole",
+}
+
+
+def _fit(observations: Sequence[_model.Observation]) -> _model.WorkloadModel | None:
+    """Fit the model, with this machine's page-fault cost and BLAS threads."""
+    contracts = any(t[0] in _model.CONTRACTIONS for o in observations for t in o.terms)
+    return _model.fit_workload(
+        observations,
+        _instr.fault_seconds_per_byte(),
+        _instr.blas_threads() if contracts else 1,
+    )
 
 
 class ChunkSizeRecommender:
@@ -702,12 +747,25 @@ class ChunkSizeRecommender:
         *,
         current_chunks: Sequence[Sequence[int]] | None = None,
         concurrency: int | None = None,
+        storage_chunks: Sequence[int] | None = None,
+        downstream: _graph.Downstream | None = None,
     ) -> Recommendation | None:
         """Like :meth:`recommend_chunk_size`, with the explanation.
 
-        ``current_chunks`` (the array's ``chunks``) lets dimensions that are
-        whole stay whole; ``concurrency`` overrides the number of tasks that run at
-        once (default: as measured).
+        Parameters
+        ----------
+        current_chunks : tuple of tuples, optional
+            The array's ``chunks``: dimensions that are whole now stay whole (unless
+            a transpose or matmul downstream wants square chunks).
+        concurrency : int, optional
+            Tasks that run at once (default: as measured).
+        storage_chunks : tuple of int, optional
+            Chunks of the storage the array is read from; every recommended chunk
+            is a whole number of them along each dimension.
+        downstream : Downstream, optional
+            What the operations applied to the array want (see
+            ``dask.array._adaptive_chunking.graph.downstream``); the engine passes
+            what it learned from the profiled computes.
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
@@ -723,8 +781,15 @@ class ChunkSizeRecommender:
                 f"num_dimensions={num_dimensions!r} does not match array_shape {shape!r} "
                 f"with {len(shape)} dimensions; pass num_dimensions={len(shape)} or omit it"
             )
+        if storage_chunks is not None:
+            storage_chunks = _validate_shape(storage_chunks, "storage_chunks")
+            if len(storage_chunks) != len(shape) or 0 in storage_chunks:
+                raise ValueError(
+                    f"storage_chunks {storage_chunks!r} must give one positive length per "
+                    f"dimension of array_shape {shape!r}"
+                )
         s = self._settings()
-        fit = _model.fit_workload(profiler.observations())
+        fit = _fit(profiler.observations())
         if fit is None:
             return None
         limit = s["memory_limit"] or memory_limit()
@@ -732,37 +797,58 @@ class ChunkSizeRecommender:
         itemsize = int(dtype_size)
         array_bytes = math.prod(shape) * itemsize
         conc = max(1, int(concurrency)) if concurrency else fit.concurrency
-        whole = []
-        if current_chunks is not None:
-            whole = [
+        downstream = downstream or _graph.Downstream()
+        whole = set(downstream.whole_dims)
+        if current_chunks is not None and not downstream.square and not whole:
+            whole = {
                 d for d, (n, c) in enumerate(zip(shape, current_chunks))
                 if len(c) == 1 and n > 1
-            ]
+            }
         if array_bytes == 0:
             chunks = _model.chunk_shape(shape, itemsize, 1)
             pred = _model.predict(fit, 1, 1, conc)
             return Recommendation(chunks, 0, "array", True, budget, limit,
-                                  pred.peak_bytes, 0.0, 1, conc, fit)
-        upper = s["max_chunk_bytes"] or budget
-        upper = max(upper, 1)
+                                  pred.peak_bytes, 0.0, 1, conc, fit,
+                                  reason="the array is empty")
+        upper = max(s["max_chunk_bytes"] or budget, 1)
+        lower = min(s["min_chunk_bytes"], upper)
+        aligned = bool(downstream.whole_dims)
         choice = _model.choose_chunk_bytes(
             fit,
             array_bytes,
             budget_bytes=budget,
-            min_chunk_bytes=min(s["min_chunk_bytes"], upper),
+            min_chunk_bytes=lower,
             max_chunk_bytes=upper,
             overhead_target=s["overhead_target"],
             concurrency=conc,
+            aligned=aligned,
         )
         chunks = _model.chunk_shape(
-            shape, itemsize, choice.chunk_bytes, whole_dims=whole,
-            min_bytes=min(s["min_chunk_bytes"], upper), max_bytes=upper,
+            shape, itemsize, choice.chunk_bytes, whole_dims=sorted(whole),
+            min_bytes=lower, max_bytes=upper, multiple_of=storage_chunks,
         )
         chunk_bytes = math.prod(chunks) * itemsize
-        pred = _model.predict(fit, array_bytes, chunk_bytes, conc)
+        aligned = aligned and all(chunks[d] == shape[d] for d in downstream.whole_dims)
+        pred = _model.predict(fit, array_bytes, chunk_bytes, conc, aligned=aligned)
         binding = choice.binding
         if whole and any(chunks[d] != shape[d] for d in whole):
             binding = "shape"
+        reason = _REASONS[binding].format(conc=conc)
+        notes = []
+        if downstream.whole_dims:
+            notes.append(
+                f"dimension(s) {sorted(downstream.whole_dims)} whole because a later "
+                f"{'/'.join(o for o in downstream.ops if o.startswith(_graph.WHOLE_AXIS_OPS))}"
+                " needs them in one chunk"
+            )
+        elif downstream.square:
+            notes.append("square chunks for the transpose/matmul that follows")
+        elif whole:
+            notes.append(f"dimension(s) {sorted(whole)} kept whole as they were")
+        if storage_chunks is not None:
+            notes.append(f"multiples of the storage chunks {storage_chunks}")
+        if notes:
+            reason += "; " + "; ".join(notes)
         if not choice.fits:
             warnings.warn(
                 f"no chunking of this {shape} array fits the memory budget of "
@@ -786,6 +872,10 @@ class ChunkSizeRecommender:
             predicted_tasks=pred.n_tasks,
             concurrency=conc,
             model=fit,
+            reason=reason,
+            overhead_fraction=pred.overhead_fraction,
+            downstream=downstream.ops,
+            storage_chunks=storage_chunks,
         )
 
     def _setting(name: str, doc: str):  # noqa: N805 - builds properties below
@@ -838,7 +928,8 @@ class _Profile:
 
     __slots__ = (
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
-        "profiler", "status", "error", "computes", "wall_seconds", "last",
+        "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
+        "storage", "split_dims",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -858,25 +949,9 @@ class _Profile:
         self.computes = 0
         self.wall_seconds = 0.0
         self.last: dict[str, Any] = {}
-
-
-def _whole_lineage(deps: Mapping[str, Iterable[str]], name: str) -> bool:
-    """Whether every layer of a graph is ``name``, an ancestor or a descendant of it.
-
-    Then every task of the compute works for that array, and attributing tasks
-    one by one can be skipped.
-    """
-    from dask.core import reverse_dict
-
-    seen = {name}
-    for edges in (deps, reverse_dict(deps)):
-        stack = [name]
-        while stack:
-            for d in edges.get(stack.pop(), ()):
-                if d not in seen:
-                    seen.add(d)
-                    stack.append(d)
-    return len(seen) >= len(deps)
+        self.downstream = _graph.Downstream()
+        self.storage = _graph.storage_chunks(array)
+        self.split_dims = sum(len(c) > 1 for c in array.chunks)
 
 
 class AdaptiveChunkingEngine:
@@ -1049,22 +1124,208 @@ class AdaptiveChunkingEngine:
             return "no compute of this array has been profiled yet"
         return "the profiled computes recorded no tasks"
 
-    def _recommend(self, state: _Profile) -> Recommendation | None:
-        """The recommendation for a profile, made now (settings may have changed)."""
+    def _recommend(self, state, array=None, downstream=None) -> Recommendation | None:
+        """The recommendation for ``array`` (default: the profiled one), made now.
+
+        ``state`` is one profile or a list of them (pilots of one workload at
+        several chunk sizes), whose measurements are pooled.
+        """
+        states = state if isinstance(state, list) else [state]
+        state = states[-1]
         if state.computes == 0 or any(math.isnan(s) for s in state.shape):
             return None
+        if array is None:
+            shape, dtype, chunks, storage = state.shape, state.dtype, state.chunks, state.storage
+        else:
+            shape, dtype, chunks = array.shape, array.dtype, array.chunks
+            storage = _graph.storage_chunks(array)
+        profiler = state.profiler
+        if len(states) > 1:
+            profiler = ChunkProfiler()
+            for s in states:
+                for observation in s.profiler.observations():
+                    profiler._record_compute(observation)
+        if downstream is None:
+            downstream = next((s.downstream for s in reversed(states) if s.downstream.ops),
+                              state.downstream)
         return self.recommender.recommend(
-            state.profiler,
-            state.shape,
-            max(1, state.dtype.itemsize),
-            current_chunks=state.chunks,
+            profiler,
+            shape,
+            max(1, dtype.itemsize),
+            current_chunks=chunks,
+            storage_chunks=storage,
+            downstream=downstream,
         )
 
-    def apply_recommendation(self, array, recommendation=None):
-        """Rechunk ``array`` to ``recommendation`` (chunks, a profile id or None).
+    @staticmethod
+    def _downstream_of(array, workload) -> _graph.Downstream | None:
+        """What the operations of ``workload`` applied to ``array`` want."""
+        if workload is None:
+            return None
+        if not isinstance(workload, (list, tuple)):
+            workload = [workload]
+        found = []
+        for collection in workload:
+            if not dask.is_dask_collection(collection):
+                raise TypeError(
+                    f"workload must be a dask collection (or a list of them) computed "
+                    f"from the array, got {type(collection).__name__}"
+                )
+            graph = collection.__dask_graph__()
+            if not isinstance(graph, HighLevelGraph) or array.name not in graph.layers:
+                raise ValueError(
+                    "workload does not use this array: pass the expression that will be "
+                    "computed from it, e.g. engine.recommend(x, pid, workload=(x + 1).sum())"
+                )
+            found.append(_graph.downstream(graph, array.name, array.shape))
+        return _graph.Downstream(
+            frozenset().union(*(d.whole_dims for d in found)),
+            any(d.square for d in found),
+            tuple(sorted(set().union(*(d.ops for d in found)))),
+        )
 
-        With None, the recommendation of the newest profile of this same array is
-        used. The values are unchanged; only the chunking differs.
+    def _source(self, array, profile_id, what: str) -> list[_Profile]:
+        """The profiles whose measurements decide for ``array``."""
+        from dask.array.core import Array
+
+        if not isinstance(array, Array):
+            raise TypeError(
+                f"{what} expects a dask.array.Array, got {type(array).__name__}"
+            )
+        if any(math.isnan(s) for s in array.shape):
+            raise ValueError(
+                f"the array's shape {array.shape} has unknown (NaN) sizes; call "
+                "array.compute_chunk_sizes() first"
+            )
+        if profile_id is not None:
+            ids = list(profile_id) if isinstance(profile_id, (list, tuple)) else [profile_id]
+            if not ids:
+                raise ValueError("profile_id is an empty list; pass at least one profile id")
+            with self._lock:
+                states = [self._state(i) for i in ids]
+            for i, state in zip(ids, states):
+                if state.computes == 0:
+                    raise ValueError(
+                        f"profile {i!r} has no measurements yet; compute the profiled "
+                        "array first"
+                    )
+            return states
+        with self._lock:
+            states = [s for s in self._by_name.get(array.name, []) if s.computes]
+        if not states:
+            raise ValueError(
+                "no profile measured this array: profile it with profile_array() and "
+                "compute it, or pass the profile_id of a pilot (the same workload on a "
+                "smaller array)"
+            )
+        return states[-1:]
+
+    def recommend(
+        self, array, profile_id: str | None = None, *, workload=None
+    ) -> Recommendation:
+        """Recommend chunks for ``array`` from what a profile measured.
+
+        Parameters
+        ----------
+        array : dask.array.Array
+            The array to chunk. It may be larger or smaller than the profiled one:
+            a pilot on a small instance of a workload recommends for the full size.
+        profile_id : str or list of str, optional
+            The profile to learn from; default the newest profile of ``array``
+            itself that has been computed. Several ids pool their measurements:
+            a pilot computed at two chunk sizes tells the fixed cost of a task
+            from its cost per byte.
+        workload : dask collection or list of them, optional
+            What will be computed from ``array``. Its graph says what the later
+            operations want (a rechunk to rows, an FFT axis, a transpose), at this
+            array's size; by default the profiled computes tell.
+
+        Returns
+        -------
+        Recommendation
+            The chunks, the binding constraint and reason, and the predicted peak
+            memory, tasks and time.
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> engine = AdaptiveChunkingEngine()
+        >>> pilot = da.random.random((1000, 1000), chunks=(100, 100))
+        >>> pid = engine.profile_array(pilot)
+        >>> _ = (pilot + 1).sum().compute()
+        >>> full = da.random.random((20000, 20000), chunks=(100, 100))
+        >>> rec = engine.recommend(full, pid)
+        >>> rec.chunk_bytes > 100 * 100 * 8, rec.fits_budget
+        (True, True)
+        >>> engine.close()
+        """
+        self._drain()
+        states = self._source(array, profile_id, "recommend")
+        rec = self._recommend(states, array, self._downstream_of(array, workload))
+        if rec is None:
+            raise ValueError(
+                f"profile {[s.id for s in states]} recorded no tasks to learn from"
+            )
+        return rec
+
+    def predict(self, array, chunks, profile_id: str | None = None) -> dict[str, Any]:
+        """Predicted time, tasks and peak memory of computing ``array`` in ``chunks``.
+
+        ``chunks`` is anything ``array.rechunk`` accepts; ``profile_id`` as in
+        :meth:`recommend`. The keys match the recommendation's
+        (``predicted_peak_memory_mb``, ``predicted_time_s``, ``predicted_tasks``...).
+
+        >>> import dask.array as da
+        >>> engine = AdaptiveChunkingEngine()
+        >>> x = da.random.random((2000, 2000), chunks=(100, 100))
+        >>> pid = engine.profile_array(x)
+        >>> _ = x.sum().compute()
+        >>> small, large = engine.predict(x, 100), engine.predict(x, 1000)
+        >>> small["predicted_tasks"] > large["predicted_tasks"]
+        True
+        >>> engine.close()
+        """
+        from dask.array.core import normalize_chunks
+
+        self._drain()
+        states = self._source(array, profile_id, "predict")
+        try:
+            normalized = normalize_chunks(chunks, array.shape, dtype=array.dtype)
+        except Exception as e:
+            raise ValueError(
+                f"invalid chunks {chunks!r} for an array of shape {array.shape}: {e}"
+            ) from e
+        observations = [o for s in states for o in s.profiler.observations()]
+        fit = _fit(observations)
+        if fit is None:
+            raise ValueError(
+                f"profile {[s.id for s in states]} recorded no tasks to learn from"
+            )
+        itemsize = max(1, array.dtype.itemsize)
+        largest = tuple(max(c, default=0) for c in normalized)
+        chunk_bytes = max(1, math.prod(largest) * itemsize)
+        array_bytes = max(1, math.prod(array.shape) * itemsize)
+        pred = _model.predict(fit, array_bytes, chunk_bytes)
+        budget = self.recommender.memory_budget()
+        return {
+            "chunks": largest,
+            "chunk_size_mb": chunk_bytes / MiB,
+            "predicted_peak_memory_mb": pred.peak_bytes / MiB,
+            "predicted_time_s": pred.seconds,
+            "predicted_tasks": pred.n_tasks,
+            "predicted_overhead_fraction": pred.overhead_fraction,
+            "fits_budget": pred.peak_bytes <= budget,
+            "memory_budget_mb": budget / MiB,
+            "concurrency": fit.concurrency,
+        }
+
+    def apply_recommendation(self, array, recommendation=None):
+        """Rechunk ``array`` to ``recommendation``: chunks, a profile id, or None.
+
+        With a profile id, the chunks that profile recommends for ``array`` (which
+        may be another size than the profiled array, see :meth:`recommend`); with
+        None, those of the newest profile of this same array. The values are
+        unchanged; only the chunking differs.
         """
         from dask.array.core import Array, normalize_chunks
 
@@ -1074,21 +1335,7 @@ class AdaptiveChunkingEngine:
             )
         chunks = recommendation
         if chunks is None or (isinstance(chunks, str) and chunks in self._profiles):
-            if chunks is None:
-                with self._lock:
-                    states = [s for s in self._by_name.get(array.name, []) if s.computes]
-                if not states:
-                    raise ValueError(
-                        "no recommendation for this array: profile it with "
-                        "profile_array() and compute it first, or pass chunks"
-                    )
-                state = states[-1]
-            else:
-                state = self._state(chunks)
-            rec = self._recommend(state)
-            if rec is None:
-                raise ValueError(f"profile {state.id!r} has no recommendation yet; compute it first")
-            chunks = rec.chunks
+            chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
         try:
@@ -1149,14 +1396,18 @@ class AdaptiveChunkingEngine:
         states = [s for n in names for s in by_name[n]]
         if not states:
             if self is _engine and self.enabled:
-                return [], None  # profile everything, for the engine's aggregate only
+                return [], None, {}  # profile everything, for the engine's aggregate only
             return None
-        if len(names) == 1 and _whole_lineage(dsk.dependencies, names[0]):
-            return states, frozenset(states)  # every task works for this array
-        return states, {n: frozenset(by_name[n]) for n in names}
+        hints = {}
+        for n in names:
+            downstream = _graph.downstream(dsk, n, by_name[n][0].shape)
+            hints.update((s, downstream) for s in by_name[n])
+        if len(names) == 1 and _graph.whole_lineage(dsk.dependencies, names[0]):
+            return states, frozenset(states), hints  # every task works for this array
+        return states, {n: frozenset(by_name[n]) for n in names}, hints
 
     def _instrument(self, dsk, keys, plan):
-        states, named = plan
+        states, named, hints = plan
         interval = parse_timedelta(_get("sample-interval"), default="s")
         method = _get("peak-method")
         if method not in _PEAK_METHODS:
@@ -1165,6 +1416,7 @@ class AdaptiveChunkingEngine:
             )
         out, collector = _instr.instrument(dsk, keys, named, self)
         collector.states, collector.method, collector.interval = states, method, interval
+        collector.hints = hints
         return out
 
     # -- receiving records (called by the collector) ----------------------
@@ -1200,7 +1452,7 @@ class AdaptiveChunkingEngine:
         if collector.include_children:
             baseline += collector.children_baseline
         self._fold(batch, tags, states, "failed" if failed else "complete",
-                   peak=collector.peak, baseline=baseline)
+                   peak=collector.peak, baseline=baseline, collector=collector)
         for record in records[k:]:  # appended while the compute was being finalized
             self._late(collector.cid, record)
 
@@ -1242,8 +1494,14 @@ class AdaptiveChunkingEngine:
             except Exception as e:  # profiling must never break the caller
                 _instr.warn_engine_error(e)
 
-    def _fold(self, batch, tags, states, status, *, peak, baseline) -> None:
-        """Fold one compute's records into the profiles it belongs to."""
+    def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None) -> None:
+        """Fold one compute's records into the profiles it belongs to.
+
+        With the ``collector`` (a compute that finished, not one abandoned), each
+        profile also learns the compute's structure: how its task count grows with
+        the number of chunks, the task outputs that waited for their consumers, and
+        what the downstream operations want from its chunks.
+        """
         profile_chunks = self.profile_chunks
         d = batch.data
         n = len(batch)
@@ -1266,7 +1524,28 @@ class AdaptiveChunkingEngine:
             "concurrency": concurrency,
         }
 
-        def observation(array_bytes, chunk_bytes, part) -> _model.Observation:
+        def observation(array_bytes, chunk_bytes, part, state=None) -> _model.Observation:
+            structure = {}
+            if state is not None and collector is not None:
+                p = part.data
+                deps = _instr.dependencies_of(collector, part.keys)
+                replay = (part.keys, p["t0"], p["t1"], p["nbytes"], p["out"], deps)
+                memory = {"mem": p["mem"], "mem_bytes": p["membytes"]}
+                held, largest = _model.replay_memory(*replay, **memory)
+                rechunked = _instr.read_only_by_rechunks(deps)
+                held_aligned = (
+                    _model.replay_memory(*replay, rechunked, **memory)[0] if rechunked else held
+                )
+                structure = {
+                    "blocks": max(1, math.prod(len(c) for c in state.chunks)),
+                    "terms": _model.task_terms(
+                        part.keys, state.split_dims, p["t1"] - p["t0"],
+                        _instr.fused_ops(collector, part.keys, _model.CONTRACTIONS),
+                    ),
+                    "held_bytes": held,
+                    "task_bytes": largest,
+                    "held_aligned_bytes": held_aligned,
+                }
             return _model.Observation(
                 array_bytes=array_bytes,
                 chunk_bytes=chunk_bytes,
@@ -1277,6 +1556,7 @@ class AdaptiveChunkingEngine:
                 baseline_bytes=baseline,
                 results_bytes=results,
                 concurrency=concurrency,
+                **structure,
             )
 
         if n:
@@ -1294,8 +1574,10 @@ class AdaptiveChunkingEngine:
                 state.profiler._record_batch(part)
             if len(part) and state.nbytes:
                 state.profiler._record_compute(
-                    observation(state.nbytes, state.chunk_bytes, part)
+                    observation(state.nbytes, state.chunk_bytes, part, state)
                 )
+            if collector is not None and state in collector.hints:
+                state.downstream = collector.hints[state]
             with self._lock:
                 state.status = status
                 state.computes += 1

@@ -428,10 +428,12 @@ def untrack_peak(collector: ComputeCollector) -> None:
 # Record layout: plain tuples keep the per-task cost near a microsecond.
 (
     R_KEY, R_T0, R_T1, R_RSS0, R_RSS1, R_NBYTES, R_SHAPE, R_DTYPE, R_WORKER, R_TAG, R_OUT,
-    R_FAILED, R_LOGICAL,
-) = range(13)
+    R_FAILED, R_LOGICAL, R_MEM, R_MEMBYTES,
+) = range(15)
 #: R_NBYTES is the memory the output holds (``dask.sizeof``); R_LOGICAL its logical size
 #: (``.nbytes``: a broadcast view of one element holds 8 bytes but is a chunk of many).
+#: R_MEM identifies the memory behind the output (a view's base array) and R_MEMBYTES
+#: is its size: a small slice keeps its whole base alive.
 
 
 #: Numeric columns of a RecordBatch.
@@ -439,7 +441,7 @@ RECORD_DTYPE = np.dtype(
     [
         ("t0", "f8"), ("t1", "f8"), ("rss0", "f8"), ("rss1", "f8"),
         ("nbytes", "i8"), ("logical", "i8"), ("worker", "i8"), ("tag", "i8"),
-        ("out", "?"), ("failed", "?"),
+        ("out", "?"), ("failed", "?"), ("mem", "i8"), ("membytes", "i8"),
     ]
 )
 
@@ -481,7 +483,8 @@ def batch_from_records(records: list[tuple]) -> RecordBatch:
         numbers = np.array(
             [
                 (r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1], r[R_NBYTES], r[R_LOGICAL],
-                 r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG], r[R_OUT], r[R_FAILED])
+                 r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG], r[R_OUT], r[R_FAILED],
+                 r[R_MEM] & 0x7FFFFFFFFFFFFFFF, r[R_MEMBYTES])
                 for r in records
             ],
             dtype=object,
@@ -530,12 +533,15 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "engine", "interval",
-        "method", "tags", "states", "__weakref__",
+        "method", "tags", "states", "tasks", "aliases", "hints", "__weakref__",
     )
 
     def __init__(self, n_tasks: int, engine, tags: list[frozenset] | None = None):
         self.tags = tags if tags is not None else [frozenset()]
         self.states: list = []
+        self.tasks: dict = {}  # key -> the task before instrumenting (its dependencies)
+        self.aliases: dict = {}  # alias key -> target key
+        self.hints: dict = {}  # profile -> what its downstream operations want
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks
         self.records: list[tuple] = []
@@ -599,6 +605,105 @@ class ComputeCollector:
             self.engine._late(self.cid, record)
         except Exception as e:  # profiling must never break the compute
             warn_engine_error(e)
+
+
+def dependencies_of(collector: ComputeCollector, keys) -> dict:
+    """The keys each of ``keys`` reads, with aliases resolved to the tasks behind them."""
+    tasks, aliases = collector.tasks, collector.aliases
+    out = {}
+    for key in keys:
+        node = tasks.get(key)
+        if node is not None:
+            out[key] = [aliases.get(d, d) for d in node.dependencies]
+    return out
+
+
+def fused_ops(collector: ComputeCollector, keys, ops: frozenset) -> dict:
+    """For tasks that fuse one of ``ops`` inside them, the name of that op.
+
+    Blockwise fusion names a fused task after its last layer: a matmul fused into
+    the sum of its products is a ``chunk_sum`` task. The fused task keeps its inner
+    keys, which still name the matmul.
+    """
+    from dask.utils import key_split
+
+    out = {}
+    tasks = collector.tasks
+    for key in keys:
+        node = tasks.get(key)
+        if node is None:
+            continue
+        for inner in _inner_keys(node):
+            op = key_split(layer_name(inner))
+            if op in ops:
+                out[key] = op
+                break
+    return out
+
+
+def read_only_by_rechunks(dependencies: dict) -> set:
+    """Keys whose every reader (in ``dependencies``: key -> keys it reads) is a rechunk.
+
+    >>> sorted(read_only_by_rechunks({("rechunk-merge-1", 0): ["a", "b"], ("sum-2", 0): ["b"]}))
+    ['a']
+    """
+    only: dict = {}
+    for key, deps in dependencies.items():
+        rechunk = "rechunk" in str(layer_name(key))
+        for d in deps:
+            only[d] = rechunk and only.get(d, True)
+    return {d for d, flag in only.items() if flag}
+
+
+_fault_cost: float | None = None
+
+
+def fault_seconds_per_byte() -> float:
+    """Seconds per byte to touch freshly mapped pages, measured once per process.
+
+    Large NumPy arrays are served with fresh pages that fault on first touch; the
+    difference between filling a fresh 32 MiB array and filling it again is that
+    cost (median of three, about 15 ms in all).
+    """
+    global _fault_cost
+    if _fault_cost is None:
+        n = 32 * 2**20
+        costs = []
+        for _ in range(3):
+            t0 = perf_counter()
+            a = np.empty(n // 8)
+            a.fill(1.0)
+            t1 = perf_counter()
+            a.fill(2.0)
+            t2 = perf_counter()
+            del a
+            costs.append(max(0.0, (t1 - t0) - (t2 - t1)) / n)
+        _fault_cost = sorted(costs)[1]
+    return _fault_cost
+
+
+_blas_threads: int | None = None
+
+
+def blas_threads() -> int:
+    """Cores a large NumPy matrix product keeps busy, measured once per process.
+
+    NumPy's BLAS usually runs one product on several threads. The ratio of process
+    CPU time to wall time over a few 768 x 768 products (about 50 ms) tells how
+    many; a BLAS limited to one thread gives 1.
+    """
+    global _blas_threads
+    if _blas_threads is None:
+        from time import process_time
+
+        a = np.ones((768, 768))
+        a @ a  # warm up the thread pool
+        cpu, wall = process_time(), perf_counter()
+        for _ in range(4):
+            a @ a
+        cpu, wall = process_time() - cpu, perf_counter() - wall
+        _blas_threads = max(1, min(os.cpu_count() or 1, round(cpu / wall))) if wall > 0 else 1
+    return _blas_threads
 
 
 def warn_engine_error(e: BaseException) -> None:
@@ -687,24 +792,30 @@ class MeasuredTask(Task):
         # worker threads may be waiting for the GIL.
         try:
             if type(result) is ndarray and 0 not in result.strides:
-                nbytes = logical = result.nbytes
+                nbytes = logical = membytes = result.nbytes
                 shape, dtype = result.shape, result.dtype
+                base = result.base
+                if type(base) is ndarray:
+                    mem, membytes = id(base), base.nbytes
+                else:
+                    mem = id(result)
             else:
                 nbytes = sizeof(result)
                 logical = getattr(result, "nbytes", None)
                 if type(logical) is not int:
                     logical = nbytes
                 shape, dtype = getattr(result, "shape", None), getattr(result, "dtype", None)
+                mem, membytes = id(result), nbytes
             rss0 = _rss_value
             collector.add(
                 (self.key, t0, t1, rss0, rss_at(t1), nbytes, shape, dtype, get_ident(),
-                 self.tag, self.is_output, False, logical)
+                 self.tag, self.is_output, False, logical, mem, membytes)
             )
         except Exception as e:  # profiling must never break the compute
             logger.debug("adaptive chunking failed to measure task %s: %s", self.key, e)
             try:  # still count the task, or the compute would never finish
                 collector.add((self.key, t0, t1, 0, 0, 0, None, None, get_ident(),
-                               self.tag, self.is_output, False, 0))
+                               self.tag, self.is_output, False, 0, 0, 0))
             except Exception:
                 pass
         return result
@@ -723,6 +834,7 @@ class MeasuredTask(Task):
                 get_ident() if local else _PID,
                 self.tag, self.is_output, exc is not None,
                 logical if type(logical) is int else nbytes,
+                id(result), nbytes,
             )
             if local:
                 collector.add(record)
@@ -922,6 +1034,7 @@ def instrument(dsk, keys, named, engine):
     requested = list(flatten(keys)) if keys is not None else list(dsk)
     outputs: set = set()
     tasks = {}
+    aliases = {}
     stack = [(k, True) for k in requested]
     seen: set = set()
     while stack:
@@ -940,6 +1053,8 @@ def instrument(dsk, keys, named, engine):
         if is_output and not passes_output:
             outputs.add(key)
         stack.extend((d, passes_output) for d in node.dependencies)
+        if kind is Alias:
+            aliases[key] = node.target
         if kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)
             node = node.plain()
         elif kind is not Task or _is_finalize(key):
@@ -950,6 +1065,7 @@ def instrument(dsk, keys, named, engine):
     else:
         tag_of, tags = assign_tags(dsk, list(tasks), named)
     collector = ComputeCollector(len(tasks), engine, tags)
+    collector.tasks, collector.aliases = tasks, aliases
     out = dict(dsk)
     cid, pid, wrap = collector.cid, _PID, MeasuredTask.wrap
     for key, node in tasks.items():

@@ -1,17 +1,21 @@
 """The memory and time model behind chunk-size recommendations.
 
-Everything here is a pure function of numbers: no clocks, no ``psutil``, no Dask
-config. Measurement (``dask.array.adaptive_chunking``) turns a profiled compute into
-:class:`Observation` objects; this module fits a :class:`WorkloadModel` to them,
-predicts peak memory and wall time for any chunk size, chooses the chunk size with
-the best predicted time that fits a memory budget, and turns a byte target into a
-chunk shape.
+Everything here is a pure function of numbers and task keys: no clocks, no
+``psutil``, no Dask config. Measurement (``dask.array.adaptive_chunking``) turns a
+profiled compute into an :class:`Observation` (with :func:`task_terms` and
+:func:`replay_memory` summarizing its task records); this module fits a
+:class:`WorkloadModel` to observations, predicts peak memory and wall time for any
+chunk size, chooses the chunk size with the best predicted time that fits a memory
+budget, and turns a byte target into a chunk shape.
 
-The model in one paragraph: a compute holds the process baseline, the results it
-returns, a little scheduler bookkeeping per task, and, for every task running at
-once, a working set of ``amplification * chunk_bytes``. Its wall time is the
-per-task scheduling overhead (paid serially by the scheduler) for every task, plus
-the compute time of one chunk for every wave of ``concurrency`` chunks.
+The model in two sentences. Memory: a compute holds the process baseline, the
+results it returns, scheduler bookkeeping per task, the task outputs that wait for
+their consumers (a fraction of the array, as replayed from the profile), and for
+every task running at once a working set of ``amplification * chunk_bytes``. Time:
+every task pays a serial scheduling overhead (task counts follow each layer's block
+grid, so a matmul's ``n**3`` tasks are counted as such), the chunks are computed in
+waves of ``concurrency`` at the measured rate per byte, and chunks at least
+:data:`FRESH_PAGES_BYTES` large pay for fresh pages on every allocation.
 
 All sizes are in bytes and all durations in seconds.
 """
@@ -19,7 +23,7 @@ All sizes are in bytes and all durations in seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "WorkloadModel",
     "Prediction",
     "Choice",
+    "task_terms",
+    "replay_memory",
     "fit_workload",
     "predict",
     "choose_chunk_bytes",
@@ -35,15 +41,25 @@ __all__ = [
 
 #: Scheduler bookkeeping per task (graph node, state dicts), in bytes.
 GRAPH_BYTES_PER_TASK = 4096
-#: Working set of one running task relative to its chunk when nothing better is known:
-#: one input, one output and one temporary of the chunk's size.
-DEFAULT_AMPLIFICATION = 3.0
+#: Working set of one running task relative to its chunk when the profile cannot
+#: show it: the chunk and one temporary or output of its size.
+DEFAULT_AMPLIFICATION = 2.0
 #: Bounds of the fitted amplification: a task holds at least its chunk, and a fit above
 #: the upper bound says the measurement was dominated by something other than chunks.
 MIN_AMPLIFICATION = 1.0
 MAX_AMPLIFICATION = 32.0
+#: A measured peak is trusted for the amplification only when the working set it
+#: implies is at least this large (smaller ones drown in allocator noise).
+VISIBLE_BYTES = 16 * 2**20
 #: Scheduling overhead per task on Dask's local schedulers when it was not measured.
 DEFAULT_OVERHEAD_SECONDS = 3e-4
+#: Compute time per byte assumed for the work that grows with chunk size when every
+#: profiled compute used one chunk size (one size cannot separate it from the fixed
+#: cost of a task): about one pass of NumPy arithmetic over memory.
+PRIOR_SECONDS_PER_BYTE = 5e-10
+#: glibc serves allocations of at least this size (its largest dynamic mmap
+#: threshold) with fresh pages every time, and each page faults on first touch.
+FRESH_PAGES_BYTES = 32 * 2**20
 #: Candidate chunk sizes are spaced by this factor.
 GRID_STEP = 2 ** 0.25
 #: A candidate within this fraction of the best predicted time counts as equally fast;
@@ -75,6 +91,19 @@ class Observation:
         Bytes of the results the compute returned.
     concurrency : int
         Largest number of tasks that ran at the same time.
+    blocks : int, optional
+        Number of chunks of the profiled array (default ``array_bytes / chunk_bytes``).
+    terms : tuple of (str, int, float, float), optional
+        Per operation: its name, tasks, how its task count grows with the number
+        of chunks, and the compute seconds of those tasks (see :func:`task_terms`).
+    held_bytes : float, optional
+        Largest amount of task outputs waiting for their consumers at once.
+    held_aligned_bytes : float, optional
+        The same without the outputs only a downstream rechunk reads: what waits
+        when the chunks already have the layout that rechunk wants (default
+        ``held_bytes``).
+    task_bytes : float, optional
+        Largest output of one task.
     """
 
     array_bytes: float
@@ -86,10 +115,17 @@ class Observation:
     baseline_bytes: float
     results_bytes: float
     concurrency: int
+    blocks: int = 0
+    terms: tuple[tuple[str, int, float, float], ...] = ()
+    held_bytes: float = 0.0
+    task_bytes: float = 0.0
+    held_aligned_bytes: float | None = None
 
     @property
     def n_chunks(self) -> int:
         """Number of chunks of the profiled array (at least one)."""
+        if self.blocks > 0:
+            return self.blocks
         if self.chunk_bytes <= 0:
             return 1
         return max(1, round(self.array_bytes / self.chunk_bytes))
@@ -102,9 +138,12 @@ class WorkloadModel:
     Attributes
     ----------
     tasks_per_chunk : float
-        Tasks the workload runs per chunk of its input.
+        Tasks the workload runs per chunk of its input, where it was measured.
     seconds_per_byte : float
         Task compute time per input byte, in seconds.
+    fixed_seconds : float
+        Compute time every task pays whatever its size (function calls, setting up
+        a random generator, ...), in seconds.
     overhead_seconds : float
         Scheduling overhead per task, in seconds, paid serially.
     amplification : float
@@ -117,6 +156,33 @@ class WorkloadModel:
         Tasks that run at once.
     observations : int
         Number of observations the model was fitted to.
+    task_terms : tuple of (float, float, float, float, float)
+        ``(k, e, fixed, per_unit, g)`` per operation: over ``n`` chunks of ``c``
+        bytes it runs ``k * n**e`` tasks of ``fixed + per_unit * c**g`` seconds
+        each. An elementwise operation has ``e = g = 1``; a matmul's products,
+        indexed by three block indices over a 2-d array, ``e = g = 1.5``
+        (``n**1.5`` tasks of ``c**1.5`` work); summing those products ``e = 1.5``
+        but ``g = 1``. Empty: ``tasks_per_chunk * n`` tasks of
+        ``fixed_seconds + seconds_per_byte * c``.
+    held_fraction : float
+        Task outputs waiting for their consumers at once, as a fraction of the
+        array's bytes.
+    held_aligned_fraction : float
+        The same when the chunks have the layout a downstream rechunk wants.
+    held_blocks : int
+        Chunks of the compute the held fractions were measured on.
+    held_exponent : float
+        How the waiting share of the array changes with the number of chunks ``n``:
+        it is ``held_fraction * (n / held_blocks) ** held_exponent``. 0 when the
+        waiting data is a fixed share (a matmul's partial products); about -0.5
+        when a band of chunks waits for its neighbours (``map_overlap``, a
+        transpose), which is a smaller share of a finer grid.
+    blas_threads : int
+        Threads a contraction's block product uses inside BLAS; with more than one,
+        a contraction keeps the cores busy even with fewer chunks than threads.
+    fault_seconds_per_byte : float
+        Cost of touching a fresh page, per byte (paid by chunks of at least
+        :data:`FRESH_PAGES_BYTES`).
     """
 
     tasks_per_chunk: float
@@ -127,6 +193,47 @@ class WorkloadModel:
     baseline_bytes: float
     concurrency: int
     observations: int
+    task_terms: tuple[tuple[float, float, float, float, float], ...] = ()
+    held_fraction: float = 0.0
+    fault_seconds_per_byte: float = 0.0
+    fixed_seconds: float = 0.0
+    held_aligned_fraction: float = 0.0
+    held_blocks: int = 1
+    held_exponent: float = 0.0
+    blas_threads: int = 1
+
+    def n_tasks(self, n_chunks: int) -> int:
+        """Tasks of a compute over ``n_chunks`` chunks.
+
+        >>> WorkloadModel(2.0, 0, 0, 2, 0, 0, 1, 1).n_tasks(100)
+        200
+        >>> terms = ((1.0, 1.5, 0.0, 0.0, 1.5), (3.0, 0.0, 0.0, 0.0, 0.0))
+        >>> WorkloadModel(2.0, 0, 0, 2, 0, 0, 1, 1, task_terms=terms).n_tasks(100)
+        1003
+        """
+        if not self.task_terms:
+            return max(1, round(n_chunks * self.tasks_per_chunk))
+        return max(1, round(sum(t[0] * n_chunks ** t[1] for t in self.task_terms)))
+
+    def task_seconds(self, n_chunks: int, chunk_bytes: float) -> tuple[float, float, float]:
+        """Compute seconds of all tasks over ``n_chunks`` chunks: total, fixed part, and
+        the part spent in contractions (block products, see :func:`work_exponent`).
+
+        >>> WorkloadModel(1.0, 1e-9, 0, 2, 0, 0, 1, 1, fixed_seconds=1e-3).task_seconds(10, 1e6)
+        (0.02, 0.01, 0.0)
+        """
+        if not self.task_terms:
+            tasks = n_chunks * self.tasks_per_chunk
+            fixed = tasks * self.fixed_seconds
+            return fixed + n_chunks * self.seconds_per_byte * chunk_bytes, fixed, 0.0
+        total = fixed = contraction = 0.0
+        for k, e, a, w, g in self.task_terms:
+            tasks = k * n_chunks**e
+            fixed += tasks * a
+            total += tasks * (a + w * chunk_bytes**g)
+            if g > 1:
+                contraction += tasks * w * chunk_bytes**g
+        return total, fixed, contraction
 
 
 @dataclass(frozen=True)
@@ -146,11 +253,14 @@ class Choice:
     """The chosen chunk size, why, and what it is predicted to cost.
 
     ``binding`` names the constraint that decided the size: ``"memory"`` (a larger
-    chunk would be faster but exceeds the budget), ``"overhead"`` (the smallest size
-    whose scheduling overhead is acceptable), ``"parallelism"`` (larger chunks would
-    leave threads idle), ``"min_chunk_bytes"``, ``"max_chunk_bytes"`` or ``"array"``
-    (the whole array is one chunk). ``fits`` is False when no candidate fits the budget;
-    the choice is then the one with the smallest predicted peak.
+    chunk would be faster but exceeds the budget), ``"overhead"`` (smaller chunks
+    would lose more than the overhead target to per-task overhead),
+    ``"speed"`` (the predicted time is best here: smaller chunks pay more
+    overhead, larger ones lose parallelism or pay for fresh pages),
+    ``"parallelism"`` (larger chunks would leave threads idle),
+    ``"min_chunk_bytes"``, ``"max_chunk_bytes"`` or ``"array"`` (the whole array is
+    one chunk). ``fits`` is False when no candidate fits the budget; the choice is
+    then the one with the smallest predicted peak.
     """
 
     chunk_bytes: float
@@ -164,10 +274,153 @@ def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
-def fit_workload(observations: Sequence[Observation]) -> WorkloadModel | None:
+def task_terms(
+    keys: Sequence[Hashable],
+    ndim: int,
+    seconds: Sequence[float] | None = None,
+    ops: dict | None = None,
+) -> tuple[tuple[str, int, float, float], ...]:
+    """How the tasks of a compute scale with the number of chunks, per operation.
+
+    Tasks are grouped by layer (the name in their key). A layer whose keys vary
+    along ``d`` block indices grows like ``n ** (d / ndim)`` when an array split
+    along ``ndim`` dimensions gets ``n`` chunks: an elementwise layer like ``n``, a
+    reduction's final step not at all, and a matmul's partial products (indexed
+    by ``i, k, j``) like ``n ** 1.5``. Layers of the same operation and exponent
+    are then merged (a tree reduction has several). Returns, per operation,
+    ``(name, tasks, exponent, seconds)`` with the summed task ``seconds``. ``ops``
+    names the operation of keys whose layer name hides it (a fused task).
+
+    >>> keys = [("add-1", i, j) for i in range(4) for j in range(4)] + [("sum-2",)]
+    >>> task_terms(keys, 2)
+    (('add', 16, 1.0, 0.0), ('sum', 1, 0.0, 0.0))
+    >>> mm = [("matmul-3", i, k, j) for i in range(3) for k in range(3) for j in range(3)]
+    >>> task_terms(mm, 2, [0.5] * 27)
+    (('matmul', 27, 1.5, 13.5),)
+    """
+    from dask.utils import key_split
+
+    ops = ops or {}
+    layers: dict = {}
+    for pos, key in enumerate(keys):
+        if isinstance(key, tuple) and key:
+            name, index = key[0], key[1:]
+        else:
+            name, index = key, ()
+        entry = layers.get(name)
+        if entry is None:
+            entry = layers[name] = [0, 0.0, [], ops.get(key)]
+        entry[0] += 1
+        if seconds is not None:
+            entry[1] += float(seconds[pos])
+        seen = entry[2]
+        if len(seen) < len(index):
+            seen.extend(set() for _ in range(len(index) - len(seen)))
+        for s, i in zip(seen, index):
+            s.add(i)
+    ndim = max(1, ndim)
+    ops: dict = {}
+    for name, (count, secs, seen, op) in layers.items():
+        e = sum(len(s) > 1 for s in seen) / ndim
+        op = op or key_split(name)
+        entry = ops.setdefault((op, e), [0, 0.0])
+        entry[0] += count
+        entry[1] += secs
+    return tuple((op, count, e, secs) for (op, e), (count, secs) in ops.items())
+
+
+def replay_memory(
+    keys: Sequence[Hashable],
+    t0: Sequence[float],
+    t1: Sequence[float],
+    nbytes: Sequence[float],
+    is_output: Sequence[bool],
+    dependencies: dict,
+    skip: set | frozenset = frozenset(),
+    *,
+    mem: Sequence[int] | None = None,
+    mem_bytes: Sequence[float] | None = None,
+) -> tuple[float, float]:
+    """Replay a compute's task outputs over time: what waited, and the largest output.
+
+    A task's output lives from the task's end until its last consumer ends (the
+    end of the compute for results): it waits for, or is being read by, its
+    consumers. Returns the largest total of such outputs alive at once and the
+    largest single output, in bytes. ``dependencies`` maps a key to the keys it
+    reads; keys outside ``keys`` are ignored, and so are the outputs of the tasks
+    in ``skip`` when adding up what waits.
+
+    ``mem`` and ``mem_bytes`` name the memory behind each output and its size: a
+    slice of a chunk is a view that keeps the whole chunk alive, so outputs that
+    share memory count once, at the memory's size, for as long as any of them
+    lives.
+
+    >>> keys = ["a", "b", "c"]
+    >>> deps = {"c": {"a", "b"}}
+    >>> replay_memory(keys, [0, 1, 2], [1, 2, 3], [10, 20, 5], [False, False, True], deps)
+    (30.0, 20.0)
+
+    Two small views of one 100-byte chunk, read until times 3 and 4:
+
+    >>> keys = ["x", "v1", "v2", "s1", "s2"]
+    >>> deps = {"v1": ["x"], "v2": ["x"], "s1": ["v1"], "s2": ["v2"]}
+    >>> replay_memory(keys, [0, 1, 1, 2, 3], [1, 2, 2, 3, 4], [100, 10, 10, 0, 0],
+    ...               [False, False, False, True, True], deps,
+    ...               mem=[7, 7, 7, 8, 9], mem_bytes=[100, 100, 100, 0, 0])
+    (100.0, 100.0)
+    """
+    n = len(keys)
+    if n == 0:
+        return 0.0, 0.0
+    index = {k: i for i, k in enumerate(keys)}
+    end = [float(v) for v in t1]
+    stop = max(end)
+    for i, key in enumerate(keys):
+        for d in dependencies.get(key, ()):
+            j = index.get(d)
+            if j is not None and t1[i] > end[j]:
+                end[j] = float(t1[i])
+        if is_output[i]:
+            end[i] = stop
+    if mem is None or mem_bytes is None:
+        mem, mem_bytes = range(n), nbytes
+    # Lifetimes per piece of memory: overlapping lifetimes of outputs that share it
+    # are one lifetime (ids of freed memory can be reused later).
+    spans: dict = {}
+    for i in range(n):
+        size = max(float(nbytes[i]), float(mem_bytes[i]))
+        if end[i] > t1[i] and size and keys[i] not in skip:
+            spans.setdefault(int(mem[i]), []).append((float(t1[i]), end[i], size))
+    events = []
+    for group in spans.values():
+        group.sort()
+        start, stop_, size = group[0]
+        for a, b, sz in group[1:]:
+            if a <= stop_:
+                stop_, size = max(stop_, b), max(size, sz)
+            else:
+                events += [(start, size), (stop_, -size)]
+                start, stop_, size = a, b, sz
+        events += [(start, size), (stop_, -size)]
+    events.sort(key=lambda e: (e[0], e[1]))  # releases before allocations at a tie
+    held = peak = 0.0
+    for _, delta in events:
+        held += delta
+        peak = max(peak, held)
+    return float(peak), float(max(nbytes))
+
+
+def fit_workload(
+    observations: Sequence[Observation],
+    fault_seconds_per_byte: float = 0.0,
+    blas_threads: int = 1,
+) -> WorkloadModel | None:
     """Fit a :class:`WorkloadModel` to profiled computes.
 
-    Returns None when no observation carries data (no tasks or no bytes).
+    Returns None when no observation carries data (no tasks or no bytes). Task
+    counts and what waits come from the most finely chunked observation; costs
+    and overhead from all of them. ``fault_seconds_per_byte`` and
+    ``blas_threads`` are properties of the machine (see :class:`WorkloadModel`).
 
     >>> obs = Observation(array_bytes=8e8, chunk_bytes=8e4, n_tasks=10_000,
     ...                   task_seconds=2.0, wall_seconds=4.0, peak_bytes=3e8,
@@ -182,43 +435,176 @@ def fit_workload(observations: Sequence[Observation]) -> WorkloadModel | None:
     if not usable:
         return None
     concurrency = max(1, max(o.concurrency for o in usable))
-    total_bytes = sum(o.array_bytes for o in usable)
-    seconds_per_byte = sum(o.task_seconds for o in usable) / total_bytes
     tasks_per_chunk = sum(o.n_tasks for o in usable) / sum(o.n_chunks for o in usable)
+    fixed, seconds_per_byte = _split_task_time(usable)
 
     overheads = []
-    amplifications = []
+    measured_amp = []
+    structural_amp = []
+    # What waits depends on the block grid: take it from the most finely chunked compute.
+    finest = max(usable, key=lambda o: o.n_chunks)
+    held = finest.held_bytes / finest.array_bytes
+    aligned = finest.held_bytes if finest.held_aligned_bytes is None else finest.held_aligned_bytes
+    held_aligned = aligned / finest.array_bytes
     for o in usable:
         parallel = max(1, min(o.concurrency, o.n_chunks))
-        waves = math.ceil(o.n_chunks / parallel)
-        busy = waves * o.task_seconds / o.n_chunks
         if o.wall_seconds > 0:
-            overheads.append(max(0.0, o.wall_seconds - busy) / o.n_tasks)
+            overheads.append(max(0.0, o.wall_seconds - o.task_seconds / parallel) / o.n_tasks)
+        if o.chunk_bytes > 0:
+            structural_amp.append(o.task_bytes / o.chunk_bytes)
         if o.peak_bytes > 0 and o.chunk_bytes > 0:
             working = (
                 o.peak_bytes
                 - o.baseline_bytes
                 - o.results_bytes
                 - o.n_tasks * GRAPH_BYTES_PER_TASK
+                - o.held_bytes
             )
-            amplifications.append(working / (parallel * o.chunk_bytes))
+            if working >= VISIBLE_BYTES and parallel * o.chunk_bytes * 4 >= VISIBLE_BYTES:
+                measured_amp.append(working / (parallel * o.chunk_bytes))
     overhead = sum(overheads) / len(overheads) if overheads else DEFAULT_OVERHEAD_SECONDS
-    amplification = (
-        _clamp(max(amplifications), MIN_AMPLIFICATION, MAX_AMPLIFICATION)
-        if amplifications
-        else DEFAULT_AMPLIFICATION
-    )
-    last = usable[-1]
+    if measured_amp:
+        amplification = max(measured_amp)
+    else:
+        amplification = max([DEFAULT_AMPLIFICATION, *structural_amp])
+    terms = _fit_terms(usable, fixed, seconds_per_byte)
     return WorkloadModel(
         tasks_per_chunk=tasks_per_chunk,
         seconds_per_byte=seconds_per_byte,
         overhead_seconds=overhead,
-        amplification=amplification,
+        amplification=_clamp(amplification, MIN_AMPLIFICATION, MAX_AMPLIFICATION),
         results_fraction=max(o.results_bytes / o.array_bytes for o in usable),
-        baseline_bytes=last.baseline_bytes,
+        baseline_bytes=usable[-1].baseline_bytes,
         concurrency=concurrency,
         observations=len(usable),
+        task_terms=terms,
+        held_fraction=min(held, MAX_AMPLIFICATION),
+        fault_seconds_per_byte=max(0.0, fault_seconds_per_byte),
+        fixed_seconds=fixed,
+        held_aligned_fraction=min(held_aligned, held, MAX_AMPLIFICATION),
+        held_blocks=finest.n_chunks,
+        held_exponent=_held_exponent(usable),
+        blas_threads=max(1, int(blas_threads)),
     )
+
+
+#: Operations whose tasks do ``side**3`` work on ``side**2`` blocks (contractions).
+CONTRACTIONS = frozenset({"matmul", "tensordot", "dot", "einsum"})
+
+
+def work_exponent(op: str, e: float) -> float:
+    """How the work of one task of ``op`` grows with the chunk's bytes.
+
+    A contraction's block product grows like its iteration space, ``c**e``; any
+    other task reads and writes chunk-sized data, ``c**min(e, 1)`` (a reduction's
+    final step, ``e = 0``, combines a few small partial results).
+
+    >>> work_exponent("matmul", 1.5), work_exponent("_chunk_sum", 1.5), work_exponent("sum", 0.0)
+    (1.5, 1.0, 0.0)
+    """
+    return e if op in CONTRACTIONS else min(e, 1.0)
+
+
+def _fit_terms(observations, fixed: float, per_byte: float) -> tuple:
+    """Per operation ``(k, e, fixed, per_unit, g)`` (see :attr:`WorkloadModel.task_terms`).
+
+    The task counts come from the observation with the most chunks. Where an
+    operation was seen at two chunk sizes, the time per task at each gives its
+    fixed cost and its cost per unit of ``chunk_bytes ** g``; otherwise its time is
+    split as the whole compute's is (:func:`_split_task_time`).
+    """
+    with_terms = [o for o in observations if o.terms]
+    if not with_terms:
+        return ()
+    structure = max(with_terms, key=lambda o: o.n_chunks)
+    n0 = structure.n_chunks
+    # Per-task seconds of each operation at each chunk size it was seen at.
+    seen: dict = {}
+    for o in with_terms:
+        for op, count, e, secs in o.terms:
+            if count:
+                seen.setdefault((op, e), {})[o.chunk_bytes] = secs / count
+    terms = []
+    for op, count, e, secs in structure.terms:
+        g = work_exponent(op, e)
+        times = seen.get((op, e), {})
+        c0 = structure.chunk_bytes
+        t0 = secs / count if count else 0.0
+        a = w = None
+        if len(times) >= 2 and g > 0:
+            (c1, t1), (c2, t2) = min(times.items()), max(times.items())
+            span = c2**g - c1**g
+            if span > 0:
+                w = max(0.0, (t2 - t1) / span)
+                a = max(0.0, t1 - w * c1**g)
+        if a is None:
+            # One size: the share of this operation's time that grows with the chunk
+            # is at most what the whole compute's split gives per byte of chunk.
+            variable = min(t0, per_byte * c0) if g > 0 else 0.0
+            a = t0 - variable
+            w = variable / c0**g if g > 0 else 0.0
+        terms.append((count / n0**e, e, a, w, g))
+    return tuple(terms)
+
+
+def _held_exponent(observations: Sequence[Observation]) -> float:
+    """How the waiting share of the array scales with the number of chunks.
+
+    Fitted from the two observations with the most different numbers of chunks
+    (both with something waiting); 0 with fewer, and clamped to [-1, 0.5].
+
+    >>> a = Observation(8e6, 8e4, 100, 1, 1, 0, 0, 0, 2, blocks=100, held_bytes=4e5)
+    >>> b = Observation(8e6, 5e5, 16, 1, 1, 0, 0, 0, 2, blocks=16, held_bytes=1e6)
+    >>> round(_held_exponent([a, b]), 2)
+    -0.5
+    """
+    seen = [o for o in observations if o.held_bytes > 0 and o.n_chunks > 1]
+    if len(seen) < 2:
+        return 0.0
+    lo, hi = min(seen, key=lambda o: o.n_chunks), max(seen, key=lambda o: o.n_chunks)
+    if hi.n_chunks <= lo.n_chunks:
+        return 0.0
+    ratio = (hi.held_bytes / hi.array_bytes) / (lo.held_bytes / lo.array_bytes)
+    return _clamp(math.log(ratio) / math.log(hi.n_chunks / lo.n_chunks), -1.0, 0.5)
+
+
+def _split_task_time(observations: Sequence[Observation]) -> tuple[float, float]:
+    """Split task compute time into a fixed cost per task and a cost per byte.
+
+    ``task_seconds = fixed * n_tasks + per_byte * array_bytes`` is fitted by least
+    squares when the observations used different chunk sizes; with one chunk size
+    the per-byte cost is taken as :data:`PRIOR_SECONDS_PER_BYTE` (or less, if the
+    measured time is less) and the rest is fixed cost.
+
+    >>> obs = [Observation(8e6, 8e4, 100, 0.058, 0.1, 0, 0, 0, 2),  # 100 chunks
+    ...        Observation(8e6, 2e6, 4, 0.010, 0.01, 0, 0, 0, 2)]   # 4 chunks
+    >>> fixed, per_byte = _split_task_time(obs)
+    >>> round(fixed * 1e6), round(per_byte * 1e9, 2)  # us per task, ns per byte
+    (500, 1.0)
+    """
+    sizes = {round(math.log2(o.chunk_bytes), 1) for o in observations if o.chunk_bytes > 0}
+    total_s = sum(o.task_seconds for o in observations)
+    total_b = sum(o.array_bytes for o in observations)
+    total_t = sum(o.n_tasks for o in observations)
+    if len(sizes) >= 2:
+        # Weighted by 1/time so that short computes count as much as long ones.
+        w = [1 / max(o.task_seconds, 1e-9) for o in observations]
+        stt = sum(wi * o.n_tasks**2 for wi, o in zip(w, observations))
+        sbb = sum(wi * o.array_bytes**2 for wi, o in zip(w, observations))
+        stb = sum(wi * o.n_tasks * o.array_bytes for wi, o in zip(w, observations))
+        sty = sum(wi * o.n_tasks * o.task_seconds for wi, o in zip(w, observations))
+        sby = sum(wi * o.array_bytes * o.task_seconds for wi, o in zip(w, observations))
+        det = stt * sbb - stb * stb
+        if det > 0:
+            fixed = (sty * sbb - sby * stb) / det
+            per_byte = (sby * stt - sty * stb) / det
+            if fixed >= 0 and per_byte >= 0:
+                return fixed, per_byte
+            if fixed < 0:
+                return 0.0, total_s / total_b
+            return total_s / total_t, 0.0
+    per_byte = min(PRIOR_SECONDS_PER_BYTE, total_s / total_b)
+    return max(0.0, total_s - per_byte * total_b) / total_t, per_byte
 
 
 def predict(
@@ -227,6 +613,7 @@ def predict(
     chunk_bytes: float,
     concurrency: int | None = None,
     baseline_bytes: float | None = None,
+    aligned: bool = False,
 ) -> Prediction:
     """Predict wall time and peak memory of a chunking.
 
@@ -242,6 +629,9 @@ def predict(
         Tasks that run at once; defaults to the model's.
     baseline_bytes : float, optional
         Process memory before the compute; defaults to the model's.
+    aligned : bool, optional
+        The chunks have the layout a downstream rechunk wants (see
+        :attr:`WorkloadModel.held_aligned_fraction`).
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
     ...                       overhead_seconds=1e-3, amplification=2.0,
@@ -251,22 +641,36 @@ def predict(
     >>> p.n_tasks, round(p.seconds, 3), p.peak_bytes > 4e8
     (10, 0.51, True)
     """
-    if chunk_bytes <= 0:
+    if not chunk_bytes > 0:
         raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
     concurrency = model.concurrency if concurrency is None else max(1, int(concurrency))
     baseline = model.baseline_bytes if baseline_bytes is None else baseline_bytes
     chunk_bytes = min(chunk_bytes, max(array_bytes, 1.0))
     n_chunks = max(1, math.ceil(array_bytes / chunk_bytes))
-    n_tasks = max(1, round(n_chunks * model.tasks_per_chunk))
+    n_tasks = model.n_tasks(n_chunks)
     parallel = min(concurrency, n_chunks)
     waves = math.ceil(n_chunks / parallel)
-    compute = waves * model.seconds_per_byte * chunk_bytes
+    # The tasks' compute runs `parallel` at a time; the last wave may be partial. A
+    # contraction's block product also runs on BLAS's threads, so it keeps the cores
+    # busy even when there are fewer chunks than threads.
+    work, fixed, contraction = model.task_seconds(n_chunks, chunk_bytes)
+    if chunk_bytes >= FRESH_PAGES_BYTES:
+        work += n_chunks * model.fault_seconds_per_byte * model.amplification * chunk_bytes
+    imbalance = waves * parallel / n_chunks
+    blas = min(concurrency, max(parallel, model.blas_threads))
+    compute = (work - contraction) / parallel * imbalance + contraction / blas
     overhead = n_tasks * model.overhead_seconds
     seconds = compute + overhead
+    per_task = overhead + fixed / parallel * imbalance
+    held = model.held_aligned_fraction if aligned else model.held_fraction
+    if model.held_exponent:
+        held = min(held * (n_chunks / max(1, model.held_blocks)) ** model.held_exponent,
+                   MAX_AMPLIFICATION)
     peak = (
         baseline
         + model.results_fraction * array_bytes
         + n_tasks * GRAPH_BYTES_PER_TASK
+        + held * array_bytes
         + parallel * model.amplification * chunk_bytes
     )
     return Prediction(
@@ -275,14 +679,14 @@ def predict(
         n_tasks=n_tasks,
         seconds=seconds,
         peak_bytes=peak,
-        overhead_fraction=overhead / seconds if seconds > 0 else 0.0,
+        overhead_fraction=per_task / seconds if seconds > 0 else 0.0,
     )
 
 
 def _candidates(low: float, high: float) -> list[float]:
     sizes = []
     size = low
-    while size < high:
+    while size < high * (1 - 1e-9):  # a step that lands on `high` is `high`
         sizes.append(size)
         size *= GRID_STEP
     sizes.append(high)
@@ -299,13 +703,16 @@ def choose_chunk_bytes(
     overhead_target: float,
     concurrency: int | None = None,
     baseline_bytes: float | None = None,
+    aligned: bool = False,
 ) -> Choice:
     """Choose the chunk size, in bytes, for an array of ``array_bytes``.
 
-    Among sizes in ``[min_chunk_bytes, max_chunk_bytes]`` whose predicted peak fits
-    ``budget_bytes``, take the fastest; among those within ``TIME_TOLERANCE`` of it
-    and with an overhead fraction at most ``overhead_target`` (when any has), take the
-    smallest. When nothing fits, take the size with the smallest predicted peak.
+    Candidates are spaced by :data:`GRID_STEP` in ``[min_chunk_bytes,
+    max_chunk_bytes]``. Among those whose predicted peak fits ``budget_bytes``, the
+    ones within :data:`TIME_TOLERANCE` of the fastest are equally good; of those,
+    take the smallest whose overhead fraction is at most ``overhead_target`` (the
+    smallest of all, if none is). When nothing fits, take the size with the
+    smallest predicted peak.
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
     ...                       overhead_seconds=3e-4, amplification=3.0,
@@ -313,15 +720,16 @@ def choose_chunk_bytes(
     ...                       concurrency=2, observations=1)
     >>> c = choose_chunk_bytes(model, 3.2e9, budget_bytes=1e9, min_chunk_bytes=2**20,
     ...                        max_chunk_bytes=3.2e9, overhead_target=0.1)
-    >>> c.fits, c.binding, 2**20 <= c.chunk_bytes <= 3.2e9
-    (True, 'overhead', True)
+    >>> c.fits, c.binding, round(c.chunk_bytes / 2**20, 1)  # MiB
+    (True, 'speed', 11.3)
     """
-    if array_bytes <= 0:
+    if not array_bytes > 0:
         raise ValueError(f"array_bytes must be positive, got {array_bytes!r}")
     high = min(max_chunk_bytes, array_bytes)
     low = min(min_chunk_bytes, high)
     grid = _candidates(low, high)
-    preds = [predict(model, array_bytes, c, concurrency, baseline_bytes) for c in grid]
+    preds = [predict(model, array_bytes, c, concurrency, baseline_bytes, aligned)
+             for c in grid]
     fitting = [p for p in preds if p.peak_bytes <= budget_bytes]
     if not fitting:
         best = min(preds, key=lambda p: p.peak_bytes)
@@ -333,21 +741,24 @@ def choose_chunk_bytes(
     chosen = min(cheap or fast, key=lambda p: p.chunk_bytes)
 
     # Name the constraint that decided the size.
-    larger = [p for p in preds if p.chunk_bytes > chosen.chunk_bytes]
+    i = next(k for k, p in enumerate(preds) if p is chosen)
+    larger, smaller = preds[i + 1:], preds[:i]
+    conc = concurrency or model.concurrency
     if chosen.chunk_bytes >= array_bytes:
         binding = "array"
-    elif larger and larger[0].peak_bytes > budget_bytes and (
-        larger[0].seconds < chosen.seconds * (1 - TIME_TOLERANCE / 2)
-    ):
+    elif any(p.peak_bytes > budget_bytes and p.seconds < chosen.seconds * (1 - TIME_TOLERANCE)
+             for p in larger):
         binding = "memory"
-    elif chosen.chunk_bytes >= high and high < array_bytes:
+    elif not larger:
         binding = "max_chunk_bytes"
-    elif chosen.chunk_bytes <= low and low < array_bytes:
+    elif not smaller:
         binding = "min_chunk_bytes"
-    elif chosen.n_chunks <= (concurrency or model.concurrency) * 2:
+    elif cheap and smaller[-1] in fast and smaller[-1].overhead_fraction > overhead_target:
+        binding = "overhead"
+    elif chosen.n_chunks <= 4 * conc and larger[0].seconds > chosen.seconds:
         binding = "parallelism"
     else:
-        binding = "overhead"
+        binding = "speed"
     return Choice(chosen.chunk_bytes, binding, chosen, budget_bytes, True)
 
 
@@ -359,6 +770,7 @@ def chunk_shape(
     whole_dims: Sequence[int] = (),
     min_bytes: float = 0,
     max_bytes: float = math.inf,
+    multiple_of: Sequence[int] | None = None,
 ) -> tuple[int, ...]:
     """Turn a byte target into a chunk shape for an array of ``shape``.
 
@@ -366,6 +778,8 @@ def chunk_shape(
     the remaining elements as evenly as possible. Every dimension is then divided
     evenly (``ceil(n / blocks)`` per block, so no sliver chunk is left over) and
     the result kept within ``[min_bytes, max_bytes]`` where the array allows.
+    With ``multiple_of`` (the chunks of the storage the array is read from) every
+    chunk is a whole number of storage chunks along each dimension.
 
     >>> chunk_shape((10000, 10000), 8, 32 * 2**20)
     (2000, 2000)
@@ -373,6 +787,8 @@ def chunk_shape(
     (417, 10000)
     >>> chunk_shape((100, 7), 8, 2**30)
     (100, 7)
+    >>> chunk_shape((10000, 10000), 8, 32 * 2**20, multiple_of=(256, 300))
+    (2048, 2100)
     """
     shape = tuple(int(s) for s in shape)
     ndim = len(shape)
@@ -380,6 +796,15 @@ def chunk_shape(
         return ()
     if any(s == 0 for s in shape):
         return tuple(max(s, 1) if s else 0 for s in shape)
+    if multiple_of is not None and len(multiple_of) == ndim:
+        unit = [max(1, min(int(m), s)) for m, s in zip(multiple_of, shape)]
+        if any(u > 1 for u in unit):
+            # Chunk the grid of storage chunks, then scale back to elements.
+            coarse = [math.ceil(s / u) for s, u in zip(shape, unit)]
+            grain = max(1, int(itemsize)) * math.prod(unit)
+            blocks = chunk_shape(coarse, grain, target_bytes, whole_dims=whole_dims,
+                                 min_bytes=min_bytes, max_bytes=max_bytes)
+            return tuple(min(s, b * u) for s, b, u in zip(shape, blocks, unit))
     itemsize = max(1, int(itemsize))
     target = max(1.0, float(target_bytes)) / itemsize  # in elements
 

@@ -108,7 +108,7 @@ def test_records_to_batch():
     shape = (10, 10)
     records = [
         (("x", i), 1.0 * i, 1.0 * i + 0.5, 10.0, 20.0, 800, tuple(shape), np.dtype("f8"),
-         12345, 0, i == 2, False, 800)
+         12345, 0, i == 2, False, 800, 99, 1600)
         for i in range(3)
     ]
     batch = batch_from_records(records)
@@ -116,9 +116,27 @@ def test_records_to_batch():
     assert list(batch.data["t1"] - batch.data["t0"]) == [0.5] * 3
     assert list(batch.data["out"]) == [False, False, True]
     assert batch.shapes[0] is batch.shapes[2]  # one tuple per distinct shape
+    assert list(batch.data["mem"]) == [99] * 3 and list(batch.data["membytes"]) == [1600] * 3
     sub = batch.take(batch.data["out"])
     assert sub.keys == [("x", 2)]
     assert len(batch_from_records([])) == 0
+
+
+def test_views_record_the_memory_they_keep(engine):
+    """A slice of a chunk keeps the whole chunk alive: its record says so."""
+    import dask
+    import dask.array as da
+
+    x = da.random.random((100, 100), chunks=50)
+    pid = engine.profile_array(x)
+    # x's chunks are results; slices of more than half a chunk stay views of them.
+    dask.compute(x[:30], x)
+    data = engine.get_profiler(pid)._reservoir.data
+    views = data[data["nbytes"] == 30 * 50 * 8]
+    chunks = data[data["nbytes"] == 50 * 50 * 8]
+    assert len(views) and len(chunks)
+    assert set(views["membytes"]) == {50 * 50 * 8}
+    assert set(chunks["membytes"]) == {50 * 50 * 8}
 
 
 def test_max_overlap():

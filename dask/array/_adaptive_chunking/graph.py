@@ -1,0 +1,151 @@
+"""What a task graph says about the chunks a profiled array should have.
+
+Two questions are answered from Dask's high-level graph, without running anything:
+
+- :func:`downstream`: what the operations applied to an array want from its
+  chunks. A rechunk or an FFT that needs a dimension in one chunk wants it whole
+  from the start (the rechunk then only merges, or disappears); a transpose, a
+  matmul or a tensordot pairs chunk ``(i, j)`` with ``(j, i)`` and wants square
+  chunks, so a dimension that happens to be whole now should not stay whole.
+- :func:`storage_chunks`: the chunks of the storage an array was read from
+  (Zarr, HDF5, anything with a ``chunks`` attribute given to ``da.from_array``),
+  which chunk boundaries should respect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from dask.utils import key_split
+
+__all__ = ["Downstream", "downstream", "whole_lineage", "storage_chunks"]
+
+#: Operations that pair blocks across the diagonal and favour square chunks.
+SQUARE_OPS = frozenset({"transpose", "matmul", "tensordot", "dot", "einsum", "swapaxes"})
+#: Operations that need the dimensions they work along in one chunk.
+WHOLE_AXIS_OPS = ("rechunk", "fft", "ifft", "rfft", "irfft", "hfft", "ihfft", "fft2",
+                  "fftn", "ifft2", "ifftn", "rfft2", "rfftn", "irfft2", "irfftn")
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """What the operations after an array want from its chunks.
+
+    Attributes
+    ----------
+    whole_dims : frozenset of int
+        Dimensions that a downstream rechunk or FFT puts in one chunk.
+    square : bool
+        A downstream transpose, matmul or tensordot pairs blocks across the diagonal.
+    ops : tuple of str
+        Names of the downstream operations (for the recommendation's explanation).
+    """
+
+    whole_dims: frozenset = frozenset()
+    square: bool = False
+    ops: tuple = field(default=())
+
+
+def _dependents(dependencies: Mapping[str, Iterable[str]], name: str) -> set:
+    reverse: dict = {}
+    for layer, deps in dependencies.items():
+        for d in deps:
+            reverse.setdefault(d, []).append(layer)
+    seen: set = set()
+    stack = [name]
+    while stack:
+        for d in reverse.get(stack.pop(), ()):
+            if d not in seen:
+                seen.add(d)
+                stack.append(d)
+    return seen
+
+
+def downstream(hlg, name: str, shape: tuple) -> Downstream:
+    """What the layers of ``hlg`` that depend on layer ``name`` want from its chunks.
+
+    ``shape`` is the array's shape; a rechunk or FFT counts only where its output
+    has this same shape (a later rechunk of a reduced array says nothing about
+    this one).
+
+    >>> import dask.array as da
+    >>> x = da.ones((10000, 10000), chunks=1000)
+    >>> y = x.rechunk({0: "auto", 1: -1}).sum()
+    >>> downstream(y.dask, x.name, x.shape)
+    Downstream(whole_dims=frozenset({1}), square=False, ops=('rechunk-merge', 'sum'))
+    >>> downstream((x @ x.T).dask, x.name, x.shape).square
+    True
+    """
+    whole: set = set()
+    ops: set = set()
+    layers = hlg.layers
+    for layer in _dependents(hlg.dependencies, name):
+        op = key_split(layer)
+        ops.add(op)
+        if not op.startswith(WHOLE_AXIS_OPS):
+            continue
+        info = getattr(layers.get(layer), "collection_annotations", None) or {}
+        chunks, out_shape = info.get("chunks"), info.get("shape")
+        if chunks is None or out_shape is None or tuple(out_shape) != tuple(shape):
+            continue
+        whole.update(d for d, c in enumerate(chunks) if len(c) == 1 and shape[d] > 1)
+    square = any(op in SQUARE_OPS for op in ops)
+    main = sorted(op for op in ops if not op.endswith(("-partial", "-aggregate")))
+    return Downstream(frozenset(whole), square, tuple(main))
+
+
+def whole_lineage(dependencies: Mapping[str, Iterable[str]], name: str) -> bool:
+    """Whether every layer of a graph is ``name``, an ancestor or a descendant of it.
+
+    Then every task of the compute works for that array, and attributing tasks
+    one by one can be skipped.
+
+    >>> whole_lineage({"a": set(), "b": {"a"}, "c": set()}, "b")
+    False
+    >>> whole_lineage({"a": set(), "b": {"a"}}, "b")
+    True
+    """
+    seen = {name} | _dependents(dependencies, name)
+    stack = [name]
+    while stack:
+        for d in dependencies.get(stack.pop(), ()):
+            if d not in seen:
+                seen.add(d)
+                stack.append(d)
+    return len(seen) >= len(dependencies)
+
+
+def storage_chunks(array) -> tuple[int, ...] | None:
+    """Chunks of the storage ``array`` was read from with ``da.from_array``, if any.
+
+    Zarr arrays and HDF5 datasets carry a ``chunks`` attribute; ``from_array`` keeps
+    the source object in the graph under an ``original-`` key.
+
+    >>> import numpy as np, dask.array as da
+    >>> class Stored(np.ndarray):
+    ...     chunks = (10, 50)
+    >>> x = da.from_array(np.zeros((100, 100)).view(Stored), chunks=(20, 100))
+    >>> storage_chunks(x)
+    (10, 50)
+    >>> storage_chunks(da.ones((10, 10))) is None
+    True
+    """
+    graph = array.dask
+    for name, layer in graph.layers.items():
+        if not str(name).startswith(("original-", "array-original-")):
+            continue
+        try:
+            values = list(layer.values())
+        except Exception:
+            continue
+        for value in values:
+            value = getattr(value, "value", value)  # a task-spec DataNode
+            chunks = getattr(value, "chunks", None)
+            if (
+                isinstance(chunks, tuple)
+                and len(chunks) == array.ndim
+                and all(isinstance(c, int) and c > 0 for c in chunks)
+            ):
+                return chunks
+    return None
