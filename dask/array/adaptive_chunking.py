@@ -604,10 +604,9 @@ _REASONS = {
 def _fit(observations: Sequence[_model.Observation]) -> _model.WorkloadModel | None:
     """Fit the model, with this machine's page-fault cost and BLAS threads."""
     contracts = any(t[0] in _model.CONTRACTIONS for o in observations for t in o.terms)
+    threads, penalty = _instr.blas_profile() if contracts else (1, 1.0)
     return _model.fit_workload(
-        observations,
-        _instr.fault_seconds_per_byte(),
-        _instr.blas_threads() if contracts else 1,
+        observations, _instr.fault_seconds_per_byte(), threads, penalty
     )
 
 
@@ -813,6 +812,15 @@ class ChunkSizeRecommender:
         upper = max(s["max_chunk_bytes"] or budget, 1)
         lower = min(s["min_chunk_bytes"], upper)
         aligned = bool(downstream.whole_dims)
+
+        def shape_for(target: float) -> tuple[tuple[int, ...], int, int]:
+            chunks = _model.chunk_shape(
+                shape, itemsize, target, whole_dims=sorted(whole),
+                min_bytes=lower, max_bytes=upper, multiple_of=storage_chunks,
+            )
+            blocks = math.prod(-(-n // c) for n, c in zip(shape, chunks))
+            return chunks, math.prod(chunks) * itemsize, blocks
+
         choice = _model.choose_chunk_bytes(
             fit,
             array_bytes,
@@ -822,14 +830,12 @@ class ChunkSizeRecommender:
             overhead_target=s["overhead_target"],
             concurrency=conc,
             aligned=aligned,
+            realize=lambda target: shape_for(target)[1:],
         )
-        chunks = _model.chunk_shape(
-            shape, itemsize, choice.chunk_bytes, whole_dims=sorted(whole),
-            min_bytes=lower, max_bytes=upper, multiple_of=storage_chunks,
-        )
-        chunk_bytes = math.prod(chunks) * itemsize
+        chunks, chunk_bytes, blocks = shape_for(choice.chunk_bytes)
         aligned = aligned and all(chunks[d] == shape[d] for d in downstream.whole_dims)
-        pred = _model.predict(fit, array_bytes, chunk_bytes, conc, aligned=aligned)
+        pred = _model.predict(fit, array_bytes, chunk_bytes, conc, aligned=aligned,
+                              n_chunks=blocks)
         binding = choice.binding
         if whole and any(chunks[d] != shape[d] for d in whole):
             binding = "shape"
@@ -1305,7 +1311,10 @@ class AdaptiveChunkingEngine:
         largest = tuple(max(c, default=0) for c in normalized)
         chunk_bytes = max(1, math.prod(largest) * itemsize)
         array_bytes = max(1, math.prod(array.shape) * itemsize)
-        pred = _model.predict(fit, array_bytes, chunk_bytes)
+        whole = states[-1].downstream.whole_dims
+        aligned = bool(whole) and all(len(normalized[d]) == 1 for d in whole)
+        pred = _model.predict(fit, array_bytes, chunk_bytes, aligned=aligned,
+                              n_chunks=math.prod(len(c) for c in normalized))
         budget = self.recommender.memory_budget()
         return {
             "chunks": largest,

@@ -68,6 +68,7 @@ def run_demo(
           f"decided by {reason['binding_constraint']}; predicted peak "
           f"{reason['predicted_peak_memory_mb']:.0f} MiB of a "
           f"{reason['memory_budget_mb']:.0f} MiB budget)", file=out)
+    print(f"Why: {reason['reason']}", file=out)
     # Build the workload again with the recommended chunks, as a user would for data
     # created or read in chunks (engine.apply_recommendation rechunks an existing array).
     x2, y2 = workload(rec)

@@ -682,18 +682,21 @@ def fault_seconds_per_byte() -> float:
     return _fault_cost
 
 
-_blas_threads: int | None = None
+_blas: tuple[int, float] | None = None
 
 
-def blas_threads() -> int:
-    """Cores a large NumPy matrix product keeps busy, measured once per process.
+def blas_profile() -> tuple[int, float]:
+    """How NumPy's BLAS uses the cores, measured once per process (about 0.1 s).
 
-    NumPy's BLAS usually runs one product on several threads. The ratio of process
-    CPU time to wall time over a few 768 x 768 products (about 50 ms) tells how
-    many; a BLAS limited to one thread gives 1.
+    Returns the cores one large matrix product keeps busy (process CPU time over
+    wall time of a few 768 x 768 products; 1 for a single-threaded BLAS) and how
+    much slower two products run when started at once from two threads than one
+    after the other: a multithreaded BLAS called from several threads
+    oversubscribes the cores, which is why Dask's docs advise one BLAS thread per
+    worker thread.
     """
-    global _blas_threads
-    if _blas_threads is None:
+    global _blas
+    if _blas is None:
         from time import process_time
 
         a = np.ones((768, 768))
@@ -702,8 +705,26 @@ def blas_threads() -> int:
         for _ in range(4):
             a @ a
         cpu, wall = process_time() - cpu, perf_counter() - wall
-        _blas_threads = max(1, min(os.cpu_count() or 1, round(cpu / wall))) if wall > 0 else 1
-    return _blas_threads
+        threads = max(1, min(os.cpu_count() or 1, round(cpu / wall))) if wall > 0 else 1
+
+        def products():
+            for _ in range(2):
+                a @ a
+
+        start = perf_counter()
+        products()
+        products()
+        sequential = perf_counter() - start
+        workers = [threading.Thread(target=products) for _ in range(2)]
+        start = perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        concurrent = perf_counter() - start
+        penalty = max(1.0, concurrent / sequential) if sequential > 0 else 1.0
+        _blas = (threads, penalty)
+    return _blas
 
 
 def warn_engine_error(e: BaseException) -> None:

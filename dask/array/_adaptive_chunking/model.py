@@ -60,11 +60,14 @@ PRIOR_SECONDS_PER_BYTE = 5e-10
 #: glibc serves allocations of at least this size (its largest dynamic mmap
 #: threshold) with fresh pages every time, and each page faults on first touch.
 FRESH_PAGES_BYTES = 32 * 2**20
+#: Tasks start and end out of step, so the threads also finish out of step: on
+#: average this many chunks' compute time is left with some threads idle at the end.
+TAIL_CHUNKS = 0.5
 #: Candidate chunk sizes are spaced by this factor.
 GRID_STEP = 2 ** 0.25
 #: A candidate within this fraction of the best predicted time counts as equally fast;
 #: among equally fast candidates the smallest (least memory) wins.
-TIME_TOLERANCE = 0.05
+TIME_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,9 @@ class WorkloadModel:
         The same when the chunks have the layout a downstream rechunk wants.
     held_blocks : int
         Chunks of the compute the held fractions were measured on.
+    held_max : float
+        The largest waiting share any profiled compute showed: a coarser grid
+        than the profiled ones is not assumed to hold more than that.
     held_exponent : float
         How the waiting share of the array changes with the number of chunks ``n``:
         it is ``held_fraction * (n / held_blocks) ** held_exponent``. 0 when the
@@ -180,6 +186,9 @@ class WorkloadModel:
     blas_threads : int
         Threads a contraction's block product uses inside BLAS; with more than one,
         a contraction keeps the cores busy even with fewer chunks than threads.
+    blas_penalty : float
+        How much slower block products run when several run at once, each with its
+        BLAS threads (the cores are oversubscribed); 1 when they do not interfere.
     fault_seconds_per_byte : float
         Cost of touching a fresh page, per byte (paid by chunks of at least
         :data:`FRESH_PAGES_BYTES`).
@@ -199,8 +208,10 @@ class WorkloadModel:
     fixed_seconds: float = 0.0
     held_aligned_fraction: float = 0.0
     held_blocks: int = 1
+    held_max: float = MAX_AMPLIFICATION
     held_exponent: float = 0.0
     blas_threads: int = 1
+    blas_penalty: float = 1.0
 
     def n_tasks(self, n_chunks: int) -> int:
         """Tasks of a compute over ``n_chunks`` chunks.
@@ -414,13 +425,14 @@ def fit_workload(
     observations: Sequence[Observation],
     fault_seconds_per_byte: float = 0.0,
     blas_threads: int = 1,
+    blas_penalty: float = 1.0,
 ) -> WorkloadModel | None:
     """Fit a :class:`WorkloadModel` to profiled computes.
 
     Returns None when no observation carries data (no tasks or no bytes). Task
     counts and what waits come from the most finely chunked observation; costs
-    and overhead from all of them. ``fault_seconds_per_byte`` and
-    ``blas_threads`` are properties of the machine (see :class:`WorkloadModel`).
+    and overhead from all of them. ``fault_seconds_per_byte``, ``blas_threads``
+    and ``blas_penalty`` are properties of the machine (see :class:`WorkloadModel`).
 
     >>> obs = Observation(array_bytes=8e8, chunk_bytes=8e4, n_tasks=10_000,
     ...                   task_seconds=2.0, wall_seconds=4.0, peak_bytes=3e8,
@@ -483,8 +495,10 @@ def fit_workload(
         fixed_seconds=fixed,
         held_aligned_fraction=min(held_aligned, held, MAX_AMPLIFICATION),
         held_blocks=finest.n_chunks,
+        held_max=max(o.held_bytes / o.array_bytes for o in usable),
         held_exponent=_held_exponent(usable),
         blas_threads=max(1, int(blas_threads)),
+        blas_penalty=max(1.0, float(blas_penalty)),
     )
 
 
@@ -510,8 +524,10 @@ def _fit_terms(observations, fixed: float, per_byte: float) -> tuple:
 
     The task counts come from the observation with the most chunks. Where an
     operation was seen at two chunk sizes, the time per task at each gives its
-    fixed cost and its cost per unit of ``chunk_bytes ** g``; otherwise its time is
-    split as the whole compute's is (:func:`_split_task_time`).
+    fixed cost and its cost per unit of ``chunk_bytes ** g`` (for a contraction, ``g``
+    itself: BLAS is more efficient on larger blocks, so a product's time grows more
+    slowly than its work); otherwise its time is split as the whole compute's is
+    (:func:`_split_task_time`).
     """
     with_terms = [o for o in observations if o.terms]
     if not with_terms:
@@ -533,10 +549,16 @@ def _fit_terms(observations, fixed: float, per_byte: float) -> tuple:
         a = w = None
         if len(times) >= 2 and g > 0:
             (c1, t1), (c2, t2) = min(times.items()), max(times.items())
-            span = c2**g - c1**g
-            if span > 0:
-                w = max(0.0, (t2 - t1) / span)
-                a = max(0.0, t1 - w * c1**g)
+            if op in CONTRACTIONS and t1 > 0 and t2 > 0 and c2 > c1:
+                # BLAS gets faster on larger blocks: fit how a product's time grows
+                # with its block (between streaming, 1, and its work, e).
+                g = _clamp(math.log(t2 / t1) / math.log(c2 / c1), 1.0, e)
+                a, w = 0.0, t2 / c2**g
+            else:
+                span = c2**g - c1**g
+                if span > 0:
+                    w = max(0.0, (t2 - t1) / span)
+                    a = max(0.0, t1 - w * c1**g)
         if a is None:
             # One size: the share of this operation's time that grows with the chunk
             # is at most what the whole compute's split gives per byte of chunk.
@@ -614,6 +636,7 @@ def predict(
     concurrency: int | None = None,
     baseline_bytes: float | None = None,
     aligned: bool = False,
+    n_chunks: int | None = None,
 ) -> Prediction:
     """Predict wall time and peak memory of a chunking.
 
@@ -632,6 +655,10 @@ def predict(
     aligned : bool, optional
         The chunks have the layout a downstream rechunk wants (see
         :attr:`WorkloadModel.held_aligned_fraction`).
+    n_chunks : int, optional
+        The number of chunks, when the chunking is known (a shape cannot always
+        split an array into ``array_bytes / chunk_bytes`` chunks);
+        ``chunk_bytes`` is then the largest chunk.
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
     ...                       overhead_seconds=1e-3, amplification=2.0,
@@ -639,14 +666,16 @@ def predict(
     ...                       concurrency=2, observations=1)
     >>> p = predict(model, array_bytes=1e9, chunk_bytes=1e8)
     >>> p.n_tasks, round(p.seconds, 3), p.peak_bytes > 4e8
-    (10, 0.51, True)
+    (10, 0.535, True)
     """
     if not chunk_bytes > 0:
         raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
     concurrency = model.concurrency if concurrency is None else max(1, int(concurrency))
     baseline = model.baseline_bytes if baseline_bytes is None else baseline_bytes
     chunk_bytes = min(chunk_bytes, max(array_bytes, 1.0))
-    n_chunks = max(1, math.ceil(array_bytes / chunk_bytes))
+    if n_chunks is None:
+        n_chunks = math.ceil(array_bytes / chunk_bytes)
+    n_chunks = max(1, int(n_chunks))
     n_tasks = model.n_tasks(n_chunks)
     parallel = min(concurrency, n_chunks)
     waves = math.ceil(n_chunks / parallel)
@@ -657,15 +686,21 @@ def predict(
     if chunk_bytes >= FRESH_PAGES_BYTES:
         work += n_chunks * model.fault_seconds_per_byte * model.amplification * chunk_bytes
     imbalance = waves * parallel / n_chunks
-    blas = min(concurrency, max(parallel, model.blas_threads))
-    compute = (work - contraction) / parallel * imbalance + contraction / blas
+    rest = work - contraction
+    if parallel > 1 and model.blas_threads > 1:
+        # Products running at once, each on several BLAS threads, oversubscribe.
+        contraction *= model.blas_penalty
+    cores = min(max(concurrency, model.blas_threads), parallel * model.blas_threads)
+    compute = rest / parallel * imbalance + contraction / cores
+    if parallel > 1:
+        compute += TAIL_CHUNKS * (rest / n_chunks) * (1 - 1 / parallel)
     overhead = n_tasks * model.overhead_seconds
     seconds = compute + overhead
     per_task = overhead + fixed / parallel * imbalance
     held = model.held_aligned_fraction if aligned else model.held_fraction
     if model.held_exponent:
-        held = min(held * (n_chunks / max(1, model.held_blocks)) ** model.held_exponent,
-                   MAX_AMPLIFICATION)
+        scaled = held * (n_chunks / max(1, model.held_blocks)) ** model.held_exponent
+        held = min(scaled, max(held, model.held_max))
     peak = (
         baseline
         + model.results_fraction * array_bytes
@@ -704,6 +739,7 @@ def choose_chunk_bytes(
     concurrency: int | None = None,
     baseline_bytes: float | None = None,
     aligned: bool = False,
+    realize=None,
 ) -> Choice:
     """Choose the chunk size, in bytes, for an array of ``array_bytes``.
 
@@ -712,7 +748,10 @@ def choose_chunk_bytes(
     ones within :data:`TIME_TOLERANCE` of the fastest are equally good; of those,
     take the smallest whose overhead fraction is at most ``overhead_target`` (the
     smallest of all, if none is). When nothing fits, take the size with the
-    smallest predicted peak.
+    smallest predicted peak. ``realize`` maps a candidate size to the chunking a
+    shape can really have, ``(largest chunk bytes, number of chunks)``; each
+    candidate is then predicted as that chunking. The returned ``chunk_bytes`` is
+    the candidate (give it to :func:`chunk_shape` as the target).
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
     ...                       overhead_seconds=3e-4, amplification=3.0,
@@ -721,19 +760,28 @@ def choose_chunk_bytes(
     >>> c = choose_chunk_bytes(model, 3.2e9, budget_bytes=1e9, min_chunk_bytes=2**20,
     ...                        max_chunk_bytes=3.2e9, overhead_target=0.1)
     >>> c.fits, c.binding, round(c.chunk_bytes / 2**20, 1)  # MiB
-    (True, 'speed', 11.3)
+    (True, 'speed', 16.0)
     """
     if not array_bytes > 0:
         raise ValueError(f"array_bytes must be positive, got {array_bytes!r}")
     high = min(max_chunk_bytes, array_bytes)
     low = min(min_chunk_bytes, high)
     grid = _candidates(low, high)
-    preds = [predict(model, array_bytes, c, concurrency, baseline_bytes, aligned)
-             for c in grid]
+    targets: dict = {}  # prediction -> the candidate size it was made for
+    preds = []
+    seen: set = set()
+    for c in grid:
+        size, n = realize(c) if realize is not None else (c, None)
+        if (size, n) in seen:
+            continue
+        seen.add((size, n))
+        p = predict(model, array_bytes, size, concurrency, baseline_bytes, aligned, n)
+        targets[id(p)] = c
+        preds.append(p)
     fitting = [p for p in preds if p.peak_bytes <= budget_bytes]
     if not fitting:
         best = min(preds, key=lambda p: p.peak_bytes)
-        return Choice(best.chunk_bytes, "memory", best, budget_bytes, False)
+        return Choice(targets[id(best)], "memory", best, budget_bytes, False)
 
     fastest = min(p.seconds for p in fitting)
     fast = [p for p in fitting if p.seconds <= fastest * (1 + TIME_TOLERANCE)]
@@ -744,7 +792,7 @@ def choose_chunk_bytes(
     i = next(k for k, p in enumerate(preds) if p is chosen)
     larger, smaller = preds[i + 1:], preds[:i]
     conc = concurrency or model.concurrency
-    if chosen.chunk_bytes >= array_bytes:
+    if chosen.n_chunks == 1:
         binding = "array"
     elif any(p.peak_bytes > budget_bytes and p.seconds < chosen.seconds * (1 - TIME_TOLERANCE)
              for p in larger):
@@ -759,7 +807,7 @@ def choose_chunk_bytes(
         binding = "parallelism"
     else:
         binding = "speed"
-    return Choice(chosen.chunk_bytes, binding, chosen, budget_bytes, True)
+    return Choice(targets[id(chosen)], binding, chosen, budget_bytes, True)
 
 
 def chunk_shape(

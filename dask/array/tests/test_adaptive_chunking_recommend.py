@@ -183,13 +183,16 @@ def test_budget_shrinks_the_recommendation(engine):
     ids = pilot(engine, lambda x: (x + 1).sum())
     x = da.random.random((20000, 20000), chunks=(100, 100))
     roomy = engine.recommend(x, ids)
-    with dask.config.set({"array.adaptive-chunking.memory-limit": "600MiB"}):
-        baseline = engine.recommend(x, ids).model.baseline_bytes
-        if baseline > 200 * MiB:
-            pytest.skip("this process already holds most of a 600 MiB budget")
+    # A limit 40 MiB above what this process already holds, all of it for the compute.
+    budget = roomy.model.baseline_bytes + 40 * MiB
+    settings = {"array.adaptive-chunking.memory-limit": int(budget / 0.8),
+                "array.adaptive-chunking.target-memory-percent": 100}
+    with dask.config.set(settings):
         tight = engine.recommend(x, ids)
+    assert tight.fits_budget
     assert tight.predicted_peak_bytes <= tight.memory_budget_bytes
-    assert tight.chunk_bytes <= roomy.chunk_bytes
+    assert tight.chunk_bytes < roomy.chunk_bytes
+    assert tight.binding == "memory"
 
 
 @pytest.mark.slow
