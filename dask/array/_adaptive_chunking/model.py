@@ -701,6 +701,8 @@ def predict(
     if model.held_exponent:
         scaled = held * (n_chunks / max(1, model.held_blocks)) ** model.held_exponent
         held = min(scaled, max(held, model.held_max))
+    # Data waits for other chunks' tasks; with one chunk there is nothing to wait for.
+    held *= 1 - 1 / n_chunks
     peak = (
         baseline
         + model.results_fraction * array_bytes

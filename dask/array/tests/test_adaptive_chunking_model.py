@@ -203,8 +203,8 @@ def test_fit_held_exponent_from_two_grids():
     p400 = predict(m, 8e8, 2e6)
     p100 = predict(m, 8e8, 8e6)
     held = lambda p, n, c: p.peak_bytes - m.baseline_bytes - n * GRAPH_BYTES_PER_TASK - 2 * 2 * c  # noqa: E731
-    assert held(p400, 400, 2e6) == pytest.approx(0.05 * 0.5 * 8e8, rel=1e-6)
-    assert held(p100, 100, 8e6) == pytest.approx(0.05 * 8e8, rel=1e-6)
+    assert held(p400, 400, 2e6) == pytest.approx(0.05 * 0.5 * 8e8 * (1 - 1 / 400), rel=1e-6)
+    assert held(p100, 100, 8e6) == pytest.approx(0.05 * 8e8 * (1 - 1 / 100), rel=1e-6)
 
 
 def test_fit_held_from_the_finest_observation():
@@ -265,7 +265,10 @@ def test_predict_contractions_keep_blas_threads_busy():
 def test_predict_held_memory_scaling():
     m = simple_model(held_fraction=0.5, held_aligned_fraction=0.1, held_blocks=100)
     p, aligned = predict(m, 1e9, 1e7), predict(m, 1e9, 1e7, aligned=True)
-    assert p.peak_bytes - aligned.peak_bytes == pytest.approx(0.4 * 1e9)
+    assert p.peak_bytes - aligned.peak_bytes == pytest.approx(0.4 * 1e9 * (1 - 1 / 100))
+    # With a single chunk nothing waits for another chunk's tasks.
+    whole = predict(m, 1e9, 1e9)
+    assert whole.peak_bytes == m.baseline_bytes + GRAPH_BYTES_PER_TASK + 2.0 * 1e9
     grows = simple_model(held_fraction=0.5, held_blocks=100, held_exponent=0.5)
     assert predict(grows, 1e9, 1e9 / 400).peak_bytes > predict(m, 1e9, 1e9 / 400).peak_bytes
     assert predict(grows, 1e9, 1e9 / 25).peak_bytes < predict(m, 1e9, 1e9 / 25).peak_bytes
