@@ -184,7 +184,9 @@ def analyse(setting, grid, recs, limit, fixed=None) -> dict:
                             "predicted_peak": rec["recommendation"]["predicted_peak_memory_mb"]
                             * MiB,
                             "binding": rec["recommendation"]["binding_constraint"],
-                            "pilot_s": rec["pilot_s"], "warnings": rec["warnings"]},
+                            "pilot_s": rec["pilot_s"], "warnings": rec["warnings"],
+                            "times": rec["times"], "peaks": rec["peaks"],
+                            "recommendation": rec["recommendation"]},
             "auto": {"time": _median(auto), "peak": _peak(auto), "chunksize": auto["chunksize"]},
             "fixed": {"time": _median(fx), "peak": _peak(fx), "chunksize": fx["chunksize"],
                       "fits": limit is None or _peak(fx) <= limit},
@@ -215,10 +217,17 @@ def verdicts(results: list[dict]) -> list[tuple[str, bool, str]]:
                     f"worst {worst} {rows[worst]['rec_vs_oracle']:.2f}"))
         out.append((f"{name}: geometric mean <= 1.10 x oracle",
                     res["gmean_rec_vs_oracle"] <= 1.10, f"{res['gmean_rec_vs_oracle']:.3f}"))
-        worst = max(rows, key=lambda n: rows[n]["rec_vs_fixed"])
-        out.append((f"{name}: never more than 5% slower than the fixed {res['fixed_mib']} MiB",
-                    rows[worst]["rec_vs_fixed"] <= 1.05,
-                    f"worst {worst} {rows[worst]['rec_vs_fixed']:.2f}"))
+        # Slower than the fixed target counts as worse unless the fixed target broke
+        # the memory limit and the recommendation did not.
+        worse = {n: r["rec_vs_fixed"] for n, r in rows.items()
+                 if r["rec_vs_fixed"] > 1.05 and not (r["rec_fits"] and not r["fixed"]["fits"])}
+        excused = [n for n, r in rows.items()
+                   if r["rec_vs_fixed"] > 1.05 and n not in worse]
+        out.append((f"{name}: never more than 5% worse than the fixed {res['fixed_mib']} MiB",
+                    not worse,
+                    (", ".join(f"{n} {v:.2f}" for n, v in worse.items()) or "none worse")
+                    + (f"; slower but inside the limit the fixed target breaks: "
+                       f"{', '.join(excused)}" if excused else "")))
         if name != "threads":
             better = [n for n, r in rows.items()
                       if r["rec_vs_fixed"] < 1 or (r["rec_fits"] and not r["fixed"]["fits"])]
@@ -253,7 +262,8 @@ def markdown(results: list[dict], args) -> str:
         f"`python benchmarks/bench_recommend.py --repeats {args.repeats}` on "
         f"{machine()['cpus']} CPUs, dask {machine()['dask']}, numpy {machine()['numpy']}. "
         "Times are the median of "
-        f"{args.repeats} computes in a fresh process; peak is the process's resident "
+        f"{args.repeats} computes in a fresh process, after one untimed run of the same "
+        "compute; peak is the process's resident "
         "high-water mark during the compute (MiB). In the budget setting the "
         "recommender is told `memory-limit: 600MiB` and `target-memory-percent: 100` "
         "(the limit is the compute's own ceiling; the default 0.8 safety factor "

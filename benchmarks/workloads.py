@@ -3,8 +3,8 @@
 Every workload is float64 data from ``da.random.random(shape, chunks=c)`` and one
 expression on it. :func:`run` builds a workload with some chunking, computes it
 ``repeats`` times and returns each run's wall time and peak resident memory (the
-kernel's high-water mark, reset before each run), after an untimed warm-up on a
-small instance. ``bench_recommend.py`` calls it in a fresh process per measurement.
+kernel's high-water mark, reset before each run), after one untimed run of the same
+compute. ``bench_recommend.py`` calls it in a fresh process per measurement.
 """
 
 from __future__ import annotations
@@ -83,10 +83,11 @@ def run(name: str, chunks, *, scheduler: str, repeats: int, chunk_size=None) -> 
     """Time the workload; ``chunk_size`` sets ``array.chunk-size`` (for "auto")."""
     settings = {"array.chunk-size": chunk_size} if chunk_size else {}
     times, peaks = [], []
-    # Warm up the thread pool and the code paths on a small instance (not timed).
-    build(name, (100, 100), (200, 200))[1].compute(scheduler=scheduler)
     with dask.config.set(settings):
         x, y = build(name, chunks)
+        # One untimed run first: it starts the thread pool and grows the heap, whose
+        # first-touch page faults otherwise make the first timed run an outlier.
+        y.compute(scheduler=scheduler)
         for _ in range(repeats):
             gc.collect()
             _reset_hwm()

@@ -686,10 +686,10 @@ _blas: tuple[int, float] | None = None
 
 
 def blas_profile() -> tuple[int, float]:
-    """How NumPy's BLAS uses the cores, measured once per process (about 0.1 s).
+    """How NumPy's BLAS uses the cores, measured once per process (about 0.2 s).
 
     Returns the cores one large matrix product keeps busy (process CPU time over
-    wall time of a few 768 x 768 products; 1 for a single-threaded BLAS) and how
+    wall time of two 1024 x 1024 products; 1 for a single-threaded BLAS) and how
     much slower two products run when started at once from two threads than one
     after the other: a multithreaded BLAS called from several threads
     oversubscribes the cores, which is why Dask's docs advise one BLAS thread per
@@ -699,10 +699,10 @@ def blas_profile() -> tuple[int, float]:
     if _blas is None:
         from time import process_time
 
-        a = np.ones((768, 768))
+        a = np.ones((1024, 1024))
         a @ a  # warm up the thread pool
         cpu, wall = process_time(), perf_counter()
-        for _ in range(4):
+        for _ in range(2):
             a @ a
         cpu, wall = process_time() - cpu, perf_counter() - wall
         threads = max(1, min(os.cpu_count() or 1, round(cpu / wall))) if wall > 0 else 1

@@ -34,6 +34,7 @@ __all__ = [
     "task_terms",
     "replay_memory",
     "fit_workload",
+    "held_share",
     "predict",
     "choose_chunk_bytes",
     "chunk_shape",
@@ -178,11 +179,13 @@ class WorkloadModel:
         The largest waiting share any profiled compute showed: a coarser grid
         than the profiled ones is not assumed to hold more than that.
     held_exponent : float
-        How the waiting share of the array changes with the number of chunks ``n``:
-        it is ``held_fraction * (n / held_blocks) ** held_exponent``. 0 when the
-        waiting data is a fixed share (a matmul's partial products); about -0.5
-        when a band of chunks waits for its neighbours (``map_overlap``, a
-        transpose), which is a smaller share of a finer grid.
+        How the waiting share ``h`` of the array changes with the number of chunks
+        ``n``. While every profiled share is below the whole array, ``-ln(1 - h)``
+        grows like ``n ** held_exponent`` (the share approaches the whole array on
+        coarse grids and never passes it); otherwise ``h`` itself does (a matmul's
+        partial products can add up to more than the array). About -0.5 when a
+        band of chunks waits for its neighbours (``map_overlap``, a transpose): a
+        smaller share of a finer grid; 0 for a fixed share.
     blas_threads : int
         Threads a contraction's block product uses inside BLAS; with more than one,
         a contraction keeps the cores busy even with fewer chunks than threads.
@@ -573,12 +576,13 @@ def _held_exponent(observations: Sequence[Observation]) -> float:
     """How the waiting share of the array scales with the number of chunks.
 
     Fitted from the two observations with the most different numbers of chunks
-    (both with something waiting); 0 with fewer, and clamped to [-1, 0.5].
+    (both with something waiting), in the form :attr:`WorkloadModel.held_exponent`
+    describes; 0 with fewer, and clamped to [-1, 0.5].
 
     >>> a = Observation(8e6, 8e4, 100, 1, 1, 0, 0, 0, 2, blocks=100, held_bytes=4e5)
     >>> b = Observation(8e6, 5e5, 16, 1, 1, 0, 0, 0, 2, blocks=16, held_bytes=1e6)
-    >>> round(_held_exponent([a, b]), 2)
-    -0.5
+    >>> round(_held_exponent([a, b]), 2)  # -ln(1 - h): 0.051 at 100 chunks, 0.134 at 16
+    -0.52
     """
     seen = [o for o in observations if o.held_bytes > 0 and o.n_chunks > 1]
     if len(seen) < 2:
@@ -586,8 +590,36 @@ def _held_exponent(observations: Sequence[Observation]) -> float:
     lo, hi = min(seen, key=lambda o: o.n_chunks), max(seen, key=lambda o: o.n_chunks)
     if hi.n_chunks <= lo.n_chunks:
         return 0.0
-    ratio = (hi.held_bytes / hi.array_bytes) / (lo.held_bytes / lo.array_bytes)
+    h_lo, h_hi = lo.held_bytes / lo.array_bytes, hi.held_bytes / hi.array_bytes
+    if _saturating(observations):
+        ratio = math.log1p(-h_hi) / math.log1p(-h_lo)
+    else:
+        ratio = h_hi / h_lo
     return _clamp(math.log(ratio) / math.log(hi.n_chunks / lo.n_chunks), -1.0, 0.5)
+
+
+def _saturating(observations: Sequence[Observation]) -> bool:
+    """Whether every waiting share seen is below the whole array (see held_exponent)."""
+    return all(o.held_bytes < 0.999 * o.array_bytes for o in observations)
+
+
+def held_share(model: WorkloadModel, n_chunks: int, aligned: bool = False) -> float:
+    """The share of the array that waits for other tasks, for ``n_chunks`` chunks.
+
+    >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 2, 2, held_fraction=0.5, held_blocks=100,
+    ...                   held_max=0.8, held_exponent=-0.5)
+    >>> [round(held_share(m, n), 2) for n in (1, 25, 100, 400)]
+    [0.0, 0.72, 0.49, 0.29]
+    """
+    held = model.held_aligned_fraction if aligned else model.held_fraction
+    if model.held_exponent and held > 0:
+        scale = (n_chunks / max(1, model.held_blocks)) ** model.held_exponent
+        if held < 0.999 and model.held_max < 0.999:
+            held = 1 - (1 - held) ** scale
+        else:
+            held = min(held * scale, max(held, model.held_max))
+    # Data waits for other chunks' tasks; with one chunk there is nothing to wait for.
+    return held * (1 - 1 / n_chunks)
 
 
 def _split_task_time(observations: Sequence[Observation]) -> tuple[float, float]:
@@ -697,12 +729,7 @@ def predict(
     overhead = n_tasks * model.overhead_seconds
     seconds = compute + overhead
     per_task = overhead + fixed / parallel * imbalance
-    held = model.held_aligned_fraction if aligned else model.held_fraction
-    if model.held_exponent:
-        scaled = held * (n_chunks / max(1, model.held_blocks)) ** model.held_exponent
-        held = min(scaled, max(held, model.held_max))
-    # Data waits for other chunks' tasks; with one chunk there is nothing to wait for.
-    held *= 1 - 1 / n_chunks
+    held = held_share(model, n_chunks, aligned)
     peak = (
         baseline
         + model.results_fraction * array_bytes

@@ -195,16 +195,31 @@ def test_fit_measured_amplification_only_when_visible():
 
 
 def test_fit_held_exponent_from_two_grids():
-    fine = obs(blocks=100, held_bytes=4e5)
-    coarse = obs(chunk_bytes=5e5, blocks=16, n_tasks=16, held_bytes=1e6)
+    fine = obs(blocks=100, held_bytes=4e5)  # 5% of the array waits
+    coarse = obs(chunk_bytes=5e5, blocks=16, n_tasks=16, held_bytes=1e6)  # 12.5%
     m = fit_workload([fine, coarse])
-    assert m.held_exponent == pytest.approx(-0.5)
+    # -ln(1 - h) grows like n**e: 0.0513 at 100 chunks, 0.1335 at 16.
+    expected = math.log(math.log(0.875) / math.log(0.95)) / math.log(16 / 100)
+    assert m.held_exponent == pytest.approx(expected)
+    assert model.held_share(m, 100) == pytest.approx(0.05 * (1 - 1 / 100))
+    assert model.held_share(m, 16) == pytest.approx(0.125 * (1 - 1 / 16))
     # A finer grid of the full array holds a smaller share than the pilot's.
+    share = model.held_share(m, 400)
+    assert share == pytest.approx((1 - 0.95 ** (4**expected)) * (1 - 1 / 400))
     p400 = predict(m, 8e8, 2e6)
-    p100 = predict(m, 8e8, 8e6)
-    held = lambda p, n, c: p.peak_bytes - m.baseline_bytes - n * GRAPH_BYTES_PER_TASK - 2 * 2 * c  # noqa: E731
-    assert held(p400, 400, 2e6) == pytest.approx(0.05 * 0.5 * 8e8 * (1 - 1 / 400), rel=1e-6)
-    assert held(p100, 100, 8e6) == pytest.approx(0.05 * 8e8 * (1 - 1 / 100), rel=1e-6)
+    working = 400 * GRAPH_BYTES_PER_TASK + 2 * 2 * 2e6
+    assert p400.peak_bytes == pytest.approx(m.baseline_bytes + working + share * 8e8)
+
+
+def test_held_share_beyond_the_whole_array():
+    # A matmul's partial products add up to more than the array: a plain power law.
+    a = obs(blocks=100, held_bytes=1.6e7)
+    b = obs(chunk_bytes=5e5, blocks=16, n_tasks=16, held_bytes=1.2e7)
+    m = fit_workload([a, b])
+    expected = math.log(1.5 / 2.0) / math.log(16 / 100)
+    assert m.held_exponent == pytest.approx(expected)
+    assert model.held_share(m, 1) == 0.0
+    assert model.held_share(m, 4) <= m.held_max * 0.75
 
 
 def test_fit_held_from_the_finest_observation():
