@@ -38,8 +38,7 @@ import sys
 from pathlib import Path
 
 from _util import RESULTS, ROOT, machine, write
-
-from workloads import MiB, WORKLOADS
+from workloads import WORKLOADS, MiB
 
 GRID_MIB = [1, 2, 4, 8, 16, 32, 64, 128]
 PILOT_SHAPE = (1000, 1000)
@@ -77,8 +76,9 @@ def run_child(spec: dict) -> dict:
     use_working_tree()
     import time
 
-    import dask
     from workloads import build, run
+
+    import dask
 
     if spec["kind"] == "grid":
         return run(spec["workload"], "auto", scheduler=spec["scheduler"],

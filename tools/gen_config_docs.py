@@ -54,7 +54,11 @@ def render() -> str:
         if "enum" in p:
             kind += ": " + ", ".join(f"`{v}`" for v in p["enum"])
         desc = " ".join(p["description"].split())
-        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+        shown = value
+        if value is None:
+            shown = "null"
+        elif isinstance(value, bool):
+            shown = str(value).lower()
         lines.append(f"| `{key}` | `{shown}` | {kind} | {desc} |")
     return "\n".join(lines) + "\n"
 

@@ -34,7 +34,7 @@ import uuid
 import warnings
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -376,7 +376,8 @@ class ChunkProfiler:
     @property
     def max_records(self) -> int:
         """Size of the raw-record sample (config ``max-records`` unless given)."""
-        return int(_number("max-records", _get("max-records", self._max_records), low=0, high=math.inf))
+        value = _get("max-records", self._max_records)
+        return int(_number("max-records", value, low=0, high=math.inf))
 
     def clear(self) -> None:
         """Forget every measurement."""
@@ -599,6 +600,18 @@ _REASONS = {
     "array": "the whole array fits in one chunk",
     "shape": "the nearest shape that keeps the required dimensions whole",
 }
+
+
+def _normalized(array, chunks) -> tuple[tuple[int, ...], ...]:
+    """``chunks`` for ``array`` in Dask's normal form, or a ValueError saying why not."""
+    from dask.array.core import normalize_chunks
+
+    try:
+        return normalize_chunks(chunks, array.shape, dtype=array.dtype)
+    except Exception as e:
+        raise ValueError(
+            f"invalid chunks {chunks!r} for an array of shape {array.shape}: {e}"
+        ) from e
 
 
 def _fit(observations: Sequence[_model.Observation]) -> _model.WorkloadModel | None:
@@ -1291,16 +1304,9 @@ class AdaptiveChunkingEngine:
         True
         >>> engine.close()
         """
-        from dask.array.core import normalize_chunks
-
         self._drain()
         states = self._source(array, profile_id, "predict")
-        try:
-            normalized = normalize_chunks(chunks, array.shape, dtype=array.dtype)
-        except Exception as e:
-            raise ValueError(
-                f"invalid chunks {chunks!r} for an array of shape {array.shape}: {e}"
-            ) from e
+        normalized = _normalized(array, chunks)
         observations = [o for s in states for o in s.profiler.observations()]
         fit = _fit(observations)
         if fit is None:
@@ -1336,7 +1342,7 @@ class AdaptiveChunkingEngine:
         None, those of the newest profile of this same array. The values are
         unchanged; only the chunking differs.
         """
-        from dask.array.core import Array, normalize_chunks
+        from dask.array.core import Array
 
         if not isinstance(array, Array):
             raise TypeError(
@@ -1347,12 +1353,7 @@ class AdaptiveChunkingEngine:
             chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
-        try:
-            normalized = normalize_chunks(chunks, array.shape, dtype=array.dtype)
-        except Exception as e:
-            raise ValueError(
-                f"invalid chunks {chunks!r} for an array of shape {array.shape}: {e}"
-            ) from e
+        normalized = _normalized(array, chunks)
         if normalized == array.chunks:
             return array
         return array.rechunk(normalized)

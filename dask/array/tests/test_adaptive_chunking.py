@@ -290,7 +290,8 @@ def test_memory_pressure_snapshot_and_threshold():
 
 def test_memory_pressure_honours_cgroup_limit(monkeypatch):
     # a 64 GiB host whose process lives in a 2 GiB cgroup using 1 GiB
-    monkeypatch.setattr("dask.array.adaptive_chunking.host_memory", lambda: (64 * 2**30, 60 * 2**30))
+    host = (64 * 2**30, 60 * 2**30)
+    monkeypatch.setattr("dask.array.adaptive_chunking.host_memory", lambda: host)
     monkeypatch.setattr("dask.array.adaptive_chunking.cgroup_memory", lambda: (2 * 2**30, 2**30))
     p = MemoryPressure.snapshot()
     assert p.total_mb == 2048

@@ -55,7 +55,8 @@ def test_task_terms_exponents_follow_block_indices():
     keys = (
         [("random-" + TOKEN[:-1] + "a", i, j) for i in range(4) for j in range(4)]
         + [("mean_chunk-" + TOKEN[:-1] + "b", 0, j) for j in range(4)]  # reduced along axis 0
-        + [("matmul-" + TOKEN[:-1] + "c", i, k, j) for i in range(4) for k in range(4) for j in range(4)]
+        + [("matmul-" + TOKEN[:-1] + "c", i, k, j)
+           for i in range(4) for k in range(4) for j in range(4)]
         + [("sum-aggregate-" + TOKEN[:-1] + "d",)]
     )
     terms = {t[0]: (t[1], t[2]) for t in task_terms(keys, 2)}
@@ -75,7 +76,8 @@ def test_task_terms_merge_layers_and_sum_seconds():
 
 
 def test_task_terms_fused_op_names():
-    keys = [("chunk_sum-" + TOKEN[:-1] + "a", i, k, j) for i in range(2) for k in range(2) for j in range(2)]
+    keys = [("chunk_sum-" + TOKEN[:-1] + "a", i, k, j)
+            for i in range(2) for k in range(2) for j in range(2)]
     (term,) = task_terms(keys, 2, ops={keys[0]: "matmul"})
     assert term[0] == "matmul"
 
