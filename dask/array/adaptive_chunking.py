@@ -598,7 +598,8 @@ _REASONS = {
     "min_chunk_bytes": "held up by min-chunk-bytes",
     "max_chunk_bytes": "held down by max-chunk-bytes",
     "array": "the whole array fits in one chunk",
-    "shape": "the nearest shape that keeps the required dimensions whole",
+    "shape": "the dimensions that should stay whole do not fit the chunk-size bounds "
+             "whole; this is the nearest shape within them",
 }
 
 
@@ -810,7 +811,8 @@ class ChunkSizeRecommender:
         array_bytes = math.prod(shape) * itemsize
         conc = max(1, int(concurrency)) if concurrency else fit.concurrency
         downstream = downstream or _graph.Downstream()
-        whole = set(downstream.whole_dims)
+        wanted = {d for d in downstream.whole_dims if 0 <= d < len(shape)}
+        whole = set(wanted)
         if current_chunks is not None and not downstream.square and not whole:
             whole = {
                 d for d, (n, c) in enumerate(zip(shape, current_chunks))
@@ -824,15 +826,15 @@ class ChunkSizeRecommender:
                                   reason="the array is empty")
         upper = max(s["max_chunk_bytes"] or budget, 1)
         lower = min(s["min_chunk_bytes"], upper)
-        aligned = bool(downstream.whole_dims)
-
-        def shape_for(target: float) -> tuple[tuple[int, ...], int, int]:
+        def shape_for(target: float) -> tuple[tuple[int, ...], int, int, bool]:
             chunks = _model.chunk_shape(
                 shape, itemsize, target, whole_dims=sorted(whole),
                 min_bytes=lower, max_bytes=upper, multiple_of=storage_chunks,
             )
             blocks = math.prod(-(-n // c) for n, c in zip(shape, chunks))
-            return chunks, math.prod(chunks) * itemsize, blocks
+            # The layout a downstream rechunk wants: then what only it reads never waits.
+            aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
+            return chunks, math.prod(chunks) * itemsize, blocks, aligned
 
         choice = _model.choose_chunk_bytes(
             fit,
@@ -842,13 +844,12 @@ class ChunkSizeRecommender:
             max_chunk_bytes=upper,
             overhead_target=s["overhead_target"],
             concurrency=conc,
-            aligned=aligned,
             realize=lambda target: shape_for(target)[1:],
         )
-        chunks, chunk_bytes, blocks = shape_for(choice.chunk_bytes)
-        aligned = aligned and all(chunks[d] == shape[d] for d in downstream.whole_dims)
+        chunks, chunk_bytes, blocks, aligned = shape_for(choice.chunk_bytes)
         pred = _model.predict(fit, array_bytes, chunk_bytes, conc, aligned=aligned,
                               n_chunks=blocks)
+        fits = pred.peak_bytes <= budget
         binding = choice.binding
         if whole and any(chunks[d] != shape[d] for d in whole):
             binding = "shape"
@@ -868,7 +869,7 @@ class ChunkSizeRecommender:
             notes.append(f"multiples of the storage chunks {storage_chunks}")
         if notes:
             reason += "; " + "; ".join(notes)
-        if not choice.fits:
+        if not fits:
             warnings.warn(
                 f"no chunking of this {shape} array fits the memory budget of "
                 f"{format_bytes(budget)} ({s['target_memory_percent']:g}% x "
@@ -883,7 +884,7 @@ class ChunkSizeRecommender:
             chunks=chunks,
             chunk_bytes=chunk_bytes,
             binding=binding,
-            fits_budget=choice.fits,
+            fits_budget=fits,
             memory_budget_bytes=budget,
             memory_limit_bytes=limit,
             predicted_peak_bytes=pred.peak_bytes,
@@ -1165,8 +1166,7 @@ class AdaptiveChunkingEngine:
                 for observation in s.profiler.observations():
                     profiler._record_compute(observation)
         if downstream is None:
-            downstream = next((s.downstream for s in reversed(states) if s.downstream.ops),
-                              state.downstream)
+            downstream = self._hints(states, shape)
         return self.recommender.recommend(
             profiler,
             shape,
@@ -1177,12 +1177,38 @@ class AdaptiveChunkingEngine:
         )
 
     @staticmethod
+    def _hints(states: list[_Profile], shape: tuple) -> _graph.Downstream:
+        """What the profiled computes said the later operations want, for ``shape``.
+
+        Hints of every profile are merged. Whole dimensions only carry over to an
+        array of the profiled arrays' number of dimensions, and not when they are
+        all of them (a small pilot rechunked to "auto" fits in one chunk, which says
+        nothing about the full array: pass ``workload=`` for that).
+        """
+        whole: set = set()
+        square = False
+        ops: set = set()
+        for s in states:
+            ops.update(s.downstream.ops)
+            square = square or s.downstream.square
+            if len(s.shape) == len(shape):
+                whole.update(s.downstream.whole_dims)
+        if len(whole) >= len(shape):
+            whole = set()
+        return _graph.Downstream(frozenset(whole), square, tuple(sorted(ops)))
+
+    @staticmethod
     def _downstream_of(array, workload) -> _graph.Downstream | None:
         """What the operations of ``workload`` applied to ``array`` want."""
         if workload is None:
             return None
         if not isinstance(workload, (list, tuple)):
             workload = [workload]
+        if not workload:
+            raise ValueError(
+                "workload is empty: pass the expression computed from the array, or "
+                "leave workload out to use what the profiled computes showed"
+            )
         found = []
         for collection in workload:
             if not dask.is_dask_collection(collection):
@@ -1317,7 +1343,7 @@ class AdaptiveChunkingEngine:
         largest = tuple(max(c, default=0) for c in normalized)
         chunk_bytes = max(1, math.prod(largest) * itemsize)
         array_bytes = max(1, math.prod(array.shape) * itemsize)
-        whole = states[-1].downstream.whole_dims
+        whole = self._hints(states, array.shape).whole_dims
         aligned = bool(whole) and all(len(normalized[d]) == 1 for d in whole)
         pred = _model.predict(fit, array_bytes, chunk_bytes, aligned=aligned,
                               n_chunks=math.prod(len(c) for c in normalized))
@@ -1349,7 +1375,10 @@ class AdaptiveChunkingEngine:
                 f"apply_recommendation expects a dask.array.Array, got {type(array).__name__}"
             )
         chunks = recommendation
-        if chunks is None or (isinstance(chunks, str) and chunks in self._profiles):
+        ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
+        if chunks is None or (
+            ids and all(isinstance(i, str) and i in self._profiles for i in ids)
+        ):
             chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
@@ -1548,10 +1577,11 @@ class AdaptiveChunkingEngine:
                 )
                 structure = {
                     "blocks": max(1, math.prod(len(c) for c in state.chunks)),
+                    # One chunk cannot show how tasks grow with the number of chunks.
                     "terms": _model.task_terms(
                         part.keys, state.split_dims, p["t1"] - p["t0"],
                         _instr.fused_ops(collector, part.keys, _model.CONTRACTIONS),
-                    ),
+                    ) if state.split_dims else (),
                     "held_bytes": held,
                     "task_bytes": largest,
                     "held_aligned_bytes": held_aligned,

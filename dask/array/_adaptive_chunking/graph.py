@@ -82,6 +82,8 @@ def downstream(hlg, name: str, shape: tuple) -> Downstream:
     layers = hlg.layers
     for layer in _dependents(hlg.dependencies, name):
         op = key_split(layer)
+        if op.startswith("finalize"):
+            continue  # Dask's step that joins the results
         ops.add(op)
         if not op.startswith(WHOLE_AXIS_OPS):
             continue
@@ -91,6 +93,10 @@ def downstream(hlg, name: str, shape: tuple) -> Downstream:
             continue
         whole.update(d for d, c in enumerate(chunks) if len(c) == 1 and shape[d] > 1)
     square = any(op in SQUARE_OPS for op in ops)
+    if square and len(set(shape)) < len(shape):
+        # A transpose of a square array has the same shape: which of the array's
+        # dimensions a later rechunk keeps whole cannot be told from shapes.
+        whole = set()
     main = sorted(op for op in ops if not op.endswith(("-partial", "-aggregate")))
     return Downstream(frozenset(whole), square, tuple(main))
 
@@ -132,8 +138,11 @@ def storage_chunks(array) -> tuple[int, ...] | None:
     True
     """
     graph = array.dask
+    # Only the source the array itself reads: through other layers (a transpose, a
+    # slice) the storage's chunks need not line up with the array's dimensions.
+    direct = graph.dependencies.get(array.name, set())
     for name, layer in graph.layers.items():
-        if not str(name).startswith(("original-", "array-original-")):
+        if not str(name).startswith(("original-", "array-original-")) or name not in direct:
             continue
         try:
             values = list(layer.values())

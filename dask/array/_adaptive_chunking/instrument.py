@@ -432,8 +432,8 @@ def untrack_peak(collector: ComputeCollector) -> None:
 ) = range(15)
 #: R_NBYTES is the memory the output holds (``dask.sizeof``); R_LOGICAL its logical size
 #: (``.nbytes``: a broadcast view of one element holds 8 bytes but is a chunk of many).
-#: R_MEM identifies the memory behind the output (a view's base array) and R_MEMBYTES
-#: is its size: a small slice keeps its whole base alive.
+#: R_MEM identifies the memory behind the output (a view's base array; 0 when unknown)
+#: and R_MEMBYTES is its size: a small slice keeps its whole base alive.
 
 
 #: Numeric columns of a RecordBatch.
@@ -656,6 +656,7 @@ def read_only_by_rechunks(dependencies: dict) -> set:
 
 
 _fault_cost: float | None = None
+_calibrating = threading.Lock()  # one calibration at a time, each once per process
 
 
 def fault_seconds_per_byte() -> float:
@@ -666,20 +667,25 @@ def fault_seconds_per_byte() -> float:
     cost (median of three, about 15 ms in all).
     """
     global _fault_cost
-    if _fault_cost is None:
-        n = 32 * 2**20
-        costs = []
-        for _ in range(3):
-            t0 = perf_counter()
-            a = np.empty(n // 8)
-            a.fill(1.0)
-            t1 = perf_counter()
-            a.fill(2.0)
-            t2 = perf_counter()
-            del a
-            costs.append(max(0.0, (t1 - t0) - (t2 - t1)) / n)
-        _fault_cost = sorted(costs)[1]
+    with _calibrating:
+        if _fault_cost is None:
+            _fault_cost = _measure_fault_cost()
     return _fault_cost
+
+
+def _measure_fault_cost() -> float:
+    n = 32 * 2**20
+    costs = []
+    for _ in range(3):
+        t0 = perf_counter()
+        a = np.empty(n // 8)
+        a.fill(1.0)
+        t1 = perf_counter()
+        a.fill(2.0)
+        t2 = perf_counter()
+        del a
+        costs.append(max(0.0, (t1 - t0) - (t2 - t1)) / n)
+    return sorted(costs)[1]
 
 
 _blas: tuple[int, float] | None = None
@@ -696,35 +702,40 @@ def blas_profile() -> tuple[int, float]:
     worker thread.
     """
     global _blas
-    if _blas is None:
-        from time import process_time
+    with _calibrating:
+        if _blas is None:
+            _blas = _measure_blas()
+    return _blas
 
-        a = np.ones((1024, 1024))
-        a @ a  # warm up the thread pool
-        cpu, wall = process_time(), perf_counter()
+
+def _measure_blas() -> tuple[int, float]:
+    from time import process_time
+
+    a = np.ones((1024, 1024))
+    a @ a  # warm up the thread pool
+    cpu, wall = process_time(), perf_counter()
+    for _ in range(2):
+        a @ a
+    cpu, wall = process_time() - cpu, perf_counter() - wall
+    threads = max(1, min(os.cpu_count() or 1, round(cpu / wall))) if wall > 0 else 1
+
+    def products():
         for _ in range(2):
             a @ a
-        cpu, wall = process_time() - cpu, perf_counter() - wall
-        threads = max(1, min(os.cpu_count() or 1, round(cpu / wall))) if wall > 0 else 1
 
-        def products():
-            for _ in range(2):
-                a @ a
-
-        start = perf_counter()
-        products()
-        products()
-        sequential = perf_counter() - start
-        workers = [threading.Thread(target=products) for _ in range(2)]
-        start = perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        concurrent = perf_counter() - start
-        penalty = max(1.0, concurrent / sequential) if sequential > 0 else 1.0
-        _blas = (threads, penalty)
-    return _blas
+    start = perf_counter()
+    products()
+    products()
+    sequential = perf_counter() - start
+    workers = [threading.Thread(target=products) for _ in range(2)]
+    start = perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    concurrent = perf_counter() - start
+    penalty = max(1.0, concurrent / sequential) if sequential > 0 else 1.0
+    return threads, penalty
 
 
 def warn_engine_error(e: BaseException) -> None:
@@ -855,7 +866,8 @@ class MeasuredTask(Task):
                 get_ident() if local else _PID,
                 self.tag, self.is_output, exc is not None,
                 logical if type(logical) is int else nbytes,
-                id(result), nbytes,
+                # Addresses in a child process mean nothing here: 0 is "its own memory".
+                id(result) if local else 0, nbytes,
             )
             if local:
                 collector.add(record)

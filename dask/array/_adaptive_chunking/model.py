@@ -367,7 +367,9 @@ def replay_memory(
     ``mem`` and ``mem_bytes`` name the memory behind each output and its size: a
     slice of a chunk is a view that keeps the whole chunk alive, so outputs that
     share memory count once, at the memory's size, for as long as any of them
-    lives.
+    lives. Only memory some task of the compute produced counts so: a view of data
+    the graph already held (``da.from_array`` of a NumPy array) counts at its own
+    size, and ``mem`` 0 means unknown (its own memory).
 
     >>> keys = ["a", "b", "c"]
     >>> deps = {"c": {"a", "b"}}
@@ -397,14 +399,19 @@ def replay_memory(
         if is_output[i]:
             end[i] = stop
     if mem is None or mem_bytes is None:
-        mem, mem_bytes = range(n), nbytes
+        mem, mem_bytes = [0] * n, nbytes
+    # Memory a task produced: an output that is its own base.
+    produced = {int(mem[i]) for i in range(n) if mem[i] and mem_bytes[i] == nbytes[i]}
     # Lifetimes per piece of memory: overlapping lifetimes of outputs that share it
     # are one lifetime (ids of freed memory can be reused later).
     spans: dict = {}
     for i in range(n):
-        size = max(float(nbytes[i]), float(mem_bytes[i]))
+        if int(mem[i]) in produced:
+            ident, size = int(mem[i]), max(float(nbytes[i]), float(mem_bytes[i]))
+        else:
+            ident, size = ("own", i), float(nbytes[i])
         if end[i] > t1[i] and size and keys[i] not in skip:
-            spans.setdefault(int(mem[i]), []).append((float(t1[i]), end[i], size))
+            spans.setdefault(ident, []).append((float(t1[i]), end[i], size))
     events = []
     for group in spans.values():
         group.sort()
@@ -565,9 +572,9 @@ def _fit_terms(observations, fixed: float, per_byte: float) -> tuple:
         if a is None:
             # One size: the share of this operation's time that grows with the chunk
             # is at most what the whole compute's split gives per byte of chunk.
-            variable = min(t0, per_byte * c0) if g > 0 else 0.0
+            variable = min(t0, per_byte * c0) if g > 0 and c0 > 0 else 0.0
             a = t0 - variable
-            w = variable / c0**g if g > 0 else 0.0
+            w = variable / c0**g if variable else 0.0
         terms.append((count / n0**e, e, a, w, g))
     return tuple(terms)
 
@@ -611,11 +618,12 @@ def held_share(model: WorkloadModel, n_chunks: int, aligned: bool = False) -> fl
     >>> [round(held_share(m, n), 2) for n in (1, 25, 100, 400)]
     [0.0, 0.72, 0.49, 0.29]
     """
+    n_chunks = max(1, n_chunks)
     held = model.held_aligned_fraction if aligned else model.held_fraction
     if model.held_exponent and held > 0:
         scale = (n_chunks / max(1, model.held_blocks)) ** model.held_exponent
         if held < 0.999 and model.held_max < 0.999:
-            held = 1 - (1 - held) ** scale
+            held = min(1 - (1 - held) ** scale, max(held, model.held_max))
         else:
             held = min(held * scale, max(held, model.held_max))
     # Data waits for other chunks' tasks; with one chunk there is nothing to wait for.
@@ -748,6 +756,11 @@ def predict(
 
 
 def _candidates(low: float, high: float) -> list[float]:
+    if not 0 < low <= high:
+        raise ValueError(
+            f"chunk size bounds must satisfy 0 < min_chunk_bytes <= max_chunk_bytes, got "
+            f"{low!r} and {high!r}"
+        )
     sizes = []
     size = low
     while size < high * (1 - 1e-9):  # a step that lands on `high` is `high`
@@ -778,8 +791,8 @@ def choose_chunk_bytes(
     take the smallest whose overhead fraction is at most ``overhead_target`` (the
     smallest of all, if none is). When nothing fits, take the size with the
     smallest predicted peak. ``realize`` maps a candidate size to the chunking a
-    shape can really have, ``(largest chunk bytes, number of chunks)``; each
-    candidate is then predicted as that chunking. The returned ``chunk_bytes`` is
+    shape can really have, ``(largest chunk bytes, number of chunks, aligned)``;
+    each candidate is then predicted as that chunking. The returned ``chunk_bytes`` is
     the candidate (give it to :func:`chunk_shape` as the target).
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
@@ -800,11 +813,11 @@ def choose_chunk_bytes(
     preds = []
     seen: set = set()
     for c in grid:
-        size, n = realize(c) if realize is not None else (c, None)
-        if (size, n) in seen:
+        size, n, layout = realize(c) if realize is not None else (c, None, aligned)
+        if (size, n, layout) in seen:
             continue
-        seen.add((size, n))
-        p = predict(model, array_bytes, size, concurrency, baseline_bytes, aligned, n)
+        seen.add((size, n, layout))
+        p = predict(model, array_bytes, size, concurrency, baseline_bytes, layout, n)
         targets[id(p)] = c
         preds.append(p)
     fitting = [p for p in preds if p.peak_bytes <= budget_bytes]

@@ -420,3 +420,54 @@ def test_storage_chunks():
     assert graph.storage_chunks(da.from_array(data, chunks=(200, 1000))) == (64, 128)
     assert graph.storage_chunks(da.from_array(np.zeros((10, 10)), chunks=5)) is None
     assert graph.storage_chunks(da.ones((10, 10))) is None
+
+
+# -- review findings ----------------------------------------------------------
+
+
+def test_replay_views_of_data_the_graph_held_count_at_their_size():
+    # Two slices of a source array no task produced (da.from_array of NumPy data).
+    keys = ["s1", "s2", "r"]
+    deps = {"r": ["s1", "s2"]}
+    held = replay_memory(keys, [0, 0, 1], [1, 1, 2], [10, 10, 1], [False, False, True], deps,
+                         mem=[7, 7, 9], mem_bytes=[10_000, 10_000, 1])[0]
+    assert held == 20.0
+
+
+def test_replay_unknown_memory_is_its_own():
+    keys = ["a", "b", "r"]
+    deps = {"r": ["a", "b"]}
+    held = replay_memory(keys, [0, 0, 1], [1, 1, 2], [10, 20, 1], [False, False, True], deps,
+                         mem=[0, 0, 0], mem_bytes=[10, 20, 1])[0]
+    assert held == 30.0
+
+
+def test_choose_rejects_non_positive_bounds():
+    with pytest.raises(ValueError, match="min_chunk_bytes"):
+        choose_chunk_bytes(simple_model(), 1e9, budget_bytes=1e12, min_chunk_bytes=0,
+                           max_chunk_bytes=1e9, overhead_target=0.1)
+
+
+def test_model_functions_survive_degenerate_input():
+    m = simple_model(held_fraction=0.3, held_blocks=100, held_exponent=-0.5, held_max=0.5)
+    assert model.held_share(m, 0) == 0.0
+    o = obs(chunk_bytes=0, terms=(("add", 10, 1.0, 0.1),))
+    assert fit_workload([o]) is not None
+    for n in (2, 10, 100, 1000):
+        assert model.held_share(m, n) <= 0.5
+
+
+def test_downstream_square_array_transposed_is_ambiguous():
+    a = da.ones((1000, 1000), chunks=100)
+    hint = graph.downstream(a.T.rechunk({0: -1}).sum().dask, a.name, a.shape)
+    assert hint.whole_dims == frozenset() and hint.square
+    b = da.ones((1000, 2000), chunks=100)  # not square: the shapes tell the axes apart
+    assert graph.downstream(b.T.rechunk({0: -1}).sum().dask, b.name, b.shape).whole_dims == set()
+    assert graph.downstream(b.rechunk({1: -1}).T.sum().dask, b.name, b.shape).whole_dims == {1}
+
+
+def test_storage_chunks_only_of_the_source_itself():
+    data = np.zeros((200, 100)).view(Stored)
+    x = da.from_array(data, chunks=(50, 50))
+    assert graph.storage_chunks(x) == (64, 128)
+    assert graph.storage_chunks(x.T) is None

@@ -242,3 +242,44 @@ def test_documented_examples_run(doc, engine, capsys):
             exec(compile(block, f"{doc} example {i + 1}", "exec"), namespace)
     finally:
         disable_adaptive_chunking()
+
+
+def test_one_chunk_pilot_still_scales_tasks(engine):
+    x = da.random.random((1000, 1000), chunks=-1)
+    pid = engine.profile_array(x)
+    (x + 1).sum().compute()
+    big = da.random.random((20000, 20000), chunks=(1000, 1000))
+    assert engine.predict(big, 500, pid)["predicted_tasks"] > 100
+    rec = engine.recommend(big, pid)
+    assert rec.predicted_tasks > 1
+    assert rec.fits_budget == (rec.predicted_peak_bytes <= rec.memory_budget_bytes)
+
+
+def test_hints_of_another_dimensionality_are_ignored(engine):
+    x = da.random.random((1000, 1000), chunks=100)
+    pid = engine.profile_array(x)
+    x.rechunk({1: -1}).sum().compute()
+    assert engine.recommend(da.ones((4000, 4000), chunks=100), pid).chunks[1] == 4000
+    for other in (da.ones(100_000, chunks=100), da.ones((), chunks=())):
+        rec = engine.recommend(other, pid)
+        assert len(rec.chunks) == other.ndim
+        engine.predict(other, other.chunks, pid)
+        engine.apply_recommendation(other, pid)
+
+
+def test_pilot_rechunked_to_one_chunk_says_nothing(engine):
+    ids = pilot(engine, lambda x: x.rechunk({0: "auto", 1: -1}).sum())
+    x = da.random.random((12000, 12000), chunks=(100, 100))
+    rec = engine.recommend(x, ids)  # no workload: the pilot's rechunk fit in one chunk
+    assert rec.chunks != x.shape
+    assert "finalize" not in " ".join(rec.downstream)
+
+
+def test_apply_and_workload_arguments(engine):
+    ids = pilot(engine, lambda x: (x + 1).sum())
+    x = da.random.random((4000, 4000), chunks=(100, 100))
+    assert engine.apply_recommendation(x, ids).chunks == da.core.normalize_chunks(
+        engine.recommend(x, ids).chunks, x.shape
+    )
+    with pytest.raises(ValueError, match="workload is empty"):
+        engine.recommend(x, ids, workload=[])
