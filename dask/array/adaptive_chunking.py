@@ -19,8 +19,9 @@ True
 The module reads top to bottom: configuration, the memory limit and
 :class:`MemoryPressure`, aggregation (:class:`ChunkMemoryMetric`,
 :class:`ChunkProfiler`), the recommender, the engine and its ``array_optimize``
-hook. Settings, measurement and the model's arithmetic live in the private package
-``dask.array._adaptive_chunking`` (``config``, ``instrument``, ``model``).
+hook. Settings, measurement, graph analysis and the model's arithmetic live in the
+private package ``dask.array._adaptive_chunking`` (``config``, ``instrument``,
+``graph``, ``model``).
 """
 
 from __future__ import annotations
