@@ -44,6 +44,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.utils import format_bytes, key_split, parse_timedelta
 
 import dask
+from dask.array._adaptive_chunking import cluster as _cluster
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import instrument as _instr
@@ -950,7 +951,7 @@ class _Profile:
     __slots__ = (
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
-        "storage", "split_dims",
+        "storage", "split_dims", "workers",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -973,6 +974,7 @@ class _Profile:
         self.downstream = _graph.Downstream()
         self.storage = _graph.storage_chunks(array)
         self.split_dims = sum(len(c) > 1 for c in array.chunks)
+        self.workers: dict[str, dict[str, int]] = {}  # on a cluster: memory per worker
 
 
 class AdaptiveChunkingEngine:
@@ -1022,6 +1024,8 @@ class AdaptiveChunkingEngine:
         self._abandoned: deque[tuple] = deque()
         self._computes = 0
         self._recent: deque[dict[str, Any]] = deque(maxlen=100)
+        # Computes sent to a distributed scheduler: compute id -> client.
+        self._remote: OrderedDict[str, Any] = OrderedDict()
         _engines.add(self)
 
     # -- settings ---------------------------------------------------------
@@ -1126,6 +1130,7 @@ class AdaptiveChunkingEngine:
             "error": state.error,
             "computes": state.computes,
             "last_compute": dict(state.last),
+            "workers": {w: dict(v) for w, v in state.workers.items()},
         }
 
     def get_profiler(self, profile_id: str) -> ChunkProfiler:
@@ -1516,8 +1521,68 @@ class AdaptiveChunkingEngine:
         if cid in self._pending:  # started and unfinished; else nothing to keep
             self._abandoned.append((records, cid))
 
+    def _remote_names(self) -> dict[str, tuple[str, ...]]:
+        with self._lock:
+            return {n: tuple(s.id for s in states) for n, states in self._by_name.items()}
+
+    def _sent(self, cid: str, client) -> None:
+        """A compute with profiled arrays was sent to ``client``'s scheduler."""
+        with self._lock:
+            self._remote[cid] = client
+            while len(self._remote) > _cluster.MAX_COMPUTES:
+                self._remote.popitem(last=False)
+            for n in self._by_name:
+                for state in self._by_name[n]:
+                    if state.status == "pending":
+                        state.status = "running"
+
+    def _drain_remote(self) -> None:
+        """Fold the records of finished computes from the distributed schedulers."""
+        with self._lock:
+            by_client: dict = {}
+            for cid, client in self._remote.items():
+                by_client.setdefault(id(client), (client, []))[1].append(cid)
+        for client, cids in by_client.values():
+            try:
+                found = _cluster.drain(client, cids)
+            except Exception as e:  # a closed client, a lost scheduler
+                logger.debug("adaptive chunking could not drain %s: %s", cids, e)
+                continue
+            for cid, entry in found.items():
+                failed = any(r[7] for r in entry["records"])
+                if not (entry["done"] or failed):
+                    continue
+                with self._lock:
+                    self._remote.pop(cid, None)
+                try:
+                    self._fold_remote(entry, "failed" if failed else "complete")
+                except Exception as e:  # profiling must never break the caller
+                    _instr.warn_engine_error(e)
+
+    def _fold_remote(self, entry: dict[str, Any], status: str) -> None:
+        records = entry["records"]
+        with self._lock:
+            states = {s.id: s for s in self._profiles.values()}
+        groups: dict[tuple, int] = {}
+        tuples = []
+        for key, t0, t1, nbytes, worker, thread, profiles, failed in records:
+            tag = groups.setdefault(profiles, len(groups))
+            tuples.append((key, t0, t1, 0, 0, nbytes, None, None, hash((worker, thread)),
+                           tag, False, failed, nbytes, 0, nbytes))
+        tags = [frozenset(states[i] for i in profiles if i in states) for profiles in groups]
+        involved = set().union(*tags) if tags else set()
+        workers = entry.get("workers", {})
+        peak = max((w["process"] for w in workers.values()), default=0)
+        batch = _instr.batch_from_records(tuples)
+        self._fold(batch, tags, involved, status, peak=peak, baseline=0)
+        with self._lock:
+            for state in involved:
+                state.workers = dict(workers)
+
     def _drain(self) -> None:
         """Fold the computes whose graphs were dropped before they finished."""
+        if self._remote:
+            self._drain_remote()
         while self._abandoned:
             try:
                 records, cid = self._abandoned.popleft()
@@ -1706,7 +1771,20 @@ class _ProfilingOptimizer:
         return out
 
     def __reduce__(self):
-        return _plain_optimizer, (self.base(),)
+        base = self.base()
+        try:
+            client = _cluster.client_for_compute()
+            engine = _engine if _engine is not None else next(iter(_engines), None)
+            if client is not None and engine is not None:
+                named = engine._remote_names()
+                if named:
+                    remote, cid = _cluster.snapshot(base, named)
+                    _cluster.ensure_plugin(client)
+                    engine._sent(cid, client)
+                    return _cluster.RemoteOptimizer, (remote.base, remote.cid, remote.named)
+        except Exception as e:  # profiling must never break the compute
+            _instr.warn_engine_error(e)
+        return _plain_optimizer, (base,)
 
 
 def _plain_optimizer(base):

@@ -1,0 +1,189 @@
+"""Profiling on a ``dask.distributed`` cluster.
+
+On a cluster the engine's ``array_optimize`` hook is pickled on the client and
+runs on the scheduler, and tasks run in the workers: nothing the local schedulers
+use reaches the client. Instead:
+
+- when the hook is pickled on a client (:func:`snapshot`), it takes with it a
+  compute id and the profiled array names with their profile ids;
+- on the scheduler (:class:`RemoteOptimizer`) it optimizes as Dask would, finds
+  which tasks work for which profiles (``instrument.assign_tags``) and annotates
+  each group of tasks with ``(compute id, profile ids, tasks in the compute)``;
+- a scheduler plugin (:class:`ProfilingPlugin`) records, for every annotated task
+  that finishes, the worker's own compute interval, the output bytes, the worker and
+  the thread, and the workers' memory while the compute runs;
+- the client drains those records (:func:`drain`) when a profile is read.
+
+``distributed`` is imported lazily: the module imports without it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["PLUGIN_NAME", "ANNOTATION", "ProfilingPlugin", "RemoteOptimizer", "drain"]
+
+PLUGIN_NAME = "adaptive-chunking"
+ANNOTATION = "adaptive_chunking"
+#: Computes kept on the scheduler waiting to be drained; older ones are dropped.
+MAX_COMPUTES = 64
+
+
+def _plugin_class():
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class ProfilingPlugin(SchedulerPlugin):
+        """Records the annotated tasks of profiled computes on the scheduler."""
+
+        name = PLUGIN_NAME
+        idempotent = True
+
+        def __init__(self, max_records: int = 1_000_000):
+            self.max_records = max_records
+            self.computes: OrderedDict[str, dict[str, Any]] = OrderedDict()
+            self.scheduler = None
+
+        async def start(self, scheduler) -> None:
+            self.scheduler = scheduler
+            scheduler.handlers["adaptive_chunking_drain"] = self.drain
+
+        def _compute(self, cid: str, total: int) -> dict[str, Any]:
+            entry = self.computes.get(cid)
+            if entry is None:
+                entry = self.computes[cid] = {
+                    "total": total, "records": [], "workers": {}, "started": time.time(),
+                }
+                while len(self.computes) > MAX_COMPUTES:
+                    self.computes.popitem(last=False)
+            return entry
+
+        def transition(self, key, start, finish, *args, **kwargs) -> None:
+            if start != "processing" or finish not in ("memory", "erred"):
+                return
+            ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+            tag = (ts.annotations or {}).get(ANNOTATION) if ts is not None else None
+            if not tag:
+                return
+            cid, profiles, total = tag
+            entry = self._compute(cid, total)
+            t0 = t1 = 0.0
+            for ss in kwargs.get("startstops") or ():
+                if ss.get("action") == "compute":
+                    t0, t1 = ss["start"], ss["stop"]
+            worker = kwargs.get("worker") or ""
+            if len(entry["records"]) < self.max_records:
+                entry["records"].append((
+                    key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
+                    kwargs.get("thread") or 0, tuple(profiles), finish == "erred",
+                ))
+            ws = self.scheduler.workers.get(worker)
+            if ws is not None:
+                memory = ws.memory
+                seen = entry["workers"].setdefault(worker, {
+                    "nthreads": ws.nthreads, "memory_limit": ws.memory_limit or 0,
+                    "process": 0, "managed": 0, "unmanaged": 0, "spilled": 0,
+                })
+                for field in ("process", "managed", "unmanaged", "spilled"):
+                    value = int(getattr(memory, field, 0) or 0)
+                    if value > seen[field]:
+                        seen[field] = value
+
+        def drain(self, cids=None) -> dict[str, Any]:
+            """The records of ``cids`` (all when None), removed when the compute is done."""
+            out = {}
+            for cid in list(self.computes if cids is None else cids):
+                entry = self.computes.get(cid)
+                if entry is None:
+                    continue
+                done = len(entry["records"]) >= entry["total"]
+                out[cid] = dict(entry, done=done)
+                if done:
+                    del self.computes[cid]
+            return out
+
+    return ProfilingPlugin
+
+
+def ProfilingPlugin(*args, **kwargs):  # noqa: N802 - a class, built lazily
+    """A :class:`distributed.diagnostics.plugin.SchedulerPlugin` (see the module doc)."""
+    return _plugin_class()(*args, **kwargs)
+
+
+class RemoteOptimizer:
+    """The engine's optimizer as it runs on a distributed scheduler.
+
+    ``named`` maps a profiled array's name to its profile ids; the result is the
+    optimization ``base`` would give, as a high-level graph whose layers group the
+    tasks by the profiles they work for, each annotated for the plugin.
+    """
+
+    def __init__(self, base, cid: str, named: dict[str, tuple[str, ...]]):
+        self.base, self.cid, self.named = base, cid, named
+
+    def __call__(self, dsk, keys, **kwargs):
+        from dask._task_spec import Task, convert_legacy_graph
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+        from dask.utils import ensure_dict
+
+        from dask.array._adaptive_chunking.instrument import assign_tags
+
+        names = [n for n in getattr(dsk, "layers", {}) if n in self.named]
+        out = self.base(dsk, keys, **kwargs)
+        if not names:
+            return out
+        try:
+            flat = convert_legacy_graph(ensure_dict(out) if isinstance(out, HighLevelGraph)
+                                        else dict(out))
+            tasks = [k for k, v in flat.items() if type(v) is Task]
+            named = {n: frozenset(self.named[n]) for n in names}
+            tag_of, tags = assign_tags(flat, tasks, named)
+            total = sum(1 for k in tasks if tags[tag_of[k]])
+            groups: dict[int, dict] = {}
+            for key, node in flat.items():
+                groups.setdefault(tag_of.get(key, -1), {})[key] = node
+            layers, deps = {}, {}
+            for i, part in groups.items():
+                name = f"adaptive-chunking-{self.cid}-{i}"
+                profiles = tuple(sorted(tags[i])) if i >= 0 else ()
+                annotations = {ANNOTATION: (self.cid, profiles, total)} if profiles else None
+                layers[name] = MaterializedLayer(part, annotations=annotations)
+                deps[name] = set()
+            return HighLevelGraph(layers, deps)
+        except Exception:
+            return out  # profiling must never break the compute
+
+
+def client_for_compute():
+    """The distributed client the current compute will use, or None."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ValueError, ImportError):
+        return None
+
+
+def snapshot(base, named: dict[str, tuple[str, ...]]) -> tuple[RemoteOptimizer, str]:
+    """A :class:`RemoteOptimizer` for one compute, and its compute id."""
+    cid = uuid.uuid4().hex
+    return RemoteOptimizer(base, cid, named), cid
+
+
+def ensure_plugin(client) -> None:
+    """Register the profiling plugin on the client's scheduler (idempotent)."""
+    if getattr(client, "_adaptive_chunking_plugin", False):
+        return
+    client.register_plugin(ProfilingPlugin())
+    client._adaptive_chunking_plugin = True
+
+
+def drain(client, cids) -> dict[str, Any]:
+    """Fetch (and, for finished computes, remove) the records of ``cids``."""
+    return client.sync(client.scheduler.adaptive_chunking_drain, cids=list(cids))

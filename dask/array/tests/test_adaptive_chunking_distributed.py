@@ -1,0 +1,67 @@
+"""Profiling on a real ``dask.distributed`` cluster (a LocalCluster in this process)."""
+
+from __future__ import annotations
+
+import pytest
+
+import dask
+import dask.array as da
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def test_plain_compute_fills_the_profile(engine, client):
+    x = da.random.random((2000, 2000), chunks=500)
+    pid = engine.profile_array(x)
+    result = (x + 1).sum().compute()
+    assert 5.9e6 < result < 6.1e6
+    profile = engine.get_profile(pid)
+    assert profile["status"] == "complete"
+    stats = profile["profiler_stats"]
+    assert stats["total_chunks"] == profile["last_compute"]["tasks"] > 16
+    assert stats["total_compute_time_s"] > 0
+    assert set(profile["workers"]) == set(client.scheduler_info()["workers"])
+    for worker in profile["workers"].values():
+        assert worker["nthreads"] == 1 and worker["memory_limit"] > 0
+        assert worker["process"] > 0
+    assert profile["recommended_chunks"] is not None
+
+
+def test_two_arrays_in_one_compute_get_their_own_tasks(engine, client):
+    x = da.random.random((2000, 2000), chunks=500)
+    z = da.ones((1000, 1000), chunks=250)
+    px, pz = engine.profile_array(x), engine.profile_array(z)
+    dask.compute(x.sum(), z.mean())
+    tx = engine.get_profile(px)["last_compute"]["tasks"]
+    tz = engine.get_profile(pz)["last_compute"]["tasks"]
+    assert tx >= 16 and tz >= 16
+    assert engine.profiler.get_stats()["total_chunks"] >= tx + tz
+
+
+def test_unprofiled_computes_are_untouched(engine, client):
+    x = da.ones((100, 100), chunks=50)
+    assert x.sum().compute() == 10000
+    assert engine.profile_ids == []
+
+
+def test_failing_task_marks_the_profile_failed(engine, client):
+    x = da.random.random((1000, 1000), chunks=500)
+    pid = engine.profile_array(x)
+
+    def boom(block):
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(ZeroDivisionError, match="boom"):
+        x.map_blocks(boom, dtype=float).sum().compute()
+    profile = engine.get_profile(pid)
+    assert profile["status"] == "failed"
+    assert "raised" in profile["error"]
+    assert profile["profiler_stats"]["failed_chunks"] >= 1
