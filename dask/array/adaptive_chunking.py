@@ -35,7 +35,7 @@ import uuid
 import warnings
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -764,6 +764,7 @@ class ChunkSizeRecommender:
         concurrency: int | None = None,
         storage_chunks: Sequence[int] | None = None,
         downstream: _graph.Downstream | None = None,
+        cluster: Mapping[str, Mapping[str, int]] | None = None,
     ) -> Recommendation | None:
         """Like :meth:`recommend_chunk_size`, with the explanation.
 
@@ -781,6 +782,11 @@ class ChunkSizeRecommender:
             What the operations applied to the array want (see
             ``dask.array._adaptive_chunking.graph.downstream``); the engine passes
             what it learned from the profiled computes.
+        cluster : dict, optional
+            The workers of a ``dask.distributed`` cluster (address -> ``nthreads``,
+            ``memory_limit``, ``baseline`` bytes): the budget is then that of the
+            tightest worker, the tasks at once the cluster's threads, and the peak
+            that of one worker.
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
@@ -807,11 +813,18 @@ class ChunkSizeRecommender:
         fit = _fit(profiler.observations())
         if fit is None:
             return None
-        limit = s["memory_limit"] or memory_limit()
+        workers = [w for w in (cluster or {}).values() if w.get("nthreads")]
+        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
+        limit = s["memory_limit"] or (min(limits) if limits else memory_limit())
         budget = self.memory_budget(limit)
         itemsize = int(dtype_size)
         array_bytes = math.prod(shape) * itemsize
         conc = max(1, int(concurrency)) if concurrency else fit.concurrency
+        processes, baseline = 1, None
+        if workers:
+            conc = max(1, int(concurrency)) if concurrency else sum(w["nthreads"] for w in workers)
+            processes = len(workers)
+            baseline = max(w.get("baseline", 0) for w in workers)
         downstream = downstream or _graph.Downstream()
         wanted = {d for d in downstream.whole_dims if 0 <= d < len(shape)}
         whole = set(wanted)
@@ -846,11 +859,13 @@ class ChunkSizeRecommender:
             max_chunk_bytes=upper,
             overhead_target=s["overhead_target"],
             concurrency=conc,
+            baseline_bytes=baseline,
             realize=lambda target: shape_for(target)[1:],
+            processes=processes,
         )
         chunks, chunk_bytes, blocks, aligned = shape_for(choice.chunk_bytes)
-        pred = _model.predict(fit, array_bytes, chunk_bytes, conc, aligned=aligned,
-                              n_chunks=blocks)
+        pred = _model.predict(fit, array_bytes, chunk_bytes, conc, baseline, aligned=aligned,
+                              n_chunks=blocks, processes=processes)
         fits = pred.peak_bytes <= budget
         binding = choice.binding
         if whole and any(chunks[d] != shape[d] for d in whole):
@@ -1180,6 +1195,7 @@ class AdaptiveChunkingEngine:
             current_chunks=chunks,
             storage_chunks=storage,
             downstream=downstream,
+            cluster=next((s.workers for s in reversed(states) if s.workers), None),
         )
 
     @staticmethod
@@ -1547,15 +1563,20 @@ class AdaptiveChunkingEngine:
                 found = _cluster.drain(client, cids)
             except Exception as e:  # a closed client, a lost scheduler
                 logger.debug("adaptive chunking could not drain %s: %s", cids, e)
-                continue
+                if getattr(client, "status", "running") in ("closing", "closed"):
+                    found = {c: {"records": [], "workers": {}, "done": False, "gone": True}
+                             for c in cids}
+                else:
+                    continue
             for cid, entry in found.items():
                 failed = any(r[7] for r in entry["records"])
-                if not (entry["done"] or failed):
+                if not (entry["done"] or entry.get("gone") or failed):
                     continue
                 with self._lock:
                     self._remote.pop(cid, None)
+                status = "failed" if failed else "complete" if entry["done"] else "incomplete"
                 try:
-                    self._fold_remote(entry, "failed" if failed else "complete")
+                    self._fold_remote(entry, status)
                 except Exception as e:  # profiling must never break the caller
                     _instr.warn_engine_error(e)
 
@@ -1571,6 +1592,12 @@ class AdaptiveChunkingEngine:
                            tag, False, failed, nbytes, 0, nbytes))
         tags = [frozenset(states[i] for i in profiles if i in states) for profiles in groups]
         involved = set().union(*tags) if tags else set()
+        if not records:  # the compute ended before any task of it finished
+            with self._lock:
+                for state in self._profiles.values():
+                    if state.status == "running" and state.computes == 0:
+                        state.status = status
+            return
         workers = entry.get("workers", {})
         peak = max((w["process"] for w in workers.values()), default=0)
         batch = _instr.batch_from_records(tuples)

@@ -44,6 +44,7 @@ def _plugin_class():
         def __init__(self, max_records: int = 1_000_000):
             self.max_records = max_records
             self.computes: OrderedDict[str, dict[str, Any]] = OrderedDict()
+            self.ended: OrderedDict[str, None] = OrderedDict()  # drained: ignore stragglers
             self.scheduler = None
 
         async def start(self, scheduler) -> None:
@@ -68,6 +69,8 @@ def _plugin_class():
             if not tag:
                 return
             cid, profiles, total = tag
+            if cid in self.ended:
+                return
             entry = self._compute(cid, total)
             t0 = t1 = 0.0
             for ss in kwargs.get("startstops") or ():
@@ -82,26 +85,58 @@ def _plugin_class():
             ws = self.scheduler.workers.get(worker)
             if ws is not None:
                 memory = ws.memory
-                seen = entry["workers"].setdefault(worker, {
-                    "nthreads": ws.nthreads, "memory_limit": ws.memory_limit or 0,
-                    "process": 0, "managed": 0, "unmanaged": 0, "spilled": 0,
-                })
+                seen = entry["workers"].get(worker)
+                if seen is None:  # its memory when its first task of the compute ended
+                    seen = entry["workers"][worker] = {
+                        "nthreads": ws.nthreads, "memory_limit": ws.memory_limit or 0,
+                        "baseline": int(getattr(memory, "process", 0) or 0),
+                        "process": 0, "managed": 0, "unmanaged": 0, "spilled": 0,
+                    }
                 for field in ("process", "managed", "unmanaged", "spilled"):
                     value = int(getattr(memory, field, 0) or 0)
                     if value > seen[field]:
                         seen[field] = value
 
+        def _live(self, cids) -> set:
+            """Those of ``cids`` that still have tasks on the scheduler."""
+            live: set = set()
+            for ts in self.scheduler.tasks.values():
+                tag = (ts.annotations or {}).get(ANNOTATION)
+                if tag and tag[0] in cids:
+                    live.add(tag[0])
+                    if len(live) == len(cids):
+                        break
+            return live
+
         def drain(self, cids=None) -> dict[str, Any]:
-            """The records of ``cids`` (all when None), removed when the compute is done."""
+            """The records of ``cids`` (all when None), removed once the compute ended.
+
+            A compute has ended when all its tasks were recorded (``done``), when a
+            task failed (the client gets the error), or when none of its tasks is left
+            on the scheduler (``gone``: it was cancelled or lost a worker, and the
+            client has released it). Records of an ended compute that arrive later
+            are ignored.
+            """
+            wanted = list(self.computes if cids is None else cids)
+            unfinished = {c for c in wanted if c not in self.computes
+                          or len(self.computes[c]["records"]) < self.computes[c]["total"]}
+            live = self._live(unfinished) if unfinished else set()
             out = {}
-            for cid in list(self.computes if cids is None else cids):
+            for cid in wanted:
                 entry = self.computes.get(cid)
+                done = entry is not None and cid not in unfinished
+                gone = cid not in live and not done
                 if entry is None:
+                    if gone and cids is not None:
+                        out[cid] = {"records": [], "workers": {}, "done": False, "gone": True}
                     continue
-                done = len(entry["records"]) >= entry["total"]
-                out[cid] = dict(entry, done=done)
-                if done:
+                failed = any(r[7] for r in entry["records"])
+                out[cid] = dict(entry, done=done, gone=gone, failed=failed)
+                if done or gone or failed:
                     del self.computes[cid]
+                    self.ended[cid] = None
+                    while len(self.ended) > 16 * MAX_COMPUTES:
+                        self.ended.popitem(last=False)
             return out
 
     return ProfilingPlugin

@@ -677,6 +677,7 @@ def predict(
     baseline_bytes: float | None = None,
     aligned: bool = False,
     n_chunks: int | None = None,
+    processes: int = 1,
 ) -> Prediction:
     """Predict wall time and peak memory of a chunking.
 
@@ -699,6 +700,10 @@ def predict(
         The number of chunks, when the chunking is known (a shape cannot always
         split an array into ``array_bytes / chunk_bytes`` chunks);
         ``chunk_bytes`` is then the largest chunk.
+    processes : int, optional
+        Worker processes sharing the compute (a distributed cluster): the peak is
+        then that of one of them, running ``concurrency / processes`` tasks and
+        holding its share of what waits; ``baseline_bytes`` is one process's.
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
     ...                       overhead_seconds=1e-3, amplification=2.0,
@@ -738,12 +743,14 @@ def predict(
     seconds = compute + overhead
     per_task = overhead + fixed / parallel * imbalance
     held = held_share(model, n_chunks, aligned)
+    processes = max(1, int(processes))
+    per_process = min(math.ceil(concurrency / processes), n_chunks)
     peak = (
         baseline
-        + model.results_fraction * array_bytes
-        + n_tasks * GRAPH_BYTES_PER_TASK
-        + held * array_bytes
-        + parallel * model.amplification * chunk_bytes
+        + (model.results_fraction * array_bytes + n_tasks * GRAPH_BYTES_PER_TASK
+           if processes == 1 else 0.0)  # on a cluster the client holds those
+        + held * array_bytes / processes
+        + per_process * model.amplification * chunk_bytes
     )
     return Prediction(
         chunk_bytes=chunk_bytes,
@@ -782,6 +789,7 @@ def choose_chunk_bytes(
     baseline_bytes: float | None = None,
     aligned: bool = False,
     realize=None,
+    processes: int = 1,
 ) -> Choice:
     """Choose the chunk size, in bytes, for an array of ``array_bytes``.
 
@@ -817,7 +825,8 @@ def choose_chunk_bytes(
         if (size, n, layout) in seen:
             continue
         seen.add((size, n, layout))
-        p = predict(model, array_bytes, size, concurrency, baseline_bytes, layout, n)
+        p = predict(model, array_bytes, size, concurrency, baseline_bytes, layout, n,
+                    processes)
         targets[id(p)] = c
         preds.append(p)
     fitting = [p for p in preds if p.peak_bytes <= budget_bytes]

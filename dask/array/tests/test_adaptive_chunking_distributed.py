@@ -65,3 +65,58 @@ def test_failing_task_marks_the_profile_failed(engine, client):
     assert profile["status"] == "failed"
     assert "raised" in profile["error"]
     assert profile["profiler_stats"]["failed_chunks"] >= 1
+
+
+def test_recommendation_follows_the_workers_memory(engine):
+    """Two workers of 400 MiB get smaller chunks than two of 4 GiB, same workload."""
+    recs = {}
+    for limit in ("400MiB", "4GiB"):
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
+            dashboard_address=":0",
+        ) as cluster, distributed.Client(cluster):
+            x = da.random.random((2000, 2000), chunks=250)
+            pid = engine.profile_array(x)
+            (x + 1).sum().compute()
+            full = da.random.random((40000, 40000), chunks=(1000, 1000))
+            recs[limit] = engine.recommend(full, pid)
+            profile = engine.get_profile(pid)
+            assert len(profile["workers"]) == 2
+            engine.remove_profile(pid)
+    small, large = recs["400MiB"], recs["4GiB"]
+    assert small.memory_limit_bytes == 400 * 2**20
+    assert large.memory_limit_bytes == 4 * 2**30
+    assert small.chunk_bytes < large.chunk_bytes
+    assert small.concurrency == large.concurrency == 2
+    assert small.fits_budget and small.predicted_peak_bytes <= small.memory_budget_bytes
+
+
+def _die(block):
+    import os
+
+    if block.size:  # a real chunk (not Dask's empty meta): the worker process dies
+        os._exit(1)
+    return block
+
+
+def test_worker_killed_mid_compute(engine):
+    """The user gets Dask's error; the profile ends incomplete with what arrived."""
+    import time
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=":0") as cluster, \
+            distributed.Client(cluster):
+        x = da.random.random((1000, 1000), chunks=500)
+        pid = engine.profile_array(x)
+        with pytest.raises(distributed.KilledWorker):
+            x.map_blocks(_die, dtype=float).sum().compute()
+        deadline = time.monotonic() + 10
+        while engine.get_profile(pid)["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)  # the client releases the failed compute's tasks asynchronously
+        assert engine.get_profile(pid)["status"] in ("incomplete", "failed")
+    # The engine goes on working (the killed workers' cluster is gone).
+    y = da.ones((100, 100), chunks=50)
+    py = engine.profile_array(y)
+    assert y.sum().compute(scheduler="sync") == 10000
+    assert engine.get_profile(py)["status"] == "complete"
