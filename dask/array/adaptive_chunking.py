@@ -145,6 +145,22 @@ class MemoryPressure:
         return self.percent_used > threshold
 
     @classmethod
+    def of(cls, used_bytes: float, limit_bytes: float) -> MemoryPressure:
+        """The pressure of ``used_bytes`` in use against ``limit_bytes`` (a worker's).
+
+        >>> MemoryPressure.of(3 * 2**30, 4 * 2**30).percent_used
+        75.0
+        """
+        limit = max(float(limit_bytes), 1.0)
+        used = min(max(float(used_bytes), 0.0), limit)
+        return cls(
+            available_mb=(limit - used) / MiB,
+            used_mb=used / MiB,
+            percent_used=100.0 * used / limit,
+            total_mb=limit / MiB,
+        )
+
+    @classmethod
     def snapshot(cls) -> MemoryPressure:
         """Measure now, honouring cgroup limits and ``memory-limit``.
 
@@ -1428,7 +1444,27 @@ class AdaptiveChunkingEngine:
             "memory_budget_mb": self.recommender.memory_budget() / MiB,
             "profiler_stats": self.profiler.get_stats(),
             "recent_computes": recent[-10:],
+            "workers": self._worker_pressure(),
         }
+
+    @staticmethod
+    def _worker_pressure() -> dict[str, dict[str, float]]:
+        """Per-worker memory pressure of the attached distributed cluster, if any."""
+        client = _cluster.client_for_compute()
+        if client is None:
+            return {}
+        try:
+            workers = client.scheduler_info()["workers"]
+        except Exception as e:  # a closed client, a lost scheduler
+            logger.debug("adaptive chunking could not read the workers: %s", e)
+            return {}
+        out = {}
+        for addr, w in workers.items():
+            limit = w.get("memory_limit") or memory_limit()
+            pressure = MemoryPressure.of(w.get("metrics", {}).get("memory", 0), limit)
+            out[addr] = dict(pressure.to_dict(), under_pressure=pressure.is_pressure(),
+                             nthreads=w.get("nthreads", 0))
+        return out
 
     def close(self) -> None:
         """Forget every profile; stop instrumenting if no other engine needs it."""

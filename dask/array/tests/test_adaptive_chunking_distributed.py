@@ -120,3 +120,21 @@ def test_worker_killed_mid_compute(engine):
     py = engine.profile_array(y)
     assert y.sum().compute(scheduler="sync") == 10000
     assert engine.get_profile(py)["status"] == "complete"
+
+
+def test_telemetry_reports_each_worker(engine, client):
+    telemetry = engine.get_telemetry()
+    workers = telemetry["workers"]
+    assert set(workers) == set(client.scheduler_info()["workers"])
+    for w in workers.values():
+        assert 0 <= w["percent_used"] <= 100 and w["total_mb"] > 0 and w["nthreads"] == 1
+    assert "available_mb" in telemetry["memory_pressure"]  # the local snapshot stays
+
+
+def test_client_connected_by_address(engine, client):
+    with distributed.Client(client.scheduler.address, set_as_default=True) as other:
+        x = da.random.random((1000, 1000), chunks=250)
+        pid = engine.profile_array(x)
+        assert x.sum().compute() > 0
+        assert engine.get_profile(pid)["status"] == "complete"
+        assert other.status == "running"
