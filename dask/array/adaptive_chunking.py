@@ -1055,7 +1055,7 @@ class AdaptiveChunkingEngine:
         self._abandoned: deque[tuple] = deque()
         self._computes = 0
         self._recent: deque[dict[str, Any]] = deque(maxlen=100)
-        # Computes sent to a distributed scheduler: compute id -> client.
+        # Computes sent to a distributed scheduler: compute id -> (client, when sent).
         self._remote: OrderedDict[str, Any] = OrderedDict()
         _engines.add(self)
 
@@ -1580,7 +1580,7 @@ class AdaptiveChunkingEngine:
     def _sent(self, cid: str, client) -> None:
         """A compute with profiled arrays was sent to ``client``'s scheduler."""
         with self._lock:
-            self._remote[cid] = client
+            self._remote[cid] = (client, time.monotonic())
             while len(self._remote) > _cluster.MAX_COMPUTES:
                 self._remote.popitem(last=False)
             for n in self._by_name:
@@ -1592,8 +1592,10 @@ class AdaptiveChunkingEngine:
         """Fold the records of finished computes from the distributed schedulers."""
         with self._lock:
             by_client: dict = {}
-            for cid, client in self._remote.items():
+            sent_at = {}
+            for cid, (client, when) in self._remote.items():
                 by_client.setdefault(id(client), (client, []))[1].append(cid)
+                sent_at[cid] = when
         for client, cids in by_client.values():
             try:
                 found = _cluster.drain(client, cids)
@@ -1606,6 +1608,10 @@ class AdaptiveChunkingEngine:
                     continue
             for cid, entry in found.items():
                 failed = any(r[7] for r in entry["records"])
+                if entry.get("gone") and not entry["records"] and (
+                    time.monotonic() - sent_at.get(cid, 0) < _SUBMIT_GRACE
+                ):
+                    continue  # maybe not on the scheduler yet
                 if not (entry["done"] or entry.get("gone") or failed):
                     continue
                 with self._lock:
@@ -1780,6 +1786,10 @@ _engine_lock = threading.Lock()
 _MISSING = object()
 
 
+#: Seconds a compute sent to a distributed scheduler may take to show its first task.
+_SUBMIT_GRACE = 5.0
+
+
 class _ProfilingOptimizer:
     """The ``array_optimize`` function the engine installs.
 
@@ -1840,11 +1850,16 @@ class _ProfilingOptimizer:
             engine = _engine if _engine is not None else next(iter(_engines), None)
             if client is not None and engine is not None:
                 named = engine._remote_names()
-                if named:
-                    remote, cid = _cluster.snapshot(base, named)
-                    _cluster.ensure_plugin(client)
+                everything = engine is _engine and engine.enabled
+                if named or everything:
+                    remote, cid = _cluster.snapshot(base, named, everything)
+                    records = int(_number("max-records", _get("max-records"), low=0,
+                                          high=math.inf))
+                    _cluster.ensure_plugin(client, max(records, 1) * 100)
                     engine._sent(cid, client)
-                    return _cluster.RemoteOptimizer, (remote.base, remote.cid, remote.named)
+                    return _cluster.RemoteOptimizer, (
+                        remote.base, remote.cid, remote.named, remote.everything
+                    )
         except Exception as e:  # profiling must never break the compute
             _instr.warn_engine_error(e)
         return _plain_optimizer, (base,)

@@ -155,8 +155,8 @@ class RemoteOptimizer:
     tasks by the profiles they work for, each annotated for the plugin.
     """
 
-    def __init__(self, base, cid: str, named: dict[str, tuple[str, ...]]):
-        self.base, self.cid, self.named = base, cid, named
+    def __init__(self, base, cid: str, named: dict[str, tuple[str, ...]], everything=False):
+        self.base, self.cid, self.named, self.everything = base, cid, named, everything
 
     def __call__(self, dsk, keys, **kwargs):
         from dask._task_spec import Task, convert_legacy_graph
@@ -167,7 +167,7 @@ class RemoteOptimizer:
 
         names = [n for n in getattr(dsk, "layers", {}) if n in self.named]
         out = self.base(dsk, keys, **kwargs)
-        if not names:
+        if not names and not self.everything:
             return out
         try:
             flat = convert_legacy_graph(ensure_dict(out) if isinstance(out, HighLevelGraph)
@@ -175,6 +175,8 @@ class RemoteOptimizer:
             tasks = [k for k, v in flat.items() if type(v) is Task]
             named = {n: frozenset(self.named[n]) for n in names}
             tag_of, tags = assign_tags(flat, tasks, named)
+            if self.everything:  # profile every task, for the engine's aggregate at least
+                tags = [t | {""} for t in tags]
             total = sum(1 for k in tasks if tags[tag_of[k]])
             groups: dict[int, dict] = {}
             for key, node in flat.items():
@@ -182,8 +184,9 @@ class RemoteOptimizer:
             layers, deps = {}, {}
             for i, part in groups.items():
                 name = f"adaptive-chunking-{self.cid}-{i}"
-                profiles = tuple(sorted(tags[i])) if i >= 0 else ()
-                annotations = {ANNOTATION: (self.cid, profiles, total)} if profiles else None
+                profiles = tuple(sorted(tags[i] - {""})) if i >= 0 else ()
+                counted = i >= 0 and bool(tags[i])
+                annotations = {ANNOTATION: (self.cid, profiles, total)} if counted else None
                 layers[name] = MaterializedLayer(part, annotations=annotations)
                 deps[name] = set()
             return HighLevelGraph(layers, deps)
@@ -205,18 +208,22 @@ def client_for_compute():
         return None
 
 
-def snapshot(base, named: dict[str, tuple[str, ...]]) -> tuple[RemoteOptimizer, str]:
+def snapshot(base, named: dict[str, tuple[str, ...]], everything: bool = False):
     """A :class:`RemoteOptimizer` for one compute, and its compute id."""
     cid = uuid.uuid4().hex
-    return RemoteOptimizer(base, cid, named), cid
+    return RemoteOptimizer(base, cid, named, everything), cid
 
 
-def ensure_plugin(client) -> None:
-    """Register the profiling plugin on the client's scheduler (idempotent)."""
-    if getattr(client, "_adaptive_chunking_plugin", False):
+def ensure_plugin(client, max_records: int) -> None:
+    """Register the profiling plugin on the client's scheduler (idempotent).
+
+    Settings are read on the client and travel with the plugin: the scheduler does
+    not see the client's ``dask.config``.
+    """
+    if getattr(client, "_adaptive_chunking_plugin", None) == max_records:
         return
-    client.register_plugin(ProfilingPlugin())
-    client._adaptive_chunking_plugin = True
+    client.register_plugin(ProfilingPlugin(max_records=max_records))
+    client._adaptive_chunking_plugin = max_records
 
 
 def drain(client, cids) -> dict[str, Any]:

@@ -138,3 +138,18 @@ def test_client_connected_by_address(engine, client):
         assert x.sum().compute() > 0
         assert engine.get_profile(pid)["status"] == "complete"
         assert other.status == "running"
+
+
+def test_profiling_everything_on_a_cluster(engine, client):
+    from dask.array.adaptive_chunking import disable_adaptive_chunking, enable_adaptive_chunking
+
+    enable_adaptive_chunking()
+    try:
+        before = engine.get_telemetry()["computes_profiled"]
+        x = da.ones((1000, 1000), chunks=250)
+        assert x.sum().compute() == 1e6
+        telemetry = engine.get_telemetry()
+        assert telemetry["computes_profiled"] == before + 1
+        assert telemetry["recent_computes"][-1]["tasks"] >= 16
+    finally:
+        disable_adaptive_chunking()
