@@ -1855,7 +1855,8 @@ class _ProfilingOptimizer:
                     remote, cid = _cluster.snapshot(base, named, everything)
                     records = int(_number("max-records", _get("max-records"), low=0,
                                           high=math.inf))
-                    _cluster.ensure_plugin(client, max(records, 1) * 100)
+                    if not _cluster.ensure_plugin(client, max(records, 1) * 100):
+                        return _plain_optimizer, (base,)
                     engine._sent(cid, client)
                     return _cluster.RemoteOptimizer, (
                         remote.base, remote.cid, remote.named, remote.everything

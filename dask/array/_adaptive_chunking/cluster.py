@@ -214,16 +214,41 @@ def snapshot(base, named: dict[str, tuple[str, ...]], everything: bool = False):
     return RemoteOptimizer(base, cid, named, everything), cid
 
 
-def ensure_plugin(client, max_records: int) -> None:
+def _importable(dask_scheduler=None) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dask.array._adaptive_chunking.cluster") is not None
+
+
+def ensure_plugin(client, max_records: int) -> bool:
     """Register the profiling plugin on the client's scheduler (idempotent).
 
-    Settings are read on the client and travel with the plugin: the scheduler does
-    not see the client's ``dask.config``.
+    Returns False, and profiles nothing there, when the scheduler cannot import
+    this package (the optimizer sent to it would not unpickle). Settings are read
+    on the client and travel with the plugin: the scheduler does not see the
+    client's ``dask.config``.
     """
     if getattr(client, "_adaptive_chunking_plugin", None) == max_records:
-        return
+        return True
+    if getattr(client, "_adaptive_chunking_plugin", None) is False:
+        return False
+    if not client.run_on_scheduler(_importable):
+        import warnings
+
+        from dask.array._adaptive_chunking.instrument import AdaptiveChunkingWarning
+
+        client._adaptive_chunking_plugin = False
+        warnings.warn(
+            "the distributed scheduler cannot import dask.array.adaptive_chunking; "
+            "computes on it are not profiled. Install this package where the "
+            "scheduler runs",
+            AdaptiveChunkingWarning,
+            stacklevel=2,
+        )
+        return False
     client.register_plugin(ProfilingPlugin(max_records=max_records))
     client._adaptive_chunking_plugin = max_records
+    return True
 
 
 def drain(client, cids) -> dict[str, Any]:

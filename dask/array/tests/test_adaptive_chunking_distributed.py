@@ -153,3 +153,17 @@ def test_profiling_everything_on_a_cluster(engine, client):
         assert telemetry["recent_computes"][-1]["tasks"] >= 16
     finally:
         disable_adaptive_chunking()
+
+
+def test_scheduler_without_the_package_computes_unprofiled(engine, client, monkeypatch):
+    from dask.array._adaptive_chunking import cluster
+    from dask.array.adaptive_chunking import AdaptiveChunkingWarning
+
+    monkeypatch.setattr(cluster, "_importable", lambda dask_scheduler=None: False)
+    monkeypatch.delattr(client, "_adaptive_chunking_plugin", raising=False)
+    x = da.ones((1000, 1000), chunks=250)
+    pid = engine.profile_array(x)
+    with pytest.warns(AdaptiveChunkingWarning, match="cannot import"):
+        assert x.sum().compute() == 1e6
+    assert engine.get_profile(pid)["status"] == "pending"
+    monkeypatch.delattr(client, "_adaptive_chunking_plugin", raising=False)  # for later tests
