@@ -633,6 +633,11 @@ def _normalized(array, chunks) -> tuple[tuple[int, ...], ...]:
         ) from e
 
 
+def _pooled(states) -> list[_model.Observation]:
+    """The per-compute observations of several profiles (pilots of one workload)."""
+    return [o for s in states for o in s.profiler.observations()]
+
+
 def _fit(observations: Sequence[_model.Observation]) -> _model.WorkloadModel | None:
     """Fit the model, with this machine's page-fault cost and BLAS threads."""
     contracts = any(t[0] in _model.CONTRACTIONS for o in observations for t in o.terms)
@@ -1199,9 +1204,8 @@ class AdaptiveChunkingEngine:
         profiler = state.profiler
         if len(states) > 1:
             profiler = ChunkProfiler()
-            for s in states:
-                for observation in s.profiler.observations():
-                    profiler._record_compute(observation)
+            for observation in _pooled(states):
+                profiler._record_compute(observation)
         if downstream is None:
             downstream = self._hints(states, shape)
         return self.recommender.recommend(
@@ -1223,17 +1227,14 @@ class AdaptiveChunkingEngine:
         all of them (a small pilot rechunked to "auto" fits in one chunk, which says
         nothing about the full array: pass ``workload=`` for that).
         """
-        whole: set = set()
-        square = False
-        ops: set = set()
-        for s in states:
-            ops.update(s.downstream.ops)
-            square = square or s.downstream.square
-            if len(s.shape) == len(shape):
-                whole.update(s.downstream.whole_dims)
-        if len(whole) >= len(shape):
-            whole = set()
-        return _graph.Downstream(frozenset(whole), square, tuple(sorted(ops)))
+        merged = _graph.Downstream.merge(
+            s.downstream if len(s.shape) == len(shape)
+            else _graph.Downstream(frozenset(), s.downstream.square, s.downstream.ops)
+            for s in states
+        )
+        if len(merged.whole_dims) >= len(shape):
+            merged = _graph.Downstream(frozenset(), merged.square, merged.ops)
+        return merged
 
     @staticmethod
     def _downstream_of(array, workload) -> _graph.Downstream | None:
@@ -1261,11 +1262,7 @@ class AdaptiveChunkingEngine:
                     "computed from it, e.g. engine.recommend(x, pid, workload=(x + 1).sum())"
                 )
             found.append(_graph.downstream(graph, array.name, array.shape))
-        return _graph.Downstream(
-            frozenset().union(*(d.whole_dims for d in found)),
-            any(d.square for d in found),
-            tuple(sorted(set().union(*(d.ops for d in found)))),
-        )
+        return _graph.Downstream.merge(found)
 
     def _source(self, array, profile_id, what: str) -> list[_Profile]:
         """The profiles whose measurements decide for ``array``."""
@@ -1371,8 +1368,7 @@ class AdaptiveChunkingEngine:
         self._drain()
         states = self._source(array, profile_id, "predict")
         normalized = _normalized(array, chunks)
-        observations = [o for s in states for o in s.profiler.observations()]
-        fit = _fit(observations)
+        fit = _fit(_pooled(states))
         if fit is None:
             raise ValueError(
                 f"profile {[s.id for s in states]} recorded no tasks to learn from"

@@ -46,6 +46,21 @@ class Downstream:
     square: bool = False
     ops: tuple = field(default=())
 
+    @classmethod
+    def merge(cls, hints) -> Downstream:
+        """All of ``hints`` together: every whole dimension, square if any is.
+
+        >>> Downstream.merge([Downstream(frozenset({1}), False, ("sum",)),
+        ...                   Downstream(frozenset(), True, ("transpose",))])
+        Downstream(whole_dims=frozenset({1}), square=True, ops=('sum', 'transpose'))
+        """
+        hints = list(hints)
+        return cls(
+            frozenset().union(*(h.whole_dims for h in hints)),
+            any(h.square for h in hints),
+            tuple(sorted(set().union(*(h.ops for h in hints)))),
+        )
+
 
 def _dependents(dependencies: Mapping[str, Iterable[str]], name: str) -> set:
     reverse: dict = {}
