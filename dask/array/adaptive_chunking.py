@@ -81,6 +81,8 @@ MiB = 2**20
 
 _PREFIX = _config.PREFIX
 _PEAK_METHODS = _config.PEAK_METHODS
+#: The distributed setting that bounds the root tasks a worker holds at a time.
+SATURATION_KEY = "distributed.scheduler.worker-saturation"
 _number = _config.number
 _nbytes_setting = _config.nbytes_setting
 _get = _config.get
@@ -575,6 +577,20 @@ class Recommendation:
     overhead_fraction: float = 0.0
     downstream: tuple[str, ...] = ()
     storage_chunks: tuple[int, ...] | None = None
+    saturation: _model.Saturation | None = None
+    scheduler_reason: str = ""
+
+    @property
+    def scheduler_config(self) -> dict[str, float | str]:
+        """Settings for a ``dask.distributed`` scheduler running these chunks.
+
+        Empty unless the profile came from a cluster. ``"inf"`` (as distributed
+        spells it in config) turns root-task queuing off.
+        """
+        if self.saturation is None:
+            return {}
+        value = self.saturation.value
+        return {SATURATION_KEY: "inf" if math.isinf(value) else round(value, 3)}
 
     @property
     def array_chunk_size(self) -> int:
@@ -602,6 +618,8 @@ class Recommendation:
             "array_chunk_size": self.array_chunk_size,
             "downstream_ops": list(self.downstream),
             "storage_chunks": self.storage_chunks,
+            "scheduler_config": self.scheduler_config,
+            "scheduler_reason": self.scheduler_reason,
         }
 
 
@@ -619,6 +637,27 @@ _REASONS = {
     "shape": "the dimensions that should stay whole do not fit the chunk-size bounds "
              "whole; this is the nearest shape within them",
 }
+
+
+def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
+    """Why a worker saturation was chosen, in a sentence."""
+    value = "inf" if math.isinf(sat.value) else f"{sat.value:g}"
+    if sat.reason == "nothing-waits":
+        out = (f"worker-saturation {value}: no chunk waits for tasks on other workers, "
+               "so queuing root tasks would only add round trips")
+    elif sat.reason == "fits":
+        out = (f"worker-saturation {value}: even if a worker created all its chunks "
+               f"first it would stay within the budget ({format_bytes(sat.peak_bytes)} "
+               f"of {format_bytes(budget)} predicted)")
+    else:
+        out = (f"worker-saturation {value}: with queuing off a worker could hold up to "
+               f"{format_bytes(sat.unqueued_peak_bytes)} of chunks waiting for other "
+               f"workers, over the budget of {format_bytes(budget)}; this keeps it at "
+               f"{format_bytes(sat.peak_bytes)}")
+    if current is not None:
+        now = "inf" if math.isinf(current) else f"{current:g}"
+        out += f" (the scheduler runs with {now})"
+    return out
 
 
 def _normalized(array, chunks) -> tuple[tuple[int, ...], ...]:
@@ -786,6 +825,7 @@ class ChunkSizeRecommender:
         storage_chunks: Sequence[int] | None = None,
         downstream: _graph.Downstream | None = None,
         cluster: Mapping[str, Mapping[str, int]] | None = None,
+        worker_saturation: float | None = None,
     ) -> Recommendation | None:
         """Like :meth:`recommend_chunk_size`, with the explanation.
 
@@ -807,7 +847,12 @@ class ChunkSizeRecommender:
             The workers of a ``dask.distributed`` cluster (address -> ``nthreads``,
             ``memory_limit``, ``baseline`` bytes): the budget is then that of the
             tightest worker, the tasks at once the cluster's threads, and the peak
-            that of one worker.
+            that of one worker. The recommendation then also carries the
+            scheduler's ``worker-saturation`` to run the chunks with
+            (:attr:`Recommendation.scheduler_config`).
+        worker_saturation : float, optional
+            The cluster's current ``distributed.scheduler.worker-saturation``, for
+            the explanation only.
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
@@ -907,6 +952,15 @@ class ChunkSizeRecommender:
             notes.append(f"multiples of the storage chunks {storage_chunks}")
         if notes:
             reason += "; " + "; ".join(notes)
+        saturation, scheduler_reason = None, ""
+        if workers:
+            saturation = _model.worker_saturation(
+                fit, array_bytes, chunk_bytes, budget_bytes=budget,
+                threads_per_worker=max(w["nthreads"] for w in workers),
+                workers=len(workers), n_chunks=blocks, baseline_bytes=baseline,
+                aligned=aligned,
+            )
+            scheduler_reason = _saturation_reason(saturation, budget, worker_saturation)
         if not fits:
             warnings.warn(
                 f"no chunking of this {shape} array fits the memory budget of "
@@ -934,6 +988,8 @@ class ChunkSizeRecommender:
             overhead_fraction=pred.overhead_fraction,
             downstream=downstream.ops,
             storage_chunks=storage_chunks,
+            saturation=saturation,
+            scheduler_reason=scheduler_reason,
         )
 
     def _setting(name: str, doc: str):  # noqa: N805 - builds properties below
@@ -987,7 +1043,7 @@ class _Profile:
     __slots__ = (
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
-        "storage", "split_dims", "workers",
+        "storage", "split_dims", "workers", "saturation",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -1011,6 +1067,35 @@ class _Profile:
         self.storage = _graph.storage_chunks(array)
         self.split_dims = sum(len(c) > 1 for c in array.chunks)
         self.workers: dict[str, dict[str, int]] = {}  # on a cluster: memory per worker
+        self.saturation: float | None = None  # on a cluster: the scheduler's setting
+
+
+class _RemoteGraph:
+    """What a compute's graph says about its tasks, from a local collector or a cluster.
+
+    Locally the ``collector`` answers from the graph it instrumented; from a
+    distributed scheduler, ``dependencies`` (key -> keys it reads, aliases
+    resolved) and ``fused`` (key -> contraction fused into it) came with the
+    records. ``hints`` maps each profile to its :class:`~._graph.Downstream`.
+    """
+
+    __slots__ = ("dependencies", "fused", "hints", "collector")
+
+    def __init__(self, dependencies, fused, hints, collector=None) -> None:
+        self.dependencies, self.fused = dependencies, fused
+        self.hints, self.collector = hints, collector
+
+    def dependencies_of(self, keys) -> dict:
+        if self.collector is not None:
+            return _instr.dependencies_of(self.collector, keys)
+        deps = self.dependencies
+        return {k: deps[k] for k in keys if k in deps}
+
+    def fused_ops(self, keys) -> dict:
+        if self.collector is not None:
+            return _instr.fused_ops(self.collector, keys, _model.CONTRACTIONS)
+        fused = self.fused
+        return {k: fused[k] for k in keys if k in fused}
 
 
 class AdaptiveChunkingEngine:
@@ -1216,6 +1301,9 @@ class AdaptiveChunkingEngine:
             storage_chunks=storage,
             downstream=downstream,
             cluster=next((s.workers for s in reversed(states) if s.workers), None),
+            worker_saturation=next(
+                (s.saturation for s in reversed(states) if s.workers), None
+            ),
         )
 
     @staticmethod
@@ -1421,6 +1509,64 @@ class AdaptiveChunkingEngine:
             return array
         return array.rechunk(normalized)
 
+    def apply_scheduler_config(self, recommendation, client=None) -> dict[str, Any]:
+        """Set a recommendation's scheduler settings on a running distributed scheduler.
+
+        Parameters
+        ----------
+        recommendation : Recommendation, str or dict
+            A :class:`Recommendation`, a profile id (its current recommendation) or
+            a ``scheduler_config`` dictionary, as in a profile's ``recommendation``.
+        client : distributed.Client, optional
+            Default: the default client.
+
+        Returns
+        -------
+        dict
+            The settings as they were, to restore them later with this method.
+
+        The setting takes effect for the next tasks the scheduler assigns; apply it
+        between computes (it raises ``RuntimeError`` while root tasks are queued).
+        A new cluster takes it from ``dask.config.set(rec.scheduler_config)``
+        made before it starts.
+        """
+        config = recommendation
+        if isinstance(config, str):
+            rec = self._recommend(self._state(config))
+            config = {} if rec is None else rec.scheduler_config
+        elif isinstance(config, Recommendation):
+            config = config.scheduler_config
+        if not isinstance(config, Mapping):
+            raise TypeError(
+                "recommendation must be a Recommendation, a profile id or a "
+                f"scheduler_config dict, got {type(recommendation).__name__}"
+            )
+        unknown = set(config) - {SATURATION_KEY}
+        if unknown:
+            raise ValueError(
+                f"unknown scheduler setting(s) {sorted(unknown)}; only {SATURATION_KEY!r} "
+                "can be applied"
+            )
+        if not config:
+            raise ValueError(
+                "this recommendation has no scheduler settings: it was not made from a "
+                "compute on a dask.distributed cluster"
+            )
+        value = config[SATURATION_KEY]
+        value = math.inf if value == "inf" else value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(
+                f"{SATURATION_KEY} must be a number > 0 or 'inf', got {config[SATURATION_KEY]!r}"
+            )
+        client = client or _cluster.client_for_compute()
+        if client is None:
+            raise ValueError(
+                "no dask.distributed client: start one, or pass client=, to apply "
+                "scheduler settings"
+            )
+        old = _cluster.set_worker_saturation(client, float(value))
+        return {SATURATION_KEY: "inf" if math.isinf(old) else old}
+
     def get_telemetry(self) -> dict[str, Any]:
         """Engine state: tracked arrays, memory pressure and aggregate statistics."""
         self._drain()
@@ -1569,9 +1715,12 @@ class AdaptiveChunkingEngine:
         if cid in self._pending:  # started and unfinished; else nothing to keep
             self._abandoned.append((records, cid))
 
-    def _remote_names(self) -> dict[str, tuple[str, ...]]:
+    def _remote_names(self) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple]]:
+        """Per profiled array name: its profile ids, and its shape."""
         with self._lock:
-            return {n: tuple(s.id for s in states) for n, states in self._by_name.items()}
+            named = {n: tuple(s.id for s in states) for n, states in self._by_name.items()}
+            shapes = {n: states[0].shape for n, states in self._by_name.items() if states}
+        return named, shapes
 
     def _sent(self, cid: str, client) -> None:
         """A compute with profiled arrays was sent to ``client``'s scheduler."""
@@ -1598,17 +1747,18 @@ class AdaptiveChunkingEngine:
             except Exception as e:  # a closed client, a lost scheduler
                 logger.debug("adaptive chunking could not drain %s: %s", cids, e)
                 if getattr(client, "status", "running") in ("closing", "closed"):
-                    found = {c: {"records": [], "workers": {}, "done": False, "gone": True}
-                             for c in cids}
+                    found = {c: {"records": [], "workers": {}, "done": False, "gone": True,
+                                 "closed": True} for c in cids}
                 else:
                     continue
             for cid, entry in found.items():
                 failed = any(r[7] for r in entry["records"])
-                if entry.get("gone") and not entry["records"] and (
-                    time.monotonic() - sent_at.get(cid, 0) < _SUBMIT_GRACE
+                if entry.get("gone") and not entry["records"] and not entry.get("closed") and (
+                    time.monotonic() - sent_at.get(cid, 0) < _cluster.SUBMIT_GRACE
                 ):
                     continue  # maybe not on the scheduler yet
                 if not (entry["done"] or entry.get("gone") or failed):
+                    self._running(entry.get("profiles") or ())
                     continue
                 with self._lock:
                     self._remote.pop(cid, None)
@@ -1618,31 +1768,54 @@ class AdaptiveChunkingEngine:
                 except Exception as e:  # profiling must never break the caller
                     _instr.warn_engine_error(e)
 
+    def _running(self, profile_ids) -> None:
+        """Profiles whose compute is in flight on a cluster are ``running``."""
+        with self._lock:
+            for state in self._profiles.values():
+                if state.id in profile_ids:
+                    state.status = "running"
+
     def _fold_remote(self, entry: dict[str, Any], status: str) -> None:
         records = entry["records"]
         with self._lock:
             states = {s.id: s for s in self._profiles.values()}
+        structure = entry.get("structure") or {}
+        outputs = set(map(_cluster.as_key, structure.get("outputs", ())))
         groups: dict[tuple, int] = {}
         tuples = []
         for key, t0, t1, nbytes, worker, thread, profiles, failed in records:
-            tag = groups.setdefault(profiles, len(groups))
+            key = _cluster.as_key(key)
+            tag = groups.setdefault(tuple(profiles), len(groups))
             tuples.append((key, t0, t1, 0, 0, nbytes, None, None, hash((worker, thread)),
-                           tag, False, failed, nbytes, 0, nbytes))
+                           tag, key in outputs, failed, nbytes, 0, nbytes))
         tags = [frozenset(states[i] for i in profiles if i in states) for profiles in groups]
         involved = set().union(*tags) if tags else set()
         if not records:  # the compute ended before any task of it finished
+            known = {states[i] for i in structure.get("profiles", ()) if i in states}
             with self._lock:
                 for state in self._profiles.values():
-                    if state.status == "running" and state.computes == 0:
+                    if state in known or (state.status == "running" and state.computes == 0):
                         state.status = status
+                        state.computes += state in known
+                        state.last = {"status": status, "tasks": 0}
             return
         workers = entry.get("workers", {})
         peak = max((w["process"] for w in workers.values()), default=0)
         batch = _instr.batch_from_records(tuples)
-        self._fold(batch, tags, involved, status, peak=peak, baseline=0)
+        graph = None
+        if structure:
+            as_key = _cluster.as_key
+            graph = _RemoteGraph(
+                {as_key(k): [as_key(d) for d in ds] for k, ds in structure["dependencies"]},
+                {as_key(k): op for k, op in structure["fused"]},
+                {states[i]: _graph.Downstream(frozenset(w), bool(sq), tuple(ops))
+                 for i, (w, sq, ops) in structure["hints"].items() if i in states},
+            )
+        self._fold(batch, tags, involved, status, peak=peak, baseline=0, graph=graph)
         with self._lock:
             for state in involved:
                 state.workers = dict(workers)
+                state.saturation = entry.get("saturation")
 
     def _drain(self) -> None:
         """Fold the computes whose graphs were dropped before they finished."""
@@ -1664,14 +1837,18 @@ class AdaptiveChunkingEngine:
             except Exception as e:  # profiling must never break the caller
                 _instr.warn_engine_error(e)
 
-    def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None) -> None:
+    def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None,
+              graph=None) -> None:
         """Fold one compute's records into the profiles it belongs to.
 
-        With the ``collector`` (a compute that finished, not one abandoned), each
+        With the ``collector`` (a compute that finished, not one abandoned) or the
+        ``graph`` a distributed scheduler sent (a :class:`_RemoteGraph`), each
         profile also learns the compute's structure: how its task count grows with
         the number of chunks, the task outputs that waited for their consumers, and
         what the downstream operations want from its chunks.
         """
+        if graph is None and collector is not None:
+            graph = _RemoteGraph(None, None, collector.hints, collector)
         profile_chunks = self.profile_chunks
         d = batch.data
         n = len(batch)
@@ -1696,9 +1873,9 @@ class AdaptiveChunkingEngine:
 
         def observation(array_bytes, chunk_bytes, part, state=None) -> _model.Observation:
             structure = {}
-            if state is not None and collector is not None:
+            if state is not None and graph is not None:
                 p = part.data
-                deps = _instr.dependencies_of(collector, part.keys)
+                deps = graph.dependencies_of(part.keys)
                 replay = (part.keys, p["t0"], p["t1"], p["nbytes"], p["out"], deps)
                 memory = {"mem": p["mem"], "mem_bytes": p["membytes"]}
                 held, largest = _model.replay_memory(*replay, **memory)
@@ -1711,7 +1888,7 @@ class AdaptiveChunkingEngine:
                     # One chunk cannot show how tasks grow with the number of chunks.
                     "terms": _model.task_terms(
                         part.keys, state.split_dims, p["t1"] - p["t0"],
-                        _instr.fused_ops(collector, part.keys, _model.CONTRACTIONS),
+                        graph.fused_ops(part.keys),
                     ) if state.split_dims else (),
                     "held_bytes": held,
                     "task_bytes": largest,
@@ -1747,8 +1924,8 @@ class AdaptiveChunkingEngine:
                 state.profiler._record_compute(
                     observation(state.nbytes, state.chunk_bytes, part, state)
                 )
-            if collector is not None and state in collector.hints:
-                state.downstream = collector.hints[state]
+            if graph is not None and state in graph.hints:
+                state.downstream = graph.hints[state]
             with self._lock:
                 state.status = status
                 state.computes += 1
@@ -1781,9 +1958,6 @@ _engine_lock = threading.Lock()
 
 _MISSING = object()
 
-
-#: Seconds a compute sent to a distributed scheduler may take to show its first task.
-_SUBMIT_GRACE = 5.0
 
 
 class _ProfilingOptimizer:
@@ -1845,17 +2019,18 @@ class _ProfilingOptimizer:
             client = _cluster.client_for_compute()
             engine = _engine if _engine is not None else next(iter(_engines), None)
             if client is not None and engine is not None:
-                named = engine._remote_names()
+                named, shapes = engine._remote_names()
                 everything = engine is _engine and engine.enabled
                 if named or everything:
-                    remote, cid = _cluster.snapshot(base, named, everything)
+                    remote, cid = _cluster.snapshot(base, named, everything, shapes)
                     records = int(_number("max-records", _get("max-records"), low=0,
                                           high=math.inf))
                     if not _cluster.ensure_plugin(client, max(records, 1) * 100):
                         return _plain_optimizer, (base,)
                     engine._sent(cid, client)
                     return _cluster.RemoteOptimizer, (
-                        remote.base, remote.cid, remote.named, remote.everything
+                        remote.base, remote.cid, remote.named, remote.everything,
+                        remote.shapes,
                     )
         except Exception as e:  # profiling must never break the compute
             _instr.warn_engine_error(e)

@@ -30,6 +30,22 @@ PLUGIN_NAME = "adaptive-chunking"
 ANNOTATION = "adaptive_chunking"
 #: Computes kept on the scheduler waiting to be drained; older ones are dropped.
 MAX_COMPUTES = 64
+#: Seconds a compute may take from being sent (or optimized) to having its tasks on
+#: the scheduler; until then, not finding them does not mean it is gone.
+SUBMIT_GRACE = 5.0
+#: On the scheduler: compute id -> the graph facts :class:`RemoteOptimizer` found.
+STRUCTURE: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+
+def _structure() -> OrderedDict[str, dict[str, Any]]:
+    """:data:`STRUCTURE` of the module as imported where this runs.
+
+    The plugin class is built in a function, so registering it pickles it by
+    value with a copy of this module's globals; it must look the dict up here.
+    """
+    from dask.array._adaptive_chunking import cluster
+
+    return cluster.STRUCTURE
 
 
 def _plugin_class():
@@ -56,6 +72,8 @@ def _plugin_class():
             if entry is None:
                 entry = self.computes[cid] = {
                     "total": total, "records": [], "workers": {}, "started": time.time(),
+                    "saturation": float(getattr(self.scheduler, "WORKER_SATURATION", 0))
+                    or None,
                 }
                 while len(self.computes) > MAX_COMPUTES:
                     self.computes.popitem(last=False)
@@ -122,17 +140,30 @@ def _plugin_class():
                           or len(self.computes[c]["records"]) < self.computes[c]["total"]}
             live = self._live(unfinished) if unfinished else set()
             out = {}
+            structure = _structure()
             for cid in wanted:
                 entry = self.computes.get(cid)
                 done = entry is not None and cid not in unfinished
                 gone = cid not in live and not done
                 if entry is None:
-                    if gone and cids is not None:
-                        out[cid] = {"records": [], "workers": {}, "done": False, "gone": True}
+                    if cids is None:
+                        continue
+                    known = structure.get(cid)
+                    if known is not None and (
+                        not gone or time.time() - known["time"] < SUBMIT_GRACE
+                    ):  # optimized; its tasks are being added, or none finished yet
+                        out[cid] = {"records": [], "workers": {}, "done": False,
+                                    "gone": False, "profiles": known["profiles"]}
+                    elif gone:
+                        out[cid] = {"records": [], "workers": {}, "done": False, "gone": True,
+                                    "structure": structure.pop(cid, None)}
                     continue
                 failed = any(r[7] for r in entry["records"])
                 out[cid] = dict(entry, done=done, gone=gone, failed=failed)
-                if done or gone or failed:
+                if not (done or gone or failed):
+                    out[cid]["profiles"] = structure.get(cid, {}).get("profiles", [])
+                else:
+                    out[cid]["structure"] = structure.pop(cid, None)
                     del self.computes[cid]
                     self.ended[cid] = None
                     while len(self.ended) > 16 * MAX_COMPUTES:
@@ -150,68 +181,111 @@ def ProfilingPlugin(*args, **kwargs):  # noqa: N802 - a class, built lazily
 class RemoteOptimizer:
     """The engine's optimizer as it runs on a distributed scheduler.
 
-    ``named`` maps a profiled array's name to its profile ids; the result is the
-    optimization ``base`` would give, as a high-level graph whose layers group the
-    tasks by the profiles they work for, each annotated for the plugin.
+    ``named`` maps a profiled array's name to its profile ids and ``shapes`` maps
+    it to its shape; the result is the optimization ``base`` would give, as a
+    high-level graph whose layers group the tasks by the profiles they work for,
+    each annotated for the plugin. What the local path learns from the graph (which
+    keys each task reads, the contractions fused into tasks, the compute's outputs
+    and what the later operations want from each profiled array) is kept in
+    :data:`STRUCTURE` for the plugin to hand to the client with the records.
     """
 
-    def __init__(self, base, cid: str, named: dict[str, tuple[str, ...]], everything=False):
+    def __init__(self, base, cid: str, named: dict[str, tuple[str, ...]], everything=False,
+                 shapes: dict[str, tuple[int, ...]] | None = None):
         self.base, self.cid, self.named, self.everything = base, cid, named, everything
+        self.shapes = shapes or {}
 
     def __call__(self, dsk, keys, **kwargs):
-        from dask._task_spec import Task, convert_legacy_graph
-        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-        from dask.utils import ensure_dict
+        from types import SimpleNamespace
 
-        from dask.array._adaptive_chunking.instrument import assign_tags
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+        from dask.array._adaptive_chunking import graph as _graph
+        from dask.array._adaptive_chunking import instrument as _instr
+        from dask.array._adaptive_chunking.model import CONTRACTIONS
 
         names = [n for n in getattr(dsk, "layers", {}) if n in self.named]
         out = self.base(dsk, keys, **kwargs)
         if not names and not self.everything:
             return out
         try:
-            flat = convert_legacy_graph(ensure_dict(out) if isinstance(out, HighLevelGraph)
-                                        else dict(out))
-            tasks = [k for k, v in flat.items() if type(v) is Task]
+            flat, tasks, aliases, outputs = _instr.measured_tasks(out, keys)
             named = {n: frozenset(self.named[n]) for n in names}
-            tag_of, tags = assign_tags(flat, tasks, named)
+            tag_of, tags = _instr.assign_tags(flat, list(tasks), named)
             if self.everything:  # profile every task, for the engine's aggregate at least
                 tags = [t | {""} for t in tags]
-            total = sum(1 for k in tasks if tags[tag_of[k]])
+            counted = [k for k in tasks if tags[tag_of[k]]]
+            graph = SimpleNamespace(tasks=tasks, aliases=aliases)
+            hints = {}
+            for n in names:
+                if n in self.shapes and isinstance(dsk, HighLevelGraph):
+                    d = _graph.downstream(dsk, n, tuple(self.shapes[n]))
+                    hints.update((i, (sorted(d.whole_dims), d.square, list(d.ops)))
+                                 for i in self.named[n])
+            STRUCTURE[self.cid] = {
+                "time": time.time(),
+                "profiles": sorted(set().union(*tags) - {""}),
+                "dependencies": list(_instr.dependencies_of(graph, counted).items()),
+                "fused": list(_instr.fused_ops(graph, counted, CONTRACTIONS).items()),
+                "outputs": [k for k in counted if k in outputs],
+                "hints": hints,
+            }
+            while len(STRUCTURE) > MAX_COMPUTES:
+                STRUCTURE.popitem(last=False)
             groups: dict[int, dict] = {}
             for key, node in flat.items():
-                groups.setdefault(tag_of.get(key, -1), {})[key] = node
+                groups.setdefault(tag_of.get(key, -1) if key in tasks else -1, {})[key] = node
             layers, deps = {}, {}
             for i, part in groups.items():
                 name = f"adaptive-chunking-{self.cid}-{i}"
                 profiles = tuple(sorted(tags[i] - {""})) if i >= 0 else ()
-                counted = i >= 0 and bool(tags[i])
-                annotations = {ANNOTATION: (self.cid, profiles, total)} if counted else None
+                annotated = i >= 0 and bool(tags[i])
+                annotations = ({ANNOTATION: (self.cid, profiles, len(counted))}
+                               if annotated else None)
                 layers[name] = MaterializedLayer(part, annotations=annotations)
                 deps[name] = set()
             return HighLevelGraph(layers, deps)
         except Exception:
+            STRUCTURE.pop(self.cid, None)
             return out  # profiling must never break the compute
 
 
+def as_key(key):
+    """A task key as Dask spells it (messages from the scheduler may turn tuples into lists)."""
+    if isinstance(key, list):
+        return tuple(as_key(k) for k in key)
+    return key
+
+
 def client_for_compute():
-    """The distributed client the current compute will use, or None."""
+    """The distributed client a compute started here uses, or None.
+
+    The same choice as Dask's ``get_scheduler`` (``distributed.get_client``: the
+    client of ``as_current``, else the newest), except inside a worker's task, whose
+    computes are not the user's.
+    """
     import sys
 
     if "distributed" not in sys.modules:
         return None
     try:
-        from distributed import default_client
+        from distributed import Client, get_worker
 
-        return default_client()
+        try:
+            get_worker()
+            return None
+        except ValueError:
+            pass
+        return Client.current(allow_global=True)
     except (ValueError, ImportError):
         return None
 
 
-def snapshot(base, named: dict[str, tuple[str, ...]], everything: bool = False):
+def snapshot(base, named: dict[str, tuple[str, ...]], everything: bool = False,
+             shapes: dict[str, tuple[int, ...]] | None = None):
     """A :class:`RemoteOptimizer` for one compute, and its compute id."""
     cid = uuid.uuid4().hex
-    return RemoteOptimizer(base, cid, named, everything), cid
+    return RemoteOptimizer(base, cid, named, everything, shapes), cid
 
 
 def _importable(dask_scheduler=None) -> bool:
@@ -249,6 +323,22 @@ def ensure_plugin(client, max_records: int) -> bool:
     client.register_plugin(ProfilingPlugin(max_records=max_records))
     client._adaptive_chunking_plugin = max_records
     return True
+
+
+def _set_saturation(value: float, dask_scheduler=None) -> float:
+    if dask_scheduler.queued:
+        raise RuntimeError(
+            f"{len(dask_scheduler.queued)} root tasks are queued on the scheduler; "
+            "change worker-saturation between computes"
+        )
+    old = dask_scheduler.WORKER_SATURATION
+    dask_scheduler.WORKER_SATURATION = value
+    return old
+
+
+def set_worker_saturation(client, value: float) -> float:
+    """Set the scheduler's worker saturation; returns the previous value."""
+    return client.run_on_scheduler(_set_saturation, value)
 
 
 def drain(client, cids) -> dict[str, Any]:

@@ -608,7 +608,11 @@ class ComputeCollector:
 
 
 def dependencies_of(collector: ComputeCollector, keys) -> dict:
-    """The keys each of ``keys`` reads, with aliases resolved to the tasks behind them."""
+    """The keys each of ``keys`` reads, with aliases resolved to the tasks behind them.
+
+    ``collector`` is anything with the ``tasks`` and ``aliases`` of
+    :func:`measured_tasks`.
+    """
     tasks, aliases = collector.tasks, collector.aliases
     out = {}
     for key in keys:
@@ -1048,18 +1052,14 @@ def assign_tags(dsk, task_keys, named: dict) -> tuple[dict, list[frozenset]]:
     return out, tags
 
 
-def instrument(dsk, keys, named, engine):
-    """Replace every plain ``Task`` of an optimized graph by a :class:`MeasuredTask`.
+def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
+    """The tasks of an optimized graph that a compute of ``keys`` runs and measures.
 
-    Only tasks the local schedulers will run are measured: those the requested
-    ``keys`` depend on (a task nothing needs is skipped by the scheduler, and its
-    compute would never look finished). ``named`` (see :func:`assign_tags`)
-    attributes tasks to profiles; a frozenset gives every task to those profiles,
-    and None to no profile (the engine's aggregate only). Aliases and data nodes are
-    left alone (they do no work, and counting them would double bytes); so are
-    ``Task`` subclasses such as p2p barriers, whose type the scheduler relies on.
-    Dask's finalize step only joins results: it is not measured, and what it joins
-    counts as the results the compute holds.
+    Returns the graph as a flat dict of task-spec nodes, its plain ``Task`` nodes
+    that ``keys`` depend on (key -> node; an already measured task as its plain
+    task), its aliases (key -> target key) and the keys whose outputs the compute
+    returns (through an alias or Dask's finalize step). See :func:`instrument`
+    for what is left out and why.
     """
     if isinstance(dsk, HighLevelGraph):
         dsk = ensure_dict(dsk)
@@ -1093,6 +1093,23 @@ def instrument(dsk, keys, named, engine):
         elif kind is not Task or _is_finalize(key):
             continue
         tasks[key] = node
+    return dsk, tasks, aliases, outputs
+
+
+def instrument(dsk, keys, named, engine):
+    """Replace every plain ``Task`` of an optimized graph by a :class:`MeasuredTask`.
+
+    Only tasks the local schedulers will run are measured: those the requested
+    ``keys`` depend on (a task nothing needs is skipped by the scheduler, and its
+    compute would never look finished). ``named`` (see :func:`assign_tags`)
+    attributes tasks to profiles; a frozenset gives every task to those profiles,
+    and None to no profile (the engine's aggregate only). Aliases and data nodes are
+    left alone (they do no work, and counting them would double bytes); so are
+    ``Task`` subclasses such as p2p barriers, whose type the scheduler relies on.
+    Dask's finalize step only joins results: it is not measured, and what it joins
+    counts as the results the compute holds.
+    """
+    dsk, tasks, aliases, outputs = measured_tasks(dsk, keys)
     if named is None or isinstance(named, frozenset):  # no profile, or all tasks one's
         tag_of, tags = dict.fromkeys(tasks, 0), [named or frozenset()]
     else:

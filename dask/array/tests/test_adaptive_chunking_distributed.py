@@ -91,14 +91,6 @@ def test_recommendation_follows_the_workers_memory(engine):
     assert small.fits_budget and small.predicted_peak_bytes <= small.memory_budget_bytes
 
 
-def _die(block):
-    import os
-
-    if block.size:  # a real chunk (not Dask's empty meta): the worker process dies
-        os._exit(1)
-    return block
-
-
 def test_worker_killed_mid_compute(engine):
     """The user gets Dask's error; the profile ends incomplete with what arrived."""
     import time
@@ -167,3 +159,154 @@ def test_scheduler_without_the_package_computes_unprofiled(engine, client, monke
         assert x.sum().compute() == 1e6
     assert engine.get_profile(pid)["status"] == "pending"
     monkeypatch.delattr(client, "_adaptive_chunking_plugin", raising=False)  # for later tests
+
+
+def test_graph_structure_reaches_the_profile(engine, client):
+    """What the local path learns from the graph also comes back from the scheduler."""
+    x = da.random.random((2000, 2000), chunks=250)
+    pid = engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    rec = engine.get_profile(pid)["recommendation"]
+    assert "transpose" in rec["downstream_ops"]
+    assert rec["held_fraction"] > 0  # transposed pairs wait for each other
+    (obs,) = engine.get_profiler(pid).observations()
+    assert obs.blocks == 64 and obs.held_bytes > 0
+    assert {op for op, *_ in obs.terms} >= {"random_sample", "mean_chunk"}
+    assert obs.results_bytes == 2000 * 8  # the compute's output, as on a local scheduler
+    chunks = engine.recommend(da.random.random((40000, 40000), chunks=1000), pid).chunks
+    assert chunks[0] == chunks[1]  # square for the transpose
+
+
+def _task_functions():
+    """Functions for tasks on worker processes, which cannot import this test module.
+
+    Made in a function, they are pickled by value.
+    """
+
+    def slow(block):
+        import time
+
+        time.sleep(0.1)
+        return block
+
+    def die(block):
+        import os
+
+        if block.size:  # a real chunk (not Dask's empty meta): the worker process dies
+            os._exit(1)
+        return block
+
+    return slow, die
+
+
+_slow, _die = _task_functions()
+
+
+def test_recommended_worker_saturation(engine, client):
+    """Data that waits for other workers gets a finite saturation; a plain sum, inf."""
+    from dask.array.adaptive_chunking import SATURATION_KEY
+
+    x = da.random.random((2000, 2000), chunks=250)
+    pid = engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    s = engine.profile_array(z := da.random.random((2000, 2000), chunks=250))
+    (z + 1).sum().compute()
+    big = da.random.random((20000, 20000), chunks=1000)
+    with dask.config.set({"array.adaptive-chunking.memory-limit": "2GiB"}):
+        waits, plain = engine.recommend(big, pid), engine.recommend(big, s)
+    value = waits.scheduler_config[SATURATION_KEY]
+    assert isinstance(value, float) and 1.0 <= value < 100
+    assert waits.saturation.reason == "memory"
+    assert waits.saturation.peak_bytes <= waits.memory_budget_bytes
+    assert waits.saturation.unqueued_peak_bytes > waits.memory_budget_bytes
+    assert "worker-saturation" in waits.scheduler_reason
+    assert "the scheduler runs with" in waits.scheduler_reason
+    assert plain.scheduler_config == {SATURATION_KEY: "inf"}
+    assert engine.get_profile(pid)["recommendation"]["scheduler_config"]
+    # The setting goes onto the running scheduler and back.
+    old = engine.apply_scheduler_config(waits)
+    now = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+    assert now == value
+    assert x.map_blocks(_slow, dtype=float).sum().compute() > 0  # runs with it
+    assert engine.apply_scheduler_config(old) == {SATURATION_KEY: value}
+    restored = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+    assert restored == (float("inf") if old[SATURATION_KEY] == "inf" else old[SATURATION_KEY])
+
+
+def test_scheduler_config_errors(engine, client):
+    from dask.array.adaptive_chunking import SATURATION_KEY
+
+    x = da.ones((100, 100), chunks=50)
+    pid = engine.profile_array(x)
+    x.sum().compute(scheduler="sync")
+    local = engine.recommend(x, pid)
+    assert local.scheduler_config == {} and local.to_dict()["scheduler_config"] == {}
+    with pytest.raises(ValueError, match="not made from a compute on a dask.distributed"):
+        engine.apply_scheduler_config(local)
+    with pytest.raises(ValueError, match="not made from a compute on a dask.distributed"):
+        engine.apply_scheduler_config(pid)
+    with pytest.raises(TypeError, match="got int"):
+        engine.apply_scheduler_config(3)
+    with pytest.raises(ValueError, match="unknown scheduler setting"):
+        engine.apply_scheduler_config({"distributed.scheduler.bogus": 1})
+    with pytest.raises(ValueError, match="must be a number > 0 or 'inf', got -1"):
+        engine.apply_scheduler_config({SATURATION_KEY: -1})
+
+
+def test_client_closed_mid_compute(engine):
+    """Closing the client during a compute: no hang, the profile ends incomplete."""
+    import threading
+    import time
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        x = da.random.random((1000, 1000), chunks=250)
+        pid = engine.profile_array(x)
+        assert x.sum().compute() > 0  # the plugin is registered before the timed compute
+        timer = threading.Timer(0.3, client.close)
+        timer.start()
+        with pytest.raises(Exception):  # noqa: B017 - distributed's error on close varies
+            x.map_blocks(_slow, dtype=float).sum().compute()
+        timer.join()
+        deadline = time.monotonic() + 10
+        while engine.get_profile(pid)["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.get_profile(pid)["status"] == "incomplete"
+    y = da.ones((100, 100), chunks=50)
+    py = engine.profile_array(y)
+    assert y.sum().compute(scheduler="sync") == 10000
+    assert engine.get_profile(py)["status"] == "complete"
+
+
+def test_worker_restart_mid_compute(engine):
+    """Restarting the workers during a compute: no hang, then profiling goes on."""
+    import time
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        x = da.random.random((1000, 1000), chunks=250)
+        pid = engine.profile_array(x)
+        assert x.sum().compute() > 0
+        assert engine.get_profile(pid)["status"] == "complete"
+        future = client.compute(x.map_blocks(_slow, dtype=float).sum())
+        deadline = time.monotonic() + 10
+        while engine.get_profile(pid)["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)  # the scheduler has the compute
+        assert engine.get_profile(pid)["status"] == "running"
+        time.sleep(0.3)
+        client.restart()
+        with pytest.raises(Exception):  # noqa: B017 - cancelled or killed, by version
+            future.result(timeout=10)
+        deadline = time.monotonic() + 15
+        while engine.get_profile(pid)["computes"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        profile = engine.get_profile(pid)
+        assert profile["computes"] == 2
+        assert profile["status"] == "incomplete"
+        assert profile["last_compute"]["tasks"] < 16 + 16 + 5  # not all its tasks ran
+        y = da.random.random((1000, 1000), chunks=250)
+        py = engine.profile_array(y)
+        assert y.sum().compute() > 0
+        assert engine.get_profile(py)["status"] == "complete"

@@ -22,6 +22,7 @@ from dask.array._adaptive_chunking.model import (
     predict,
     replay_memory,
     task_terms,
+    worker_saturation,
 )
 
 MiB = 2**20
@@ -471,3 +472,60 @@ def test_storage_chunks_only_of_the_source_itself():
     x = da.from_array(data, chunks=(50, 50))
     assert graph.storage_chunks(x) == (64, 128)
     assert graph.storage_chunks(x.T) is None
+
+
+# -- worker saturation (root-task queuing on a distributed cluster) --------------------
+
+
+def test_saturation_infinite_when_nothing_waits():
+    m = simple_model(baseline_bytes=0.0)  # held_fraction 0: every output is consumed at once
+    s = worker_saturation(m, 1e10, 1e7, budget_bytes=1e8, threads_per_worker=2, workers=2)
+    assert math.isinf(s.value) and s.reason == "nothing-waits"
+    assert s.peak_bytes == s.unqueued_peak_bytes == predict(
+        m, 1e10, 1e7, 4, processes=2).peak_bytes
+
+
+def test_saturation_exact_when_memory_binds():
+    m = simple_model(baseline_bytes=0.0, held_fraction=0.25)
+    # 100 chunks of 10 MB on 2 workers of 1 thread: 50 roots each, 49 could run ahead.
+    base = predict(m, 1e9, 1e7, 2, processes=2).peak_bytes
+    assert base == pytest.approx(0.25 * (1 - 1 / 100) * 1e9 / 2 + 2.0 * 1e7)
+    s = worker_saturation(m, 1e9, 1e7, budget_bytes=base + 3.5e7, threads_per_worker=1,
+                          workers=2)
+    assert s.reason == "memory" and s.value == 4.0  # 3 chunks ahead of its one thread
+    assert s.peak_bytes == pytest.approx(base + 3e7)
+    assert s.unqueued_peak_bytes == pytest.approx(base + 49 * 1e7)
+    # No room for any chunk ahead: one root task per thread.
+    tight = worker_saturation(m, 1e9, 1e7, budget_bytes=base, threads_per_worker=4,
+                              workers=2)
+    assert tight.value == 1.0 and tight.peak_bytes > base  # four threads' working sets
+    # Room for every root output of a worker: queuing is not needed.
+    roomy = worker_saturation(m, 1e9, 1e7, budget_bytes=base + 1e9, threads_per_worker=1,
+                              workers=2)
+    assert math.isinf(roomy.value) and roomy.reason == "fits"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    held=st.floats(0.01, 1.0),
+    chunk=st.floats(1e5, 1e9),
+    budget=st.floats(1e6, 1e11),
+    threads=st.integers(1, 16),
+    workers=st.integers(1, 64),
+)
+def test_saturation_fits_and_shrinks_with_the_budget(held, chunk, budget, threads, workers):
+    m = simple_model(baseline_bytes=0.0, held_fraction=held)
+    s = worker_saturation(m, 1e11, chunk, budget_bytes=budget, threads_per_worker=threads,
+                          workers=workers)
+    assert s.value >= 1.0
+    assert s.peak_bytes <= s.unqueued_peak_bytes
+    floor = predict(m, 1e11, chunk, threads * workers, processes=workers).peak_bytes
+    if s.reason == "memory":
+        # Every root held ahead of the threads fits; one more would not.
+        ahead = round((s.value - 1) * threads)
+        assert s.peak_bytes <= max(budget, floor)
+        assert s.peak_bytes + chunk > budget or s.peak_bytes == s.unqueued_peak_bytes
+        assert ahead >= 0
+    smaller = worker_saturation(m, 1e11, chunk, budget_bytes=budget / 2,
+                                threads_per_worker=threads, workers=workers)
+    assert smaller.value <= s.value
