@@ -587,10 +587,7 @@ class Recommendation:
         Empty unless the profile came from a cluster. ``"inf"`` (as distributed
         spells it in config) turns root-task queuing off.
         """
-        if self.saturation is None:
-            return {}
-        value = self.saturation.value
-        return {SATURATION_KEY: "inf" if math.isinf(value) else round(value, 3)}
+        return _scheduler_config(self.saturation)
 
     @property
     def array_chunk_size(self) -> int:
@@ -637,6 +634,39 @@ _REASONS = {
     "shape": "the dimensions that should stay whole do not fit the chunk-size bounds "
              "whole; this is the nearest shape within them",
 }
+
+
+def _scheduler_config(saturation: _model.Saturation | None) -> dict[str, float | str]:
+    """Distributed config for a saturation choice (``"inf"`` as distributed spells it)."""
+    if saturation is None:
+        return {}
+    value = saturation.value
+    return {SATURATION_KEY: "inf" if math.isinf(value) else round(value, 3)}
+
+
+@dataclass(frozen=True)
+class _Workers:
+    """What a recommendation needs of a cluster's workers (all zero/None locally)."""
+
+    threads: int = 0  # of the whole cluster
+    most_threads: int = 0  # of one worker
+    processes: int = 1
+    baseline: float | None = None  # the largest worker's memory at its first task
+    memory_limit: int | None = None  # the tightest worker's
+
+    @classmethod
+    def of(cls, cluster: Mapping[str, Mapping[str, int]] | None) -> _Workers:
+        workers = [w for w in (cluster or {}).values() if w.get("nthreads")]
+        if not workers:
+            return cls()
+        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
+        return cls(
+            threads=sum(w["nthreads"] for w in workers),
+            most_threads=max(w["nthreads"] for w in workers),
+            processes=len(workers),
+            baseline=max(w.get("baseline", 0) for w in workers),
+            memory_limit=min(limits) if limits else None,
+        )
 
 
 def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
@@ -879,18 +909,13 @@ class ChunkSizeRecommender:
         fit = _fit(profiler.observations())
         if fit is None:
             return None
-        workers = [w for w in (cluster or {}).values() if w.get("nthreads")]
-        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
-        limit = s["memory_limit"] or (min(limits) if limits else memory_limit())
+        workers = _Workers.of(cluster)
+        limit = s["memory_limit"] or workers.memory_limit or memory_limit()
         budget = self.memory_budget(limit)
         itemsize = int(dtype_size)
         array_bytes = math.prod(shape) * itemsize
-        conc = max(1, int(concurrency)) if concurrency else fit.concurrency
-        processes, baseline = 1, None
-        if workers:
-            conc = max(1, int(concurrency)) if concurrency else sum(w["nthreads"] for w in workers)
-            processes = len(workers)
-            baseline = max(w.get("baseline", 0) for w in workers)
+        conc = max(1, int(concurrency)) if concurrency else (workers.threads or fit.concurrency)
+        processes, baseline = workers.processes, workers.baseline
         downstream = downstream or _graph.Downstream()
         wanted = {d for d in downstream.whole_dims if 0 <= d < len(shape)}
         whole = set(wanted)
@@ -953,12 +978,11 @@ class ChunkSizeRecommender:
         if notes:
             reason += "; " + "; ".join(notes)
         saturation, scheduler_reason = None, ""
-        if workers:
+        if workers.threads:
             saturation = _model.worker_saturation(
                 fit, array_bytes, chunk_bytes, budget_bytes=budget,
-                threads_per_worker=max(w["nthreads"] for w in workers),
-                workers=len(workers), n_chunks=blocks, baseline_bytes=baseline,
-                aligned=aligned,
+                threads_per_worker=workers.most_threads, workers=processes,
+                n_chunks=blocks, baseline_bytes=baseline, aligned=aligned,
             )
             scheduler_reason = _saturation_reason(saturation, budget, worker_saturation)
         if not fits:
@@ -1300,11 +1324,16 @@ class AdaptiveChunkingEngine:
             current_chunks=chunks,
             storage_chunks=storage,
             downstream=downstream,
-            cluster=next((s.workers for s in reversed(states) if s.workers), None),
+            cluster=self._cluster_of(states),
             worker_saturation=next(
                 (s.saturation for s in reversed(states) if s.workers), None
             ),
         )
+
+    @staticmethod
+    def _cluster_of(states: list[_Profile]) -> dict | None:
+        """The workers of the newest of ``states`` profiled on a cluster, if any."""
+        return next((s.workers for s in reversed(states) if s.workers), None)
 
     @staticmethod
     def _hints(states: list[_Profile], shape: tuple) -> _graph.Downstream:
@@ -1442,6 +1471,11 @@ class AdaptiveChunkingEngine:
         ``chunks`` is anything ``array.rechunk`` accepts; ``profile_id`` as in
         :meth:`recommend`. The keys match the recommendation's
         (``predicted_peak_memory_mb``, ``predicted_time_s``, ``predicted_tasks``...).
+        From a profile made on a ``dask.distributed`` cluster the peak is one
+        worker's, and ``scheduler_config`` gives the ``worker-saturation`` for these
+        chunks, with the worker's predicted peak with it
+        (``predicted_queued_peak_memory_mb``) and with queuing off
+        (``predicted_unqueued_peak_memory_mb``, an upper bound).
 
         >>> import dask.array as da
         >>> engine = AdaptiveChunkingEngine()
@@ -1467,9 +1501,27 @@ class AdaptiveChunkingEngine:
         array_bytes = max(1, math.prod(array.shape) * itemsize)
         whole = self._hints(states, array.shape).whole_dims
         aligned = bool(whole) and all(len(normalized[d]) == 1 for d in whole)
-        pred = _model.predict(fit, array_bytes, chunk_bytes, aligned=aligned,
-                              n_chunks=math.prod(len(c) for c in normalized))
-        budget = self.recommender.memory_budget()
+        workers = _Workers.of(self._cluster_of(states))
+        pred = _model.predict(fit, array_bytes, chunk_bytes, workers.threads or None,
+                              workers.baseline, aligned=aligned,
+                              n_chunks=math.prod(len(c) for c in normalized),
+                              processes=workers.processes)
+        budget = self.recommender.memory_budget(
+            None if self.recommender.memory_limit else workers.memory_limit
+        )
+        scheduler = {}
+        if workers.threads:
+            sat = _model.worker_saturation(
+                fit, array_bytes, chunk_bytes, budget_bytes=budget,
+                threads_per_worker=workers.most_threads, workers=workers.processes,
+                n_chunks=math.prod(len(c) for c in normalized),
+                baseline_bytes=workers.baseline, aligned=aligned,
+            )
+            scheduler = {
+                "scheduler_config": _scheduler_config(sat),
+                "predicted_queued_peak_memory_mb": sat.peak_bytes / MiB,
+                "predicted_unqueued_peak_memory_mb": sat.unqueued_peak_bytes / MiB,
+            }
         return {
             "chunks": largest,
             "chunk_size_mb": chunk_bytes / MiB,
@@ -1479,7 +1531,8 @@ class AdaptiveChunkingEngine:
             "predicted_overhead_fraction": pred.overhead_fraction,
             "fits_budget": pred.peak_bytes <= budget,
             "memory_budget_mb": budget / MiB,
-            "concurrency": fit.concurrency,
+            "concurrency": workers.threads or fit.concurrency,
+            **scheduler,
         }
 
     def apply_recommendation(self, array, recommendation=None):

@@ -900,16 +900,20 @@ def worker_saturation(
     """The worker saturation that keeps root tasks from outrunning a worker's memory.
 
     One worker's peak with queued roots is :func:`predict`'s (its running tasks, its
-    share of what waits, its baseline) plus one finished chunk for every root task
-    it may hold beyond its threads. With queuing off a worker may, at worst, create
-    all of its ``n_chunks / workers`` chunks before their consumers run.
+    share of what waits, its baseline) plus, for every root task it may hold beyond
+    its threads, the finished chunk and what it lets run early: the outputs of its
+    consumers and the copies that consumers on other workers fetch, taken as one
+    task's working set (``amplification`` chunks; measured in a transpose on two
+    workers: 2.7 chunks per root held ahead). With queuing off a worker may, at
+    worst, create all of its ``n_chunks / workers`` chunks before their consumers
+    run.
 
     >>> m = WorkloadModel(1, 1e-9, 1e-4, 2.0, 0.0, 0.0, 2, 2, held_fraction=0.5)
     >>> s = worker_saturation(m, 1e9, 1e7, budget_bytes=4e8, threads_per_worker=1,
     ...                       workers=2)
     >>> s.reason, s.value, s.peak_bytes <= 4e8 < s.unqueued_peak_bytes
-    ('memory', 14.0, True)
-    >>> worker_saturation(m, 1e9, 1e7, budget_bytes=2e9, threads_per_worker=1,
+    ('memory', 5.0, True)
+    >>> worker_saturation(m, 1e9, 1e7, budget_bytes=4e9, threads_per_worker=1,
     ...                   workers=2).value
     inf
     """
@@ -923,15 +927,16 @@ def worker_saturation(
                    aligned=aligned, n_chunks=n_chunks, processes=workers)
     running = min(threads, math.ceil(n_chunks / workers))
     spare = max(0, math.ceil(n_chunks / workers) - running)  # roots that could run ahead
-    unqueued = pred.peak_bytes + spare * chunk_bytes
+    per_root = chunk_bytes * (1 + model.amplification)  # the chunk, and what it feeds
+    unqueued = pred.peak_bytes + spare * per_root
     if held_share(model, n_chunks, aligned) * n_chunks < 1:
         return Saturation(math.inf, "nothing-waits", pred.peak_bytes, pred.peak_bytes)
     if unqueued <= budget_bytes:
         return Saturation(math.inf, "fits", unqueued, unqueued)
-    ahead = max(0, int((budget_bytes - pred.peak_bytes) // chunk_bytes))
+    ahead = max(0, int((budget_bytes - pred.peak_bytes) // per_root))
     ahead = min(ahead, spare)
     return Saturation((threads + ahead) / threads, "memory",
-                      pred.peak_bytes + ahead * chunk_bytes, unqueued)
+                      pred.peak_bytes + ahead * per_root, unqueued)
 
 
 def chunk_shape(

@@ -212,7 +212,10 @@ def test_recommended_worker_saturation(engine, client):
     s = engine.profile_array(z := da.random.random((2000, 2000), chunks=250))
     (z + 1).sum().compute()
     big = da.random.random((20000, 20000), chunks=1000)
-    with dask.config.set({"array.adaptive-chunking.memory-limit": "2GiB"}):
+    # In-process workers report this test process's memory: budget 600 MiB above it.
+    baseline = max(w["baseline"] for w in engine.get_profile(pid)["workers"].values())
+    limit = int((baseline + 600 * 2**20) / 0.4)  # x 50% x 0.8
+    with dask.config.set({"array.adaptive-chunking.memory-limit": limit}):
         waits, plain = engine.recommend(big, pid), engine.recommend(big, s)
     value = waits.scheduler_config[SATURATION_KEY]
     assert isinstance(value, float) and 1.0 <= value < 100
@@ -231,6 +234,24 @@ def test_recommended_worker_saturation(engine, client):
     assert engine.apply_scheduler_config(old) == {SATURATION_KEY: value}
     restored = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
     assert restored == (float("inf") if old[SATURATION_KEY] == "inf" else old[SATURATION_KEY])
+
+
+def test_predict_gives_the_saturation_for_given_chunks(engine, client):
+    from dask.array.adaptive_chunking import SATURATION_KEY
+
+    x = da.random.random((2000, 2000), chunks=250)
+    pid = engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    big = da.random.random((12000, 12000), chunks=1000)
+    values = {}
+    for limit in ("16GiB", "1GiB", "600MiB"):
+        with dask.config.set({"array.adaptive-chunking.memory-limit": limit}):
+            p = engine.predict(big, 1000, pid)
+        assert p["concurrency"] == 2  # the cluster's threads
+        assert p["predicted_queued_peak_memory_mb"] <= p["predicted_unqueued_peak_memory_mb"]
+        values[limit] = p["scheduler_config"][SATURATION_KEY]
+    assert values["16GiB"] == "inf"  # every chunk of a worker fits
+    assert 1.0 <= values["600MiB"] <= values["1GiB"] < 1000
 
 
 def test_scheduler_config_errors(engine, client):

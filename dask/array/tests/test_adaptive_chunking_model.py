@@ -490,18 +490,20 @@ def test_saturation_exact_when_memory_binds():
     # 100 chunks of 10 MB on 2 workers of 1 thread: 50 roots each, 49 could run ahead.
     base = predict(m, 1e9, 1e7, 2, processes=2).peak_bytes
     assert base == pytest.approx(0.25 * (1 - 1 / 100) * 1e9 / 2 + 2.0 * 1e7)
-    s = worker_saturation(m, 1e9, 1e7, budget_bytes=base + 3.5e7, threads_per_worker=1,
+    # Each root held ahead costs its chunk and what it feeds: 1 + amplification chunks.
+    s = worker_saturation(m, 1e9, 1e7, budget_bytes=base + 1e8, threads_per_worker=1,
                           workers=2)
-    assert s.reason == "memory" and s.value == 4.0  # 3 chunks ahead of its one thread
-    assert s.peak_bytes == pytest.approx(base + 3e7)
-    assert s.unqueued_peak_bytes == pytest.approx(base + 49 * 1e7)
+    assert s.reason == "memory" and s.value == 4.0  # 3 roots ahead of its one thread
+    assert s.peak_bytes == pytest.approx(base + 3 * 3e7)
+    assert s.unqueued_peak_bytes == pytest.approx(base + 49 * 3e7)
     # No room for any chunk ahead: one root task per thread.
     tight = worker_saturation(m, 1e9, 1e7, budget_bytes=base, threads_per_worker=4,
                               workers=2)
     assert tight.value == 1.0 and tight.peak_bytes > base  # four threads' working sets
     # Room for every root output of a worker: queuing is not needed.
-    roomy = worker_saturation(m, 1e9, 1e7, budget_bytes=base + 1e9, threads_per_worker=1,
+    roomy = worker_saturation(m, 1e9, 1e7, budget_bytes=base + 2e9, threads_per_worker=1,
                               workers=2)
+    assert roomy.unqueued_peak_bytes <= base + 2e9
     assert math.isinf(roomy.value) and roomy.reason == "fits"
 
 
@@ -524,7 +526,8 @@ def test_saturation_fits_and_shrinks_with_the_budget(held, chunk, budget, thread
         # Every root held ahead of the threads fits; one more would not.
         ahead = round((s.value - 1) * threads)
         assert s.peak_bytes <= max(budget, floor)
-        assert s.peak_bytes + chunk > budget or s.peak_bytes == s.unqueued_peak_bytes
+        per_root = chunk * (1 + m.amplification)
+        assert s.peak_bytes + per_root > budget or s.peak_bytes == s.unqueued_peak_bytes
         assert ahead >= 0
     smaller = worker_saturation(m, 1e11, chunk, budget_bytes=budget / 2,
                                 threads_per_worker=threads, workers=workers)
