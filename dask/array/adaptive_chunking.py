@@ -1215,6 +1215,7 @@ class AdaptiveChunkingEngine:
             while len(self._profiles) > limit:
                 self._drop(next(iter(self._profiles)))
         _install_hook()
+        _prepare_cluster()
         return pid
 
     def _drop(self, profile_id: str) -> None:
@@ -1585,8 +1586,16 @@ class AdaptiveChunkingEngine:
         """
         config = recommendation
         if isinstance(config, str):
-            rec = self._recommend(self._state(config))
-            config = {} if rec is None else rec.scheduler_config
+            self._drain()
+            with self._lock:
+                state = self._state(config)
+            rec = self._recommend(state)
+            if rec is None:
+                raise ValueError(
+                    f"profile {config!r} has no recommendation yet: "
+                    f"{self._unavailable(state)}"
+                )
+            config = rec.scheduler_config
         elif isinstance(config, Recommendation):
             config = config.scheduler_config
         if not isinstance(config, Mapping):
@@ -1779,12 +1788,10 @@ class AdaptiveChunkingEngine:
         """A compute with profiled arrays was sent to ``client``'s scheduler."""
         with self._lock:
             self._remote[cid] = (client, time.monotonic())
-            while len(self._remote) > _cluster.MAX_COMPUTES:
+            # Ids of computes without profiled arrays (or pickled but never sent) are
+            # dropped once the grace period shows they never reached the scheduler.
+            while len(self._remote) > _MAX_REMOTE:
                 self._remote.popitem(last=False)
-            for n in self._by_name:
-                for state in self._by_name[n]:
-                    if state.status == "pending":
-                        state.status = "running"
 
     def _drain_remote(self) -> None:
         """Fold the records of finished computes from the distributed schedulers."""
@@ -1797,6 +1804,8 @@ class AdaptiveChunkingEngine:
         for client, cids in by_client.values():
             try:
                 found = _cluster.drain(client, cids)
+                if not isinstance(found, dict):
+                    raise TypeError(f"unexpected answer {type(found).__name__}")
             except Exception as e:  # a closed client, a lost scheduler
                 logger.debug("adaptive chunking could not drain %s: %s", cids, e)
                 if getattr(client, "status", "running") in ("closing", "closed"):
@@ -1844,16 +1853,22 @@ class AdaptiveChunkingEngine:
         tags = [frozenset(states[i] for i in profiles if i in states) for profiles in groups]
         involved = set().union(*tags) if tags else set()
         if not records:  # the compute ended before any task of it finished
+            # Only profiles the scheduler saw in its graph; a compute that never got
+            # there (or had no profiled array) says nothing about any profile.
             known = {states[i] for i in structure.get("profiles", ()) if i in states}
             with self._lock:
-                for state in self._profiles.values():
-                    if state in known or (state.status == "running" and state.computes == 0):
-                        state.status = status
-                        state.computes += state in known
-                        state.last = {"status": status, "tasks": 0}
+                for state in known:
+                    state.status = status
+                    state.computes += 1
+                    state.last = {"status": status, "tasks": 0}
+                if entry.get("closed"):  # what was sent on a closed client is lost
+                    for state in self._profiles.values():
+                        if state.status in ("pending", "running") and state.computes == 0:
+                            state.status = status
             return
         workers = entry.get("workers", {})
-        peak = max((w["process"] for w in workers.values()), default=0)
+        top = max(workers.values(), key=lambda w: w["process"], default=None)
+        peak, baseline = (top["process"], top["baseline"]) if top else (0, 0)
         batch = _instr.batch_from_records(tuples)
         graph = None
         if structure:
@@ -1864,7 +1879,7 @@ class AdaptiveChunkingEngine:
                 {states[i]: _graph.Downstream(frozenset(w), bool(sq), tuple(ops))
                  for i, (w, sq, ops) in structure["hints"].items() if i in states},
             )
-        self._fold(batch, tags, involved, status, peak=peak, baseline=0, graph=graph)
+        self._fold(batch, tags, involved, status, peak=peak, baseline=baseline, graph=graph)
         with self._lock:
             for state in involved:
                 state.workers = dict(workers)
@@ -2075,11 +2090,10 @@ class _ProfilingOptimizer:
                 named, shapes = engine._remote_names()
                 everything = engine is _engine and engine.enabled
                 if named or everything:
-                    remote, cid = _cluster.snapshot(base, named, everything, shapes)
-                    records = int(_number("max-records", _get("max-records"), low=0,
-                                          high=math.inf))
-                    if not _cluster.ensure_plugin(client, max(records, 1) * 100):
+                    # No blocking call here: distributed pickles under a client lock.
+                    if not _cluster.plugin_ready(client, _remote_record_cap()):
                         return _plain_optimizer, (base,)
+                    remote, cid = _cluster.snapshot(base, named, everything, shapes)
                     engine._sent(cid, client)
                     return _cluster.RemoteOptimizer, (
                         remote.base, remote.cid, remote.named, remote.everything,
@@ -2090,8 +2104,31 @@ class _ProfilingOptimizer:
         return _plain_optimizer, (base,)
 
 
+#: Compute ids sent to clusters and not yet drained.
+_MAX_REMOTE = 4096
+
+
 def _plain_optimizer(base):
     return base
+
+
+def _remote_record_cap() -> int:
+    """Task records the scheduler keeps per compute until the client drains them."""
+    return max(int(_number("max-records", _get("max-records"), low=0, high=math.inf)), 1) * 100
+
+
+def _prepare_cluster() -> None:
+    """Register the plugin on the current distributed client's scheduler, if any.
+
+    Called where blocking is safe (``profile_array``, ``enable_adaptive_chunking``),
+    so that the next compute on the cluster is profiled.
+    """
+    try:
+        client = _cluster.client_for_compute()
+        if client is not None:
+            _cluster.ensure_plugin(client, _remote_record_cap())
+    except Exception as e:  # profiling must never break the caller
+        logger.debug("adaptive chunking could not prepare the cluster: %s", e)
 
 
 def _install_hook() -> None:
@@ -2144,7 +2181,9 @@ def enable_adaptive_chunking() -> AdaptiveChunkingEngine:
     >>> disable_adaptive_chunking()
     """
     dask.config.set({f"{_PREFIX}.enabled": True})
-    return get_adaptive_engine()
+    engine = get_adaptive_engine()
+    _prepare_cluster()
+    return engine
 
 
 def disable_adaptive_chunking() -> None:

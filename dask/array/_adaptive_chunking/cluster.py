@@ -71,7 +71,8 @@ def _plugin_class():
             entry = self.computes.get(cid)
             if entry is None:
                 entry = self.computes[cid] = {
-                    "total": total, "records": [], "workers": {}, "started": time.time(),
+                    "total": total, "records": [], "index": {}, "workers": {},
+                    "started": time.time(),
                     "saturation": float(getattr(self.scheduler, "WORKER_SATURATION", 0))
                     or None,
                 }
@@ -95,7 +96,14 @@ def _plugin_class():
                 if ss.get("action") == "compute":
                     t0, t1 = ss["start"], ss["stop"]
             worker = kwargs.get("worker") or ""
-            if len(entry["records"]) < self.max_records:
+            index = entry["index"]
+            if key in index:  # recomputed (a worker was lost): the newest run counts
+                entry["records"][index[key]] = (
+                    key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
+                    kwargs.get("thread") or 0, tuple(profiles), finish == "erred",
+                )
+            elif len(entry["records"]) < self.max_records:
+                index[key] = len(entry["records"])
                 entry["records"].append((
                     key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
                     kwargs.get("thread") or 0, tuple(profiles), finish == "erred",
@@ -160,6 +168,7 @@ def _plugin_class():
                     continue
                 failed = any(r[7] for r in entry["records"])
                 out[cid] = dict(entry, done=done, gone=gone, failed=failed)
+                del out[cid]["index"]
                 if not (done or gone or failed):
                     out[cid]["profiles"] = structure.get(cid, {}).get("profiles", [])
                 else:
@@ -211,7 +220,13 @@ class RemoteOptimizer:
         try:
             flat, tasks, aliases, outputs = _instr.measured_tasks(out, keys)
             named = {n: frozenset(self.named[n]) for n in names}
-            tag_of, tags = _instr.assign_tags(flat, list(tasks), named)
+            if len(names) == 1 and isinstance(dsk, HighLevelGraph) and \
+                    _graph.whole_lineage(dsk.dependencies, names[0]):
+                # Every task works for this array (as on the local path), even where
+                # fusion left none of its keys.
+                tag_of, tags = dict.fromkeys(tasks, 0), [named[names[0]]]
+            else:
+                tag_of, tags = _instr.assign_tags(flat, list(tasks), named)
             if self.everything:  # profile every task, for the engine's aggregate at least
                 tags = [t | {""} for t in tags]
             counted = [k for k in tasks if tags[tag_of[k]]]
@@ -276,9 +291,11 @@ def client_for_compute():
             return None
         except ValueError:
             pass
-        return Client.current(allow_global=True)
+        client = Client.current(allow_global=True)
     except (ValueError, ImportError):
         return None
+    # An asynchronous client's calls return coroutines the engine cannot wait for.
+    return None if getattr(client, "asynchronous", False) else client
 
 
 def snapshot(base, named: dict[str, tuple[str, ...]], everything: bool = False,
@@ -295,17 +312,17 @@ def _importable(dask_scheduler=None) -> bool:
 
 
 def ensure_plugin(client, max_records: int) -> bool:
-    """Register the profiling plugin on the client's scheduler (idempotent).
+    """Register the profiling plugin on the client's scheduler (idempotent; blocking).
 
     Returns False, and profiles nothing there, when the scheduler cannot import
     this package (the optimizer sent to it would not unpickle). Settings are read
     on the client and travel with the plugin: the scheduler does not see the
-    client's ``dask.config``.
+    client's ``dask.config``. Never call this while distributed pickles a graph
+    (it waits for the client's event loop, which may wait for the pickling).
     """
-    if getattr(client, "_adaptive_chunking_plugin", None) == max_records:
-        return True
-    if getattr(client, "_adaptive_chunking_plugin", None) is False:
-        return False
+    state = getattr(client, "_adaptive_chunking_plugin", None)
+    if state is False or (state is not None and state == max_records):
+        return state is not False
     if not client.run_on_scheduler(_importable):
         import warnings
 
@@ -323,6 +340,30 @@ def ensure_plugin(client, max_records: int) -> bool:
     client.register_plugin(ProfilingPlugin(max_records=max_records))
     client._adaptive_chunking_plugin = max_records
     return True
+
+
+def plugin_ready(client, max_records: int) -> bool:
+    """Whether computes on ``client`` can be profiled now, without blocking.
+
+    When nobody has registered the plugin on this client yet (a client started after
+    ``profile_array``), a background thread does, and this compute runs unprofiled.
+    """
+    state = getattr(client, "_adaptive_chunking_plugin", None)
+    if state is None:
+        import threading
+
+        client._adaptive_chunking_plugin = "registering"
+
+        def register():
+            try:
+                ensure_plugin(client, max_records)
+            except Exception:
+                client._adaptive_chunking_plugin = None  # try again next time
+
+        threading.Thread(target=register, name="adaptive-chunking-plugin",
+                         daemon=True).start()
+        return False
+    return state is not False and state != "registering"
 
 
 def _set_saturation(value: float, dask_scheduler=None) -> float:

@@ -870,8 +870,9 @@ class Saturation:
     On a ``dask.distributed`` cluster with queuing off (saturation ``inf``) every
     root task (a task that creates a chunk) is sent to a worker at once, and a worker
     may create chunks faster than their consumers, which wait for data from other
-    workers, use them. A finite saturation ``s`` lets a worker hold at most
-    ``ceil(s * nthreads)`` root tasks at a time. ``value`` is the largest setting
+    workers, use them. With a finite saturation ``s`` the scheduler sends a worker
+    a root task only while fewer than ``ceil(s * nthreads)`` tasks are processing
+    there. ``value`` is the largest setting
     whose predicted peak fits the budget (``inf`` when even every root output of a
     worker fits, or when no output waits for other tasks, so queuing would only add
     round trips). ``reason`` is ``"nothing-waits"``, ``"fits"`` or ``"memory"``;

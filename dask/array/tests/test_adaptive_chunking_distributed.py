@@ -154,9 +154,9 @@ def test_scheduler_without_the_package_computes_unprofiled(engine, client, monke
     monkeypatch.setattr(cluster, "_importable", lambda dask_scheduler=None: False)
     monkeypatch.delattr(client, "_adaptive_chunking_plugin", raising=False)
     x = da.ones((1000, 1000), chunks=250)
-    pid = engine.profile_array(x)
     with pytest.warns(AdaptiveChunkingWarning, match="cannot import"):
-        assert x.sum().compute() == 1e6
+        pid = engine.profile_array(x)  # checked where blocking on the scheduler is safe
+    assert x.sum().compute() == 1e6
     assert engine.get_profile(pid)["status"] == "pending"
     monkeypatch.delattr(client, "_adaptive_chunking_plugin", raising=False)  # for later tests
 
@@ -331,3 +331,47 @@ def test_worker_restart_mid_compute(engine):
         py = engine.profile_array(y)
         assert y.sum().compute() > 0
         assert engine.get_profile(py)["status"] == "complete"
+
+
+def test_array_fused_away_is_still_profiled(engine, client):
+    """An array whose layer fusion removes (an operation's output) gets every task."""
+    x = abs(da.random.random((1000, 1000), chunks=250))
+    pid = engine.profile_array(x)
+    assert x.sum().compute() > 0
+    profile = engine.get_profile(pid)
+    assert profile["status"] == "complete"
+    assert profile["profiler_stats"]["total_chunks"] >= 16
+
+
+def test_unrelated_computes_leave_profiles_alone(engine, client):
+    x = da.random.random((1000, 1000), chunks=250)
+    pid = engine.profile_array(x)
+    assert da.ones((100, 100), chunks=50).sum().compute() == 10000
+    assert engine.get_profile(pid)["status"] == "pending"
+    x.sum().compute()
+    # Right after the compute, without reading the profile first.
+    assert "distributed.scheduler.worker-saturation" in engine.apply_scheduler_config(pid)
+    engine.apply_scheduler_config({"distributed.scheduler.worker-saturation": 1.1})
+
+
+def test_first_profiled_compute_does_not_block_the_client(engine):
+    """Nothing blocking runs while distributed pickles a graph (under its client lock)."""
+    import threading
+    import time
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        x = da.random.random((100, 100), chunks=50)
+        engine.profile_array(x)
+        future = client.submit(sum, [1, 2])
+        future.result()
+        client.loop.add_callback(time.sleep, 0.5)  # the event loop is busy a moment
+        del future  # its release queues work for the loop that needs the client lock
+        results = []
+        thread = threading.Thread(target=lambda: results.append(x.sum().compute()),
+                                  daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), "the compute hung"
+        assert results and results[0] > 0
