@@ -1718,6 +1718,8 @@ class AdaptiveChunkingEngine:
         out, collector = _instr.instrument(dsk, keys, named, self)
         collector.states, collector.method, collector.interval = states, method, interval
         collector.hints = hints
+        if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
+            return _instr.same_layers(dsk, out)
         return out
 
     # -- receiving records (called by the collector) ----------------------

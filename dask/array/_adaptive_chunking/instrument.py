@@ -804,6 +804,13 @@ class MeasuredTask(Task):
     def __reduce__(self):
         return _remote_task, (self.plain(), self.cid, self.pid, self.tag, self.is_output)
 
+    def __eq__(self, value: object) -> bool:
+        # Equal to the task it measures: a graph compares as Dask's optimization left it.
+        other = value.plain() if type(value) is MeasuredTask else value
+        return self.plain() == other
+
+    __hash__ = Task.__hash__
+
     def __call__(self, values=()):
         try:
             collector = self.collector
@@ -1094,6 +1101,20 @@ def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
             continue
         tasks[key] = node
     return dsk, tasks, aliases, outputs
+
+
+def same_layers(hlg: HighLevelGraph, tasks: dict) -> HighLevelGraph:
+    """``hlg``'s layers and dependencies, materialized with the nodes of ``tasks``."""
+    from dask.highlevelgraph import MaterializedLayer
+
+    layers = {}
+    for name, layer in hlg.layers.items():
+        layers[name] = MaterializedLayer(
+            {k: tasks[k] if k in tasks else layer[k] for k in layer},
+            annotations=layer.annotations,
+            collection_annotations=layer.collection_annotations,
+        )
+    return HighLevelGraph(layers, {k: set(v) for k, v in hlg.dependencies.items()})
 
 
 def instrument(dsk, keys, named, engine):
