@@ -46,6 +46,8 @@ DEFAULT_SATURATION = 1.1
 KEY = "distributed.scheduler.worker-saturation"
 
 
+# Run in the workers through client.run: defined here (this script is pickled by
+# value) rather than imported from workloads.py, which worker processes may not find.
 def _reset_hwm() -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

@@ -668,6 +668,17 @@ class _Workers:
             memory_limit=min(limits) if limits else None,
         )
 
+    def saturation(self, fit, array_bytes, chunk_bytes, *, budget, n_chunks,
+                   aligned) -> _model.Saturation | None:
+        """The worker saturation for a chunking on these workers (None locally)."""
+        if not self.threads:
+            return None
+        return _model.worker_saturation(
+            fit, array_bytes, chunk_bytes, budget_bytes=budget,
+            threads_per_worker=self.most_threads, workers=self.processes,
+            n_chunks=n_chunks, baseline_bytes=self.baseline, aligned=aligned,
+        )
+
 
 def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
     """Why a worker saturation was chosen, in a sentence."""
@@ -977,14 +988,12 @@ class ChunkSizeRecommender:
             notes.append(f"multiples of the storage chunks {storage_chunks}")
         if notes:
             reason += "; " + "; ".join(notes)
-        saturation, scheduler_reason = None, ""
-        if workers.threads:
-            saturation = _model.worker_saturation(
-                fit, array_bytes, chunk_bytes, budget_bytes=budget,
-                threads_per_worker=workers.most_threads, workers=processes,
-                n_chunks=blocks, baseline_bytes=baseline, aligned=aligned,
-            )
-            scheduler_reason = _saturation_reason(saturation, budget, worker_saturation)
+        saturation = workers.saturation(fit, array_bytes, chunk_bytes, budget=budget,
+                                        n_chunks=blocks, aligned=aligned)
+        scheduler_reason = (
+            "" if saturation is None
+            else _saturation_reason(saturation, budget, worker_saturation)
+        )
         if not fits:
             warnings.warn(
                 f"no chunking of this {shape} array fits the memory budget of "
@@ -1094,7 +1103,7 @@ class _Profile:
         self.saturation: float | None = None  # on a cluster: the scheduler's setting
 
 
-class _RemoteGraph:
+class _GraphFacts:
     """What a compute's graph says about its tasks, from a local collector or a cluster.
 
     Locally the ``collector`` answers from the graph it instrumented; from a
@@ -1503,21 +1512,17 @@ class AdaptiveChunkingEngine:
         whole = self._hints(states, array.shape).whole_dims
         aligned = bool(whole) and all(len(normalized[d]) == 1 for d in whole)
         workers = _Workers.of(self._cluster_of(states))
+        n_chunks = math.prod(len(c) for c in normalized)
         pred = _model.predict(fit, array_bytes, chunk_bytes, workers.threads or None,
-                              workers.baseline, aligned=aligned,
-                              n_chunks=math.prod(len(c) for c in normalized),
+                              workers.baseline, aligned=aligned, n_chunks=n_chunks,
                               processes=workers.processes)
         budget = self.recommender.memory_budget(
             None if self.recommender.memory_limit else workers.memory_limit
         )
         scheduler = {}
-        if workers.threads:
-            sat = _model.worker_saturation(
-                fit, array_bytes, chunk_bytes, budget_bytes=budget,
-                threads_per_worker=workers.most_threads, workers=workers.processes,
-                n_chunks=math.prod(len(c) for c in normalized),
-                baseline_bytes=workers.baseline, aligned=aligned,
-            )
+        sat = workers.saturation(fit, array_bytes, chunk_bytes, budget=budget,
+                                 n_chunks=n_chunks, aligned=aligned)
+        if sat is not None:
             scheduler = {
                 "scheduler_config": _scheduler_config(sat),
                 "predicted_queued_peak_memory_mb": sat.peak_bytes / MiB,
@@ -1875,7 +1880,7 @@ class AdaptiveChunkingEngine:
         graph = None
         if structure:
             as_key = _cluster.as_key
-            graph = _RemoteGraph(
+            graph = _GraphFacts(
                 {as_key(k): [as_key(d) for d in ds] for k, ds in structure["dependencies"]},
                 {as_key(k): op for k, op in structure["fused"]},
                 {states[i]: _graph.Downstream(frozenset(w), bool(sq), tuple(ops))
@@ -1912,13 +1917,13 @@ class AdaptiveChunkingEngine:
         """Fold one compute's records into the profiles it belongs to.
 
         With the ``collector`` (a compute that finished, not one abandoned) or the
-        ``graph`` a distributed scheduler sent (a :class:`_RemoteGraph`), each
+        ``graph`` a distributed scheduler sent (a :class:`_GraphFacts`), each
         profile also learns the compute's structure: how its task count grows with
         the number of chunks, the task outputs that waited for their consumers, and
         what the downstream operations want from its chunks.
         """
         if graph is None and collector is not None:
-            graph = _RemoteGraph(None, None, collector.hints, collector)
+            graph = _GraphFacts(None, None, collector.hints, collector)
         profile_chunks = self.profile_chunks
         d = batch.data
         n = len(batch)
@@ -2097,10 +2102,7 @@ class _ProfilingOptimizer:
                         return _plain_optimizer, (base,)
                     remote, cid = _cluster.snapshot(base, named, everything, shapes)
                     engine._sent(cid, client)
-                    return _cluster.RemoteOptimizer, (
-                        remote.base, remote.cid, remote.named, remote.everything,
-                        remote.shapes,
-                    )
+                    return remote.__reduce__()
         except Exception as e:  # profiling must never break the compute
             _instr.warn_engine_error(e)
         return _plain_optimizer, (base,)

@@ -96,18 +96,14 @@ def _plugin_class():
                 if ss.get("action") == "compute":
                     t0, t1 = ss["start"], ss["stop"]
             worker = kwargs.get("worker") or ""
-            index = entry["index"]
+            record = (key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
+                      kwargs.get("thread") or 0, tuple(profiles), finish == "erred")
+            index, records = entry["index"], entry["records"]
             if key in index:  # recomputed (a worker was lost): the newest run counts
-                entry["records"][index[key]] = (
-                    key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
-                    kwargs.get("thread") or 0, tuple(profiles), finish == "erred",
-                )
-            elif len(entry["records"]) < self.max_records:
-                index[key] = len(entry["records"])
-                entry["records"].append((
-                    key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
-                    kwargs.get("thread") or 0, tuple(profiles), finish == "erred",
-                ))
+                records[index[key]] = record
+            elif len(records) < self.max_records:
+                index[key] = len(records)
+                records.append(record)
             ws = self.scheduler.workers.get(worker)
             if ws is not None:
                 memory = ws.memory
@@ -203,6 +199,10 @@ class RemoteOptimizer:
                  shapes: dict[str, tuple[int, ...]] | None = None):
         self.base, self.cid, self.named, self.everything = base, cid, named, everything
         self.shapes = shapes or {}
+
+    def __reduce__(self):
+        return RemoteOptimizer, (self.base, self.cid, self.named, self.everything,
+                                 self.shapes)
 
     def __call__(self, dsk, keys, **kwargs):
         from types import SimpleNamespace
