@@ -811,6 +811,14 @@ class MeasuredTask(Task):
 
     __hash__ = Task.__hash__
 
+    def _get_token(self) -> str:
+        # Hash and token as the plain task's, as equality says (Task's name the type).
+        if not self._token:
+            from dask.base import tokenize
+
+            self._token = tokenize(("Task", self.func, self.args, self.kwargs))
+        return self._token
+
     def __call__(self, values=()):
         try:
             collector = self.collector

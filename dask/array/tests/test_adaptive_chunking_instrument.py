@@ -162,3 +162,44 @@ def test_measured_task_copies_are_plain():
     engine.close()
     del out, collector, node
     gc.collect()
+
+
+def test_measured_task_equals_and_hashes_as_its_task():
+    from dask._task_spec import Task
+
+    from dask.array.adaptive_chunking import AdaptiveChunkingEngine
+
+    engine = AdaptiveChunkingEngine()
+    task = Task("a", sum, [1, 2])
+    out, collector = instrument.instrument({"a": task}, ["a"], None, engine)
+    node = out["a"]
+    assert type(node) is instrument.MeasuredTask
+    assert node == task and task == node and node == node.plain()
+    assert hash(node) == hash(task)
+    assert node != Task("a", sum, [1, 3])
+    instrument.untrack_peak(collector)
+    engine.close()
+
+
+def test_optimize_keeps_the_graph_type_and_layers(engine):
+    """With profiling, ``__dask_optimize__`` gives back the layers Dask's does."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    x = da.ones((300, 300), chunks=100)
+    y = (x + 1).T
+    with dask.config.set({"optimization.fuse.active": False}):
+        plain = y.__dask_optimize__(y.__dask_graph__(), y.__dask_keys__())
+        engine.profile_array(y)
+        measured = y.__dask_optimize__(y.__dask_graph__(), y.__dask_keys__())
+    assert isinstance(plain, HighLevelGraph) and isinstance(measured, HighLevelGraph)
+    assert set(measured.layers) == set(plain.layers)
+    assert measured.dependencies == plain.dependencies
+    for name, layer in plain.layers.items():
+        assert dict(measured.layers[name]) == dict(layer)
+    kinds = {type(v).__name__ for v in measured.to_dict().values()}
+    assert "MeasuredTask" in kinds
+    # the measured graph still computes the same result
+    np.testing.assert_array_equal(
+        dask.get(measured.to_dict(), y.__dask_keys__()[0][0]),
+        dask.get(plain.to_dict(), y.__dask_keys__()[0][0]),
+    )
