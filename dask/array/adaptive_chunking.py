@@ -1759,8 +1759,10 @@ class AdaptiveChunkingEngine:
         baseline = collector.baseline
         if collector.include_children:
             baseline += collector.children_baseline
-        self._fold(batch, tags, states, "failed" if failed else "complete",
-                   peak=collector.peak, baseline=baseline, collector=collector)
+        # KeyboardInterrupt or SystemExit in a task stopped the compute: not a failure
+        status = ("incomplete" if collector.interrupted else "failed") if failed else "complete"
+        self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
+                   collector=collector)
         for record in records[k:]:  # appended while the compute was being finalized
             self._late(collector.cid, record)
 
@@ -2006,10 +2008,13 @@ class AdaptiveChunkingEngine:
                 state.computes += 1
                 state.wall_seconds += wall
                 state.last = dict(summary, tasks=len(part))
-                if status == "failed":
+                if status == "failed" or (collector is not None and collector.interrupted):
                     bad = np.flatnonzero(part.data["failed"])
+                    what = f"task {part.keys[bad[0]]!r}" if len(bad) else "a task"
+                    why = collector.error if collector is not None else None
                     state.error = (
-                        f"task {part.keys[bad[0]]!r} raised" if len(bad) else "a task raised"
+                        f"{what} was interrupted ({why})" if status == "incomplete"
+                        else f"{what} raised {why}" if why else f"{what} raised"
                     )
         with self._lock:
             self._computes += 1

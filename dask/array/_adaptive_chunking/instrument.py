@@ -533,7 +533,8 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "engine", "interval",
-        "method", "tags", "states", "tasks", "aliases", "hints", "__weakref__",
+        "method", "tags", "states", "tasks", "aliases", "hints", "error", "interrupted",
+        "__weakref__",
     )
 
     def __init__(self, n_tasks: int, engine, tags: list[frozenset] | None = None):
@@ -556,6 +557,8 @@ class ComputeCollector:
         self.engine = engine
         self.interval = 0.01
         self.method = "auto"
+        self.error: str | None = None  # the first exception a task raised, described
+        self.interrupted = False  # that exception was no error: KeyboardInterrupt, ...
         collectors[self.cid] = self
         weakref.finalize(self, engine._abandon, self.records, self.cid)
 
@@ -889,6 +892,9 @@ class MeasuredTask(Task):
                 id(result) if local else 0, nbytes,
             )
             if local:
+                if exc is not None and collector.error is None:
+                    collector.error = f"{type(exc).__name__}: {exc}"[:300]
+                    collector.interrupted = not isinstance(exc, Exception)
                 collector.add(record)
             elif not _child_of(self.pid):
                 pass  # the graph outlived its compute or left the process: just run it

@@ -629,12 +629,61 @@ def test_failing_task_marks_profile_failed(engine):
     p = engine.get_profile(pid)
     assert p["status"] == "failed"
     assert p["profiler_stats"]["failed_chunks"] == 1
-    assert p["error"] and "raised" in p["error"]
+    assert "raised ZeroDivisionError: bad block" in p["error"]
+    assert p["profiler_stats"]["total_chunks"] >= 1  # partial stats are kept
     # the engine stays usable
     z = da.ones(10, chunks=5)
     pz = engine.profile_array(z)
     z.compute()
     assert engine.get_profile(pz)["status"] == "complete"
+
+
+def _no_engine_thread_left():
+    from dask.array._adaptive_chunking import instrument
+
+    for _ in range(200):  # the sampler thread exits on its next tick
+        if not any(t.name == "adaptive-chunking-sampler" for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.01)
+    assert not instrument.high_water_mark.active
+    assert not any(t.name == "adaptive-chunking-sampler" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("where", ["in a task (sync)", "in the scheduler (threads)"])
+def test_keyboard_interrupt_leaves_the_engine_usable(engine, where):
+    import _thread
+    import gc
+    import time
+
+    x = da.ones((400, 400), chunks=100)
+    first = threading.Event()
+
+    def interrupt(b, block_info=None):
+        if block_info[0]["chunk-location"] == (1, 1) and not first.is_set():
+            first.set()
+            if where.endswith("(sync)"):
+                raise KeyboardInterrupt  # Ctrl-C lands while the task runs
+            _thread.interrupt_main()  # Ctrl-C lands while the scheduler waits
+        time.sleep(0.02)
+        return b
+
+    y = x.map_blocks(interrupt, dtype=x.dtype)
+    pid = engine.profile_array(y)
+    with pytest.raises(KeyboardInterrupt):
+        y.compute(scheduler="sync" if where.endswith("(sync)") else "threads")
+    time.sleep(0.5)  # tasks already running finish in the pool
+    gc.collect()
+    p = engine.get_profile(pid)
+    assert p["status"] == "incomplete" and p["computes"] == 1
+    assert 1 <= p["profiler_stats"]["total_chunks"] < y.npartitions
+    if where.endswith("(sync)"):
+        assert "interrupted (KeyboardInterrupt" in p["error"]
+    _no_engine_thread_left()
+    # the engine goes on: the same array, computed again, completes
+    assert (y.compute(scheduler="threads") == 1).all()
+    p = engine.get_profile(pid)
+    assert p["status"] == "complete" and p["computes"] == 2
+    _no_engine_thread_left()
 
 
 def test_failing_task_in_child_process(engine):
