@@ -60,10 +60,32 @@ AdaptiveChunkingWarning.__module__ = "dask.array.adaptive_chunking"
 _UNLIMITED = 2**60
 
 
+_warned: set[str] = set()  # kinds of fallback already announced in this process
+
+
+def warn_once(kind: str, message: str) -> None:
+    """Warn with ``message`` the first time a fallback of ``kind`` is taken."""
+    if kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(message, AdaptiveChunkingWarning, stacklevel=3)
+
+
+def _unreadable(path: Path, e: OSError) -> None:
+    warn_once(
+        "cgroup",
+        f"adaptive chunking cannot read the cgroup file {path} ({e}); the memory limit "
+        "falls back to physical memory: set 'array.adaptive-chunking.memory-limit' "
+        "if this process runs under a tighter limit",
+    )
+
+
 def _read_int(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
-    except OSError:
+    except FileNotFoundError:
+        return None  # no such control at this level: no limit here
+    except OSError as e:
+        _unreadable(path, e)
         return None
     if text in ("", "max"):
         return None
@@ -92,7 +114,10 @@ def cgroup_memory(
     if proc_cgroup is None:
         try:
             proc_cgroup = Path("/proc/self/cgroup").read_text()
-        except OSError:
+        except FileNotFoundError:
+            return None, None  # not Linux
+        except OSError as e:
+            _unreadable(Path("/proc/self/cgroup"), e)
             return None, None
     root = Path(root)
     for line in proc_cgroup.splitlines():
@@ -142,12 +167,39 @@ def cgroup_memory(
     return None, None
 
 
-def host_memory() -> tuple[int, int]:
-    """Total and available physical memory, in bytes."""
-    import psutil
+#: What :func:`host_memory` assumes when nothing can tell it the machine's memory.
+ASSUMED_MEMORY = 4 * 2**30
 
-    vm = psutil.virtual_memory()
-    return int(vm.total), int(vm.available)
+
+def host_memory() -> tuple[int, int]:
+    """Total and available physical memory, in bytes.
+
+    From ``psutil``; where it fails, from ``os.sysconf``, and where that fails too,
+    :data:`ASSUMED_MEMORY` with nothing in use. Each fallback warns once.
+    """
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.total), int(vm.available)
+    except Exception as e:
+        reason = f"psutil cannot read memory ({type(e).__name__}: {e})"
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        available = os.sysconf("SC_AVPHYS_PAGES") * page
+        if total > 0:
+            warn_once("host-memory", f"adaptive chunking: {reason}; using os.sysconf: "
+                      f"{total / 2**30:.1f} GiB physical memory")
+            return int(total), int(min(max(available, 0), total))
+    except (AttributeError, ValueError, OSError) as e:
+        reason += f", nor os.sysconf ({e})"
+    warn_once(
+        "host-memory",
+        f"adaptive chunking: {reason}; assuming {ASSUMED_MEMORY / 2**30:.0f} GiB: set "
+        "'array.adaptive-chunking.memory-limit' to this machine's memory",
+    )
+    return ASSUMED_MEMORY, ASSUMED_MEMORY
 
 
 
@@ -158,7 +210,6 @@ def host_memory() -> tuple[int, int]:
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _statm_fd: int | None = None  # open /proc/self/statm of this process; -1: unavailable
-_rss_warned = False
 
 
 def _forget_statm_fd() -> None:
@@ -171,20 +222,16 @@ if hasattr(os, "register_at_fork"):
 
 
 def _psutil_rss() -> int:
-    global _rss_warned
     try:
         import psutil
 
         return int(psutil.Process().memory_info().rss)
-    except Exception as e:  # pragma: no cover - depends on the platform
-        if not _rss_warned:
-            _rss_warned = True
-            warnings.warn(
-                f"adaptive chunking cannot read process memory ({e}); memory "
-                "measurements will read 0",
-                AdaptiveChunkingWarning,
-                stacklevel=2,
-            )
+    except Exception as e:
+        warn_once(
+            "rss",
+            f"adaptive chunking cannot read process memory ({type(e).__name__}: {e}); "
+            "memory measurements will read 0",
+        )
         return 0
 
 

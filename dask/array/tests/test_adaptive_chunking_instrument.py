@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -55,6 +56,76 @@ def test_cgroup_unlimited_and_missing(tmp_path):
     write(base / "memory.limit_in_bytes", "9223372036854771712")  # "no limit" in v1
     assert cgroup_memory("4:memory:/x\n", root=tmp_path) == (None, None)
     assert cgroup_memory("garbage", root=tmp_path) == (None, None)
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Fallback warnings are given once per process: start this test with none given."""
+    monkeypatch.setattr(instrument, "_warned", set())
+
+
+def fallback_warnings(record):
+    from dask.array.adaptive_chunking import AdaptiveChunkingWarning
+
+    return [w for w in record if issubclass(w.category, AdaptiveChunkingWarning)]
+
+
+def test_unreadable_cgroup_file_warns_once_and_falls_back(tmp_path, fresh_warnings):
+    (tmp_path / "pod" / "memory.max").mkdir(parents=True)  # reading it fails: EISDIR
+    write(tmp_path / "memory.max", str(GiB))
+    with pytest.warns() as record:
+        assert cgroup_memory("0::/pod\n", root=tmp_path) == (GiB, None)
+        assert cgroup_memory("0::/pod\n", root=tmp_path) == (GiB, None)
+    (w,) = fallback_warnings(record)
+    assert "memory.max" in str(w.message) and "memory-limit" in str(w.message)
+
+
+def test_psutil_failing_falls_back_to_sysconf_then_assumes(monkeypatch, fresh_warnings):
+    import psutil
+
+    from dask.array.adaptive_chunking import memory_limit
+
+    def broken():
+        raise OSError("no /proc/meminfo")
+
+    monkeypatch.setattr(psutil, "virtual_memory", broken)
+    with pytest.warns() as record:
+        total, available = instrument.host_memory()
+        assert memory_limit() > 0
+    (w,) = fallback_warnings(record)
+    assert "no /proc/meminfo" in str(w.message) and "sysconf" in str(w.message)
+    assert total == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 <= available <= total
+
+    monkeypatch.setattr(instrument, "_warned", set())
+    monkeypatch.setattr(os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    with pytest.warns() as record:
+        assert instrument.host_memory() == (instrument.ASSUMED_MEMORY,) * 2
+        assert instrument.host_memory() == (instrument.ASSUMED_MEMORY,) * 2
+    (w,) = fallback_warnings(record)
+    assert "assuming 4 GiB" in str(w.message) and "memory-limit" in str(w.message)
+
+
+def test_unreadable_process_memory_warns_once_and_computes(engine, monkeypatch,
+                                                           fresh_warnings):
+    import psutil
+
+    def broken(*args, **kwargs):
+        raise psutil.AccessDenied()
+
+    monkeypatch.setattr(instrument, "_statm_fd", -1)  # as if /proc/self/statm were gone
+    monkeypatch.setattr(instrument, "_forget_statm_fd", lambda: None)
+    monkeypatch.setattr(psutil.Process, "memory_info", broken)
+    x = da.random.random((400, 400), chunks=100)
+    pid = engine.profile_array(x)
+    with pytest.warns() as record:
+        assert instrument.process_rss() == 0
+        for _ in range(3):
+            np.testing.assert_array_equal(x.compute(scheduler="threads"), x.compute())
+    (w,) = fallback_warnings(record)
+    assert "cannot read process memory" in str(w.message)
+    p = engine.get_profile(pid)
+    assert p["status"] == "complete" and p["computes"] == 6
 
 
 def test_process_rss_tracks_allocation():
