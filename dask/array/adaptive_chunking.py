@@ -315,6 +315,19 @@ def _batch_from_metric(m: ChunkMemoryMetric) -> _instr.RecordBatch:
     return _instr.RecordBatch(data, [m.chunk_key], [m.chunk_shape], [dtype])
 
 
+#: Estimated memory of one sampled chunk record (its row, key and list slots) and
+#: of one per-compute observation; ``benchmarks/bench_memory.py`` checks them.
+RECORD_COST = 256
+OBSERVATION_COST = 1000
+OBSERVATION_TERM_COST = 300
+#: Estimated memory of one profile before it holds records or observations.
+PROFILE_COST = 4096
+
+
+def _observation_cost(o: _model.Observation) -> int:
+    return OBSERVATION_COST + OBSERVATION_TERM_COST * len(o.terms or ())
+
+
 class _Reservoir:
     """A uniform random sample of at most ``cap`` records, kept as columns."""
 
@@ -357,6 +370,19 @@ class _Reservoir:
                 self.metrics.pop(j, None)
         self.seen += n
 
+    def shrink(self, cap: int) -> None:
+        """Keep a uniform random ``cap`` of the records: still a uniform sample."""
+        n = len(self.keys)
+        if n <= cap:
+            return
+        keep = np.sort(self.rng.choice(n, cap, replace=False))
+        self.data = self.data[keep]
+        self.keys = [self.keys[i] for i in keep]
+        self.shapes = [self.shapes[i] for i in keep]
+        self.dtypes = [self.dtypes[i] for i in keep]
+        old = self.metrics
+        self.metrics = {j: old[int(i)] for j, i in enumerate(keep) if int(i) in old}
+
     def to_metrics(self) -> list[ChunkMemoryMetric]:
         return [
             self.metrics.get(i) or _metric_from_row(self.data[i], k, sh, dt)
@@ -390,14 +416,30 @@ class ChunkProfiler:
             _number("max-records", max_records, low=0, high=math.inf)
         self.enabled = enabled
         self._max_records = max_records
+        self._limit: int | None = None  # the engine's share of ``max-memory``
         self._lock = threading.RLock()
         self.clear()
 
     @property
     def max_records(self) -> int:
-        """Size of the raw-record sample (config ``max-records`` unless given)."""
+        """Size of the raw-record sample (config ``max-records`` unless given).
+
+        An engine holding many profiles may lower it to keep them all within
+        ``array.adaptive-chunking.max-memory``.
+        """
         value = _get("max-records", self._max_records)
-        return int(_number("max-records", value, low=0, high=math.inf))
+        cap = int(_number("max-records", value, low=0, high=math.inf))
+        return cap if self._limit is None else min(cap, self._limit)
+
+    def _held_bytes(self) -> int:
+        """An estimate of the memory this profiler's samples and summaries hold."""
+        return len(self._reservoir) * RECORD_COST + self._summary_bytes
+
+    def _set_limit(self, cap: int) -> None:
+        with self._lock:
+            self._limit = cap
+            if len(self._reservoir) > cap:
+                self._reservoir.shrink(cap)
 
     def clear(self) -> None:
         """Forget every measurement."""
@@ -412,6 +454,7 @@ class ChunkProfiler:
             self._min_rss: float | None = None
             self._reservoir = _Reservoir()
             self._observations: deque[_model.Observation] = deque(maxlen=256)
+            self._summary_bytes = 0  # estimated memory of the observations kept
             self._computes = 0
             self._wall = 0.0
 
@@ -458,7 +501,11 @@ class ChunkProfiler:
     def _record_compute(self, observation: _model.Observation) -> None:
         """Add the per-compute summary of one profiled compute."""
         with self._lock:
-            self._observations.append(observation)
+            obs = self._observations
+            if len(obs) == obs.maxlen:
+                self._summary_bytes -= _observation_cost(obs[0])
+            obs.append(observation)
+            self._summary_bytes += _observation_cost(observation)
             self._computes += 1
             self._wall += observation.wall_seconds
             self._peak = max(self._peak, observation.peak_bytes)
@@ -1222,12 +1269,49 @@ class AdaptiveChunkingEngine:
             self._by_name.setdefault(array.name, []).append(state)
             limit = int(_number("max-profiles", _get("max-profiles"), low=1, high=math.inf))
             while len(self._profiles) > limit:
-                self._drop(next(iter(self._profiles)))
+                self._drop(next(iter(self._profiles)), "max-profiles")
+        self._bound_memory()
         _install_hook()
         _prepare_cluster()
         return pid
 
-    def _drop(self, profile_id: str) -> None:
+    def _bound_memory(self) -> None:
+        """Keep the profiles' samples and summaries within ``max-memory``.
+
+        Summaries (per-compute observations, at most 256 per profile) and the
+        profiles themselves may take half of the ceiling: beyond it the oldest
+        profiles are dropped. The rest is shared equally by the raw-record samples,
+        which are thinned (they stay uniform samples; aggregates stay exact).
+        """
+        ceiling = _nbytes_setting("max-memory", _get("max-memory"), allow_none=True)
+        if ceiling is None:
+            return
+        with self._lock:
+            states = list(self._profiles.values())
+            fixed = self.profiler._summary_bytes + sum(
+                PROFILE_COST + s.profiler._summary_bytes for s in states
+            )
+            while fixed > ceiling / 2 and len(states) > 1:
+                oldest = states.pop(0)
+                fixed -= PROFILE_COST + oldest.profiler._summary_bytes
+                self._drop(oldest.id, "max-memory")
+            profilers = [s.profiler for s in states] + [self.profiler]
+            cap = max(0, int((ceiling - fixed) // (RECORD_COST * len(profilers))))
+            for p in profilers:
+                if p._limit != cap:
+                    p._set_limit(cap)
+
+    def _held_bytes(self) -> int:
+        """An estimate of the memory the engine's profiles hold."""
+        with self._lock:
+            return self.profiler._held_bytes() + sum(
+                PROFILE_COST + s.profiler._held_bytes() for s in self._profiles.values()
+            )
+
+    def _drop(self, profile_id: str, why: str | None = None) -> None:
+        if why is not None:
+            logger.info("adaptive chunking: profile %s dropped, the oldest beyond the "
+                        "'%s.%s' limit", profile_id, _PREFIX, why)
         state = self._profiles.pop(profile_id)
         same = self._by_name.get(state.name, [])
         if state in same:
@@ -1252,8 +1336,9 @@ class AdaptiveChunkingEngine:
             return self._profiles[profile_id]
         except (KeyError, TypeError):
             raise KeyError(
-                f"no profile with id {profile_id!r}; ids come from profile_array(), "
-                f"known ids: {list(self._profiles)[-5:]}"
+                f"no profile with id {profile_id!r}; ids come from profile_array(), and "
+                f"the oldest profiles are dropped beyond '{_PREFIX}.max-profiles' or "
+                f"'{_PREFIX}.max-memory'; newest known ids: {list(self._profiles)[-5:]}"
             ) from None
 
     def get_profile(self, profile_id: str) -> dict[str, Any]:
@@ -1848,6 +1933,12 @@ class AdaptiveChunkingEngine:
 
     def _fold_remote(self, entry: dict[str, Any], status: str) -> None:
         records = entry["records"]
+        if entry.get("seen", 0) > len(records):
+            logger.info(
+                "adaptive chunking: the scheduler kept %d of the %d task records of a "
+                "compute (its share of '%s.max-memory'); the profile rests on those",
+                len(records), entry["seen"], _PREFIX,
+            )
         with self._lock:
             states = {s.id: s for s in self._profiles.values()}
         structure = entry.get("structure") or {}
@@ -2019,6 +2110,7 @@ class AdaptiveChunkingEngine:
         with self._lock:
             self._computes += 1
             self._recent.append(summary)
+        self._bound_memory()
 
     def __repr__(self) -> str:
         return (
@@ -2121,8 +2213,18 @@ def _plain_optimizer(base):
     return base
 
 
+#: Estimated memory of one task record held by the scheduler plugin.
+REMOTE_RECORD_COST = 400
+
+
 def _remote_record_cap() -> int:
-    """Task records the scheduler keeps per compute until the client drains them."""
+    """Task records the scheduler keeps, all computes together, until drained.
+
+    ``max-memory`` worth of them; without a ceiling, ``max-records`` x 100.
+    """
+    ceiling = _nbytes_setting("max-memory", _get("max-memory"), allow_none=True)
+    if ceiling is not None:
+        return max(ceiling // REMOTE_RECORD_COST, 1)
     return max(int(_number("max-records", _get("max-records"), low=0, high=math.inf)), 1) * 100
 
 

@@ -58,7 +58,8 @@ def _plugin_class():
         idempotent = True
 
         def __init__(self, max_records: int = 1_000_000):
-            self.max_records = max_records
+            self.max_records = max_records  # held across all computes until drained
+            self.held = 0
             self.computes: OrderedDict[str, dict[str, Any]] = OrderedDict()
             self.ended: OrderedDict[str, None] = OrderedDict()  # drained: ignore stragglers
             self.scheduler = None
@@ -71,14 +72,18 @@ def _plugin_class():
             entry = self.computes.get(cid)
             if entry is None:
                 entry = self.computes[cid] = {
-                    "total": total, "records": [], "index": {}, "workers": {},
+                    "total": total, "seen": 0, "records": [], "index": {}, "workers": {},
+                    "tags": {},
                     "started": time.time(),
                     "saturation": float(getattr(self.scheduler, "WORKER_SATURATION", 0))
                     or None,
                 }
                 while len(self.computes) > MAX_COMPUTES:
-                    self.computes.popitem(last=False)
+                    self._forget(self.computes.popitem(last=False)[1])
             return entry
+
+        def _forget(self, entry: dict[str, Any]) -> None:
+            self.held -= len(entry["records"])
 
         def transition(self, key, start, finish, *args, **kwargs) -> None:
             if start != "processing" or finish not in ("memory", "erred"):
@@ -96,14 +101,24 @@ def _plugin_class():
                 if ss.get("action") == "compute":
                     t0, t1 = ss["start"], ss["stop"]
             worker = kwargs.get("worker") or ""
+            profiles = entry["tags"].setdefault(tuple(profiles), tuple(profiles))
             record = (key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
-                      kwargs.get("thread") or 0, tuple(profiles), finish == "erred")
+                      kwargs.get("thread") or 0, profiles, finish == "erred")
             index, records = entry["index"], entry["records"]
             if key in index:  # recomputed (a worker was lost): the newest run counts
                 records[index[key]] = record
-            elif len(records) < self.max_records:
-                index[key] = len(records)
-                records.append(record)
+            else:
+                entry["seen"] += 1
+                while self.held >= self.max_records:  # older computes make room
+                    oldest = next(iter(self.computes))
+                    if oldest == cid:
+                        break
+                    self._forget(self.computes.pop(oldest))
+                    self.ended[oldest] = None
+                if self.held < self.max_records:  # beyond: counted, not kept
+                    index[key] = len(records)
+                    records.append(record)
+                    self.held += 1
             ws = self.scheduler.workers.get(worker)
             if ws is not None:
                 memory = ws.memory
@@ -141,7 +156,7 @@ def _plugin_class():
             """
             wanted = list(self.computes if cids is None else cids)
             unfinished = {c for c in wanted if c not in self.computes
-                          or len(self.computes[c]["records"]) < self.computes[c]["total"]}
+                          or self.computes[c]["seen"] < self.computes[c]["total"]}
             live = self._live(unfinished) if unfinished else set()
             out = {}
             structure = _structure()
@@ -164,12 +179,12 @@ def _plugin_class():
                     continue
                 failed = any(r[7] for r in entry["records"])
                 out[cid] = dict(entry, done=done, gone=gone, failed=failed)
-                del out[cid]["index"]
+                del out[cid]["index"], out[cid]["tags"]
                 if not (done or gone or failed):
                     out[cid]["profiles"] = structure.get(cid, {}).get("profiles", [])
                 else:
                     out[cid]["structure"] = structure.pop(cid, None)
-                    del self.computes[cid]
+                    self._forget(self.computes.pop(cid))
                     self.ended[cid] = None
                     while len(self.ended) > 16 * MAX_COMPUTES:
                         self.ended.popitem(last=False)
@@ -311,6 +326,12 @@ def _importable(dask_scheduler=None) -> bool:
     return importlib.util.find_spec("dask.array._adaptive_chunking.cluster") is not None
 
 
+def _set_record_cap(value: int, dask_scheduler=None) -> None:
+    plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    if plugin is not None:
+        plugin.max_records = value
+
+
 def ensure_plugin(client, max_records: int) -> bool:
     """Register the profiling plugin on the client's scheduler (idempotent; blocking).
 
@@ -323,6 +344,10 @@ def ensure_plugin(client, max_records: int) -> bool:
     state = getattr(client, "_adaptive_chunking_plugin", None)
     if state is False or (state is not None and state == max_records):
         return state is not False
+    if isinstance(state, int):  # registered (idempotent): change its bound in place
+        client.run_on_scheduler(_set_record_cap, max_records)
+        client._adaptive_chunking_plugin = max_records
+        return True
     if not client.run_on_scheduler(_importable):
         import warnings
 

@@ -375,3 +375,30 @@ def test_first_profiled_compute_does_not_block_the_client(engine):
         thread.join(30)
         assert not thread.is_alive(), "the compute hung"
         assert results and results[0] > 0
+
+
+def test_the_scheduler_holds_records_within_max_memory(engine, client, caplog):
+    from dask.array.adaptive_chunking import REMOTE_RECORD_COST
+
+    def cap():
+        return client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins["adaptive-chunking"].max_records
+        )
+
+    x = da.random.random((800, 800), chunks=100)  # 64 chunks, more tasks with the sum
+    try:
+        with dask.config.set({"array.adaptive-chunking.max-memory": 30 * REMOTE_RECORD_COST}):
+            pid = engine.profile_array(x)  # applies the new bound on the scheduler
+            assert cap() == 30
+            with caplog.at_level("INFO", logger="dask.array.adaptive_chunking"):
+                assert 0.45 < x.mean().compute() < 0.55
+                p = engine.get_profile(pid)
+        assert p["status"] == "complete"
+        assert p["profiler_stats"]["total_chunks"] == 30
+        assert "the scheduler kept 30 of the" in caplog.text
+    finally:
+        engine.profile_array(x)  # the default bound again, for the other tests
+    assert cap() > 100_000
+    pid = engine.profile_array(x)
+    x.mean().compute()
+    assert engine.get_profile(pid)["profiler_stats"]["total_chunks"] > 64
