@@ -19,6 +19,7 @@ use reaches the client. Instead:
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import OrderedDict
@@ -84,6 +85,50 @@ def _plugin_class():
 
         def _forget(self, entry: dict[str, Any]) -> None:
             self.held -= len(entry["records"])
+
+        def update_graph(self, scheduler, *, annotations=None, tasks=(), **kwargs) -> None:
+            """A graph arrived: settle which compute each of its tasks runs for.
+
+            Distributed annotates only the tasks it did not have. A task with the same
+            key that it still holds keeps its earlier annotation: if it already ran or
+            runs now (a result in memory, a task processing for an earlier compute),
+            it does not run for this compute, which must not wait for it; if it has
+            yet to run, it runs for this compute and is tagged so.
+            """
+            new: dict[str, int] = {}
+            totals: dict[str, int] = {}
+            for tag in ((annotations or {}).get(ANNOTATION) or {}).values():
+                cid, _, total = tag
+                new[cid] = new.get(cid, 0) + 1
+                totals[cid] = total
+            structure = _structure()
+            known = [c for c in new if c in structure]
+            if not known:  # every task existed: find the compute by its keys
+                sample = [k for k in itertools.islice(tasks, 16)]
+                known = [c for c, st in structure.items() if "tags" in st
+                         and any(k in st["tags"] for k in sample)][-1:]
+            for cid in known:
+                mine = structure[cid].pop("tags", None) or {}
+                for key in tasks:
+                    tag = mine.get(key)
+                    ts = scheduler.tasks.get(key)
+                    if tag is None or ts is None:
+                        continue
+                    old = (ts.annotations or {}).get(ANNOTATION)
+                    if old is None or old[0] == cid:
+                        continue  # new here, or not ours
+                    totals[cid] = tag[2]
+                    if ts.state in ("memory", "processing", "erred"):
+                        continue  # ran or runs for the earlier compute
+                    ts.annotations = {**(ts.annotations or {}), ANNOTATION: tag}
+                    new[cid] = new.get(cid, 0) + 1
+                    earlier = self.computes.get(old[0])
+                    if earlier is not None:  # it no longer waits for this task
+                        earlier["total"] -= 1
+            for cid, n in new.items():
+                if cid not in self.ended:
+                    entry = self._compute(cid, totals[cid])
+                    entry["total"] = min(entry["total"], n)
 
         def transition(self, key, start, finish, *args, **kwargs) -> None:
             if start != "processing" or finish not in ("memory", "erred"):
@@ -254,6 +299,10 @@ class RemoteOptimizer:
                                  for i in self.named[n])
             STRUCTURE[self.cid] = {
                 "time": time.time(),
+                # each counted key's tag, for tasks the scheduler already has (the
+                # plugin's update_graph takes it)
+                "tags": {k: (self.cid, tuple(sorted(tags[tag_of[k]] - {""})), len(counted))
+                         for k in counted},
                 "profiles": sorted(set().union(*tags) - {""}),
                 "dependencies": list(_instr.dependencies_of(graph, counted).items()),
                 "fused": list(_instr.fused_ops(graph, counted, CONTRACTIONS).items()),

@@ -402,3 +402,31 @@ def test_the_scheduler_holds_records_within_max_memory(engine, client, caplog):
     pid = engine.profile_array(x)
     x.mean().compute()
     assert engine.get_profile(pid)["profiler_stats"]["total_chunks"] > 64
+
+
+def test_the_same_compute_submitted_twice_at_once(engine, client):
+    """The second compute shares its tasks with the first, still running: each task
+    runs once and is counted once, and both computes finish."""
+    import time
+
+    from dask._task_spec import Alias
+
+    x = da.random.random((800, 800), chunks=100)
+    expr = (x + 1).sum()
+    dsk = dict(expr.__dask_optimize__(expr.__dask_graph__(), expr.__dask_keys__()))
+    pid = engine.profile_array(x)
+    with distributed.get_task_stream(client) as stream:
+        futures = [client.compute(expr), client.compute(expr)]
+        results = client.gather(futures)
+    assert results[0] == results[1]
+    del futures
+    ran = [t["key"] for t in stream.data if not isinstance(dsk.get(t["key"]), Alias)
+           and distributed.utils.key_split(t["key"]) != "finalize-hlgfinalizecompute"]
+    assert len(ran) < 2 * len(set(ran))  # most tasks ran once, for both computes
+    for _ in range(100):  # the scheduler may settle the second a moment later
+        p = engine.get_profile(pid)
+        if p["computes"] == 2:
+            break
+        time.sleep(0.05)
+    assert p["status"] == "complete" and p["computes"] == 2
+    assert p["profiler_stats"]["total_chunks"] == len(ran)

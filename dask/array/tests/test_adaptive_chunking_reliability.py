@@ -148,3 +148,121 @@ def test_a_million_chunk_records_stay_under_the_ceiling(engine):
     assert total == 1_000_000
     assert engine._held_bytes() <= ceiling
     assert held <= ceiling, f"{held / MiB:.1f} MiB held for an {ceiling / MiB:.0f} MiB ceiling"
+
+
+THREADS = 8
+
+
+def hammer(jobs, rounds: int, timeout: float = 240) -> None:
+    """Run each job ``rounds`` times in its own thread, all started together."""
+    barrier = threading.Barrier(len(jobs))
+    errors: list[BaseException] = []
+
+    def run(job):
+        try:
+            barrier.wait(timeout=60)
+            for _ in range(rounds):
+                job()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(job,), daemon=True) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a profiled compute hung"
+    assert not errors, errors
+
+
+def check_each_profile_got_its_own_tasks(engine, arrays, pids, rounds, expected):
+    for a, pid, (result, tasks) in zip(arrays, pids, expected):
+        p = engine.get_profile(pid)
+        assert p["status"] == "complete", p["status"]
+        assert p["computes"] == rounds
+        assert p["profiler_stats"]["total_chunks"] == rounds * tasks
+        assert p["profiler_stats"]["failed_chunks"] == 0
+
+
+def test_eight_threads_many_rounds_on_the_threaded_scheduler(engine):
+    rounds = 20
+    arrays = [da.random.random((200 + 40 * i, 300), chunks=(40, 50)) for i in range(THREADS)]
+    # what one compute of each measures alone
+    expected = []
+    for a in arrays:
+        pid = engine.profile_array(a)
+        result = a.T.dot(a).sum().compute(scheduler="threads")
+        expected.append((result, engine.get_profile(pid)["last_compute"]["tasks"]))
+        engine.remove_profile(pid)
+    pids = [engine.profile_array(a) for a in arrays]
+    results: dict[int, list] = {i: [] for i in range(THREADS)}
+
+    def job(i):
+        return lambda: results[i].append(
+            arrays[i].T.dot(arrays[i]).sum().compute(scheduler="threads")
+        )
+
+    hammer([job(i) for i in range(THREADS)], rounds)
+    for i, (result, _) in enumerate(expected):
+        assert len(results[i]) == rounds
+        np.testing.assert_allclose(results[i], result)
+    check_each_profile_got_its_own_tasks(engine, arrays, pids, rounds, expected)
+    total = sum(rounds * tasks for _, tasks in expected)
+    assert engine.profiler.get_stats()["total_chunks"] == total + sum(t for _, t in expected)
+
+
+def _working_keys(client, expr) -> set:
+    """The keys of the tasks that do work when the cluster computes ``expr`` alone:
+    not aliases, nor Dask's finalize step (it only joins results), nor the last task
+    (fused with the finalize step, its key changes with each compute)."""
+    import distributed
+    from dask._task_spec import Alias
+
+    dsk = dict(expr.__dask_optimize__(expr.__dask_graph__(), expr.__dask_keys__()))
+    with distributed.get_task_stream(client) as stream:
+        expr.compute()
+    return {t["key"] for t in stream.data if not isinstance(dsk.get(t["key"]), Alias)
+            and "finalize-hlgfinalizecompute" not in str(t["key"])}
+
+
+def test_eight_threads_through_one_distributed_client(engine):
+    """Each profile gets exactly the tasks the cluster ran for its computes.
+
+    Computing the same array again at once may reuse results the scheduler still
+    holds (it runs fewer tasks): the truth is distributed's own task stream.
+    """
+    distributed = pytest.importorskip("distributed")
+    rounds = 8
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        arrays = [da.random.random((200 + 40 * i, 300), chunks=(40, 50))
+                  for i in range(THREADS)]
+        exprs = [(a + 1).sum() for a in arrays]
+        keys = [_working_keys(client, e) for e in exprs]
+        assert all(not (keys[i] & keys[j]) for i in range(THREADS) for j in range(i))
+        expected = [e.compute() for e in exprs]
+        pids = [engine.profile_array(a) for a in arrays]
+        results: dict[int, list] = {i: [] for i in range(THREADS)}
+
+        def job(i):
+            def run():
+                results[i].append(exprs[i].compute())
+                if len(results[i]) % 3 == 0:  # read profiles while others compute
+                    engine.get_profile(pids[(i + 1) % THREADS])
+            return run
+
+        with distributed.get_task_stream(client) as stream:
+            hammer([job(i) for i in range(THREADS)], rounds)
+        ran = [0] * THREADS
+        for task in stream.data:
+            for i in range(THREADS):
+                if task["key"] in keys[i]:
+                    ran[i] += 1
+        for i in range(THREADS):
+            np.testing.assert_allclose(results[i], [expected[i]] * rounds)
+            p = engine.get_profile(pids[i])
+            assert p["status"] == "complete" and p["computes"] == rounds
+            assert p["profiler_stats"]["failed_chunks"] == 0
+            # each compute also ran its last task, fused with Dask's finalize step
+            assert p["profiler_stats"]["total_chunks"] == ran[i] + rounds
