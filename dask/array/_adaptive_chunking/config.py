@@ -21,13 +21,39 @@ PEAK_METHODS = ("auto", "high-water-mark", "sampler")
 _CONFIG_DIR = Path(__file__).parent
 
 
+KEYS: frozenset[str] = frozenset()  # the settings the defaults YAML defines
+
+
 def register_defaults() -> None:
     """Add the defaults YAML to Dask's config (user and environment values win)."""
     import yaml
 
+    global KEYS
     with open(_CONFIG_DIR / "adaptive-chunking.yaml") as f:
         defaults = yaml.safe_load(f)
+    KEYS = frozenset(defaults["array"]["adaptive-chunking"])
     dask.config.update_defaults(defaults)
+
+
+def check_keys() -> None:
+    """Raise ValueError for a misspelled setting under ``array.adaptive-chunking``.
+
+    A typo would otherwise be ignored silently, and its default used instead.
+    """
+    section = dask.config.config.get("array", {}).get("adaptive-chunking")
+    if not isinstance(section, dict) or section.keys() <= KEYS:
+        return
+    import difflib
+
+    unknown = sorted(section.keys() - KEYS)
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.replace("_", "-"), sorted(KEYS), n=1)
+        hints.append(f"'{PREFIX}.{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ValueError(
+        f"unknown setting {', '.join(hints)}; remove or rename it. Known settings: "
+        f"{', '.join(sorted(KEYS))}"
+    )
 
 
 def number(key: str, value: Any, *, low: float, high: float, low_open=False, high_open=False):
@@ -82,6 +108,7 @@ def nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
 
 def get(key: str, override: Any = None) -> Any:
     """Read ``array.adaptive-chunking.<key>`` now, unless ``override`` is given."""
+    check_keys()
     return dask.config.get(f"{PREFIX}.{key}", override_with=override)
 
 

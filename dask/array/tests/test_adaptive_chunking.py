@@ -888,6 +888,24 @@ def test_config_defaults_and_schema_agree():
         assert dask.config.get(f"array.adaptive-chunking.{key}") == value
 
 
+def test_misspelled_setting_is_named_with_the_fix(engine):
+    x = da.ones(10, chunks=5)
+    with dask.config.set({"array.adaptive-chunking.max-record": 5}):
+        with pytest.raises(ValueError, match=r"'array.adaptive-chunking.max-record' "
+                                             r"\(did you mean 'max-records'\?\)"):
+            engine.profile_array(x)
+        with pytest.raises(ValueError, match="max-record"):
+            ChunkSizeRecommender().recommend_chunk_size((1000, 1000), np.float64)
+    pid = engine.profile_array(x)
+    with dask.config.set({"array.adaptive-chunking.memory_limt": "1GiB"}):
+        # inside a compute the engine warns, and the compute is left alone
+        with pytest.warns(AdaptiveChunkingWarning, match="did you mean 'memory-limit'"):
+            assert x.sum().compute() == 10
+    # both spellings of a real key are the same key
+    with dask.config.set({"array.adaptive-chunking.max_records": 7}):
+        assert engine.get_profiler(pid).max_records == 7
+
+
 def test_config_schema_validates_defaults():
     jsonschema = pytest.importorskip("jsonschema")
     import yaml
