@@ -435,10 +435,10 @@ class ChunkProfiler:
         """An estimate of the memory this profiler's samples and summaries hold."""
         return len(self._reservoir) * RECORD_COST + self._summary_bytes
 
-    def _set_limit(self, cap: int) -> None:
+    def _set_limit(self, cap: int | None) -> None:
         with self._lock:
             self._limit = cap
-            if len(self._reservoir) > cap:
+            if cap is not None and len(self._reservoir) > cap:
                 self._reservoir.shrink(cap)
 
     def clear(self) -> None:
@@ -1281,7 +1281,9 @@ class AdaptiveChunkingEngine:
         Summaries (per-compute observations, at most 256 per profile) and the
         profiles themselves may take half of the ceiling: beyond it the oldest
         profiles are dropped. The rest is shared equally by the raw-record samples,
-        which are thinned (they stay uniform samples; aggregates stay exact).
+        which are thinned (they stay uniform samples; aggregates stay exact): a
+        profile that has seen few records keeps them all, and the others share
+        what is left equally (:func:`model.water_level`).
         """
         ceiling = _nbytes_setting("max-memory", _get("max-memory"), allow_none=True)
         if ceiling is None:
@@ -1296,7 +1298,10 @@ class AdaptiveChunkingEngine:
                 fixed -= PROFILE_COST + oldest.profiler._summary_bytes
                 self._drop(oldest.id, "max-memory")
             profilers = [s.profiler for s in states] + [self.profiler]
-            cap = max(0, int((ceiling - fixed) // (RECORD_COST * len(profilers))))
+            budget = max(0, int((ceiling - fixed) // RECORD_COST))
+            most = int(_number("max-records", _get("max-records"), low=0, high=math.inf))
+            cap = _model.water_level([min(p._reservoir.seen, most) for p in profilers],
+                                     budget)
             for p in profilers:
                 if p._limit != cap:
                     p._set_limit(cap)

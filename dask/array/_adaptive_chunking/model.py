@@ -40,6 +40,7 @@ __all__ = [
     "Saturation",
     "worker_saturation",
     "chunk_shape",
+    "water_level",
 ]
 
 #: Scheduler bookkeeping per task (graph node, state dicts), in bytes.
@@ -1106,3 +1107,28 @@ def _next_blocks(n: int, blocks: int, direction: int) -> int:
         if math.ceil(n / blocks) != size:
             return blocks
     return blocks
+
+
+def water_level(demands: Sequence[int], budget: int) -> int | None:
+    """The largest per-holder cap that fits ``budget`` items among ``demands``.
+
+    Each holder keeps ``min(demand, cap)`` items. Holders that want less than an
+    equal share keep all they want; the rest share what is left equally. None when
+    every demand fits (no cap is needed).
+
+    >>> water_level([10, 10, 1000], 300)  # the two small ones keep theirs
+    280
+    >>> water_level([10, 10], 300) is None
+    True
+    >>> water_level([500, 500, 500], 300)
+    100
+    """
+    if sum(demands) <= budget:
+        return None
+    remaining, n = budget, len(demands)
+    for i, demand in enumerate(sorted(demands)):
+        share = remaining // (n - i)
+        if demand > share:
+            return share
+        remaining -= demand
+    return None  # pragma: no cover - the sum exceeds the budget: a demand exceeds its share
