@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
-from dask.utils import format_bytes, key_split, parse_timedelta
+from dask.utils import format_bytes, key_split
 
 import dask
 from dask.array._adaptive_chunking import cluster as _cluster
@@ -87,6 +87,7 @@ _number = _config.number
 _nbytes_setting = _config.nbytes_setting
 _get = _config.get
 _flag = _config.flag
+_read = _config.setting  # a setting, validated
 
 _config.register_defaults()
 
@@ -106,7 +107,7 @@ def memory_limit() -> int:
     ...     memory_limit()
     2147483648
     """
-    configured = _nbytes_setting("memory-limit", _get("memory-limit"), allow_none=True)
+    configured = _read("memory-limit")
     if configured is not None:
         return configured
     total, _ = host_memory()
@@ -138,12 +139,7 @@ class MemoryPressure:
 
         ``threshold`` defaults to ``array.adaptive-chunking.pressure-threshold``.
         """
-        threshold = _number(
-            "pressure-threshold",
-            _get("pressure-threshold", threshold),
-            low=0,
-            high=100,
-        )
+        threshold = _read("pressure-threshold", threshold)
         return self.percent_used > threshold
 
     @classmethod
@@ -176,7 +172,7 @@ class MemoryPressure:
         if cg_limit is not None and cg_limit < total:
             total = cg_limit
             used = cg_usage if cg_usage is not None else used
-        configured = _nbytes_setting("memory-limit", _get("memory-limit"), allow_none=True)
+        configured = _read("memory-limit")
         if configured is not None:
             total = configured
             used = process_rss()
@@ -413,7 +409,7 @@ class ChunkProfiler:
 
     def __init__(self, enabled: bool = True, max_records: int | None = None):
         if max_records is not None:
-            _number("max-records", max_records, low=0, high=math.inf)
+            _config.count("max_records", max_records, low=0)
         self.enabled = enabled
         self._max_records = max_records
         self._limit: int | None = None  # the engine's share of ``max-memory``
@@ -427,8 +423,7 @@ class ChunkProfiler:
         An engine holding many profiles may lower it to keep them all within
         ``array.adaptive-chunking.max-memory``.
         """
-        value = _get("max-records", self._max_records)
-        cap = int(_number("max-records", value, low=0, high=math.inf))
+        cap = _read("max-records", self._max_records)
         return cap if self._limit is None else min(cap, self._limit)
 
     def _held_bytes(self) -> int:
@@ -833,32 +828,7 @@ class ChunkSizeRecommender:
 
     def _settings(self) -> dict[str, Any]:
         g = self._given
-        s = {
-            "target_memory_percent": _number(
-                "target-memory-percent",
-                _get("target-memory-percent", g["target_memory_percent"]),
-                low=0, high=100, low_open=True,
-            ),
-            "min_chunk_bytes": _nbytes_setting(
-                "min-chunk-bytes", _get("min-chunk-bytes", g["min_chunk_bytes"]),
-                allow_none=False,
-            ),
-            "max_chunk_bytes": _nbytes_setting(
-                "max-chunk-bytes", _get("max-chunk-bytes", g["max_chunk_bytes"]),
-                allow_none=True,
-            ),
-            "safety_factor": _number(
-                "safety-factor", _get("safety-factor", g["safety_factor"]),
-                low=0, high=1, low_open=True,
-            ),
-            "overhead_target": _number(
-                "overhead-target", _get("overhead-target", g["overhead_target"]),
-                low=0, high=1, low_open=True, high_open=True,
-            ),
-            "memory_limit": _nbytes_setting(
-                "memory-limit", _get("memory-limit", g["memory_limit"]), allow_none=True
-            ),
-        }
+        s = {name: _read(name.replace("_", "-"), value) for name, value in g.items()}
         if s["max_chunk_bytes"] is not None and s["max_chunk_bytes"] < s["min_chunk_bytes"]:
             raise ValueError(
                 f"max_chunk_bytes ({s['max_chunk_bytes']}) is smaller than min_chunk_bytes "
@@ -869,6 +839,7 @@ class ChunkSizeRecommender:
     def memory_budget(self, limit: int | None = None) -> int:
         """Bytes a computation may reach at its peak: limit x percent x safety factor."""
         s = self._settings()
+        limit = _nbytes_setting("limit", limit, allow_none=True)
         if limit is None:
             limit = s["memory_limit"] or memory_limit()
         return int(limit * s["target_memory_percent"] / 100 * s["safety_factor"])
@@ -1267,7 +1238,7 @@ class AdaptiveChunkingEngine:
         with self._lock:
             self._profiles[pid] = state
             self._by_name.setdefault(array.name, []).append(state)
-            limit = int(_number("max-profiles", _get("max-profiles"), low=1, high=math.inf))
+            limit = _read("max-profiles")
             while len(self._profiles) > limit:
                 self._drop(next(iter(self._profiles)), "max-profiles")
         self._bound_memory()
@@ -1285,7 +1256,7 @@ class AdaptiveChunkingEngine:
         profile that has seen few records keeps them all, and the others share
         what is left equally (:func:`model.water_level`).
         """
-        ceiling = _nbytes_setting("max-memory", _get("max-memory"), allow_none=True)
+        ceiling = _read("max-memory")
         if ceiling is None:
             return
         with self._lock:
@@ -1299,7 +1270,7 @@ class AdaptiveChunkingEngine:
                 self._drop(oldest.id, "max-memory")
             profilers = [s.profiler for s in states] + [self.profiler]
             budget = max(0, int((ceiling - fixed) // RECORD_COST))
-            most = int(_number("max-records", _get("max-records"), low=0, high=math.inf))
+            most = _read("max-records")
             cap = _model.water_level([min(p._reservoir.seen, most) for p in profilers],
                                      budget)
             for p in profilers:
@@ -1804,12 +1775,7 @@ class AdaptiveChunkingEngine:
 
     def _instrument(self, dsk, keys, plan):
         states, named, hints = plan
-        interval = parse_timedelta(_get("sample-interval"), default="s")
-        method = _get("peak-method")
-        if method not in _PEAK_METHODS:
-            raise ValueError(
-                f"'{_PREFIX}.peak-method' must be one of {_PEAK_METHODS}, got {method!r}"
-            )
+        interval, method = _read("sample-interval"), _read("peak-method")
         out, collector = _instr.instrument(dsk, keys, named, self)
         collector.states, collector.method, collector.interval = states, method, interval
         collector.hints = hints
@@ -2227,10 +2193,10 @@ def _remote_record_cap() -> int:
 
     ``max-memory`` worth of them; without a ceiling, ``max-records`` x 100.
     """
-    ceiling = _nbytes_setting("max-memory", _get("max-memory"), allow_none=True)
+    ceiling = _read("max-memory")
     if ceiling is not None:
         return max(ceiling // REMOTE_RECORD_COST, 1)
-    return max(int(_number("max-records", _get("max-records"), low=0, high=math.inf)), 1) * 100
+    return max(_read("max-records"), 1) * 100
 
 
 def _prepare_cluster() -> None:

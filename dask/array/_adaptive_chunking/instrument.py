@@ -274,6 +274,11 @@ def children_rss() -> int:
         return 0
 
 
+#: Longest pause between two samples (seconds); a longer interval would miss peaks
+#: of whole computes and overflow the platform's timers.
+MAX_INTERVAL = 60.0
+
+
 class PeakSampler:
     """One daemon thread that tracks the peak memory of every running compute.
 
@@ -293,11 +298,11 @@ class PeakSampler:
         """Track ``collector.peak`` every ``interval`` seconds until removed."""
         with self._lock:
             self._active.add(collector)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self.last_rss = process_rss()
                 self._thread = threading.Thread(
                     target=self._run,
-                    args=(max(float(interval), 0.001),),
+                    args=(min(max(float(interval), 0.001), MAX_INTERVAL),),
                     name="adaptive-chunking-sampler",
                     daemon=True,
                 )
@@ -309,10 +314,19 @@ class PeakSampler:
         self._wake.set()
 
     def _run(self, interval: float) -> None:
+        try:
+            self._loop(interval)
+        finally:  # an error ends it: the next compute starts a new thread
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    self.last_rss = None
+
+    def _loop(self, interval: float) -> None:
         while True:
             with self._lock:
                 active = list(self._active)
-                if not active:
+                if not active:  # in the lock: add() then starts a new thread
                     self._thread = None
                     self.last_rss = None
                     return
