@@ -115,6 +115,20 @@ def memory_limit() -> int:
     return min(total, limit) if limit else total
 
 
+def _finite(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a finite float in [low, high], or a TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], "
+                         f"got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class MemoryPressure:
     """Memory state of this process's environment at one moment.
@@ -134,6 +148,11 @@ class MemoryPressure:
     total_mb: float = 0.0
     timestamp: float = field(default_factory=time.time)
 
+    def __post_init__(self):
+        for name in ("available_mb", "used_mb", "percent_used", "total_mb", "timestamp"):
+            _finite(name, getattr(self, name), low=0.0,
+                    high=100.0 if name == "percent_used" else math.inf)
+
     def is_pressure(self, threshold: float | None = None) -> bool:
         """Whether more than ``threshold`` percent of memory is in use.
 
@@ -149,12 +168,12 @@ class MemoryPressure:
         >>> MemoryPressure.of(3 * 2**30, 4 * 2**30).percent_used
         75.0
         """
-        limit = max(float(limit_bytes), 1.0)
-        used = min(max(float(used_bytes), 0.0), limit)
+        limit = max(_finite("limit_bytes", limit_bytes), 1.0)
+        used = min(max(_finite("used_bytes", used_bytes), 0.0), limit)
         return cls(
             available_mb=(limit - used) / MiB,
             used_mb=used / MiB,
-            percent_used=100.0 * used / limit,
+            percent_used=100.0 * (used / limit),
             total_mb=limit / MiB,
         )
 
@@ -192,6 +211,9 @@ class MemoryPressure:
 # ---------------------------------------------------------------------------
 # Aggregation
 # ---------------------------------------------------------------------------
+
+
+_MAX_MB = 2.0**53  # finite, and still a float that counts whole bytes
 
 
 @dataclass
@@ -244,22 +266,26 @@ class ChunkMemoryMetric:
     output_bytes: int | None = None
 
     def __post_init__(self):
-        if not isinstance(self.chunk_shape, tuple):
-            raise TypeError(
-                f"chunk_shape must be a tuple of ints, got {self.chunk_shape!r}"
-            )
-        for name in ("element_count", "dtype_size", "estimated_bytes"):
-            value = getattr(self, name)
+        def whole(name, value, high=2**63):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{name} must be an int, got {value!r}")
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+            if not 0 <= value < high:
+                raise ValueError(f"{name} must be in [0, {high:g}), got {value!r}")
+
+        if not isinstance(self.chunk_shape, tuple):
+            raise TypeError(f"chunk_shape must be a tuple of ints, got {self.chunk_shape!r}")
+        for n in self.chunk_shape:
+            whole("each of chunk_shape", n)
+        whole("element_count", self.element_count)
+        whole("dtype_size", self.dtype_size, high=2**31)  # NumPy's largest itemsize
+        whole("estimated_bytes", self.estimated_bytes)
+        if self.output_bytes is not None:
+            whole("output_bytes", self.output_bytes)
         for name in ("compute_time_ms", "memory_peak_before_mb", "memory_peak_after_mb"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+            _finite(name, getattr(self, name), low=0.0, high=_MAX_MB)
+        _finite("start_time", self.start_time, low=-_MAX_MB, high=_MAX_MB)
+        if not isinstance(self.failed, (bool, np.bool_)):
+            raise TypeError(f"failed must be True or False, got {self.failed!r}")
 
     @property
     def memory_delta_mb(self) -> float:
@@ -304,7 +330,9 @@ def _batch_from_metric(m: ChunkMemoryMetric) -> _instr.RecordBatch:
     data[0] = (
         m.start_time, t1, m.memory_peak_before_mb * MiB, m.memory_peak_after_mb * MiB,
         m.output_bytes if m.output_bytes is not None else m.estimated_bytes,
-        m.estimated_bytes, m.worker if isinstance(m.worker, int) else 0, 0, False, m.failed,
+        m.estimated_bytes,
+        m.worker & 0x7FFFFFFFFFFFFFFF if isinstance(m.worker, (int, np.integer)) else 0,
+        0, False, m.failed,
         0, 0,
     )
     dtype = np.dtype(f"V{m.dtype_size}") if m.dtype_size else None
@@ -410,7 +438,9 @@ class ChunkProfiler:
     def __init__(self, enabled: bool = True, max_records: int | None = None):
         if max_records is not None:
             _config.count("max_records", max_records, low=0)
-        self.enabled = enabled
+        if not isinstance(enabled, (bool, np.bool_)):
+            raise TypeError(f"enabled must be True or False, got {enabled!r}")
+        self.enabled = bool(enabled)
         self._max_records = max_records
         self._limit: int | None = None  # the engine's share of ``max-memory``
         self._lock = threading.RLock()
@@ -482,7 +512,7 @@ class ChunkProfiler:
         d = batch.data
         logical = d["logical"]
         self._count += len(d)
-        self._bytes += int(logical.sum())
+        self._bytes += int(logical.sum(dtype=np.float64))  # no int64 wrap-around
         self._seconds += float((d["t1"] - d["t0"]).sum())
         self._failed += int(d["failed"].sum())
         low = int(logical.min())
@@ -614,7 +644,7 @@ class Recommendation:
     predicted_seconds: float
     predicted_tasks: int
     concurrency: int
-    model: _model.WorkloadModel
+    model: _model.WorkloadModel | None  # None: an empty array, nothing measured
     reason: str = ""
     overhead_fraction: float = 0.0
     downstream: tuple[str, ...] = ()
@@ -651,9 +681,9 @@ class Recommendation:
             "predicted_tasks": self.predicted_tasks,
             "predicted_overhead_fraction": self.overhead_fraction,
             "concurrency": self.concurrency,
-            "amplification": self.model.amplification,
-            "held_fraction": self.model.held_fraction,
-            "overhead_per_task_ms": self.model.overhead_seconds * 1e3,
+            "amplification": self.model.amplification if self.model else 0.0,
+            "held_fraction": self.model.held_fraction if self.model else 0.0,
+            "overhead_per_task_ms": self.model.overhead_seconds * 1e3 if self.model else 0.0,
             "array_chunk_size": self.array_chunk_size,
             "downstream_ops": list(self.downstream),
             "storage_chunks": self.storage_chunks,
@@ -698,6 +728,8 @@ class _Workers:
 
     @classmethod
     def of(cls, cluster: Mapping[str, Mapping[str, int]] | None) -> _Workers:
+        if cluster is not None:
+            _check_cluster(cluster)
         workers = [w for w in (cluster or {}).values() if w.get("nthreads")]
         if not workers:
             return cls()
@@ -720,6 +752,37 @@ class _Workers:
             threads_per_worker=self.most_threads, workers=self.processes,
             n_chunks=n_chunks, baseline_bytes=self.baseline, aligned=aligned,
         )
+
+
+def _check_cluster(cluster) -> None:
+    """A cluster description: address -> nthreads, memory_limit, baseline (bytes)."""
+    fix = ("pass cluster as {address: {'nthreads': int >= 1, 'memory_limit': bytes or "
+           "None, 'baseline': bytes}}, as a cluster profile's 'workers' gives it")
+    if not isinstance(cluster, Mapping):
+        raise TypeError(f"cluster must be a mapping, got {cluster!r}; {fix}")
+    for address, worker in cluster.items():
+        if not isinstance(worker, Mapping):
+            raise TypeError(f"cluster[{address!r}] must be a mapping, got {worker!r}; {fix}")
+        _config.count(f"cluster[{address!r}]['nthreads']", worker.get("nthreads", 0), low=0)
+        for name in ("memory_limit", "baseline"):
+            value = worker.get(name)
+            if value:
+                _nbytes_setting(f"cluster[{address!r}][{name!r}]", value, allow_none=True)
+
+
+def _check_chunks(chunks, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """``chunks`` in Dask's normal form: one tuple of lengths per dimension."""
+    bad = not isinstance(chunks, (tuple, list)) or len(chunks) != len(shape) or any(
+        not isinstance(c, (tuple, list)) or any(
+            isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in c
+        ) for c in chunks
+    )
+    if bad or any(sum(c) != n for c, n in zip(chunks, shape)):
+        raise ValueError(
+            f"current_chunks {chunks!r} are not chunks of shape {shape!r}: pass one tuple "
+            "of non-negative lengths per dimension, summing to its length (array.chunks)"
+        )
+    return tuple(tuple(int(n) for n in c) for c in chunks)
 
 
 def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
@@ -934,16 +997,34 @@ class ChunkSizeRecommender:
                     f"storage_chunks {storage_chunks!r} must give one positive length per "
                     f"dimension of array_shape {shape!r}"
                 )
+        if concurrency is not None:  # 0: as measured
+            concurrency = _config.count("concurrency", concurrency, low=0) or None
+        if current_chunks is not None:
+            current_chunks = _check_chunks(current_chunks, shape)
+        if downstream is not None and not isinstance(downstream, _graph.Downstream):
+            raise TypeError(
+                f"downstream must be a Downstream (from "
+                f"dask.array._adaptive_chunking.graph.downstream), got {downstream!r}"
+            )
+        if worker_saturation is not None:
+            _number("worker_saturation", worker_saturation, low=0, high=math.inf,
+                    low_open=True)
         s = self._settings()
-        fit = _fit(profiler.observations())
-        if fit is None:
-            return None
         workers = _Workers.of(cluster)
+        fit = _fit(profiler.observations())
         limit = s["memory_limit"] or workers.memory_limit or memory_limit()
         budget = self.memory_budget(limit)
         itemsize = int(dtype_size)
         array_bytes = math.prod(shape) * itemsize
-        conc = max(1, int(concurrency)) if concurrency else (workers.threads or fit.concurrency)
+        if array_bytes == 0:  # nothing to learn or to chunk: no measurement needed
+            conc = concurrency or workers.threads or (fit.concurrency if fit else 1)
+            peak = _model.predict(fit, 1, 1, conc).peak_bytes if fit else 0.0
+            return Recommendation(_model.chunk_shape(shape, itemsize, 1), 0, "array", True,
+                                  budget, limit, peak, 0.0, 1, conc, fit,
+                                  reason="the array is empty")
+        if fit is None:
+            return None
+        conc = concurrency or workers.threads or fit.concurrency
         processes, baseline = workers.processes, workers.baseline
         downstream = downstream or _graph.Downstream()
         wanted = {d for d in downstream.whole_dims if 0 <= d < len(shape)}
@@ -953,12 +1034,6 @@ class ChunkSizeRecommender:
                 d for d, (n, c) in enumerate(zip(shape, current_chunks))
                 if len(c) == 1 and n > 1
             }
-        if array_bytes == 0:
-            chunks = _model.chunk_shape(shape, itemsize, 1)
-            pred = _model.predict(fit, 1, 1, conc)
-            return Recommendation(chunks, 0, "array", True, budget, limit,
-                                  pred.peak_bytes, 0.0, 1, conc, fit,
-                                  reason="the array is empty")
         upper = max(s["max_chunk_bytes"] or budget, 1)
         lower = min(s["min_chunk_bytes"], upper)
         def shape_for(target: float) -> tuple[tuple[int, ...], int, int, bool]:
@@ -1233,6 +1308,7 @@ class AdaptiveChunkingEngine:
                 f"profile_array expects a dask.array.Array, got {type(array).__name__}; "
                 "wrap NumPy data with dask.array.from_array(data, chunks=...)"
             )
+        _config.validate()  # a bad setting fails here, not silently inside a compute
         pid = f"{key_split(array.name)}-{uuid.uuid4().hex[:8]}"
         state = _Profile(pid, array)
         with self._lock:
@@ -1363,8 +1439,11 @@ class AdaptiveChunkingEngine:
                 "the result"
             )
         if state.computes == 0:
-            return "no compute of this array has been profiled yet"
-        return "the profiled computes recorded no tasks"
+            return ("no compute of this array has been profiled yet" + (
+                f"; the last attempt was not profiled: {state.error}" if state.error else ""))
+        return ("the profiled computes ran no task that works on this array: its chunks "
+                "are data already in memory (da.from_array of a NumPy array, a persisted "
+                "array); profile an expression computed from it")
 
     def _recommend(self, state, array=None, downstream=None) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
@@ -1527,12 +1606,14 @@ class AdaptiveChunkingEngine:
         (True, True)
         >>> engine.close()
         """
+        _config.validate()
         self._drain()
         states = self._source(array, profile_id, "recommend")
         rec = self._recommend(states, array, self._downstream_of(array, workload))
         if rec is None:
             raise ValueError(
-                f"profile {[s.id for s in states]} recorded no tasks to learn from"
+                f"profile {[s.id for s in states]} cannot recommend chunks: "
+                f"{self._unavailable(states[-1])}"
             )
         return rec
 
@@ -1558,13 +1639,22 @@ class AdaptiveChunkingEngine:
         True
         >>> engine.close()
         """
+        _config.validate()
         self._drain()
         states = self._source(array, profile_id, "predict")
         normalized = _normalized(array, chunks)
         fit = _fit(_pooled(states))
+        if fit is None and math.prod(array.shape) == 0:
+            return {"chunks": tuple(max(c, default=0) for c in normalized),
+                    "chunk_size_mb": 0.0, "predicted_peak_memory_mb": 0.0,
+                    "predicted_time_s": 0.0, "predicted_tasks": 0,
+                    "predicted_overhead_fraction": 0.0, "fits_budget": True,
+                    "memory_budget_mb": self.recommender.memory_budget() / MiB,
+                    "concurrency": 1}
         if fit is None:
             raise ValueError(
-                f"profile {[s.id for s in states]} recorded no tasks to learn from"
+                f"profile {[s.id for s in states]} cannot predict: "
+                f"{self._unavailable(states[-1])}"
             )
         itemsize = max(1, array.dtype.itemsize)
         largest = tuple(max(c, default=0) for c in normalized)
@@ -1682,10 +1772,14 @@ class AdaptiveChunkingEngine:
             )
         value = config[SATURATION_KEY]
         value = math.inf if value == "inf" else value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
+            value > 0
+        ):
             raise ValueError(
                 f"{SATURATION_KEY} must be a number > 0 or 'inf', got {config[SATURATION_KEY]!r}"
             )
+        if client is not None and not callable(getattr(client, "run_on_scheduler", None)):
+            raise TypeError(f"client must be a distributed.Client, got {client!r}")
         client = client or _cluster.client_for_compute()
         if client is None:
             raise ValueError(
@@ -1697,6 +1791,7 @@ class AdaptiveChunkingEngine:
 
     def get_telemetry(self) -> dict[str, Any]:
         """Engine state: tracked arrays, memory pressure and aggregate statistics."""
+        _config.validate()
         self._drain()
         with self._lock:
             statuses = {pid: s.status for pid, s in self._profiles.items()}
@@ -1777,6 +1872,13 @@ class AdaptiveChunkingEngine:
         states, named, hints = plan
         interval, method = _read("sample-interval"), _read("peak-method")
         out, collector = _instr.instrument(dsk, keys, named, self)
+        if not collector.n_tasks and states:
+            # Only data and aliases: no task will run, so this compute is already over.
+            with self._lock:
+                for state in states:
+                    state.status = "complete"
+                    state.computes += 1
+                    state.last = {"status": "complete", "tasks": 0}
         collector.states, collector.method, collector.interval = states, method, interval
         collector.hints = hints
         if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
@@ -2154,6 +2256,8 @@ class _ProfilingOptimizer:
                 out = engine._instrument(out, keys, plan)
             except Exception as e:
                 _instr.warn_engine_error(e)
+                for state in plan[0]:  # say why, where the profile is read
+                    state.error = f"{type(e).__name__}: {e}"
         return out
 
     def __reduce__(self):
@@ -2262,6 +2366,7 @@ def enable_adaptive_chunking() -> AdaptiveChunkingEngine:
     True
     >>> disable_adaptive_chunking()
     """
+    _config.validate()
     dask.config.set({f"{_PREFIX}.enabled": True})
     engine = get_adaptive_engine()
     _prepare_cluster()

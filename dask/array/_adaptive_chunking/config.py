@@ -56,6 +56,10 @@ def check_keys() -> None:
     )
 
 
+def _or_set(key: str) -> str:
+    return f", or set '{PREFIX}.{key}'" if key in KEYS else ""
+
+
 def number(key: str, value: Any, *, low: float, high: float, low_open=False, high_open=False):
     """Validate a numeric setting; ``key`` names the config key in messages."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
@@ -78,7 +82,7 @@ def number(key: str, value: Any, *, low: float, high: float, low_open=False, hig
         hi = ")" if high_open else "]"
         raise ValueError(
             f"{key} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}; "
-            f"pass a value in that range or set '{PREFIX}.{key}'"
+            f"pass a value in that range{_or_set(key)}"
         )
     return number
 
@@ -94,12 +98,12 @@ def count(key: str, value: Any, *, low: int) -> int:
     ):
         raise ValueError(
             f"{key} must be a whole number >= {low}, got {value!r}; "
-            f"pass e.g. {max(low, 1000)} or set '{PREFIX}.{key}'"
+            f"pass e.g. {max(low, 1000)}{_or_set(key)}"
         )
     if int(value) < low:
         raise ValueError(
             f"{key} must be a whole number >= {low}, got {value!r}; "
-            f"pass e.g. {max(low, 1000)} or set '{PREFIX}.{key}'"
+            f"pass e.g. {max(low, 1000)}{_or_set(key)}"
         )
     return int(value)
 
@@ -126,7 +130,7 @@ def nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
     if not finite or value < 1 or value != int(value) or value >= 2**63:
         raise ValueError(
             f"{key} must be a positive whole number of bytes below 2**63, got {value!r}; "
-            f"pass e.g. 2**20 or '1MiB', or set '{PREFIX}.{key}'"
+            f"pass e.g. 2**20 or '1MiB'{_or_set(key)}"
         )
     return int(value)
 
@@ -147,7 +151,7 @@ def flag_value(key: str, value: Any) -> bool:
 
 
 def duration(key: str, value: Any) -> float:
-    """Validate a positive, finite duration: seconds, or a string such as '10ms'."""
+    """Validate a finite duration >= 0: seconds, or a string such as '10ms'."""
     from dask.utils import parse_timedelta
 
     try:
@@ -158,10 +162,10 @@ def duration(key: str, value: Any) -> float:
             f"got {value!r}"
         ) from e
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-        0 < seconds < math.inf
+        0 <= seconds < math.inf
     ):
         raise ValueError(
-            f"'{PREFIX}.{key}' must be a positive, finite duration such as '10ms', "
+            f"'{PREFIX}.{key}' must be a finite duration >= 0 such as '10ms', "
             f"got {value!r}"
         )
     return float(seconds)

@@ -1042,9 +1042,15 @@ def _is_finalize(key) -> bool:
 
 
 def _inner_keys(node) -> tuple:
-    """Keys fused inside a task (``Task.fuse`` keeps them in its subgraph)."""
+    """Keys fused inside a task (``Task.fuse`` keeps them in its subgraph), at any
+    depth: a fused subgraph may hold tasks that are fused subgraphs themselves."""
     if node.func is _execute_subgraph and node.args and isinstance(node.args[0], dict):
-        return tuple(node.args[0])
+        inner = node.args[0]
+        keys = list(inner)
+        for value in inner.values():
+            if isinstance(value, Task):
+                keys.extend(_inner_keys(value))
+        return tuple(keys)
     return ()
 
 

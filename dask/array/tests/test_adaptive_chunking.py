@@ -259,7 +259,7 @@ def test_metric_derived_properties():
 @pytest.mark.parametrize(
     "field, value, exc, match",
     [
-        ("element_count", -1, ValueError, "element_count must be >= 0"),
+        ("element_count", -1, ValueError, r"element_count must be in \[0, "),
         ("estimated_bytes", 1.5, TypeError, "estimated_bytes must be an int"),
         ("compute_time_ms", float("nan"), ValueError, "compute_time_ms"),
         ("chunk_shape", [1, 2], TypeError, "chunk_shape must be a tuple"),
