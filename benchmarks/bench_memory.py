@@ -12,9 +12,13 @@ Two parts.
    on the threaded scheduler (over 1,000,000 task records), with the default
    ceiling. Reports the engine's estimate, the sampled records, and the process's
    resident memory after each compute.
+3. **Nothing left behind per compute**: 30 more computes of a profiled array once
+   its samples are full, under ``tracemalloc``; the memory still allocated afterwards by
+   the engine's code, and by all code.
 
-Run: ``python benchmarks/bench_memory.py [--quick]``; writes
-``benchmarks/results/memory.{json,md}``.
+Run: ``python benchmarks/bench_memory.py [--quick] [--part 3]``; writes
+``benchmarks/results/memory.{json,md}`` (``--part 3`` adds part 3 to the results
+already written).
 """
 
 from __future__ import annotations
@@ -113,15 +117,37 @@ def computed(computes: int) -> dict:
     return {"chunks": x.npartitions, "rows": rows}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="part 1 only")
-    args = parser.parse_args()
-    cases = [(8 * MiB, 20), (64 * MiB, 20), (64 * MiB, 1000), (None, 20), (None, 1000)]
-    part1 = [folded(c, n) for c, n in cases]
-    part2 = None if args.quick else computed(10)
-    data = {"machine": machine(), "record_cost": ac.RECORD_COST, "folded": part1,
-            "computed": part2}
+def left_behind(computes: int = 30) -> dict:
+    ac.reset_adaptive_engine()
+    engine = ac.get_adaptive_engine()
+    x = da.random.random((300, 300), chunks=(10, 10))
+    pid = engine.profile_array(x)
+    warm = 0
+    while engine.get_profile(pid)["profiler_stats"]["sampled_records"] < \
+            engine.get_profiler(pid).max_records:  # the samples are full: they stop growing
+        x.sum().compute(scheduler="threads")
+        warm += 1
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for _ in range(computes):
+        x.sum().compute(scheduler="threads")
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    ours = [tracemalloc.Filter(True, "*adaptive_chunking*")]
+    engine_bytes = sum(d.size_diff for d in after.filter_traces(ours).compare_to(
+        before.filter_traces(ours), "filename"))
+    all_bytes = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    out = {"computes": computes, "warm_up": warm, "chunks": x.npartitions,
+           "engine_kib": engine_bytes / 1024, "all_kib": all_bytes / 1024}
+    ac.reset_adaptive_engine()
+    print(out)
+    return out
+
+
+def markdown(data: dict) -> str:
+    part1, part2, part3 = data["folded"], data.get("computed"), data.get("left_behind")
     md = ["# Bounded memory: 1,000,000 chunk records", "",
           "From `benchmarks/bench_memory.py`. Part 1: 1,000,000 records folded into N "
           "profiles by the engine's own path; memory traced exactly (`tracemalloc`, "
@@ -141,7 +167,36 @@ def main() -> None:
             md.append(f"| {r['compute']} | {r['seconds']:.1f} | {r['records']:,} "
                       f"| {r['sampled_records']:,} | {r['estimate_mib']:.1f} "
                       f"| {r['rss_mib']:.0f} |")
-    write("memory", data, "\n".join(md) + "\n")
+    if part3:
+        md += ["", f"Part 3: {part3['computes']} more computes of a profiled array "
+               f"({part3['chunks']:,} chunks) after {part3['warm_up']} that filled its "
+               "samples (10,000 records): memory still "
+               f"allocated afterwards by the engine's code {part3['engine_kib']:.1f} KiB, "
+               f"by all code {part3['all_kib']:.1f} KiB."]
+    return "\n".join(md) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="parts 1 and 3 only")
+    parser.add_argument("--part", type=int, choices=[3],
+                        help="run part 3 only, added to the results already written")
+    args = parser.parse_args()
+    if args.part == 3:
+        import json
+
+        from _util import RESULTS
+
+        data = json.loads((RESULTS / "memory.json").read_text())
+        data["left_behind"] = left_behind()
+        write("memory", data, markdown(data))
+        return
+    cases = [(8 * MiB, 20), (64 * MiB, 20), (64 * MiB, 1000), (None, 20), (None, 1000)]
+    part1 = [folded(c, n) for c, n in cases]
+    part2 = None if args.quick else computed(10)
+    data = {"machine": machine(), "record_cost": ac.RECORD_COST, "folded": part1,
+            "computed": part2, "left_behind": left_behind()}
+    write("memory", data, markdown(data))
 
 
 if __name__ == "__main__":
