@@ -368,7 +368,13 @@ class _Reservoir:
         return len(self.keys)
 
     def add(self, batch: _instr.RecordBatch, cap: int) -> None:
-        """Algorithm R over the stream: each record seen is kept with chance cap/seen."""
+        """Algorithm R over the stream: each record seen is kept with chance cap/seen.
+
+        A sample that was thinned (or filled under a lower cap) keeps its size: to
+        grow it again would favour the newest records.
+        """
+        if self.seen > len(self.keys):
+            cap = min(cap, len(self.keys))
         n = len(batch)
         room = max(0, min(cap - len(self.keys), n))
         if room:
@@ -733,12 +739,16 @@ class _Workers:
         workers = [w for w in (cluster or {}).values() if w.get("nthreads")]
         if not workers:
             return cls()
-        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
+
+        def nbytes(w, name):  # bytes, or a size string such as "4GiB"
+            return _nbytes_setting(name, w.get(name), allow_none=True) if w.get(name) else 0
+
+        limits = [nbytes(w, "memory_limit") for w in workers if w.get("memory_limit")]
         return cls(
-            threads=sum(w["nthreads"] for w in workers),
-            most_threads=max(w["nthreads"] for w in workers),
+            threads=sum(int(w["nthreads"]) for w in workers),
+            most_threads=max(int(w["nthreads"]) for w in workers),
             processes=len(workers),
-            baseline=max(w.get("baseline", 0) for w in workers),
+            baseline=max(nbytes(w, "baseline") for w in workers),
             memory_limit=min(limits) if limits else None,
         )
 
@@ -1333,7 +1343,11 @@ class AdaptiveChunkingEngine:
         what is left equally (:func:`model.water_level`).
         """
         ceiling = _read("max-memory")
-        if ceiling is None:
+        if ceiling is None:  # no ceiling (any more): no profile is held to a share
+            with self._lock:
+                for p in [s.profiler for s in self._profiles.values()] + [self.profiler]:
+                    if p._limit is not None:
+                        p._set_limit(None)
             return
         with self._lock:
             states = list(self._profiles.values())
@@ -1918,7 +1932,8 @@ class AdaptiveChunkingEngine:
         if collector.include_children:
             baseline += collector.children_baseline
         # KeyboardInterrupt or SystemExit in a task stopped the compute: not a failure
-        status = ("incomplete" if collector.interrupted else "failed") if failed else "complete"
+        interrupted = collector.error is not None and collector.error[2]
+        status = ("incomplete" if interrupted else "failed") if failed else "complete"
         self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
                    collector=collector)
         for record in records[k:]:  # appended while the compute was being finalized
@@ -1981,7 +1996,7 @@ class AdaptiveChunkingEngine:
                 else:
                     continue
             for cid, entry in found.items():
-                failed = any(r[7] for r in entry["records"])
+                failed = entry.get("failed") or any(r[7] for r in entry["records"])
                 if entry.get("gone") and not entry["records"] and not entry.get("closed") and (
                     time.monotonic() - sent_at.get(cid, 0) < _cluster.SUBMIT_GRACE
                 ):
@@ -2172,14 +2187,16 @@ class AdaptiveChunkingEngine:
                 state.computes += 1
                 state.wall_seconds += wall
                 state.last = dict(summary, tasks=len(part))
-                if status == "failed" or (collector is not None and collector.interrupted):
-                    bad = np.flatnonzero(part.data["failed"])
-                    what = f"task {part.keys[bad[0]]!r}" if len(bad) else "a task"
-                    why = collector.error if collector is not None else None
-                    state.error = (
-                        f"{what} was interrupted ({why})" if status == "incomplete"
-                        else f"{what} raised {why}" if why else f"{what} raised"
-                    )
+                error = collector.error if collector is not None else None
+                if status == "failed" or error is not None:
+                    if error is not None:  # the task and what it raised, as one
+                        key, why, interrupted = error
+                        state.error = (f"task {key!r} was interrupted ({why})" if interrupted
+                                       else f"task {key!r} raised {why}")
+                    else:  # from another process or a cluster: the task only
+                        bad = np.flatnonzero(part.data["failed"])
+                        what = f"task {part.keys[bad[0]]!r}" if len(bad) else "a task"
+                        state.error = f"{what} raised"
         with self._lock:
             self._computes += 1
             self._recent.append(summary)

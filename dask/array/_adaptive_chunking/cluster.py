@@ -19,7 +19,6 @@ use reaches the client. Instead:
 
 from __future__ import annotations
 
-import itertools
 import time
 import uuid
 from collections import OrderedDict
@@ -80,55 +79,84 @@ def _plugin_class():
                     or None,
                 }
                 while len(self.computes) > MAX_COMPUTES:
-                    self._forget(self.computes.popitem(last=False)[1])
+                    old, dropped = self.computes.popitem(last=False)
+                    self._forget(dropped)
+                    self._end(old)  # its later tasks must not bring it back
             return entry
+
+        def _end(self, cid: str) -> None:
+            """Records of ``cid`` that arrive from now on are ignored."""
+            self.ended[cid] = None
+            while len(self.ended) > 16 * MAX_COMPUTES:
+                self.ended.popitem(last=False)
 
         def _forget(self, entry: dict[str, Any]) -> None:
             self.held -= len(entry["records"])
 
-        def update_graph(self, scheduler, *, annotations=None, tasks=(), **kwargs) -> None:
-            """A graph arrived: settle which compute each of its tasks runs for.
+        def _make_room(self, cid: str) -> None:
+            """Drop the records of the oldest finished computes no client drained.
 
-            Distributed annotates only the tasks it did not have. A task with the same
-            key that it still holds keeps its earlier annotation: if it already ran or
-            runs now (a result in memory, a task processing for an earlier compute),
-            it does not run for this compute, which must not wait for it; if it has
-            yet to run, it runs for this compute and is tagged so.
+            (A client that went away, or an engine that was reset, never drains.)
+            Computes still running keep theirs: past the bound, new records are
+            counted, not kept.
             """
-            new: dict[str, int] = {}
-            totals: dict[str, int] = {}
-            for tag in ((annotations or {}).get(ANNOTATION) or {}).values():
-                cid, _, total = tag
-                new[cid] = new.get(cid, 0) + 1
-                totals[cid] = total
+            for old in list(self.computes):
+                if self.held < self.max_records:
+                    return
+                entry = self.computes[old]
+                if old != cid and entry["records"] and entry["seen"] >= entry["total"]:
+                    self._forget(self.computes.pop(old))
+                    self._end(old)
+
+        def update_graph(self, scheduler, *, keys=(), annotations=None, tasks=(),
+                         **kwargs) -> None:
+            """A graph arrived: count the tasks that will run for its compute.
+
+            Distributed annotates only the tasks it did not have, and runs only what
+            the wanted ``keys`` still need: nothing behind a result in memory or a
+            task already running (for an earlier compute of the same array). Those
+            the compute does not wait for. A task it had that has yet to run (kept
+            for an earlier compute, not started) runs once, for this compute: it is
+            tagged so, and the earlier compute stops waiting for it.
+            """
+            ours = (annotations or {}).get(ANNOTATION) or {}
             structure = _structure()
-            known = [c for c in new if c in structure]
-            if not known:  # every task existed: find the compute by its keys
-                sample = [k for k in itertools.islice(tasks, 16)]
-                known = [c for c, st in structure.items() if "tags" in st
-                         and any(k in st["tags"] for k in sample)][-1:]
+            cids = {tag[0] for tag in ours.values()}
+            known = [c for c in cids if c in structure]
+            if not known and tasks:  # every task existed: find the compute by its keys
+                wanted = set(tasks)
+                # list(): one step under the GIL, while the optimizer may add entries
+                known = [c for c, st in list(structure.items())
+                         if any(k in wanted for k in st.get("tags", ()))][-1:]
             for cid in known:
                 mine = structure[cid].pop("tags", None) or {}
-                for key in tasks:
-                    tag = mine.get(key)
-                    ts = scheduler.tasks.get(key)
-                    if tag is None or ts is None:
+                if cid in self.ended or not mine:
+                    continue
+                run: set = set()
+                stack = [scheduler.tasks.get(k) for k in keys]
+                while stack:
+                    ts = stack.pop()
+                    if ts is None or ts.key in run or ts.state in (
+                        "memory", "processing", "erred"
+                    ):
                         continue
+                    run.add(ts.key)
+                    stack.extend(ts.dependencies)
+                n = 0
+                for key in run:
+                    tag = mine.get(key)
+                    if tag is None:
+                        continue  # not a counted task of this compute
+                    n += 1
+                    ts = scheduler.tasks[key]
                     old = (ts.annotations or {}).get(ANNOTATION)
-                    if old is None or old[0] == cid:
-                        continue  # new here, or not ours
-                    totals[cid] = tag[2]
-                    if ts.state in ("memory", "processing", "erred"):
-                        continue  # ran or runs for the earlier compute
-                    ts.annotations = {**(ts.annotations or {}), ANNOTATION: tag}
-                    new[cid] = new.get(cid, 0) + 1
-                    earlier = self.computes.get(old[0])
-                    if earlier is not None:  # it no longer waits for this task
-                        earlier["total"] -= 1
-            for cid, n in new.items():
-                if cid not in self.ended:
-                    entry = self._compute(cid, totals[cid])
-                    entry["total"] = min(entry["total"], n)
+                    if old is not None and old[0] != cid:
+                        ts.annotations = {**ts.annotations, ANNOTATION: tag}
+                        earlier = self.computes.get(old[0])
+                        if earlier is not None:  # it no longer waits for this task
+                            earlier["total"] -= 1
+                entry = self._compute(cid, n)
+                entry["total"] = n
 
         def transition(self, key, start, finish, *args, **kwargs) -> None:
             if start != "processing" or finish not in ("memory", "erred"):
@@ -150,16 +178,14 @@ def _plugin_class():
             record = (key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
                       kwargs.get("thread") or 0, profiles, finish == "erred")
             index, records = entry["index"], entry["records"]
+            if finish == "erred":  # known even if its record is not kept
+                entry["failed"] = True
             if key in index:  # recomputed (a worker was lost): the newest run counts
                 records[index[key]] = record
             else:
                 entry["seen"] += 1
-                while self.held >= self.max_records:  # older computes make room
-                    oldest = next(iter(self.computes))
-                    if oldest == cid:
-                        break
-                    self._forget(self.computes.pop(oldest))
-                    self.ended[oldest] = None
+                if self.held >= self.max_records:
+                    self._make_room(cid)
                 if self.held < self.max_records:  # beyond: counted, not kept
                     index[key] = len(records)
                     records.append(record)
@@ -222,7 +248,7 @@ def _plugin_class():
                         out[cid] = {"records": [], "workers": {}, "done": False, "gone": True,
                                     "structure": structure.pop(cid, None)}
                     continue
-                failed = any(r[7] for r in entry["records"])
+                failed = entry.get("failed", False)
                 out[cid] = dict(entry, done=done, gone=gone, failed=failed)
                 del out[cid]["index"], out[cid]["tags"]
                 if not (done or gone or failed):
@@ -230,9 +256,7 @@ def _plugin_class():
                 else:
                     out[cid]["structure"] = structure.pop(cid, None)
                     self._forget(self.computes.pop(cid))
-                    self.ended[cid] = None
-                    while len(self.ended) > 16 * MAX_COMPUTES:
-                        self.ended.popitem(last=False)
+                    self._end(cid)
             return out
 
     return ProfilingPlugin

@@ -40,12 +40,20 @@ def check_keys() -> None:
 
     A typo would otherwise be ignored silently, and its default used instead.
     """
-    section = dask.config.config.get("array", {}).get("adaptive-chunking")
-    if not isinstance(section, dict) or section.keys() <= KEYS:
+    array = dask.config.config.get("array")
+    if not isinstance(array, dict):
+        return
+    # Dask reads "_" and "-" alike: YAML files and environment variables may use either
+    given = {
+        key for name, section in array.items()
+        if name.replace("_", "-") == "adaptive-chunking" and isinstance(section, dict)
+        for key in section
+    }
+    unknown = sorted(k for k in given if k.replace("_", "-") not in KEYS)
+    if not unknown:
         return
     import difflib
 
-    unknown = sorted(section.keys() - KEYS)
     hints = []
     for key in unknown:
         close = difflib.get_close_matches(key.replace("_", "-"), sorted(KEYS), n=1)
@@ -98,12 +106,12 @@ def count(key: str, value: Any, *, low: int) -> int:
     ):
         raise ValueError(
             f"{key} must be a whole number >= {low}, got {value!r}; "
-            f"pass e.g. {max(low, 1000)}{_or_set(key)}"
+            f"pass a whole number >= {low}{_or_set(key)}"
         )
     if int(value) < low:
         raise ValueError(
             f"{key} must be a whole number >= {low}, got {value!r}; "
-            f"pass e.g. {max(low, 1000)}{_or_set(key)}"
+            f"pass a whole number >= {low}{_or_set(key)}"
         )
     return int(value)
 

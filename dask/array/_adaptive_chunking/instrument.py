@@ -594,7 +594,7 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "engine", "interval",
-        "method", "tags", "states", "tasks", "aliases", "hints", "error", "interrupted",
+        "method", "tags", "states", "tasks", "aliases", "hints", "error",
         "__weakref__",
     )
 
@@ -618,8 +618,9 @@ class ComputeCollector:
         self.engine = engine
         self.interval = 0.01
         self.method = "auto"
-        self.error: str | None = None  # the first exception a task raised, described
-        self.interrupted = False  # that exception was no error: KeyboardInterrupt, ...
+        # (key, "Type: message", interrupted) of an exception a task raised; set in one
+        # assignment, so its parts agree. Interrupted: no error but KeyboardInterrupt...
+        self.error: tuple | None = None
         collectors[self.cid] = self
         weakref.finalize(self, engine._abandon, self.records, self.cid)
 
@@ -954,8 +955,8 @@ class MeasuredTask(Task):
             )
             if local:
                 if exc is not None and collector.error is None:
-                    collector.error = f"{type(exc).__name__}: {exc}"[:300]
-                    collector.interrupted = not isinstance(exc, Exception)
+                    collector.error = (self.key, f"{type(exc).__name__}: {exc}"[:300],
+                                       not isinstance(exc, Exception))
                 collector.add(record)
             elif not _child_of(self.pid):
                 pass  # the graph outlived its compute or left the process: just run it

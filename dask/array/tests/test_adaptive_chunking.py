@@ -906,6 +906,28 @@ def test_misspelled_setting_is_named_with_the_fix(engine):
         assert engine.get_profiler(pid).max_records == 7
 
 
+def test_settings_spelled_with_underscores_are_known(engine, monkeypatch):
+    """YAML files and DASK_ARRAY__ADAPTIVE_CHUNKING__* variables may spell "_" for "-"."""
+    monkeypatch.setitem(dask.config.config["array"], "adaptive_chunking",
+                        {"max_records": 7})  # as an environment variable leaves it
+    x = da.ones(10, chunks=5)
+    engine.profile_array(x)  # no error: a known setting
+    monkeypatch.setitem(dask.config.config["array"], "adaptive_chunking",
+                        {"max_recrods": 7})
+    with pytest.raises(ValueError, match="did you mean 'max-records'"):
+        engine.profile_array(x)
+
+
+def test_cluster_memory_limits_given_as_strings():
+    rec = ChunkSizeRecommender().recommend(
+        profiled(), (4000, 4000), 8,
+        cluster={"a": {"nthreads": 2, "memory_limit": "16GiB"},
+                 "b": {"nthreads": 2, "memory_limit": "4GiB"}},
+    )
+    assert rec.memory_limit_bytes == 4 * 2**30
+    assert rec.to_dict()["memory_limit_mb"] == 4096
+
+
 def test_config_schema_validates_defaults():
     jsonschema = pytest.importorskip("jsonschema")
     import yaml

@@ -430,3 +430,24 @@ def test_the_same_compute_submitted_twice_at_once(engine, client):
         time.sleep(0.05)
     assert p["status"] == "complete" and p["computes"] == 2
     assert p["profiler_stats"]["total_chunks"] == len(ran)
+
+
+def test_persisting_the_same_array_twice_completes(engine, client):
+    """The second persist finds every task done or running: it has nothing left to run
+    for itself, and its profile still ends complete (not incomplete after a wait)."""
+    import time
+
+    x = da.random.random((800, 800), chunks=100) + 1
+    pid = engine.profile_array(x)
+    first = client.persist(x)
+    distributed.wait(first)  # every task is in memory when the second arrives
+    second = client.persist(x)
+    distributed.wait(second)
+    start = time.monotonic()
+    while time.monotonic() - start < 3:  # well under the 5 s grace for lost computes
+        p = engine.get_profile(pid)
+        if p["computes"] == 2:
+            break
+        time.sleep(0.05)
+    assert p["computes"] == 2 and p["status"] == "complete", (p["computes"], p["status"])
+    del first, second

@@ -46,6 +46,16 @@ def test_reservoir_shrink_keeps_a_uniform_sample():
     assert len(r) == 1_000
 
 
+def test_a_thinned_sample_stays_uniform_as_it_goes_on():
+    r = ac._Reservoir()
+    r.add(batch(10_000), cap=10_000)
+    r.shrink(1_000)
+    r.add(batch(10_000, start=10_000), cap=10_000)  # room again: it must not refill
+    assert len(r) == 1_000
+    newer = sum(k[1] >= 10_000 for k in r.keys)
+    assert 400 < newer < 600  # half the stream, half the sample
+
+
 def test_max_memory_thins_the_samples(engine):
     ceiling = MiB
     with dask.config.set({"array.adaptive-chunking.max-memory": ceiling}):
@@ -61,6 +71,8 @@ def test_max_memory_thins_the_samples(engine):
             tasks = engine.get_profile(pid)["last_compute"]["tasks"]
             assert stats["total_chunks"] == 3 * tasks  # aggregates stay exact
             assert 0 < stats["sampled_records"] < stats["total_chunks"]  # thinned
+        limited = engine.get_profiler(ids[0])._limit
+        assert limited is not None
         # a profile that saw few records keeps them all
         few = da.ones(10, chunks=5)
         pid = engine.profile_array(few)
@@ -68,6 +80,18 @@ def test_max_memory_thins_the_samples(engine):
         stats = engine.get_profile(pid)["profiler_stats"]
         assert stats["sampled_records"] == stats["total_chunks"] > 0
         assert engine._held_bytes() <= ceiling
+
+
+def test_no_ceiling_any_more_lifts_the_shares(engine):
+    x = da.random.random((200, 200), chunks=(20, 20))
+    pid = engine.profile_array(x)
+    with dask.config.set({"array.adaptive-chunking.max-memory": 20_000}):
+        x.sum().compute(scheduler="sync")
+        assert engine.get_profiler(pid)._limit is not None
+    with dask.config.set({"array.adaptive-chunking.max-memory": None}):
+        x.sum().compute(scheduler="sync")
+        assert engine.get_profiler(pid)._limit is None
+        assert engine.profiler._limit is None
 
 
 def test_summaries_beyond_half_the_ceiling_drop_the_oldest_profiles(engine, caplog):
