@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
-from dask.utils import format_bytes, key_split, parse_timedelta
+from dask.utils import format_bytes, key_split
 
 import dask
 from dask.array._adaptive_chunking import cluster as _cluster
@@ -87,6 +87,7 @@ _number = _config.number
 _nbytes_setting = _config.nbytes_setting
 _get = _config.get
 _flag = _config.flag
+_read = _config.setting  # a setting, validated
 
 _config.register_defaults()
 
@@ -106,12 +107,26 @@ def memory_limit() -> int:
     ...     memory_limit()
     2147483648
     """
-    configured = _nbytes_setting("memory-limit", _get("memory-limit"), allow_none=True)
+    configured = _read("memory-limit")
     if configured is not None:
         return configured
     total, _ = host_memory()
     limit, _ = cgroup_memory()
     return min(total, limit) if limit else total
+
+
+def _finite(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a finite float in [low, high], or a TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], "
+                         f"got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -133,17 +148,17 @@ class MemoryPressure:
     total_mb: float = 0.0
     timestamp: float = field(default_factory=time.time)
 
+    def __post_init__(self):
+        for name in ("available_mb", "used_mb", "percent_used", "total_mb", "timestamp"):
+            _finite(name, getattr(self, name), low=0.0,
+                    high=100.0 if name == "percent_used" else math.inf)
+
     def is_pressure(self, threshold: float | None = None) -> bool:
         """Whether more than ``threshold`` percent of memory is in use.
 
         ``threshold`` defaults to ``array.adaptive-chunking.pressure-threshold``.
         """
-        threshold = _number(
-            "pressure-threshold",
-            _get("pressure-threshold", threshold),
-            low=0,
-            high=100,
-        )
+        threshold = _read("pressure-threshold", threshold)
         return self.percent_used > threshold
 
     @classmethod
@@ -153,12 +168,12 @@ class MemoryPressure:
         >>> MemoryPressure.of(3 * 2**30, 4 * 2**30).percent_used
         75.0
         """
-        limit = max(float(limit_bytes), 1.0)
-        used = min(max(float(used_bytes), 0.0), limit)
+        limit = max(_finite("limit_bytes", limit_bytes), 1.0)
+        used = min(max(_finite("used_bytes", used_bytes), 0.0), limit)
         return cls(
             available_mb=(limit - used) / MiB,
             used_mb=used / MiB,
-            percent_used=100.0 * used / limit,
+            percent_used=100.0 * (used / limit),
             total_mb=limit / MiB,
         )
 
@@ -176,7 +191,7 @@ class MemoryPressure:
         if cg_limit is not None and cg_limit < total:
             total = cg_limit
             used = cg_usage if cg_usage is not None else used
-        configured = _nbytes_setting("memory-limit", _get("memory-limit"), allow_none=True)
+        configured = _read("memory-limit")
         if configured is not None:
             total = configured
             used = process_rss()
@@ -196,6 +211,9 @@ class MemoryPressure:
 # ---------------------------------------------------------------------------
 # Aggregation
 # ---------------------------------------------------------------------------
+
+
+_MAX_MB = 2.0**53  # finite, and still a float that counts whole bytes
 
 
 @dataclass
@@ -248,22 +266,26 @@ class ChunkMemoryMetric:
     output_bytes: int | None = None
 
     def __post_init__(self):
-        if not isinstance(self.chunk_shape, tuple):
-            raise TypeError(
-                f"chunk_shape must be a tuple of ints, got {self.chunk_shape!r}"
-            )
-        for name in ("element_count", "dtype_size", "estimated_bytes"):
-            value = getattr(self, name)
+        def whole(name, value, high=2**63):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{name} must be an int, got {value!r}")
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+            if not 0 <= value < high:
+                raise ValueError(f"{name} must be in [0, {high:g}), got {value!r}")
+
+        if not isinstance(self.chunk_shape, tuple):
+            raise TypeError(f"chunk_shape must be a tuple of ints, got {self.chunk_shape!r}")
+        for n in self.chunk_shape:
+            whole("each of chunk_shape", n)
+        whole("element_count", self.element_count)
+        whole("dtype_size", self.dtype_size, high=2**31)  # NumPy's largest itemsize
+        whole("estimated_bytes", self.estimated_bytes)
+        if self.output_bytes is not None:
+            whole("output_bytes", self.output_bytes)
         for name in ("compute_time_ms", "memory_peak_before_mb", "memory_peak_after_mb"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+            _finite(name, getattr(self, name), low=0.0, high=_MAX_MB)
+        _finite("start_time", self.start_time, low=-_MAX_MB, high=_MAX_MB)
+        if not isinstance(self.failed, (bool, np.bool_)):
+            raise TypeError(f"failed must be True or False, got {self.failed!r}")
 
     @property
     def memory_delta_mb(self) -> float:
@@ -308,11 +330,26 @@ def _batch_from_metric(m: ChunkMemoryMetric) -> _instr.RecordBatch:
     data[0] = (
         m.start_time, t1, m.memory_peak_before_mb * MiB, m.memory_peak_after_mb * MiB,
         m.output_bytes if m.output_bytes is not None else m.estimated_bytes,
-        m.estimated_bytes, m.worker if isinstance(m.worker, int) else 0, 0, False, m.failed,
+        m.estimated_bytes,
+        m.worker & 0x7FFFFFFFFFFFFFFF if isinstance(m.worker, (int, np.integer)) else 0,
+        0, False, m.failed,
         0, 0,
     )
     dtype = np.dtype(f"V{m.dtype_size}") if m.dtype_size else None
     return _instr.RecordBatch(data, [m.chunk_key], [m.chunk_shape], [dtype])
+
+
+#: Estimated memory of one sampled chunk record (its row, key and list slots) and
+#: of one per-compute observation; ``benchmarks/bench_memory.py`` checks them.
+RECORD_COST = 256
+OBSERVATION_COST = 1000
+OBSERVATION_TERM_COST = 300
+#: Estimated memory of one profile before it holds records or observations.
+PROFILE_COST = 4096
+
+
+def _observation_cost(o: _model.Observation) -> int:
+    return OBSERVATION_COST + OBSERVATION_TERM_COST * len(o.terms or ())
 
 
 class _Reservoir:
@@ -331,7 +368,13 @@ class _Reservoir:
         return len(self.keys)
 
     def add(self, batch: _instr.RecordBatch, cap: int) -> None:
-        """Algorithm R over the stream: each record seen is kept with chance cap/seen."""
+        """Algorithm R over the stream: each record seen is kept with chance cap/seen.
+
+        A sample that was thinned (or filled under a lower cap) keeps its size: to
+        grow it again would favour the newest records.
+        """
+        if self.seen > len(self.keys):
+            cap = min(cap, len(self.keys))
         n = len(batch)
         room = max(0, min(cap - len(self.keys), n))
         if room:
@@ -356,6 +399,19 @@ class _Reservoir:
                 self.dtypes[j] = batch.dtypes[src]
                 self.metrics.pop(j, None)
         self.seen += n
+
+    def shrink(self, cap: int) -> None:
+        """Keep a uniform random ``cap`` of the records: still a uniform sample."""
+        n = len(self.keys)
+        if n <= cap:
+            return
+        keep = np.sort(self.rng.choice(n, cap, replace=False))
+        self.data = self.data[keep]
+        self.keys = [self.keys[i] for i in keep]
+        self.shapes = [self.shapes[i] for i in keep]
+        self.dtypes = [self.dtypes[i] for i in keep]
+        old = self.metrics
+        self.metrics = {j: old[int(i)] for j, i in enumerate(keep) if int(i) in old}
 
     def to_metrics(self) -> list[ChunkMemoryMetric]:
         return [
@@ -387,17 +443,34 @@ class ChunkProfiler:
 
     def __init__(self, enabled: bool = True, max_records: int | None = None):
         if max_records is not None:
-            _number("max-records", max_records, low=0, high=math.inf)
-        self.enabled = enabled
+            _config.count("max_records", max_records, low=0)
+        if not isinstance(enabled, (bool, np.bool_)):
+            raise TypeError(f"enabled must be True or False, got {enabled!r}")
+        self.enabled = bool(enabled)
         self._max_records = max_records
+        self._limit: int | None = None  # the engine's share of ``max-memory``
         self._lock = threading.RLock()
         self.clear()
 
     @property
     def max_records(self) -> int:
-        """Size of the raw-record sample (config ``max-records`` unless given)."""
-        value = _get("max-records", self._max_records)
-        return int(_number("max-records", value, low=0, high=math.inf))
+        """Size of the raw-record sample (config ``max-records`` unless given).
+
+        An engine holding many profiles may lower it to keep them all within
+        ``array.adaptive-chunking.max-memory``.
+        """
+        cap = _read("max-records", self._max_records)
+        return cap if self._limit is None else min(cap, self._limit)
+
+    def _held_bytes(self) -> int:
+        """An estimate of the memory this profiler's samples and summaries hold."""
+        return len(self._reservoir) * RECORD_COST + self._summary_bytes
+
+    def _set_limit(self, cap: int | None) -> None:
+        with self._lock:
+            self._limit = cap
+            if cap is not None and len(self._reservoir) > cap:
+                self._reservoir.shrink(cap)
 
     def clear(self) -> None:
         """Forget every measurement."""
@@ -412,6 +485,7 @@ class ChunkProfiler:
             self._min_rss: float | None = None
             self._reservoir = _Reservoir()
             self._observations: deque[_model.Observation] = deque(maxlen=256)
+            self._summary_bytes = 0  # estimated memory of the observations kept
             self._computes = 0
             self._wall = 0.0
 
@@ -444,7 +518,7 @@ class ChunkProfiler:
         d = batch.data
         logical = d["logical"]
         self._count += len(d)
-        self._bytes += int(logical.sum())
+        self._bytes += int(logical.sum(dtype=np.float64))  # no int64 wrap-around
         self._seconds += float((d["t1"] - d["t0"]).sum())
         self._failed += int(d["failed"].sum())
         low = int(logical.min())
@@ -458,7 +532,11 @@ class ChunkProfiler:
     def _record_compute(self, observation: _model.Observation) -> None:
         """Add the per-compute summary of one profiled compute."""
         with self._lock:
-            self._observations.append(observation)
+            obs = self._observations
+            if len(obs) == obs.maxlen:
+                self._summary_bytes -= _observation_cost(obs[0])
+            obs.append(observation)
+            self._summary_bytes += _observation_cost(observation)
             self._computes += 1
             self._wall += observation.wall_seconds
             self._peak = max(self._peak, observation.peak_bytes)
@@ -572,7 +650,7 @@ class Recommendation:
     predicted_seconds: float
     predicted_tasks: int
     concurrency: int
-    model: _model.WorkloadModel
+    model: _model.WorkloadModel | None  # None: an empty array, nothing measured
     reason: str = ""
     overhead_fraction: float = 0.0
     downstream: tuple[str, ...] = ()
@@ -609,9 +687,9 @@ class Recommendation:
             "predicted_tasks": self.predicted_tasks,
             "predicted_overhead_fraction": self.overhead_fraction,
             "concurrency": self.concurrency,
-            "amplification": self.model.amplification,
-            "held_fraction": self.model.held_fraction,
-            "overhead_per_task_ms": self.model.overhead_seconds * 1e3,
+            "amplification": self.model.amplification if self.model else 0.0,
+            "held_fraction": self.model.held_fraction if self.model else 0.0,
+            "overhead_per_task_ms": self.model.overhead_seconds * 1e3 if self.model else 0.0,
             "array_chunk_size": self.array_chunk_size,
             "downstream_ops": list(self.downstream),
             "storage_chunks": self.storage_chunks,
@@ -656,15 +734,21 @@ class _Workers:
 
     @classmethod
     def of(cls, cluster: Mapping[str, Mapping[str, int]] | None) -> _Workers:
+        if cluster is not None:
+            _check_cluster(cluster)
         workers = [w for w in (cluster or {}).values() if w.get("nthreads")]
         if not workers:
             return cls()
-        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
+
+        def nbytes(w, name):  # bytes, or a size string such as "4GiB"
+            return _nbytes_setting(name, w.get(name), allow_none=True) if w.get(name) else 0
+
+        limits = [nbytes(w, "memory_limit") for w in workers if w.get("memory_limit")]
         return cls(
-            threads=sum(w["nthreads"] for w in workers),
-            most_threads=max(w["nthreads"] for w in workers),
+            threads=sum(int(w["nthreads"]) for w in workers),
+            most_threads=max(int(w["nthreads"]) for w in workers),
             processes=len(workers),
-            baseline=max(w.get("baseline", 0) for w in workers),
+            baseline=max(nbytes(w, "baseline") for w in workers),
             memory_limit=min(limits) if limits else None,
         )
 
@@ -678,6 +762,37 @@ class _Workers:
             threads_per_worker=self.most_threads, workers=self.processes,
             n_chunks=n_chunks, baseline_bytes=self.baseline, aligned=aligned,
         )
+
+
+def _check_cluster(cluster) -> None:
+    """A cluster description: address -> nthreads, memory_limit, baseline (bytes)."""
+    fix = ("pass cluster as {address: {'nthreads': int >= 1, 'memory_limit': bytes or "
+           "None, 'baseline': bytes}}, as a cluster profile's 'workers' gives it")
+    if not isinstance(cluster, Mapping):
+        raise TypeError(f"cluster must be a mapping, got {cluster!r}; {fix}")
+    for address, worker in cluster.items():
+        if not isinstance(worker, Mapping):
+            raise TypeError(f"cluster[{address!r}] must be a mapping, got {worker!r}; {fix}")
+        _config.count(f"cluster[{address!r}]['nthreads']", worker.get("nthreads", 0), low=0)
+        for name in ("memory_limit", "baseline"):
+            value = worker.get(name)
+            if value:
+                _nbytes_setting(f"cluster[{address!r}][{name!r}]", value, allow_none=True)
+
+
+def _check_chunks(chunks, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """``chunks`` in Dask's normal form: one tuple of lengths per dimension."""
+    bad = not isinstance(chunks, (tuple, list)) or len(chunks) != len(shape) or any(
+        not isinstance(c, (tuple, list)) or any(
+            isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in c
+        ) for c in chunks
+    )
+    if bad or any(sum(c) != n for c, n in zip(chunks, shape)):
+        raise ValueError(
+            f"current_chunks {chunks!r} are not chunks of shape {shape!r}: pass one tuple "
+            "of non-negative lengths per dimension, summing to its length (array.chunks)"
+        )
+    return tuple(tuple(int(n) for n in c) for c in chunks)
 
 
 def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
@@ -786,32 +901,7 @@ class ChunkSizeRecommender:
 
     def _settings(self) -> dict[str, Any]:
         g = self._given
-        s = {
-            "target_memory_percent": _number(
-                "target-memory-percent",
-                _get("target-memory-percent", g["target_memory_percent"]),
-                low=0, high=100, low_open=True,
-            ),
-            "min_chunk_bytes": _nbytes_setting(
-                "min-chunk-bytes", _get("min-chunk-bytes", g["min_chunk_bytes"]),
-                allow_none=False,
-            ),
-            "max_chunk_bytes": _nbytes_setting(
-                "max-chunk-bytes", _get("max-chunk-bytes", g["max_chunk_bytes"]),
-                allow_none=True,
-            ),
-            "safety_factor": _number(
-                "safety-factor", _get("safety-factor", g["safety_factor"]),
-                low=0, high=1, low_open=True,
-            ),
-            "overhead_target": _number(
-                "overhead-target", _get("overhead-target", g["overhead_target"]),
-                low=0, high=1, low_open=True, high_open=True,
-            ),
-            "memory_limit": _nbytes_setting(
-                "memory-limit", _get("memory-limit", g["memory_limit"]), allow_none=True
-            ),
-        }
+        s = {name: _read(name.replace("_", "-"), value) for name, value in g.items()}
         if s["max_chunk_bytes"] is not None and s["max_chunk_bytes"] < s["min_chunk_bytes"]:
             raise ValueError(
                 f"max_chunk_bytes ({s['max_chunk_bytes']}) is smaller than min_chunk_bytes "
@@ -822,6 +912,7 @@ class ChunkSizeRecommender:
     def memory_budget(self, limit: int | None = None) -> int:
         """Bytes a computation may reach at its peak: limit x percent x safety factor."""
         s = self._settings()
+        limit = _nbytes_setting("limit", limit, allow_none=True)
         if limit is None:
             limit = s["memory_limit"] or memory_limit()
         return int(limit * s["target_memory_percent"] / 100 * s["safety_factor"])
@@ -916,16 +1007,34 @@ class ChunkSizeRecommender:
                     f"storage_chunks {storage_chunks!r} must give one positive length per "
                     f"dimension of array_shape {shape!r}"
                 )
+        if concurrency is not None:  # 0: as measured
+            concurrency = _config.count("concurrency", concurrency, low=0) or None
+        if current_chunks is not None:
+            current_chunks = _check_chunks(current_chunks, shape)
+        if downstream is not None and not isinstance(downstream, _graph.Downstream):
+            raise TypeError(
+                f"downstream must be a Downstream (from "
+                f"dask.array._adaptive_chunking.graph.downstream), got {downstream!r}"
+            )
+        if worker_saturation is not None:
+            _number("worker_saturation", worker_saturation, low=0, high=math.inf,
+                    low_open=True)
         s = self._settings()
-        fit = _fit(profiler.observations())
-        if fit is None:
-            return None
         workers = _Workers.of(cluster)
+        fit = _fit(profiler.observations())
         limit = s["memory_limit"] or workers.memory_limit or memory_limit()
         budget = self.memory_budget(limit)
         itemsize = int(dtype_size)
         array_bytes = math.prod(shape) * itemsize
-        conc = max(1, int(concurrency)) if concurrency else (workers.threads or fit.concurrency)
+        if array_bytes == 0:  # nothing to learn or to chunk: no measurement needed
+            conc = concurrency or workers.threads or (fit.concurrency if fit else 1)
+            peak = _model.predict(fit, 1, 1, conc).peak_bytes if fit else 0.0
+            return Recommendation(_model.chunk_shape(shape, itemsize, 1), 0, "array", True,
+                                  budget, limit, peak, 0.0, 1, conc, fit,
+                                  reason="the array is empty")
+        if fit is None:
+            return None
+        conc = concurrency or workers.threads or fit.concurrency
         processes, baseline = workers.processes, workers.baseline
         downstream = downstream or _graph.Downstream()
         wanted = {d for d in downstream.whole_dims if 0 <= d < len(shape)}
@@ -935,12 +1044,6 @@ class ChunkSizeRecommender:
                 d for d, (n, c) in enumerate(zip(shape, current_chunks))
                 if len(c) == 1 and n > 1
             }
-        if array_bytes == 0:
-            chunks = _model.chunk_shape(shape, itemsize, 1)
-            pred = _model.predict(fit, 1, 1, conc)
-            return Recommendation(chunks, 0, "array", True, budget, limit,
-                                  pred.peak_bytes, 0.0, 1, conc, fit,
-                                  reason="the array is empty")
         upper = max(s["max_chunk_bytes"] or budget, 1)
         lower = min(s["min_chunk_bytes"], upper)
         def shape_for(target: float) -> tuple[tuple[int, ...], int, int, bool]:
@@ -1215,19 +1318,66 @@ class AdaptiveChunkingEngine:
                 f"profile_array expects a dask.array.Array, got {type(array).__name__}; "
                 "wrap NumPy data with dask.array.from_array(data, chunks=...)"
             )
+        _config.validate()  # a bad setting fails here, not silently inside a compute
         pid = f"{key_split(array.name)}-{uuid.uuid4().hex[:8]}"
         state = _Profile(pid, array)
         with self._lock:
             self._profiles[pid] = state
             self._by_name.setdefault(array.name, []).append(state)
-            limit = int(_number("max-profiles", _get("max-profiles"), low=1, high=math.inf))
+            limit = _read("max-profiles")
             while len(self._profiles) > limit:
-                self._drop(next(iter(self._profiles)))
+                self._drop(next(iter(self._profiles)), "max-profiles")
+        self._bound_memory()
         _install_hook()
         _prepare_cluster()
         return pid
 
-    def _drop(self, profile_id: str) -> None:
+    def _bound_memory(self) -> None:
+        """Keep the profiles' samples and summaries within ``max-memory``.
+
+        Summaries (per-compute observations, at most 256 per profile) and the
+        profiles themselves may take half of the ceiling: beyond it the oldest
+        profiles are dropped. The rest is shared equally by the raw-record samples,
+        which are thinned (they stay uniform samples; aggregates stay exact): a
+        profile that has seen few records keeps them all, and the others share
+        what is left equally (:func:`model.water_level`).
+        """
+        ceiling = _read("max-memory")
+        if ceiling is None:  # no ceiling (any more): no profile is held to a share
+            with self._lock:
+                for p in [s.profiler for s in self._profiles.values()] + [self.profiler]:
+                    if p._limit is not None:
+                        p._set_limit(None)
+            return
+        with self._lock:
+            states = list(self._profiles.values())
+            fixed = self.profiler._summary_bytes + sum(
+                PROFILE_COST + s.profiler._summary_bytes for s in states
+            )
+            while fixed > ceiling / 2 and len(states) > 1:
+                oldest = states.pop(0)
+                fixed -= PROFILE_COST + oldest.profiler._summary_bytes
+                self._drop(oldest.id, "max-memory")
+            profilers = [s.profiler for s in states] + [self.profiler]
+            budget = max(0, int((ceiling - fixed) // RECORD_COST))
+            most = _read("max-records")
+            cap = _model.water_level([min(p._reservoir.seen, most) for p in profilers],
+                                     budget)
+            for p in profilers:
+                if p._limit != cap:
+                    p._set_limit(cap)
+
+    def _held_bytes(self) -> int:
+        """An estimate of the memory the engine's profiles hold."""
+        with self._lock:
+            return self.profiler._held_bytes() + sum(
+                PROFILE_COST + s.profiler._held_bytes() for s in self._profiles.values()
+            )
+
+    def _drop(self, profile_id: str, why: str | None = None) -> None:
+        if why is not None:
+            logger.info("adaptive chunking: profile %s dropped, the oldest beyond the "
+                        "'%s.%s' limit", profile_id, _PREFIX, why)
         state = self._profiles.pop(profile_id)
         same = self._by_name.get(state.name, [])
         if state in same:
@@ -1252,8 +1402,9 @@ class AdaptiveChunkingEngine:
             return self._profiles[profile_id]
         except (KeyError, TypeError):
             raise KeyError(
-                f"no profile with id {profile_id!r}; ids come from profile_array(), "
-                f"known ids: {list(self._profiles)[-5:]}"
+                f"no profile with id {profile_id!r}; ids come from profile_array(), and "
+                f"the oldest profiles are dropped beyond '{_PREFIX}.max-profiles' or "
+                f"'{_PREFIX}.max-memory'; newest known ids: {list(self._profiles)[-5:]}"
             ) from None
 
     def get_profile(self, profile_id: str) -> dict[str, Any]:
@@ -1302,8 +1453,11 @@ class AdaptiveChunkingEngine:
                 "the result"
             )
         if state.computes == 0:
-            return "no compute of this array has been profiled yet"
-        return "the profiled computes recorded no tasks"
+            return ("no compute of this array has been profiled yet" + (
+                f"; the last attempt was not profiled: {state.error}" if state.error else ""))
+        return ("the profiled computes ran no task that works on this array: its chunks "
+                "are data already in memory (da.from_array of a NumPy array, a persisted "
+                "array); profile an expression computed from it")
 
     def _recommend(self, state, array=None, downstream=None) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
@@ -1466,12 +1620,14 @@ class AdaptiveChunkingEngine:
         (True, True)
         >>> engine.close()
         """
+        _config.validate()
         self._drain()
         states = self._source(array, profile_id, "recommend")
         rec = self._recommend(states, array, self._downstream_of(array, workload))
         if rec is None:
             raise ValueError(
-                f"profile {[s.id for s in states]} recorded no tasks to learn from"
+                f"profile {[s.id for s in states]} cannot recommend chunks: "
+                f"{self._unavailable(states[-1])}"
             )
         return rec
 
@@ -1497,13 +1653,22 @@ class AdaptiveChunkingEngine:
         True
         >>> engine.close()
         """
+        _config.validate()
         self._drain()
         states = self._source(array, profile_id, "predict")
         normalized = _normalized(array, chunks)
         fit = _fit(_pooled(states))
+        if fit is None and math.prod(array.shape) == 0:
+            return {"chunks": tuple(max(c, default=0) for c in normalized),
+                    "chunk_size_mb": 0.0, "predicted_peak_memory_mb": 0.0,
+                    "predicted_time_s": 0.0, "predicted_tasks": 0,
+                    "predicted_overhead_fraction": 0.0, "fits_budget": True,
+                    "memory_budget_mb": self.recommender.memory_budget() / MiB,
+                    "concurrency": 1}
         if fit is None:
             raise ValueError(
-                f"profile {[s.id for s in states]} recorded no tasks to learn from"
+                f"profile {[s.id for s in states]} cannot predict: "
+                f"{self._unavailable(states[-1])}"
             )
         itemsize = max(1, array.dtype.itemsize)
         largest = tuple(max(c, default=0) for c in normalized)
@@ -1621,10 +1786,14 @@ class AdaptiveChunkingEngine:
             )
         value = config[SATURATION_KEY]
         value = math.inf if value == "inf" else value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
+            value > 0
+        ):
             raise ValueError(
                 f"{SATURATION_KEY} must be a number > 0 or 'inf', got {config[SATURATION_KEY]!r}"
             )
+        if client is not None and not callable(getattr(client, "run_on_scheduler", None)):
+            raise TypeError(f"client must be a distributed.Client, got {client!r}")
         client = client or _cluster.client_for_compute()
         if client is None:
             raise ValueError(
@@ -1636,6 +1805,7 @@ class AdaptiveChunkingEngine:
 
     def get_telemetry(self) -> dict[str, Any]:
         """Engine state: tracked arrays, memory pressure and aggregate statistics."""
+        _config.validate()
         self._drain()
         with self._lock:
             statuses = {pid: s.status for pid, s in self._profiles.items()}
@@ -1714,15 +1884,19 @@ class AdaptiveChunkingEngine:
 
     def _instrument(self, dsk, keys, plan):
         states, named, hints = plan
-        interval = parse_timedelta(_get("sample-interval"), default="s")
-        method = _get("peak-method")
-        if method not in _PEAK_METHODS:
-            raise ValueError(
-                f"'{_PREFIX}.peak-method' must be one of {_PEAK_METHODS}, got {method!r}"
-            )
+        interval, method = _read("sample-interval"), _read("peak-method")
         out, collector = _instr.instrument(dsk, keys, named, self)
+        if not collector.n_tasks and states:
+            # Only data and aliases: no task will run, so this compute is already over.
+            with self._lock:
+                for state in states:
+                    state.status = "complete"
+                    state.computes += 1
+                    state.last = {"status": "complete", "tasks": 0}
         collector.states, collector.method, collector.interval = states, method, interval
         collector.hints = hints
+        if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
+            return _instr.same_layers(dsk, out)
         return out
 
     # -- receiving records (called by the collector) ----------------------
@@ -1757,8 +1931,11 @@ class AdaptiveChunkingEngine:
         baseline = collector.baseline
         if collector.include_children:
             baseline += collector.children_baseline
-        self._fold(batch, tags, states, "failed" if failed else "complete",
-                   peak=collector.peak, baseline=baseline, collector=collector)
+        # KeyboardInterrupt or SystemExit in a task stopped the compute: not a failure
+        interrupted = collector.error is not None and collector.error[2]
+        status = ("incomplete" if interrupted else "failed") if failed else "complete"
+        self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
+                   collector=collector)
         for record in records[k:]:  # appended while the compute was being finalized
             self._late(collector.cid, record)
 
@@ -1819,7 +1996,7 @@ class AdaptiveChunkingEngine:
                 else:
                     continue
             for cid, entry in found.items():
-                failed = any(r[7] for r in entry["records"])
+                failed = entry.get("failed") or any(r[7] for r in entry["records"])
                 if entry.get("gone") and not entry["records"] and not entry.get("closed") and (
                     time.monotonic() - sent_at.get(cid, 0) < _cluster.SUBMIT_GRACE
                 ):
@@ -1844,6 +2021,12 @@ class AdaptiveChunkingEngine:
 
     def _fold_remote(self, entry: dict[str, Any], status: str) -> None:
         records = entry["records"]
+        if entry.get("seen", 0) > len(records):
+            logger.info(
+                "adaptive chunking: the scheduler kept %d of the %d task records of a "
+                "compute (its share of '%s.max-memory'); the profile rests on those",
+                len(records), entry["seen"], _PREFIX,
+            )
         with self._lock:
             states = {s.id: s for s in self._profiles.values()}
         structure = entry.get("structure") or {}
@@ -2004,14 +2187,20 @@ class AdaptiveChunkingEngine:
                 state.computes += 1
                 state.wall_seconds += wall
                 state.last = dict(summary, tasks=len(part))
-                if status == "failed":
-                    bad = np.flatnonzero(part.data["failed"])
-                    state.error = (
-                        f"task {part.keys[bad[0]]!r} raised" if len(bad) else "a task raised"
-                    )
+                error = collector.error if collector is not None else None
+                if status == "failed" or error is not None:
+                    if error is not None:  # the task and what it raised, as one
+                        key, why, interrupted = error
+                        state.error = (f"task {key!r} was interrupted ({why})" if interrupted
+                                       else f"task {key!r} raised {why}")
+                    else:  # from another process or a cluster: the task only
+                        bad = np.flatnonzero(part.data["failed"])
+                        what = f"task {part.keys[bad[0]]!r}" if len(bad) else "a task"
+                        state.error = f"{what} raised"
         with self._lock:
             self._computes += 1
             self._recent.append(summary)
+        self._bound_memory()
 
     def __repr__(self) -> str:
         return (
@@ -2084,6 +2273,8 @@ class _ProfilingOptimizer:
                 out = engine._instrument(out, keys, plan)
             except Exception as e:
                 _instr.warn_engine_error(e)
+                for state in plan[0]:  # say why, where the profile is read
+                    state.error = f"{type(e).__name__}: {e}"
         return out
 
     def __reduce__(self):
@@ -2114,9 +2305,19 @@ def _plain_optimizer(base):
     return base
 
 
+#: Estimated memory of one task record held by the scheduler plugin.
+REMOTE_RECORD_COST = 400
+
+
 def _remote_record_cap() -> int:
-    """Task records the scheduler keeps per compute until the client drains them."""
-    return max(int(_number("max-records", _get("max-records"), low=0, high=math.inf)), 1) * 100
+    """Task records the scheduler keeps, all computes together, until drained.
+
+    ``max-memory`` worth of them; without a ceiling, ``max-records`` x 100.
+    """
+    ceiling = _read("max-memory")
+    if ceiling is not None:
+        return max(ceiling // REMOTE_RECORD_COST, 1)
+    return max(_read("max-records"), 1) * 100
 
 
 def _prepare_cluster() -> None:
@@ -2182,6 +2383,7 @@ def enable_adaptive_chunking() -> AdaptiveChunkingEngine:
     True
     >>> disable_adaptive_chunking()
     """
+    _config.validate()
     dask.config.set({f"{_PREFIX}.enabled": True})
     engine = get_adaptive_engine()
     _prepare_cluster()

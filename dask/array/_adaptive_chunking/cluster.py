@@ -58,7 +58,8 @@ def _plugin_class():
         idempotent = True
 
         def __init__(self, max_records: int = 1_000_000):
-            self.max_records = max_records
+            self.max_records = max_records  # held across all computes until drained
+            self.held = 0
             self.computes: OrderedDict[str, dict[str, Any]] = OrderedDict()
             self.ended: OrderedDict[str, None] = OrderedDict()  # drained: ignore stragglers
             self.scheduler = None
@@ -71,14 +72,91 @@ def _plugin_class():
             entry = self.computes.get(cid)
             if entry is None:
                 entry = self.computes[cid] = {
-                    "total": total, "records": [], "index": {}, "workers": {},
+                    "total": total, "seen": 0, "records": [], "index": {}, "workers": {},
+                    "tags": {},
                     "started": time.time(),
                     "saturation": float(getattr(self.scheduler, "WORKER_SATURATION", 0))
                     or None,
                 }
                 while len(self.computes) > MAX_COMPUTES:
-                    self.computes.popitem(last=False)
+                    old, dropped = self.computes.popitem(last=False)
+                    self._forget(dropped)
+                    self._end(old)  # its later tasks must not bring it back
             return entry
+
+        def _end(self, cid: str) -> None:
+            """Records of ``cid`` that arrive from now on are ignored."""
+            self.ended[cid] = None
+            while len(self.ended) > 16 * MAX_COMPUTES:
+                self.ended.popitem(last=False)
+
+        def _forget(self, entry: dict[str, Any]) -> None:
+            self.held -= len(entry["records"])
+
+        def _make_room(self, cid: str) -> None:
+            """Drop the records of the oldest finished computes no client drained.
+
+            (A client that went away, or an engine that was reset, never drains.)
+            Computes still running keep theirs: past the bound, new records are
+            counted, not kept.
+            """
+            for old in list(self.computes):
+                if self.held < self.max_records:
+                    return
+                entry = self.computes[old]
+                if old != cid and entry["records"] and entry["seen"] >= entry["total"]:
+                    self._forget(self.computes.pop(old))
+                    self._end(old)
+
+        def update_graph(self, scheduler, *, keys=(), annotations=None, tasks=(),
+                         **kwargs) -> None:
+            """A graph arrived: count the tasks that will run for its compute.
+
+            Distributed annotates only the tasks it did not have, and runs only what
+            the wanted ``keys`` still need: nothing behind a result in memory or a
+            task already running (for an earlier compute of the same array). Those
+            the compute does not wait for. A task it had that has yet to run (kept
+            for an earlier compute, not started) runs once, for this compute: it is
+            tagged so, and the earlier compute stops waiting for it.
+            """
+            ours = (annotations or {}).get(ANNOTATION) or {}
+            structure = _structure()
+            cids = {tag[0] for tag in ours.values()}
+            known = [c for c in cids if c in structure]
+            if not known and tasks:  # every task existed: find the compute by its keys
+                wanted = set(tasks)
+                # list(): one step under the GIL, while the optimizer may add entries
+                known = [c for c, st in list(structure.items())
+                         if any(k in wanted for k in st.get("tags", ()))][-1:]
+            for cid in known:
+                mine = structure[cid].pop("tags", None) or {}
+                if cid in self.ended or not mine:
+                    continue
+                run: set = set()
+                stack = [scheduler.tasks.get(k) for k in keys]
+                while stack:
+                    ts = stack.pop()
+                    if ts is None or ts.key in run or ts.state in (
+                        "memory", "processing", "erred"
+                    ):
+                        continue
+                    run.add(ts.key)
+                    stack.extend(ts.dependencies)
+                n = 0
+                for key in run:
+                    tag = mine.get(key)
+                    if tag is None:
+                        continue  # not a counted task of this compute
+                    n += 1
+                    ts = scheduler.tasks[key]
+                    old = (ts.annotations or {}).get(ANNOTATION)
+                    if old is not None and old[0] != cid:
+                        ts.annotations = {**ts.annotations, ANNOTATION: tag}
+                        earlier = self.computes.get(old[0])
+                        if earlier is not None:  # it no longer waits for this task
+                            earlier["total"] -= 1
+                entry = self._compute(cid, n)
+                entry["total"] = n
 
         def transition(self, key, start, finish, *args, **kwargs) -> None:
             if start != "processing" or finish not in ("memory", "erred"):
@@ -96,14 +174,22 @@ def _plugin_class():
                 if ss.get("action") == "compute":
                     t0, t1 = ss["start"], ss["stop"]
             worker = kwargs.get("worker") or ""
+            profiles = entry["tags"].setdefault(tuple(profiles), tuple(profiles))
             record = (key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
-                      kwargs.get("thread") or 0, tuple(profiles), finish == "erred")
+                      kwargs.get("thread") or 0, profiles, finish == "erred")
             index, records = entry["index"], entry["records"]
+            if finish == "erred":  # known even if its record is not kept
+                entry["failed"] = True
             if key in index:  # recomputed (a worker was lost): the newest run counts
                 records[index[key]] = record
-            elif len(records) < self.max_records:
-                index[key] = len(records)
-                records.append(record)
+            else:
+                entry["seen"] += 1
+                if self.held >= self.max_records:
+                    self._make_room(cid)
+                if self.held < self.max_records:  # beyond: counted, not kept
+                    index[key] = len(records)
+                    records.append(record)
+                    self.held += 1
             ws = self.scheduler.workers.get(worker)
             if ws is not None:
                 memory = ws.memory
@@ -141,7 +227,7 @@ def _plugin_class():
             """
             wanted = list(self.computes if cids is None else cids)
             unfinished = {c for c in wanted if c not in self.computes
-                          or len(self.computes[c]["records"]) < self.computes[c]["total"]}
+                          or self.computes[c]["seen"] < self.computes[c]["total"]}
             live = self._live(unfinished) if unfinished else set()
             out = {}
             structure = _structure()
@@ -162,17 +248,15 @@ def _plugin_class():
                         out[cid] = {"records": [], "workers": {}, "done": False, "gone": True,
                                     "structure": structure.pop(cid, None)}
                     continue
-                failed = any(r[7] for r in entry["records"])
+                failed = entry.get("failed", False)
                 out[cid] = dict(entry, done=done, gone=gone, failed=failed)
-                del out[cid]["index"]
+                del out[cid]["index"], out[cid]["tags"]
                 if not (done or gone or failed):
                     out[cid]["profiles"] = structure.get(cid, {}).get("profiles", [])
                 else:
                     out[cid]["structure"] = structure.pop(cid, None)
-                    del self.computes[cid]
-                    self.ended[cid] = None
-                    while len(self.ended) > 16 * MAX_COMPUTES:
-                        self.ended.popitem(last=False)
+                    self._forget(self.computes.pop(cid))
+                    self._end(cid)
             return out
 
     return ProfilingPlugin
@@ -239,6 +323,10 @@ class RemoteOptimizer:
                                  for i in self.named[n])
             STRUCTURE[self.cid] = {
                 "time": time.time(),
+                # each counted key's tag, for tasks the scheduler already has (the
+                # plugin's update_graph takes it)
+                "tags": {k: (self.cid, tuple(sorted(tags[tag_of[k]] - {""})), len(counted))
+                         for k in counted},
                 "profiles": sorted(set().union(*tags) - {""}),
                 "dependencies": list(_instr.dependencies_of(graph, counted).items()),
                 "fused": list(_instr.fused_ops(graph, counted, CONTRACTIONS).items()),
@@ -311,6 +399,12 @@ def _importable(dask_scheduler=None) -> bool:
     return importlib.util.find_spec("dask.array._adaptive_chunking.cluster") is not None
 
 
+def _set_record_cap(value: int, dask_scheduler=None) -> None:
+    plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    if plugin is not None:
+        plugin.max_records = value
+
+
 def ensure_plugin(client, max_records: int) -> bool:
     """Register the profiling plugin on the client's scheduler (idempotent; blocking).
 
@@ -323,6 +417,10 @@ def ensure_plugin(client, max_records: int) -> bool:
     state = getattr(client, "_adaptive_chunking_plugin", None)
     if state is False or (state is not None and state == max_records):
         return state is not False
+    if isinstance(state, int):  # registered (idempotent): change its bound in place
+        client.run_on_scheduler(_set_record_cap, max_records)
+        client._adaptive_chunking_plugin = max_records
+        return True
     if not client.run_on_scheduler(_importable):
         import warnings
 

@@ -21,13 +21,51 @@ PEAK_METHODS = ("auto", "high-water-mark", "sampler")
 _CONFIG_DIR = Path(__file__).parent
 
 
+KEYS: frozenset[str] = frozenset()  # the settings the defaults YAML defines
+
+
 def register_defaults() -> None:
     """Add the defaults YAML to Dask's config (user and environment values win)."""
     import yaml
 
+    global KEYS
     with open(_CONFIG_DIR / "adaptive-chunking.yaml") as f:
         defaults = yaml.safe_load(f)
+    KEYS = frozenset(defaults["array"]["adaptive-chunking"])
     dask.config.update_defaults(defaults)
+
+
+def check_keys() -> None:
+    """Raise ValueError for a misspelled setting under ``array.adaptive-chunking``.
+
+    A typo would otherwise be ignored silently, and its default used instead.
+    """
+    array = dask.config.config.get("array")
+    if not isinstance(array, dict):
+        return
+    # Dask reads "_" and "-" alike: YAML files and environment variables may use either
+    given = {
+        key for name, section in array.items()
+        if name.replace("_", "-") == "adaptive-chunking" and isinstance(section, dict)
+        for key in section
+    }
+    unknown = sorted(k for k in given if k.replace("_", "-") not in KEYS)
+    if not unknown:
+        return
+    import difflib
+
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.replace("_", "-"), sorted(KEYS), n=1)
+        hints.append(f"'{PREFIX}.{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ValueError(
+        f"unknown setting {', '.join(hints)}; remove or rename it. Known settings: "
+        f"{', '.join(sorted(KEYS))}"
+    )
+
+
+def _or_set(key: str) -> str:
+    return f", or set '{PREFIX}.{key}'" if key in KEYS else ""
 
 
 def number(key: str, value: Any, *, low: float, high: float, low_open=False, high_open=False):
@@ -36,22 +74,46 @@ def number(key: str, value: Any, *, low: float, high: float, low_open=False, hig
         raise TypeError(
             f"{key} must be a number, got {value!r} of type {type(value).__name__}"
         )
-    value = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf if value > 0 else -math.inf
     bad = (
-        math.isnan(value)
-        or value < low
-        or value > high
-        or (low_open and value == low)
-        or (high_open and value == high)
+        math.isnan(number)
+        or number < low
+        or number > high
+        or (low_open and number == low)
+        or (high_open and number == high)
     )
     if bad:
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
         raise ValueError(
             f"{key} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}; "
-            f"pass a value in that range or set '{PREFIX}.{key}'"
+            f"pass a value in that range{_or_set(key)}"
         )
-    return value
+    return number
+
+
+def count(key: str, value: Any, *, low: int) -> int:
+    """Validate a whole-number setting (a count) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(
+            f"{key} must be a whole number, got {value!r} of type {type(value).__name__}"
+        )
+    if isinstance(value, (float, np.floating)) and not (
+        math.isfinite(value) and float(value).is_integer()
+    ):
+        raise ValueError(
+            f"{key} must be a whole number >= {low}, got {value!r}; "
+            f"pass a whole number >= {low}{_or_set(key)}"
+        )
+    if int(value) < low:
+        raise ValueError(
+            f"{key} must be a whole number >= {low}, got {value!r}; "
+            f"pass a whole number >= {low}{_or_set(key)}"
+        )
+    return int(value)
 
 
 def nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
@@ -63,7 +125,7 @@ def nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
     if isinstance(value, str):
         try:
             value = parse_bytes(value)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, OverflowError) as e:
             raise ValueError(
                 f"{key} must be bytes or a size string such as '512MiB', got {value!r}"
             ) from e
@@ -72,30 +134,97 @@ def nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
             f"{key} must be a number of bytes or a size string such as '512MiB', "
             f"got {value!r} of type {type(value).__name__}"
         )
-    if not math.isfinite(value) or value < 1 or value != int(value):
+    finite = isinstance(value, (int, np.integer)) or math.isfinite(value)
+    if not finite or value < 1 or value != int(value) or value >= 2**63:
         raise ValueError(
-            f"{key} must be a positive whole number of bytes, got {value!r}; "
-            f"pass e.g. 2**20 or '1MiB', or set '{PREFIX}.{key}'"
+            f"{key} must be a positive whole number of bytes below 2**63, got {value!r}; "
+            f"pass e.g. 2**20 or '1MiB'{_or_set(key)}"
         )
     return int(value)
 
 
-def get(key: str, override: Any = None) -> Any:
-    """Read ``array.adaptive-chunking.<key>`` now, unless ``override`` is given."""
-    return dask.config.get(f"{PREFIX}.{key}", override_with=override)
-
-
-def flag(key: str, override: Any = None) -> bool:
-    """Read a boolean setting; accepts the strings environment variables give."""
-    value = get(key, override)
+def flag_value(key: str, value: Any) -> bool:
+    """Validate a boolean setting; accepts the strings environment variables give."""
     if isinstance(value, str):
-        value = value.strip().lower()
-        if value in ("true", "1", "yes", "on"):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes", "on"):
             return True
-        if value in ("false", "0", "no", "off", ""):
+        if text in ("false", "0", "no", "off", ""):
             return False
-    if not isinstance(value, (bool, int, np.bool_)):
+    if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
         raise TypeError(
             f"'{PREFIX}.{key}' must be True or False, got {value!r}"
         )
     return bool(value)
+
+
+def duration(key: str, value: Any) -> float:
+    """Validate a finite duration >= 0: seconds, or a string such as '10ms'."""
+    from dask.utils import parse_timedelta
+
+    try:
+        seconds = parse_timedelta(value, default="s")
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as e:
+        raise ValueError(
+            f"'{PREFIX}.{key}' must be a duration such as '10ms' or a number of seconds, "
+            f"got {value!r}"
+        ) from e
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+        0 <= seconds < math.inf
+    ):
+        raise ValueError(
+            f"'{PREFIX}.{key}' must be a finite duration >= 0 such as '10ms', "
+            f"got {value!r}"
+        )
+    return float(seconds)
+
+
+def choice(key: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ValueError(f"'{PREFIX}.{key}' must be one of {options}, got {value!r}")
+    return value
+
+
+#: How each setting is validated: one place, used wherever a setting is read.
+RULES = {
+    "enabled": flag_value,
+    "profile": flag_value,
+    "auto-rechunk": flag_value,
+    "target-memory-percent": lambda k, v: number(k, v, low=0, high=100, low_open=True),
+    "min-chunk-bytes": lambda k, v: nbytes_setting(k, v, allow_none=False),
+    "max-chunk-bytes": lambda k, v: nbytes_setting(k, v, allow_none=True),
+    "safety-factor": lambda k, v: number(k, v, low=0, high=1, low_open=True),
+    "memory-limit": lambda k, v: nbytes_setting(k, v, allow_none=True),
+    "overhead-target": lambda k, v: number(
+        k, v, low=0, high=1, low_open=True, high_open=True
+    ),
+    "pressure-threshold": lambda k, v: number(k, v, low=0, high=100),
+    "max-records": lambda k, v: count(k, v, low=0),
+    "max-profiles": lambda k, v: count(k, v, low=1),
+    "max-memory": lambda k, v: nbytes_setting(k, v, allow_none=True),
+    "peak-method": lambda k, v: choice(k, v, PEAK_METHODS),
+    "sample-interval": duration,
+}
+
+
+def get(key: str, override: Any = None) -> Any:
+    """Read ``array.adaptive-chunking.<key>`` now, unless ``override`` is given."""
+    check_keys()
+    return dask.config.get(f"{PREFIX}.{key}", override_with=override)
+
+
+def setting(key: str, override: Any = None) -> Any:
+    """The validated value of ``array.adaptive-chunking.<key>`` (or of ``override``)."""
+    return RULES[key](key, get(key, override))
+
+
+def flag(key: str, override: Any = None) -> bool:
+    """Read a boolean setting; accepts the strings environment variables give."""
+    return flag_value(key, get(key, override))
+
+
+def validate() -> None:
+    """Raise ValueError or TypeError for any unknown or invalid setting, naming it."""
+    check_keys()
+    for key in RULES:
+        setting(key)

@@ -60,10 +60,32 @@ AdaptiveChunkingWarning.__module__ = "dask.array.adaptive_chunking"
 _UNLIMITED = 2**60
 
 
+_warned: set[str] = set()  # kinds of fallback already announced in this process
+
+
+def warn_once(kind: str, message: str) -> None:
+    """Warn with ``message`` the first time a fallback of ``kind`` is taken."""
+    if kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(message, AdaptiveChunkingWarning, stacklevel=3)
+
+
+def _unreadable(path: Path, e: OSError) -> None:
+    warn_once(
+        "cgroup",
+        f"adaptive chunking cannot read the cgroup file {path} ({e}); the memory limit "
+        "falls back to physical memory: set 'array.adaptive-chunking.memory-limit' "
+        "if this process runs under a tighter limit",
+    )
+
+
 def _read_int(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
-    except OSError:
+    except FileNotFoundError:
+        return None  # no such control at this level: no limit here
+    except OSError as e:
+        _unreadable(path, e)
         return None
     if text in ("", "max"):
         return None
@@ -92,7 +114,10 @@ def cgroup_memory(
     if proc_cgroup is None:
         try:
             proc_cgroup = Path("/proc/self/cgroup").read_text()
-        except OSError:
+        except FileNotFoundError:
+            return None, None  # not Linux
+        except OSError as e:
+            _unreadable(Path("/proc/self/cgroup"), e)
             return None, None
     root = Path(root)
     for line in proc_cgroup.splitlines():
@@ -142,12 +167,39 @@ def cgroup_memory(
     return None, None
 
 
-def host_memory() -> tuple[int, int]:
-    """Total and available physical memory, in bytes."""
-    import psutil
+#: What :func:`host_memory` assumes when nothing can tell it the machine's memory.
+ASSUMED_MEMORY = 4 * 2**30
 
-    vm = psutil.virtual_memory()
-    return int(vm.total), int(vm.available)
+
+def host_memory() -> tuple[int, int]:
+    """Total and available physical memory, in bytes.
+
+    From ``psutil``; where it fails, from ``os.sysconf``, and where that fails too,
+    :data:`ASSUMED_MEMORY` with nothing in use. Each fallback warns once.
+    """
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.total), int(vm.available)
+    except Exception as e:
+        reason = f"psutil cannot read memory ({type(e).__name__}: {e})"
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        available = os.sysconf("SC_AVPHYS_PAGES") * page
+        if total > 0:
+            warn_once("host-memory", f"adaptive chunking: {reason}; using os.sysconf: "
+                      f"{total / 2**30:.1f} GiB physical memory")
+            return int(total), int(min(max(available, 0), total))
+    except (AttributeError, ValueError, OSError) as e:
+        reason += f", nor os.sysconf ({e})"
+    warn_once(
+        "host-memory",
+        f"adaptive chunking: {reason}; assuming {ASSUMED_MEMORY / 2**30:.0f} GiB: set "
+        "'array.adaptive-chunking.memory-limit' to this machine's memory",
+    )
+    return ASSUMED_MEMORY, ASSUMED_MEMORY
 
 
 
@@ -158,7 +210,6 @@ def host_memory() -> tuple[int, int]:
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _statm_fd: int | None = None  # open /proc/self/statm of this process; -1: unavailable
-_rss_warned = False
 
 
 def _forget_statm_fd() -> None:
@@ -171,20 +222,16 @@ if hasattr(os, "register_at_fork"):
 
 
 def _psutil_rss() -> int:
-    global _rss_warned
     try:
         import psutil
 
         return int(psutil.Process().memory_info().rss)
-    except Exception as e:  # pragma: no cover - depends on the platform
-        if not _rss_warned:
-            _rss_warned = True
-            warnings.warn(
-                f"adaptive chunking cannot read process memory ({e}); memory "
-                "measurements will read 0",
-                AdaptiveChunkingWarning,
-                stacklevel=2,
-            )
+    except Exception as e:
+        warn_once(
+            "rss",
+            f"adaptive chunking cannot read process memory ({type(e).__name__}: {e}); "
+            "memory measurements will read 0",
+        )
         return 0
 
 
@@ -227,6 +274,11 @@ def children_rss() -> int:
         return 0
 
 
+#: Longest pause between two samples (seconds); a longer interval would miss peaks
+#: of whole computes and overflow the platform's timers.
+MAX_INTERVAL = 60.0
+
+
 class PeakSampler:
     """One daemon thread that tracks the peak memory of every running compute.
 
@@ -246,11 +298,11 @@ class PeakSampler:
         """Track ``collector.peak`` every ``interval`` seconds until removed."""
         with self._lock:
             self._active.add(collector)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self.last_rss = process_rss()
                 self._thread = threading.Thread(
                     target=self._run,
-                    args=(max(float(interval), 0.001),),
+                    args=(min(max(float(interval), 0.001), MAX_INTERVAL),),
                     name="adaptive-chunking-sampler",
                     daemon=True,
                 )
@@ -262,10 +314,19 @@ class PeakSampler:
         self._wake.set()
 
     def _run(self, interval: float) -> None:
+        try:
+            self._loop(interval)
+        finally:  # an error ends it: the next compute starts a new thread
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    self.last_rss = None
+
+    def _loop(self, interval: float) -> None:
         while True:
             with self._lock:
                 active = list(self._active)
-                if not active:
+                if not active:  # in the lock: add() then starts a new thread
                     self._thread = None
                     self.last_rss = None
                     return
@@ -533,7 +594,8 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "engine", "interval",
-        "method", "tags", "states", "tasks", "aliases", "hints", "__weakref__",
+        "method", "tags", "states", "tasks", "aliases", "hints", "error",
+        "__weakref__",
     )
 
     def __init__(self, n_tasks: int, engine, tags: list[frozenset] | None = None):
@@ -556,6 +618,9 @@ class ComputeCollector:
         self.engine = engine
         self.interval = 0.01
         self.method = "auto"
+        # (key, "Type: message", interrupted) of an exception a task raised; set in one
+        # assignment, so its parts agree. Interrupted: no error but KeyboardInterrupt...
+        self.error: tuple | None = None
         collectors[self.cid] = self
         weakref.finalize(self, engine._abandon, self.records, self.cid)
 
@@ -804,6 +869,21 @@ class MeasuredTask(Task):
     def __reduce__(self):
         return _remote_task, (self.plain(), self.cid, self.pid, self.tag, self.is_output)
 
+    def __eq__(self, value: object) -> bool:
+        # Equal to the task it measures: a graph compares as Dask's optimization left it.
+        other = value.plain() if type(value) is MeasuredTask else value
+        return self.plain() == other
+
+    __hash__ = Task.__hash__
+
+    def _get_token(self) -> str:
+        # Hash and token as the plain task's, as equality says (Task's name the type).
+        if not self._token:
+            from dask.base import tokenize
+
+            self._token = tokenize(("Task", self.func, self.args, self.kwargs))
+        return self._token
+
     def __call__(self, values=()):
         try:
             collector = self.collector
@@ -874,6 +954,9 @@ class MeasuredTask(Task):
                 id(result) if local else 0, nbytes,
             )
             if local:
+                if exc is not None and collector.error is None:
+                    collector.error = (self.key, f"{type(exc).__name__}: {exc}"[:300],
+                                       not isinstance(exc, Exception))
                 collector.add(record)
             elif not _child_of(self.pid):
                 pass  # the graph outlived its compute or left the process: just run it
@@ -960,9 +1043,15 @@ def _is_finalize(key) -> bool:
 
 
 def _inner_keys(node) -> tuple:
-    """Keys fused inside a task (``Task.fuse`` keeps them in its subgraph)."""
+    """Keys fused inside a task (``Task.fuse`` keeps them in its subgraph), at any
+    depth: a fused subgraph may hold tasks that are fused subgraphs themselves."""
     if node.func is _execute_subgraph and node.args and isinstance(node.args[0], dict):
-        return tuple(node.args[0])
+        inner = node.args[0]
+        keys = list(inner)
+        for value in inner.values():
+            if isinstance(value, Task):
+                keys.extend(_inner_keys(value))
+        return tuple(keys)
     return ()
 
 
@@ -1094,6 +1183,20 @@ def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
             continue
         tasks[key] = node
     return dsk, tasks, aliases, outputs
+
+
+def same_layers(hlg: HighLevelGraph, tasks: dict) -> HighLevelGraph:
+    """``hlg``'s layers and dependencies, materialized with the nodes of ``tasks``."""
+    from dask.highlevelgraph import MaterializedLayer
+
+    layers = {}
+    for name, layer in hlg.layers.items():
+        layers[name] = MaterializedLayer(
+            {k: tasks[k] if k in tasks else layer[k] for k in layer},
+            annotations=layer.annotations,
+            collection_annotations=layer.collection_annotations,
+        )
+    return HighLevelGraph(layers, {k: set(v) for k, v in hlg.dependencies.items()})
 
 
 def instrument(dsk, keys, named, engine):

@@ -40,6 +40,7 @@ __all__ = [
     "Saturation",
     "worker_saturation",
     "chunk_shape",
+    "water_level",
 ]
 
 #: Scheduler bookkeeping per task (graph node, state dicts), in bytes.
@@ -1099,10 +1100,40 @@ def _without_sliver(n: int, c: int) -> int:
 
 
 def _next_blocks(n: int, blocks: int, direction: int) -> int:
-    """The next block count along a dim of ``n`` that changes the chunk size."""
-    size = math.ceil(n / blocks)
-    while 1 <= blocks + direction <= n:
-        blocks += direction
-        if math.ceil(n / blocks) != size:
-            return blocks
-    return blocks
+    """The next block count along a dim of ``n`` that changes the chunk size.
+
+    Arithmetic, not a walk: a walk takes about ``n / size**2`` steps, hours for a
+    dimension of 10**12 elements split into chunks of a few elements.
+
+    >>> _next_blocks(10, 3, +1), _next_blocks(10, 3, -1)  # sizes 4 -> 3 and 4 -> 5
+    (4, 2)
+    """
+    size = -(-n // blocks)
+    if direction > 0:
+        return blocks if size <= 1 else -(-n // (size - 1))
+    return max(-(-n // size) - 1, 1)
+
+
+def water_level(demands: Sequence[int], budget: int) -> int | None:
+    """The largest per-holder cap that fits ``budget`` items among ``demands``.
+
+    Each holder keeps ``min(demand, cap)`` items. Holders that want less than an
+    equal share keep all they want; the rest share what is left equally. None when
+    every demand fits (no cap is needed).
+
+    >>> water_level([10, 10, 1000], 300)  # the two small ones keep theirs
+    280
+    >>> water_level([10, 10], 300) is None
+    True
+    >>> water_level([500, 500, 500], 300)
+    100
+    """
+    if sum(demands) <= budget:
+        return None
+    remaining, n = budget, len(demands)
+    for i, demand in enumerate(sorted(demands)):
+        share = remaining // (n - i)
+        if demand > share:
+            return share
+        remaining -= demand
+    return None  # pragma: no cover - the sum exceeds the budget: a demand exceeds its share

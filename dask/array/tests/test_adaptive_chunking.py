@@ -259,7 +259,7 @@ def test_metric_derived_properties():
 @pytest.mark.parametrize(
     "field, value, exc, match",
     [
-        ("element_count", -1, ValueError, "element_count must be >= 0"),
+        ("element_count", -1, ValueError, r"element_count must be in \[0, "),
         ("estimated_bytes", 1.5, TypeError, "estimated_bytes must be an int"),
         ("compute_time_ms", float("nan"), ValueError, "compute_time_ms"),
         ("chunk_shape", [1, 2], TypeError, "chunk_shape must be a tuple"),
@@ -629,12 +629,61 @@ def test_failing_task_marks_profile_failed(engine):
     p = engine.get_profile(pid)
     assert p["status"] == "failed"
     assert p["profiler_stats"]["failed_chunks"] == 1
-    assert p["error"] and "raised" in p["error"]
+    assert "raised ZeroDivisionError: bad block" in p["error"]
+    assert p["profiler_stats"]["total_chunks"] >= 1  # partial stats are kept
     # the engine stays usable
     z = da.ones(10, chunks=5)
     pz = engine.profile_array(z)
     z.compute()
     assert engine.get_profile(pz)["status"] == "complete"
+
+
+def _no_engine_thread_left():
+    from dask.array._adaptive_chunking import instrument
+
+    for _ in range(200):  # the sampler thread exits on its next tick
+        if not any(t.name == "adaptive-chunking-sampler" for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.01)
+    assert not instrument.high_water_mark.active
+    assert not any(t.name == "adaptive-chunking-sampler" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("where", ["in a task (sync)", "in the scheduler (threads)"])
+def test_keyboard_interrupt_leaves_the_engine_usable(engine, where):
+    import _thread
+    import gc
+    import time
+
+    x = da.ones((400, 400), chunks=100)
+    first = threading.Event()
+
+    def interrupt(b, block_info=None):
+        if block_info[0]["chunk-location"] == (1, 1) and not first.is_set():
+            first.set()
+            if where.endswith("(sync)"):
+                raise KeyboardInterrupt  # Ctrl-C lands while the task runs
+            _thread.interrupt_main()  # Ctrl-C lands while the scheduler waits
+        time.sleep(0.02)
+        return b
+
+    y = x.map_blocks(interrupt, dtype=x.dtype)
+    pid = engine.profile_array(y)
+    with pytest.raises(KeyboardInterrupt):
+        y.compute(scheduler="sync" if where.endswith("(sync)") else "threads")
+    time.sleep(0.5)  # tasks already running finish in the pool
+    gc.collect()
+    p = engine.get_profile(pid)
+    assert p["status"] == "incomplete" and p["computes"] == 1
+    assert 1 <= p["profiler_stats"]["total_chunks"] < y.npartitions
+    if where.endswith("(sync)"):
+        assert "interrupted (KeyboardInterrupt" in p["error"]
+    _no_engine_thread_left()
+    # the engine goes on: the same array, computed again, completes
+    assert (y.compute(scheduler="threads") == 1).all()
+    p = engine.get_profile(pid)
+    assert p["status"] == "complete" and p["computes"] == 2
+    _no_engine_thread_left()
 
 
 def test_failing_task_in_child_process(engine):
@@ -837,6 +886,46 @@ def test_config_defaults_and_schema_agree():
     assert all(props[k].get("description") for k in keys)
     for key, value in defaults["array"]["adaptive-chunking"].items():
         assert dask.config.get(f"array.adaptive-chunking.{key}") == value
+
+
+def test_misspelled_setting_is_named_with_the_fix(engine):
+    x = da.ones(10, chunks=5)
+    with dask.config.set({"array.adaptive-chunking.max-record": 5}):
+        with pytest.raises(ValueError, match=r"'array.adaptive-chunking.max-record' "
+                                             r"\(did you mean 'max-records'\?\)"):
+            engine.profile_array(x)
+        with pytest.raises(ValueError, match="max-record"):
+            ChunkSizeRecommender().recommend_chunk_size((1000, 1000), np.float64)
+    pid = engine.profile_array(x)
+    with dask.config.set({"array.adaptive-chunking.memory_limt": "1GiB"}):
+        # inside a compute the engine warns, and the compute is left alone
+        with pytest.warns(AdaptiveChunkingWarning, match="did you mean 'memory-limit'"):
+            assert x.sum().compute() == 10
+    # both spellings of a real key are the same key
+    with dask.config.set({"array.adaptive-chunking.max_records": 7}):
+        assert engine.get_profiler(pid).max_records == 7
+
+
+def test_settings_spelled_with_underscores_are_known(engine, monkeypatch):
+    """YAML files and DASK_ARRAY__ADAPTIVE_CHUNKING__* variables may spell "_" for "-"."""
+    monkeypatch.setitem(dask.config.config["array"], "adaptive_chunking",
+                        {"max_records": 7})  # as an environment variable leaves it
+    x = da.ones(10, chunks=5)
+    engine.profile_array(x)  # no error: a known setting
+    monkeypatch.setitem(dask.config.config["array"], "adaptive_chunking",
+                        {"max_recrods": 7})
+    with pytest.raises(ValueError, match="did you mean 'max-records'"):
+        engine.profile_array(x)
+
+
+def test_cluster_memory_limits_given_as_strings():
+    rec = ChunkSizeRecommender().recommend(
+        profiled(), (4000, 4000), 8,
+        cluster={"a": {"nthreads": 2, "memory_limit": "16GiB"},
+                 "b": {"nthreads": 2, "memory_limit": "4GiB"}},
+    )
+    assert rec.memory_limit_bytes == 4 * 2**30
+    assert rec.to_dict()["memory_limit_mb"] == 4096
 
 
 def test_config_schema_validates_defaults():

@@ -375,3 +375,79 @@ def test_first_profiled_compute_does_not_block_the_client(engine):
         thread.join(30)
         assert not thread.is_alive(), "the compute hung"
         assert results and results[0] > 0
+
+
+def test_the_scheduler_holds_records_within_max_memory(engine, client, caplog):
+    from dask.array.adaptive_chunking import REMOTE_RECORD_COST
+
+    def cap():
+        return client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins["adaptive-chunking"].max_records
+        )
+
+    x = da.random.random((800, 800), chunks=100)  # 64 chunks, more tasks with the sum
+    try:
+        with dask.config.set({"array.adaptive-chunking.max-memory": 30 * REMOTE_RECORD_COST}):
+            pid = engine.profile_array(x)  # applies the new bound on the scheduler
+            assert cap() == 30
+            with caplog.at_level("INFO", logger="dask.array.adaptive_chunking"):
+                assert 0.45 < x.mean().compute() < 0.55
+                p = engine.get_profile(pid)
+        assert p["status"] == "complete"
+        assert p["profiler_stats"]["total_chunks"] == 30
+        assert "the scheduler kept 30 of the" in caplog.text
+    finally:
+        engine.profile_array(x)  # the default bound again, for the other tests
+    assert cap() > 100_000
+    pid = engine.profile_array(x)
+    x.mean().compute()
+    assert engine.get_profile(pid)["profiler_stats"]["total_chunks"] > 64
+
+
+def test_the_same_compute_submitted_twice_at_once(engine, client):
+    """The second compute shares its tasks with the first, still running: each task
+    runs once and is counted once, and both computes finish."""
+    import time
+
+    from dask._task_spec import Alias
+
+    x = da.random.random((800, 800), chunks=100)
+    expr = (x + 1).sum()
+    dsk = dict(expr.__dask_optimize__(expr.__dask_graph__(), expr.__dask_keys__()))
+    pid = engine.profile_array(x)
+    with distributed.get_task_stream(client) as stream:
+        futures = [client.compute(expr), client.compute(expr)]
+        results = client.gather(futures)
+    assert results[0] == results[1]
+    del futures
+    ran = [t["key"] for t in stream.data if not isinstance(dsk.get(t["key"]), Alias)
+           and distributed.utils.key_split(t["key"]) != "finalize-hlgfinalizecompute"]
+    assert len(ran) < 2 * len(set(ran))  # most tasks ran once, for both computes
+    for _ in range(100):  # the scheduler may settle the second a moment later
+        p = engine.get_profile(pid)
+        if p["computes"] == 2:
+            break
+        time.sleep(0.05)
+    assert p["status"] == "complete" and p["computes"] == 2
+    assert p["profiler_stats"]["total_chunks"] == len(ran)
+
+
+def test_persisting_the_same_array_twice_completes(engine, client):
+    """The second persist finds every task done or running: it has nothing left to run
+    for itself, and its profile still ends complete (not incomplete after a wait)."""
+    import time
+
+    x = da.random.random((800, 800), chunks=100) + 1
+    pid = engine.profile_array(x)
+    first = client.persist(x)
+    distributed.wait(first)  # every task is in memory when the second arrives
+    second = client.persist(x)
+    distributed.wait(second)
+    start = time.monotonic()
+    while time.monotonic() - start < 3:  # well under the 5 s grace for lost computes
+        p = engine.get_profile(pid)
+        if p["computes"] == 2:
+            break
+        time.sleep(0.05)
+    assert p["computes"] == 2 and p["status"] == "complete", (p["computes"], p["status"])
+    del first, second

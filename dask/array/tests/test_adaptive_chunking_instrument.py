@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -55,6 +56,76 @@ def test_cgroup_unlimited_and_missing(tmp_path):
     write(base / "memory.limit_in_bytes", "9223372036854771712")  # "no limit" in v1
     assert cgroup_memory("4:memory:/x\n", root=tmp_path) == (None, None)
     assert cgroup_memory("garbage", root=tmp_path) == (None, None)
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Fallback warnings are given once per process: start this test with none given."""
+    monkeypatch.setattr(instrument, "_warned", set())
+
+
+def fallback_warnings(record):
+    from dask.array.adaptive_chunking import AdaptiveChunkingWarning
+
+    return [w for w in record if issubclass(w.category, AdaptiveChunkingWarning)]
+
+
+def test_unreadable_cgroup_file_warns_once_and_falls_back(tmp_path, fresh_warnings):
+    (tmp_path / "pod" / "memory.max").mkdir(parents=True)  # reading it fails: EISDIR
+    write(tmp_path / "memory.max", str(GiB))
+    with pytest.warns() as record:
+        assert cgroup_memory("0::/pod\n", root=tmp_path) == (GiB, None)
+        assert cgroup_memory("0::/pod\n", root=tmp_path) == (GiB, None)
+    (w,) = fallback_warnings(record)
+    assert "memory.max" in str(w.message) and "memory-limit" in str(w.message)
+
+
+def test_psutil_failing_falls_back_to_sysconf_then_assumes(monkeypatch, fresh_warnings):
+    import psutil
+
+    from dask.array.adaptive_chunking import memory_limit
+
+    def broken():
+        raise OSError("no /proc/meminfo")
+
+    monkeypatch.setattr(psutil, "virtual_memory", broken)
+    with pytest.warns() as record:
+        total, available = instrument.host_memory()
+        assert memory_limit() > 0
+    (w,) = fallback_warnings(record)
+    assert "no /proc/meminfo" in str(w.message) and "sysconf" in str(w.message)
+    assert total == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 <= available <= total
+
+    monkeypatch.setattr(instrument, "_warned", set())
+    monkeypatch.setattr(os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    with pytest.warns() as record:
+        assert instrument.host_memory() == (instrument.ASSUMED_MEMORY,) * 2
+        assert instrument.host_memory() == (instrument.ASSUMED_MEMORY,) * 2
+    (w,) = fallback_warnings(record)
+    assert "assuming 4 GiB" in str(w.message) and "memory-limit" in str(w.message)
+
+
+def test_unreadable_process_memory_warns_once_and_computes(engine, monkeypatch,
+                                                           fresh_warnings):
+    import psutil
+
+    def broken(*args, **kwargs):
+        raise psutil.AccessDenied()
+
+    monkeypatch.setattr(instrument, "_statm_fd", -1)  # as if /proc/self/statm were gone
+    monkeypatch.setattr(instrument, "_forget_statm_fd", lambda: None)
+    monkeypatch.setattr(psutil.Process, "memory_info", broken)
+    x = da.random.random((400, 400), chunks=100)
+    pid = engine.profile_array(x)
+    with pytest.warns() as record:
+        assert instrument.process_rss() == 0
+        for _ in range(3):
+            np.testing.assert_array_equal(x.compute(scheduler="threads"), x.compute())
+    (w,) = fallback_warnings(record)
+    assert "cannot read process memory" in str(w.message)
+    p = engine.get_profile(pid)
+    assert p["status"] == "complete" and p["computes"] == 6
 
 
 def test_process_rss_tracks_allocation():
@@ -162,3 +233,44 @@ def test_measured_task_copies_are_plain():
     engine.close()
     del out, collector, node
     gc.collect()
+
+
+def test_measured_task_equals_and_hashes_as_its_task():
+    from dask._task_spec import Task
+
+    from dask.array.adaptive_chunking import AdaptiveChunkingEngine
+
+    engine = AdaptiveChunkingEngine()
+    task = Task("a", sum, [1, 2])
+    out, collector = instrument.instrument({"a": task}, ["a"], None, engine)
+    node = out["a"]
+    assert type(node) is instrument.MeasuredTask
+    assert node == task and task == node and node == node.plain()
+    assert hash(node) == hash(task)
+    assert node != Task("a", sum, [1, 3])
+    instrument.untrack_peak(collector)
+    engine.close()
+
+
+def test_optimize_keeps_the_graph_type_and_layers(engine):
+    """With profiling, ``__dask_optimize__`` gives back the layers Dask's does."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    x = da.ones((300, 300), chunks=100)
+    y = (x + 1).T
+    with dask.config.set({"optimization.fuse.active": False}):
+        plain = y.__dask_optimize__(y.__dask_graph__(), y.__dask_keys__())
+        engine.profile_array(y)
+        measured = y.__dask_optimize__(y.__dask_graph__(), y.__dask_keys__())
+    assert isinstance(plain, HighLevelGraph) and isinstance(measured, HighLevelGraph)
+    assert set(measured.layers) == set(plain.layers)
+    assert measured.dependencies == plain.dependencies
+    for name, layer in plain.layers.items():
+        assert dict(measured.layers[name]) == dict(layer)
+    kinds = {type(v).__name__ for v in measured.to_dict().values()}
+    assert "MeasuredTask" in kinds
+    # the measured graph still computes the same result
+    np.testing.assert_array_equal(
+        dask.get(measured.to_dict(), y.__dask_keys__()[0][0]),
+        dask.get(plain.to_dict(), y.__dask_keys__()[0][0]),
+    )

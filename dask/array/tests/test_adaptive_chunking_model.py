@@ -532,3 +532,14 @@ def test_saturation_fits_and_shrinks_with_the_budget(held, chunk, budget, thread
     smaller = worker_saturation(m, 1e11, chunk, budget_bytes=budget / 2,
                                 threads_per_worker=threads, workers=workers)
     assert smaller.value <= s.value
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=50), st.integers(0, 10**7))
+@settings(max_examples=300, deadline=None)
+def test_water_level_is_the_largest_cap_that_fits(demands, budget):
+    level = model.water_level(demands, budget)
+    if level is None:
+        assert sum(demands) <= budget
+        return
+    assert sum(min(d, level) for d in demands) <= budget
+    assert sum(min(d, level + 1) for d in demands) > budget

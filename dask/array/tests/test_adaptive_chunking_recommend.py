@@ -229,6 +229,7 @@ DOCS = ["README.md", "docs/index.md"]
 def test_documented_examples_run(doc, engine, capsys):
     """Every Python example of the README and the user guide runs as written."""
     import re
+    import textwrap
     from pathlib import Path
 
     from dask.array.adaptive_chunking import disable_adaptive_chunking
@@ -239,7 +240,8 @@ def test_documented_examples_run(doc, engine, capsys):
     namespace: dict = {}
     try:
         for i, block in enumerate(blocks):
-            exec(compile(block, f"{doc} example {i + 1}", "exec"), namespace)
+            code = textwrap.dedent(block)  # a block inside a list item is indented
+            exec(compile(code, f"{doc} example {i + 1}", "exec"), namespace)
     finally:
         disable_adaptive_chunking()
 
