@@ -1,0 +1,158 @@
+"""The history store: permissions, concurrency, corrupt files, migration, exchange."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dask.array._adaptive_chunking import history
+from dask.array._adaptive_chunking.history import HistoryStore
+from dask.array.adaptive_chunking import AdaptiveChunkingWarning
+
+
+def add(store, i=0, signature="sig", fingerprint="fp"):
+    return store.add(signature=signature, fingerprint=fingerprint, shape=(100, 100),
+                     dtype="float64", chunks=((50, 50), (100,)), data={"i": i, "x": [1.5]})
+
+
+def test_rows_round_trip_as_plain_values(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    add(store, 1)
+    add(store, 2, signature="other")
+    rows = store.rows(signature="sig", fingerprint="fp")
+    assert [r["data"] for r in rows] == [{"i": 1, "x": [1.5]}]
+    assert rows[0]["shape"] == (100, 100) and rows[0]["chunks"] == ((50, 50), (100,))
+    assert [r["data"]["i"] for r in store.rows()] == [2, 1]  # newest first
+    store.close()
+    # what is on disk is text: JSON and plain columns, nothing executable
+    conn = sqlite3.connect(tmp_path / "h.sqlite3")
+    types = {t for (t,) in conn.execute(
+        "SELECT DISTINCT typeof(shape) || typeof(chunks) || typeof(data) FROM profiles")}
+    assert types == {"texttexttext"}
+    conn.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_created_readable_by_the_owner_only(tmp_path):
+    path = tmp_path / "cache" / "dask" / "h.sqlite3"
+    store = HistoryStore(path)
+    add(store)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    store.close()
+
+
+def test_wal_and_schema_version(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    add(store)
+    conn = store._connect()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == history.SCHEMA_VERSION
+    store.close()
+
+
+def test_an_empty_file_of_version_0_is_migrated(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    sqlite3.connect(path).close()  # a valid, empty database: version 0
+    store = HistoryStore(path)
+    add(store)
+    assert len(store) == 1
+    store.close()
+
+
+def test_a_corrupt_file_is_moved_aside_and_reported(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    store = HistoryStore(path)
+    with pytest.warns(AdaptiveChunkingWarning) as record:
+        add(store)
+    (aside,) = tmp_path.glob("h.sqlite3.corrupt-*")
+    message = str(record[0].message)
+    assert str(path) in message and str(aside) in message
+    assert aside.read_bytes().startswith(b"this is not a database")  # nothing lost
+    assert len(store) == 1
+    store.close()
+
+
+def test_a_newer_schema_is_moved_aside_not_overwritten(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    store = HistoryStore(path)
+    with pytest.warns(AdaptiveChunkingWarning, match="newer than this package"):
+        add(store)
+    assert len(list(tmp_path.glob("h.sqlite3.corrupt-*"))) == 1
+    store.close()
+
+
+def test_rows_beyond_the_bound_are_pruned_oldest_first(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3", max_rows=5)
+    for i in range(12):
+        add(store, i)
+    assert [r["data"]["i"] for r in store.rows()] == [11, 10, 9, 8, 7]
+    store.close()
+
+
+def test_export_import_and_clear(tmp_path):
+    store = HistoryStore(tmp_path / "a.sqlite3")
+    for i in range(3):
+        add(store, i)
+    assert store.export(tmp_path / "h.jsonl") == 3
+    lines = (tmp_path / "h.jsonl").read_text().splitlines()
+    assert [json.loads(line)["data"]["i"] for line in lines] == [0, 1, 2]
+    other = HistoryStore(tmp_path / "b.sqlite3")
+    assert other.import_(tmp_path / "h.jsonl") == 3
+    assert [r["data"] for r in other.rows()] == [r["data"] for r in store.rows()]
+    assert other.clear() == 3 and len(other) == 0
+    store.close()
+    other.close()
+
+
+def test_a_bad_import_line_is_named_and_adds_nothing(tmp_path):
+    good = {"created": 1.0, "signature": "s", "fingerprint": "f", "shape": [1],
+            "dtype": "f8", "chunks": [[1]], "data": {}}
+    (tmp_path / "h.jsonl").write_text(json.dumps(good) + "\n" + '{"pickle": "no"}\n')
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    with pytest.raises(ValueError, match="line 2"):
+        store.import_(tmp_path / "h.jsonl")
+    assert len(store) == 0
+    store.close()
+
+
+WRITER = """
+import sys
+from dask.array._adaptive_chunking.history import HistoryStore
+store = HistoryStore(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    store.add(signature="w" + sys.argv[2], fingerprint="fp", shape=(10,), dtype="f8",
+              chunks=((10,),), data={"i": i})
+store.close()
+"""
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    HistoryStore(path).close()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), "200"])
+             for w in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    store = HistoryStore(path)
+    assert len(store.rows(signature="w0")) == len(store.rows(signature="w1")) == 200
+    store.close()
+
+
+def test_default_path_follows_the_platform(monkeypatch, tmp_path):
+    if sys.platform.startswith("linux"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        assert history.default_path() == tmp_path / "dask" / "adaptive-chunking.sqlite3"
+        monkeypatch.delenv("XDG_CACHE_HOME")
+        assert history.default_path().parent == Path(os.path.expanduser("~/.cache/dask"))
+    assert history.default_path().name == "adaptive-chunking.sqlite3"
