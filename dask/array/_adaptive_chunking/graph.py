@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from dask.utils import key_split
 
-__all__ = ["Downstream", "downstream", "whole_lineage", "storage_chunks"]
+__all__ = ["Downstream", "downstream", "whole_lineage", "storage_chunks", "signature"]
 
 #: Operations that pair blocks across the diagonal and favour square chunks.
 SQUARE_OPS = frozenset({"transpose", "matmul", "tensordot", "dot", "einsum", "swapaxes"})
@@ -173,3 +173,40 @@ def storage_chunks(array) -> tuple[int, ...] | None:
             ):
                 return chunks
     return None
+
+
+def _operation(layer: str) -> str | None:
+    """A layer's operation, as the same expression names it at any size or chunking."""
+    op = key_split(layer)
+    if op.endswith("-partial"):  # the depth of a tree reduction follows the chunk count
+        return None
+    if op.startswith("rechunk-"):  # merge, split or p2p: how depends on the chunks
+        return "rechunk"
+    return op
+
+
+def signature(layers: Iterable[str], ndim: int, dtype) -> str:
+    """An id of a workload, the same in every process and at every size and chunking.
+
+    Built from the operations of the expression's layers (names without their
+    random tokens; the levels of a tree reduction and the kind of a rechunk left
+    out, as they follow the chunks), the array's number of dimensions and its
+    dtype. A different operation gives a different id.
+
+    >>> import dask.array as da
+    >>> small = da.random.random((500, 500), chunks=100)
+    >>> big = da.random.random((8000, 8000), chunks=1000)
+    >>> s = lambda x: signature(x.__dask_graph__().layers, x.ndim, x.dtype)
+    >>> s((small + small.T).sum()) == s((big + big.T).sum())
+    True
+    >>> s((small + small.T).sum()) == s((small * small.T).sum())
+    False
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+
+    ops = sorted({op for op in map(_operation, layers) if op})
+    text = json.dumps({"ops": ops, "ndim": int(ndim), "dtype": np.dtype(dtype).str})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

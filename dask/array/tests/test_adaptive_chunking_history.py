@@ -156,3 +156,40 @@ def test_default_path_follows_the_platform(monkeypatch, tmp_path):
         monkeypatch.delenv("XDG_CACHE_HOME")
         assert history.default_path().parent == Path(os.path.expanduser("~/.cache/dask"))
     assert history.default_path().name == "adaptive-chunking.sqlite3"
+
+
+SIGNATURE = """
+import sys
+import dask.array as da
+from dask.array._adaptive_chunking.graph import signature
+x = da.random.random((int(sys.argv[1]),) * 2, chunks=int(sys.argv[2]))
+y = (x + x.T).mean(axis=0)
+print(signature(y.__dask_graph__().layers, x.ndim, x.dtype))
+"""
+
+
+def test_signature_is_stable_across_processes_sizes_and_chunks():
+    out = {
+        subprocess.run([sys.executable, "-c", SIGNATURE, str(n), str(c)], check=True,
+                       capture_output=True, text=True).stdout.strip()
+        for n, c in [(5000, 500), (8000, 1000), (8000, 8000), (600, 37)]
+    }
+    assert len(out) == 1 and len(out.pop()) == 16
+
+
+def test_signature_tells_workloads_apart():
+    import dask.array as da
+    from dask.array._adaptive_chunking.graph import signature
+
+    def of(y, x):
+        return signature(y.__dask_graph__().layers, x.ndim, x.dtype)
+
+    x = da.random.random((2000, 2000), chunks=250)
+    base = of((x + x.T).mean(axis=0), x)
+    assert of((x * x.T).mean(axis=0), x) != base  # another operation
+    assert of((x + x.T).sum(axis=0), x) != base
+    f = x.astype("float32")
+    assert of((f + f.T).mean(axis=0), f) != base  # another dtype
+    # a rechunk is part of the workload, whichever way Dask carries it out
+    assert of(x.rechunk((2000, 10)).sum(), x) == of(x.rechunk((2000, 1000)).sum(), x)
+    assert of(x.rechunk((2000, 10)).sum(), x) != of(x.sum(), x)
