@@ -26,7 +26,7 @@ from typing import Any
 
 from dask.array._adaptive_chunking.instrument import AdaptiveChunkingWarning
 
-__all__ = ["SCHEMA_VERSION", "HistoryStore", "default_path"]
+__all__ = ["SCHEMA_VERSION", "HistoryStore", "default_path", "fingerprint", "comparable"]
 
 #: Version of the tables below; :data:`_MIGRATIONS` moves older files forward.
 SCHEMA_VERSION = 1
@@ -67,6 +67,41 @@ def default_path() -> Path:
         return Path.home() / "Library" / "Caches" / "dask" / name
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dask" / name
+
+
+def fingerprint(*, cores: int, threads: int, memory_limit: int, scheduler: str) -> str:
+    """The hardware a profile was measured on, as canonical JSON text.
+
+    ``cores`` the CPUs this process may use, ``threads`` the tasks run at once,
+    ``memory_limit`` the bytes it may use (cgroup-aware), ``scheduler`` its kind
+    (``"sync"``, ``"threads"``, ``"processes"``, ``"distributed"``).
+
+    >>> fingerprint(cores=2, threads=2, memory_limit=2**30, scheduler="threads")
+    '{"cores": 2, "memory_limit": 1073741824, "scheduler": "threads", "threads": 2}'
+    """
+    return json.dumps({"cores": int(cores), "threads": int(threads),
+                       "memory_limit": int(memory_limit), "scheduler": str(scheduler)},
+                      sort_keys=True)
+
+
+def comparable(a: str, b: str, memory_tolerance: float = 1.25) -> bool:
+    """Whether profiles measured on fingerprints ``a`` and ``b`` predict each other.
+
+    The same scheduler kind, cores and threads, and memory limits within
+    ``memory_tolerance`` of each other (the budget is recomputed for the new limit;
+    what transfers is the per-chunk behaviour, which a very different machine
+    changes).
+
+    >>> f = lambda gib: fingerprint(cores=2, threads=2, memory_limit=gib * 2**30,
+    ...                             scheduler="threads")
+    >>> comparable(f(16), f(14)), comparable(f(16), f(4))
+    (True, False)
+    """
+    x, y = json.loads(a), json.loads(b)
+    if any(x.get(k) != y.get(k) for k in ("scheduler", "cores", "threads")):
+        return False
+    low, high = sorted((max(x.get("memory_limit", 0), 1), max(y.get("memory_limit", 0), 1)))
+    return high / low <= memory_tolerance
 
 
 class HistoryStore:
