@@ -26,7 +26,10 @@ from typing import Any
 
 from dask.array._adaptive_chunking.instrument import AdaptiveChunkingWarning
 
-__all__ = ["SCHEMA_VERSION", "HistoryStore", "default_path", "fingerprint", "comparable"]
+__all__ = [
+    "SCHEMA_VERSION", "HistoryStore", "default_path", "fingerprint", "comparable",
+    "observation_to_json", "observation_from_json",
+]
 
 #: Version of the tables below; :data:`_MIGRATIONS` moves older files forward.
 SCHEMA_VERSION = 1
@@ -67,6 +70,45 @@ def default_path() -> Path:
         return Path.home() / "Library" / "Caches" / "dask" / name
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dask" / name
+
+
+def observation_to_json(o) -> dict[str, Any]:
+    """A :class:`model.Observation` as plain JSON values (see :func:`observation_from_json`)."""
+    import dataclasses
+
+    out = dataclasses.asdict(o)
+    out["terms"] = [list(t) for t in o.terms]
+    return out
+
+
+def observation_from_json(d: dict[str, Any]):
+    """The :class:`model.Observation` stored by :func:`observation_to_json`.
+
+    Raises ValueError naming the field for a stored value of the wrong kind.
+    """
+    import dataclasses
+    import math
+
+    from dask.array._adaptive_chunking.model import Observation
+
+    fields = {f.name: f for f in dataclasses.fields(Observation)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"stored observation has unknown field(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        if name == "terms":
+            try:
+                value = tuple((str(op), int(n), float(g), float(sec)) for op, n, g, sec in value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"stored observation has bad terms {value!r}") from e
+        elif value is not None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value)
+            if not ok:
+                raise ValueError(f"stored observation field {name} is {value!r}, not a number")
+        kwargs[name] = value
+    return Observation(**kwargs)
 
 
 def fingerprint(*, cores: int, threads: int, memory_limit: int, scheduler: str) -> str:

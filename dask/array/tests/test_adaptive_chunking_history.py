@@ -193,3 +193,18 @@ def test_signature_tells_workloads_apart():
     # a rechunk is part of the workload, whichever way Dask carries it out
     assert of(x.rechunk((2000, 10)).sum(), x) == of(x.rechunk((2000, 1000)).sum(), x)
     assert of(x.rechunk((2000, 10)).sum(), x) != of(x.sum(), x)
+
+
+def test_observations_round_trip_through_json(engine):
+    import dask.array as da
+
+    x = da.random.random((400, 400), chunks=100)
+    pid = engine.profile_array(x)
+    (x + x.T).sum().compute()
+    (obs,) = engine.get_profiler(pid).observations()
+    stored = json.loads(json.dumps(history.observation_to_json(obs)))
+    assert history.observation_from_json(stored) == obs
+    with pytest.raises(ValueError, match="peak_bytes"):
+        history.observation_from_json({**stored, "peak_bytes": "lots"})
+    with pytest.raises(ValueError, match="unknown field"):
+        history.observation_from_json({**stored, "__reduce__": 1})
