@@ -179,6 +179,15 @@ def duration(key: str, value: Any) -> float:
     return float(seconds)
 
 
+def path_setting(key: str, value: Any) -> str | None:
+    """A file path (``~`` expanded), or None for the default."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise TypeError(f"'{PREFIX}.{key}' must be a file path or null, got {value!r}")
+    return str(Path(value).expanduser())
+
+
 def choice(key: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
         raise ValueError(f"'{PREFIX}.{key}' must be one of {options}, got {value!r}")
@@ -204,6 +213,9 @@ RULES = {
     "max-memory": lambda k, v: nbytes_setting(k, v, allow_none=True),
     "peak-method": lambda k, v: choice(k, v, PEAK_METHODS),
     "sample-interval": duration,
+    "history": flag_value,
+    "history-path": lambda k, v: path_setting(k, v),
+    "history-max-rows": lambda k, v: count(k, v, low=1),
 }
 
 

@@ -1462,6 +1462,8 @@ def schema_verdict(spec: dict):
         return bytes_verdict("null" in types)
     if "string" in types and "number" in types:  # a duration
         return duration_verdict
+    if set(types) == {"string", "null"}:  # a file path
+        return lambda v: "good" if v is None or (isinstance(v, str) and v.strip()) else "bad"
     return lambda v: "either"
 
 
