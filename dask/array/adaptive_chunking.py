@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
+from dask.system import CPU_COUNT as _CPU_COUNT
 from dask.utils import format_bytes, key_split
 
 import dask
@@ -1179,7 +1180,7 @@ class _Profile:
     __slots__ = (
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
-        "storage", "split_dims", "workers", "saturation",
+        "storage", "split_dims", "workers", "saturation", "signature", "saved",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -1204,6 +1205,8 @@ class _Profile:
         self.split_dims = sum(len(c) > 1 for c in array.chunks)
         self.workers: dict[str, dict[str, int]] = {}  # on a cluster: memory per worker
         self.saturation: float | None = None  # on a cluster: the scheduler's setting
+        self.signature: str | None = None  # the workload of its last local compute
+        self.saved = 0  # observations already in the history database
 
 
 class _GraphFacts:
@@ -1281,6 +1284,7 @@ class AdaptiveChunkingEngine:
         self._abandoned: deque[tuple] = deque()
         self._computes = 0
         self._recent: deque[dict[str, Any]] = deque(maxlen=100)
+        self._stores: dict[str, Any] = {}  # history database path -> HistoryStore
         # Computes sent to a distributed scheduler: compute id -> (client, when sent).
         self._remote: OrderedDict[str, Any] = OrderedDict()
         _engines.add(self)
@@ -1331,6 +1335,19 @@ class AdaptiveChunkingEngine:
         _install_hook()
         _prepare_cluster()
         return pid
+
+    def _autosave(self, states, status: str) -> None:
+        """Store a finished local compute's profiles while ``history`` is on."""
+        if status != "complete" or not _flag("history"):
+            return
+        for state in states:
+            try:
+                self.save_profile(state.id)
+            except KeyError:
+                pass  # dropped meanwhile
+            except Exception as e:  # a history problem never breaks the compute
+                _instr.warn_once("history", "adaptive chunking could not store a profile "
+                                 f"in its history ({type(e).__name__}: {e})")
 
     def _bound_memory(self) -> None:
         """Keep the profiles' samples and summaries within ``max-memory``.
@@ -1850,7 +1867,85 @@ class AdaptiveChunkingEngine:
         with self._lock:
             self._profiles.clear()
             self._by_name.clear()
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()
         _engines.discard(self)
+
+    # -- history ----------------------------------------------------------
+
+    def _store(self):
+        """The history database of ``history-path`` (opened once per path)."""
+        from dask.array._adaptive_chunking import history
+
+        path = _read("history-path") or str(history.default_path())
+        with self._lock:
+            store = self._stores.get(path)
+            if store is None:
+                store = self._stores[path] = history.HistoryStore(path)
+            store.max_rows = _read("history-max-rows")
+        return store
+
+    @staticmethod
+    def _fingerprint() -> str:
+        from dask.array._adaptive_chunking import history
+
+        return history.fingerprint(cores=_CPU_COUNT, threads=_CPU_COUNT,
+                                   memory_limit=memory_limit(), scheduler="local")
+
+    def save_profile(self, profile_id: str) -> int:
+        """Store the computes of a profile not stored yet; returns how many were.
+
+        Done after each profiled compute while ``array.adaptive-chunking.history`` is
+        on; call it to store a profile made with history off. Each compute is one
+        row: the workload's signature, this machine's fingerprint, the array's
+        shape, dtype and chunks, and what the compute measured (JSON).
+        """
+        from dask.array._adaptive_chunking import history
+
+        with self._lock:
+            state = self._state(profile_id)
+            kept = list(state.profiler._observations)
+            new = kept[len(kept) - min(len(kept), state.profiler._computes - state.saved):]
+            signature = state.signature
+        if signature is None or not new:
+            return 0
+        store, here = self._store(), self._fingerprint()
+        for obs in new:
+            store.add(signature=signature, fingerprint=here, shape=state.shape,
+                      dtype=str(state.dtype), chunks=state.chunks,
+                      data={"observation": history.observation_to_json(obs),
+                            "profile": state.id})
+        with self._lock:
+            state.saved = state.profiler._computes
+        return len(new)
+
+    def load_history(self, signature: str | None = None, *, comparable: bool = False
+                     ) -> list[dict[str, Any]]:
+        """The stored computes, newest first: all, or those of one workload signature.
+
+        With ``comparable=True`` only those measured on hardware comparable to this
+        machine's (same cores, memory limit within 25%).
+        """
+        from dask.array._adaptive_chunking import history
+
+        rows = self._store().rows(signature=signature)
+        if comparable:
+            here = self._fingerprint()
+            rows = [r for r in rows if history.comparable(r["fingerprint"], here)]
+        return rows
+
+    def export_history(self, path) -> int:
+        """Write the history database as JSON lines to ``path``; returns the rows written."""
+        return self._store().export(path)
+
+    def import_history(self, path) -> int:
+        """Add the JSON lines of :meth:`export_history` to the history; returns the count."""
+        return self._store().import_(path)
+
+    def clear_history(self) -> int:
+        """Delete every stored compute; returns how many there were."""
+        return self._store().clear()
 
     # -- the optimizer hook ----------------------------------------------
 
@@ -1878,6 +1973,8 @@ class AdaptiveChunkingEngine:
         for n in names:
             downstream = _graph.downstream(dsk, n, by_name[n][0].shape)
             hints.update((s, downstream) for s in by_name[n])
+            for state in by_name[n]:
+                state.signature = _graph.signature(dsk.layers, len(state.shape), state.dtype)
         if len(names) == 1 and _graph.whole_lineage(dsk.dependencies, names[0]):
             return states, frozenset(states), hints  # every task works for this array
         return states, {n: frozenset(by_name[n]) for n in names}, hints
@@ -2201,6 +2298,7 @@ class AdaptiveChunkingEngine:
             self._computes += 1
             self._recent.append(summary)
         self._bound_memory()
+        self._autosave(states, status)
 
     def __repr__(self) -> str:
         return (

@@ -208,3 +208,29 @@ def test_observations_round_trip_through_json(engine):
         history.observation_from_json({**stored, "peak_bytes": "lots"})
     with pytest.raises(ValueError, match="unknown field"):
         history.observation_from_json({**stored, "__reduce__": 1})
+
+
+def test_each_profiled_compute_is_stored_and_can_be_exchanged(engine, tmp_path):
+    import dask
+    import dask.array as da
+
+    with dask.config.set({"array.adaptive-chunking.history-path": str(tmp_path / "h.db")}):
+        x = da.random.random((400, 400), chunks=100)
+        pid = engine.profile_array(x)
+        (x + x.T).sum().compute()
+        (x + x.T).sum().compute()
+        rows = engine.load_history()
+        assert len(rows) == 2 and {r["data"]["profile"] for r in rows} == {pid}
+        assert rows[0]["shape"] == (400, 400) and rows[0]["chunks"] == x.chunks
+        assert engine.load_history(rows[0]["signature"], comparable=True) == rows
+        assert engine.save_profile(pid) == 0  # nothing new
+        assert engine.export_history(tmp_path / "h.jsonl") == 2
+        assert engine.clear_history() == 2 and engine.load_history() == []
+        assert engine.import_history(tmp_path / "h.jsonl") == 2
+        obs = history.observation_from_json(engine.load_history()[0]["data"]["observation"])
+        assert obs == engine.get_profiler(pid).observations()[-1]
+        with dask.config.set({"array.adaptive-chunking.history": False}):
+            (x + x.T).sum().compute()
+            assert len(engine.load_history()) == 2  # off: not stored
+            assert engine.save_profile(pid) == 1  # on request: stored
+        assert len(engine.load_history()) == 3
