@@ -1492,9 +1492,10 @@ class AdaptiveChunkingEngine:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
             storage = _graph.storage_chunks(array)
         profiler = state.profiler
-        if len(states) > 1:
+        stored = self._stored(states)
+        if len(states) > 1 or stored:
             profiler = ChunkProfiler()
-            for observation in _pooled(states):
+            for observation in _pooled(states) + stored:
                 profiler._record_compute(observation)
         if downstream is None:
             downstream = self._hints(states, shape)
@@ -1510,6 +1511,38 @@ class AdaptiveChunkingEngine:
                 (s.saturation for s in reversed(states) if s.workers), None
             ),
         )
+
+    def _stored(self, states: list[_Profile]) -> list[_model.Observation]:
+        """What the history holds of these profiles' workloads, measured on comparable
+        hardware by other computes (other profiles, other processes)."""
+        signatures = {s.signature for s in states if s.signature}
+        if not signatures or not _flag("history"):
+            return []
+        from dask.array._adaptive_chunking import history
+
+        mine = {s.id for s in states}
+        out = []
+        try:
+            for signature in signatures:
+                for row in self.load_history(signature, comparable=True):
+                    if row["data"].get("profile") not in mine:
+                        out.append(history.observation_from_json(row["data"]["observation"]))
+        except Exception as e:  # an unreadable history: recommend from the profiles alone
+            _instr.warn_once("history-read", "adaptive chunking could not read its history "
+                             f"({type(e).__name__}: {e}); recommending from this process's "
+                             "profiles only")
+            return []
+        return out
+
+    def _from_history(self, array, workload) -> list[_Profile]:
+        """A stand-in profile of ``array`` made of the stored computes of ``workload``."""
+        expression = workload if workload is not None else array
+        expressions = expression if isinstance(expression, (list, tuple)) else [expression]
+        layers = [n for e in expressions for n in e.__dask_graph__().layers]
+        state = _Profile("history", array)
+        state.signature = _graph.signature(layers, array.ndim, array.dtype)
+        state.computes = len(self._stored([state]))
+        return [state] if state.computes else []
 
     @staticmethod
     def _cluster_of(states: list[_Profile]) -> dict | None:
@@ -1562,7 +1595,7 @@ class AdaptiveChunkingEngine:
             found.append(_graph.downstream(graph, array.name, array.shape))
         return _graph.Downstream.merge(found)
 
-    def _source(self, array, profile_id, what: str) -> list[_Profile]:
+    def _source(self, array, profile_id, what: str, workload=None) -> list[_Profile]:
         """The profiles whose measurements decide for ``array``."""
         from dask.array.core import Array
 
@@ -1590,11 +1623,14 @@ class AdaptiveChunkingEngine:
             return states
         with self._lock:
             states = [s for s in self._by_name.get(array.name, []) if s.computes]
+        if not states and workload is not None:
+            states = self._from_history(array, workload)
         if not states:
             raise ValueError(
                 "no profile measured this array: profile it with profile_array() and "
                 "compute it, or pass the profile_id of a pilot (the same workload on a "
-                "smaller array)"
+                "smaller array), or pass workload= (what you will compute from it) to "
+                "use the history of that workload"
             )
         return states[-1:]
 
@@ -1639,7 +1675,7 @@ class AdaptiveChunkingEngine:
         """
         _config.validate()
         self._drain()
-        states = self._source(array, profile_id, "recommend")
+        states = self._source(array, profile_id, "recommend", workload)
         rec = self._recommend(states, array, self._downstream_of(array, workload))
         if rec is None:
             raise ValueError(

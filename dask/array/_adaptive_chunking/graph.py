@@ -180,6 +180,8 @@ def _operation(layer: str) -> str | None:
     op = key_split(layer)
     if op.endswith("-partial"):  # the depth of a tree reduction follows the chunk count
         return None
+    if op.startswith("finalize-"):  # Dask's step that joins a compute's results
+        return None
     if op.startswith("rechunk-"):  # merge, split or p2p: how depends on the chunks
         return "rechunk"
     return op

@@ -234,3 +234,50 @@ def test_each_profiled_compute_is_stored_and_can_be_exchanged(engine, tmp_path):
             assert len(engine.load_history()) == 2  # off: not stored
             assert engine.save_profile(pid) == 1  # on request: stored
         assert len(engine.load_history()) == 3
+
+
+FIRST = """
+import dask.array as da
+from dask.array.adaptive_chunking import get_adaptive_engine
+engine = get_adaptive_engine()
+for n in (800, 1200):
+    x = da.random.random((n, n), chunks=100)
+    engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+print(len(engine.load_history()))
+"""
+
+SECOND = """
+import dask.array as da
+from dask.array.adaptive_chunking import get_adaptive_engine
+engine = get_adaptive_engine()
+big = da.random.random((6000, 6000), chunks=100)
+rec = engine.recommend(big, workload=(big + big.T).mean(axis=0))
+print(rec.chunks[0], rec.chunks[1], rec.fits_budget)
+"""
+
+
+def test_a_second_process_recommends_from_the_first_ones_history(tmp_path):
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__HISTORY_PATH=str(tmp_path / "h.db"))
+
+    def run(code):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert run(FIRST) == ["2"]
+    rows, cols, fits = run(SECOND)  # no pilot in this process: only the history
+    assert int(rows) > 100 and int(cols) > 100 and fits == "True"
+
+
+def test_without_history_or_workload_the_error_names_the_fix(engine, tmp_path):
+    import dask
+    import dask.array as da
+
+    with dask.config.set({"array.adaptive-chunking.history-path": str(tmp_path / "h.db")}):
+        big = da.random.random((3000, 3000), chunks=100)
+        with pytest.raises(ValueError, match="workload="):
+            engine.recommend(big)
+        with pytest.raises(ValueError, match="workload="):  # nothing stored for it yet
+            engine.recommend(big, workload=big.sum())
