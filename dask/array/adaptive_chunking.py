@@ -1538,6 +1538,12 @@ class AdaptiveChunkingEngine:
         """A stand-in profile of ``array`` made of the stored computes of ``workload``."""
         expression = workload if workload is not None else array
         expressions = expression if isinstance(expression, (list, tuple)) else [expression]
+        for e in expressions:
+            if not callable(getattr(e, "__dask_graph__", None)):
+                raise TypeError(
+                    f"workload must be a dask collection or a list of them (what will be "
+                    f"computed from the array), got {e!r}"
+                )
         layers = [n for e in expressions for n in e.__dask_graph__().layers]
         state = _Profile("history", array)
         state.signature = _graph.signature(layers, array.ndim, array.dtype)
