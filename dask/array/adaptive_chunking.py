@@ -118,16 +118,8 @@ def memory_limit() -> int:
 
 def _finite(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
     """``value`` as a finite float in [low, high], or a TypeError/ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not (math.isfinite(number) and low <= number <= high):
-        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], "
-                         f"got {value!r}")
-    return number
+    largest = sys.float_info.max  # the range check of config.number, without infinities
+    return _number(name, value, low=max(low, -largest), high=min(high, largest))
 
 
 @dataclass(frozen=True)
