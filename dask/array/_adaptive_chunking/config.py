@@ -151,7 +151,9 @@ def flag_value(key: str, value: Any) -> bool:
             return True
         if text in ("false", "0", "no", "off", ""):
             return False
-    if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
+    if not isinstance(value, (bool, np.bool_)) and not (  # 0/1 as an env var gives them
+        isinstance(value, (int, np.integer)) and value in (0, 1)
+    ):
         raise TypeError(
             f"'{PREFIX}.{key}' must be True or False, got {value!r}"
         )

@@ -33,6 +33,7 @@ __all__ = [
 
 #: Version of the tables below; :data:`_MIGRATIONS` moves older files forward.
 SCHEMA_VERSION = 1
+_SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER; larger limits mean "no limit"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -277,10 +278,11 @@ class HistoryStore:
                 "chunks, data) VALUES (?, ?, ?, ?, ?, ?, ?)", values,
             )
             rowid = int(cur.lastrowid)
-            if self.max_rows is not None:
-                conn.execute(
-                    "DELETE FROM profiles WHERE id NOT IN "
-                    "(SELECT id FROM profiles ORDER BY id DESC LIMIT ?)", (int(self.max_rows),),
+            if self.max_rows is not None and self.max_rows < _SQL_INT_MAX:
+                conn.execute(  # everything older than the newest max_rows rows
+                    "DELETE FROM profiles WHERE id <= "
+                    "(SELECT id FROM profiles ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (int(self.max_rows),),
                 )
         return rowid
 
@@ -300,7 +302,7 @@ class HistoryStore:
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            args.append(int(limit))
+            args.append(min(int(limit), _SQL_INT_MAX))
         return [_row(r) for r in self._connect().execute(sql, args)]
 
     def __len__(self) -> int:

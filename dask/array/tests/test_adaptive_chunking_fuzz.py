@@ -23,11 +23,12 @@ failing example is the first one found (the findings give minimal repros).
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import signal
+import tempfile
 import threading
 import warnings
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ class Hang(BaseException):
     """A call did not return in time (BaseException: no ``except Exception`` eats it)."""
 
 
-@contextmanager
+@contextlib.contextmanager
 def time_limit(seconds: float, what: str):
     """Interrupt the main thread with :class:`Hang` after ``seconds``."""
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover
@@ -1577,9 +1578,11 @@ def test_config_values(engine, key, value):
     tried(f"config {key}")
     verdict = CONFIG_KEYS[key](value)
     plain_y()
-    with dask.config.set({f"{PREFIX}.{key}": value}):
-        outs = run_entry_points(key)
-    fresh_engine()
+    # A fuzzed history-path is a relative file name: keep it out of the working tree
+    with tempfile.TemporaryDirectory() as where, contextlib.chdir(where):
+        with dask.config.set({f"{PREFIX}.{key}": value}):
+            outs = run_entry_points(key)
+        fresh_engine()
     check_config_outcomes(outs, key, value, verdict)
 
 
