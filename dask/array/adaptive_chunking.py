@@ -1166,6 +1166,74 @@ class ChunkSizeRecommender:
 # ---------------------------------------------------------------------------
 
 
+def _scheduler_kind() -> tuple[str, int]:
+    """The kind of scheduler an array compute started now would use, and its threads
+    (0 on a cluster: its workers say)."""
+    import functools
+
+    import dask.local
+    import dask.multiprocessing
+    from dask.base import get_scheduler
+
+    try:
+        get = get_scheduler()
+    except Exception:  # an asynchronous client: Dask would refuse or fall back
+        get = None
+    if get is dask.local.get_sync:
+        return "sync", 1
+    if get is dask.multiprocessing.get:
+        return "processes", _local_threads()
+    if isinstance(get, functools.partial) and get.func is dask.local.get_async:
+        return "threads", int(get.args[1])  # an executor: its own pool
+    if type(getattr(get, "__self__", None)).__name__ == "Client":
+        return "distributed", 0
+    return "threads", _local_threads()  # dask.array's default
+
+
+def _local_threads() -> int:
+    """How many tasks the threaded or processes scheduler runs at once (config)."""
+    pool = dask.config.get("pool", None)
+    return int(dask.config.get("num_workers", None)
+               or getattr(pool, "_max_workers", None) or _CPU_COUNT)
+
+
+def _fingerprint(kind: str | None = None, workers: Mapping | None = None) -> str:
+    """The hardware a compute runs on, as stored with it in the history.
+
+    ``kind`` is the scheduler's (default: the one a compute started now would use);
+    on a cluster, ``workers`` describes it (address -> ``nthreads``,
+    ``memory_limit``) and its workers count as the cores.
+    """
+    from dask.array._adaptive_chunking import history
+
+    threads = 1 if kind == "sync" else _local_threads()
+    if kind is None:
+        kind, threads = _scheduler_kind()
+    if kind == "distributed":
+        if workers is None:
+            workers = _cluster_workers()
+        limits = [int(w.get("memory_limit") or 0) for w in workers.values()]
+        return history.fingerprint(
+            cores=len(workers), threads=sum(int(w.get("nthreads") or 0)
+                                            for w in workers.values()),
+            memory_limit=min(limits, default=0), scheduler=kind,
+        )
+    return history.fingerprint(cores=_CPU_COUNT, threads=threads,
+                               memory_limit=memory_limit(), scheduler=kind)
+
+
+def _cluster_workers() -> dict[str, dict]:
+    """The workers of the distributed client a compute started now would use."""
+    client = _cluster.client_for_compute()
+    if client is None:
+        return {}
+    try:
+        return dict(client.scheduler_info()["workers"])
+    except Exception as e:  # a closed client, a lost scheduler
+        logger.debug("adaptive chunking could not read the workers: %s", e)
+        return {}
+
+
 class _Profile:
     """Everything the engine knows about one profiled array."""
 
@@ -1173,6 +1241,7 @@ class _Profile:
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
         "storage", "split_dims", "workers", "saturation", "signature", "saved",
+        "fingerprint",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -1199,6 +1268,7 @@ class _Profile:
         self.saturation: float | None = None  # on a cluster: the scheduler's setting
         self.signature: str | None = None  # the workload of its last local compute
         self.saved = 0  # observations already in the history database
+        self.fingerprint: str | None = None  # the hardware and scheduler it ran on
 
 
 class _GraphFacts:
@@ -1507,16 +1577,16 @@ class AdaptiveChunkingEngine:
     def _stored(self, states: list[_Profile]) -> list[_model.Observation]:
         """What the history holds of these profiles' workloads, measured on comparable
         hardware by other computes (other profiles, other processes)."""
-        signatures = {s.signature for s in states if s.signature}
-        if not signatures or not _flag("history"):
+        wanted = {(s.signature, s.fingerprint or _fingerprint()) for s in states if s.signature}
+        if not wanted or not _flag("history"):
             return []
         from dask.array._adaptive_chunking import history
 
         mine = {s.id for s in states}
         out = []
         try:
-            for signature in signatures:
-                for row in self.load_history(signature, comparable=True):
+            for signature, here in wanted:
+                for row in self._rows(signature, here):
                     if row["data"].get("profile") not in mine:
                         out.append(history.observation_from_json(row["data"]["observation"]))
         except Exception as e:  # an unreadable history: recommend from the profiles alone
@@ -1539,6 +1609,7 @@ class AdaptiveChunkingEngine:
         layers = [n for e in expressions for n in e.__dask_graph__().layers]
         state = _Profile("history", array)
         state.signature = _graph.signature(layers, array.ndim, array.dtype)
+        state.fingerprint = _fingerprint()
         state.computes = len(self._stored([state]))
         return [state] if state.computes else []
 
@@ -1880,16 +1951,8 @@ class AdaptiveChunkingEngine:
     @staticmethod
     def _worker_pressure() -> dict[str, dict[str, float]]:
         """Per-worker memory pressure of the attached distributed cluster, if any."""
-        client = _cluster.client_for_compute()
-        if client is None:
-            return {}
-        try:
-            workers = client.scheduler_info()["workers"]
-        except Exception as e:  # a closed client, a lost scheduler
-            logger.debug("adaptive chunking could not read the workers: %s", e)
-            return {}
         out = {}
-        for addr, w in workers.items():
+        for addr, w in _cluster_workers().items():
             limit = w.get("memory_limit") or memory_limit()
             pressure = MemoryPressure.of(w.get("metrics", {}).get("memory", 0), limit)
             out[addr] = dict(pressure.to_dict(), under_pressure=pressure.is_pressure(),
@@ -1920,13 +1983,6 @@ class AdaptiveChunkingEngine:
             store.max_rows = _read("history-max-rows")
         return store
 
-    @staticmethod
-    def _fingerprint() -> str:
-        from dask.array._adaptive_chunking import history
-
-        return history.fingerprint(cores=_CPU_COUNT, threads=_CPU_COUNT,
-                                   memory_limit=memory_limit(), scheduler="local")
-
     def save_profile(self, profile_id: str) -> int:
         """Store the computes of a profile not stored yet; returns how many were.
 
@@ -1944,7 +2000,7 @@ class AdaptiveChunkingEngine:
             signature = state.signature
         if signature is None or not new:
             return 0
-        store, here = self._store(), self._fingerprint()
+        store, here = self._store(), state.fingerprint or _fingerprint()
         for obs in new:
             store.add(signature=signature, fingerprint=here, shape=state.shape,
                       dtype=str(state.dtype), chunks=state.chunks,
@@ -1958,14 +2014,18 @@ class AdaptiveChunkingEngine:
                      ) -> list[dict[str, Any]]:
         """The stored computes, newest first: all, or those of one workload signature.
 
-        With ``comparable=True`` only those measured on hardware comparable to this
-        machine's (same cores, memory limit within 25%).
+        With ``comparable=True`` only those measured on hardware comparable to what
+        a compute started now would run on: the same scheduler kind, cores and
+        threads, and a memory limit within 25%.
         """
+        return self._rows(signature, _fingerprint() if comparable else None)
+
+    def _rows(self, signature: str | None, here: str | None) -> list[dict[str, Any]]:
+        """The stored computes of ``signature``; only those comparable to ``here``."""
         from dask.array._adaptive_chunking import history
 
         rows = self._store().rows(signature=signature)
-        if comparable:
-            here = self._fingerprint()
+        if here is not None:
             rows = [r for r in rows if history.comparable(r["fingerprint"], here)]
         return rows
 
@@ -2065,8 +2125,14 @@ class AdaptiveChunkingEngine:
         # KeyboardInterrupt or SystemExit in a task stopped the compute: not a failure
         interrupted = collector.error is not None and collector.error[2]
         status = ("incomplete" if interrupted else "failed") if failed else "complete"
+        if collector.include_children:
+            kind = "processes"
+        elif len(batch) and (batch.data["worker"] == collector.caller).all():
+            kind = "sync"
+        else:
+            kind = "threads"
         self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
-                   collector=collector)
+                   collector=collector, fingerprint=_fingerprint(kind))
         for record in records[k:]:  # appended while the compute was being finalized
             self._late(collector.cid, record)
 
@@ -2198,11 +2264,16 @@ class AdaptiveChunkingEngine:
                 {states[i]: _graph.Downstream(frozenset(w), bool(sq), tuple(ops))
                  for i, (w, sq, ops) in structure["hints"].items() if i in states},
             )
-        self._fold(batch, tags, involved, status, peak=peak, baseline=baseline, graph=graph)
         with self._lock:
             for state in involved:
                 state.workers = dict(workers)
                 state.saturation = entry.get("saturation")
+                if structure.get("layers") is not None:
+                    state.signature = _graph.signature(
+                        structure["layers"], len(state.shape), state.dtype
+                    )
+        self._fold(batch, tags, involved, status, peak=peak, baseline=baseline, graph=graph,
+                   fingerprint=_fingerprint("distributed", workers))
 
     def _drain(self) -> None:
         """Fold the computes whose graphs were dropped before they finished."""
@@ -2225,7 +2296,7 @@ class AdaptiveChunkingEngine:
                 _instr.warn_engine_error(e)
 
     def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None,
-              graph=None) -> None:
+              graph=None, fingerprint=None) -> None:
         """Fold one compute's records into the profiles it belongs to.
 
         With the ``collector`` (a compute that finished, not one abandoned) or the
@@ -2315,6 +2386,7 @@ class AdaptiveChunkingEngine:
                 state.downstream = graph.hints[state]
             with self._lock:
                 state.status = status
+                state.fingerprint = fingerprint or state.fingerprint
                 state.computes += 1
                 state.wall_seconds += wall
                 state.last = dict(summary, tasks=len(part))

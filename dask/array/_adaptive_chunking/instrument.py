@@ -594,7 +594,7 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "engine", "interval",
-        "method", "tags", "states", "tasks", "aliases", "hints", "error",
+        "method", "tags", "states", "tasks", "aliases", "hints", "error", "caller",
         "__weakref__",
     )
 
@@ -621,6 +621,7 @@ class ComputeCollector:
         # (key, "Type: message", interrupted) of an exception a task raised; set in one
         # assignment, so its parts agree. Interrupted: no error but KeyboardInterrupt...
         self.error: tuple | None = None
+        self.caller = get_ident()  # the thread that computes (the sync scheduler's)
         collectors[self.cid] = self
         weakref.finalize(self, engine._abandon, self.records, self.cid)
 

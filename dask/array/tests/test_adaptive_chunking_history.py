@@ -281,3 +281,25 @@ def test_without_history_or_workload_the_error_names_the_fix(engine, tmp_path):
             engine.recommend(big)
         with pytest.raises(ValueError, match="workload="):  # nothing stored for it yet
             engine.recommend(big, workload=big.sum())
+
+
+@pytest.mark.parametrize("scheduler, kind", [
+    ("sync", "sync"), ("threads", "threads"), ("processes", "processes"),
+])
+def test_the_fingerprint_names_the_scheduler_that_ran(engine, tmp_path, scheduler, kind):
+    import dask
+    import dask.array as da
+
+    path = str(tmp_path / "h.db")
+    with dask.config.set({"array.adaptive-chunking.history-path": path, "num_workers": 2}):
+        x = da.ones((400, 400), chunks=100)
+        engine.profile_array(x)
+        (x + 1).sum().compute(scheduler=scheduler)
+        (row,) = engine.load_history()
+        here = json.loads(row["fingerprint"])
+        assert here["scheduler"] == kind
+        assert here["threads"] == (1 if kind == "sync" else 2)
+        # comparable=True: to what a compute started now would use (threads by default)
+        assert bool(engine.load_history(comparable=True)) == (kind == "threads")
+        with dask.config.set(scheduler=scheduler):
+            assert engine.load_history(comparable=True) == [row]
