@@ -951,6 +951,7 @@ class ChunkSizeRecommender:
         downstream: _graph.Downstream | None = None,
         cluster: Mapping[str, Mapping[str, int]] | None = None,
         worker_saturation: float | None = None,
+        warn: bool = True,
     ) -> Recommendation | None:
         """Like :meth:`recommend_chunk_size`, with the explanation.
 
@@ -978,6 +979,9 @@ class ChunkSizeRecommender:
         worker_saturation : float, optional
             The cluster's current ``distributed.scheduler.worker-saturation``, for
             the explanation only.
+        warn : bool
+            Warn (:class:`AdaptiveChunkingWarning`) when no chunking fits the
+            budget; the recommendation's ``fits_budget`` says it either way.
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
@@ -1090,7 +1094,7 @@ class ChunkSizeRecommender:
             "" if saturation is None
             else _saturation_reason(saturation, budget, worker_saturation)
         )
-        if not fits:
+        if not fits and warn:
             warnings.warn(
                 f"no chunking of this {shape} array fits the memory budget of "
                 f"{format_bytes(budget)} ({s['target_memory_percent']:g}% x "
@@ -1164,6 +1168,12 @@ class ChunkSizeRecommender:
 # ---------------------------------------------------------------------------
 # Engine
 # ---------------------------------------------------------------------------
+
+
+#: Newest stored computes searched for one on comparable hardware.
+_NEWEST_SCAN = 1000
+#: Array sizes (times the stored one) at which auto-rechunk's target is looked for.
+_PLATEAU_FACTORS = (1, 4, 16, 64, 256)
 
 
 def _scheduler_kind() -> tuple[str, int]:
@@ -1347,6 +1357,7 @@ class AdaptiveChunkingEngine:
         self._computes = 0
         self._recent: deque[dict[str, Any]] = deque(maxlen=100)
         self._stores: dict[str, Any] = {}  # history database path -> HistoryStore
+        self._target: tuple | None = None  # (cache key, auto-rechunk's target or None)
         # Computes sent to a distributed scheduler: compute id -> (client, when sent).
         self._remote: OrderedDict[str, Any] = OrderedDict()
         _engines.add(self)
@@ -1410,6 +1421,7 @@ class AdaptiveChunkingEngine:
             except Exception as e:  # a history problem never breaks the compute
                 _instr.warn_once("history", "adaptive chunking could not store a profile "
                                  f"in its history ({type(e).__name__}: {e})")
+        _sync_auto_rechunk(self)
 
     def _bound_memory(self) -> None:
         """Keep the profiles' samples and summaries within ``max-memory``.
@@ -1538,7 +1550,8 @@ class AdaptiveChunkingEngine:
                 "are data already in memory (da.from_array of a NumPy array, a persisted "
                 "array); profile an expression computed from it")
 
-    def _recommend(self, state, array=None, downstream=None) -> Recommendation | None:
+    def _recommend(self, state, array=None, downstream=None, *, warn: bool = True
+                   ) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``state`` is one profile or a list of them (pilots of one workload at
@@ -1572,6 +1585,7 @@ class AdaptiveChunkingEngine:
             worker_saturation=next(
                 (s.saturation for s in reversed(states) if s.workers), None
             ),
+            warn=warn,
         )
 
     def _stored(self, states: list[_Profile]) -> list[_model.Observation]:
@@ -1607,11 +1621,93 @@ class AdaptiveChunkingEngine:
                     f"computed from the array), got {e!r}"
                 )
         layers = [n for e in expressions for n in e.__dask_graph__().layers]
+        return self._stand_in(array, _graph.signature(layers, array.ndim, array.dtype))
+
+    def _stand_in(self, array, signature: str, fingerprint: str | None = None
+                  ) -> list[_Profile]:
+        """A profile of ``array`` made of the stored computes of a workload signature
+        on hardware comparable to ``fingerprint`` (default: where a compute started
+        now would run); empty when there are none."""
         state = _Profile("history", array)
-        state.signature = _graph.signature(layers, array.ndim, array.dtype)
-        state.fingerprint = _fingerprint()
+        state.signature = signature
+        state.fingerprint = fingerprint or _fingerprint()
         state.computes = len(self._stored([state]))
         return [state] if state.computes else []
+
+    def _newest_workload(self, ndim: int | None = None, dtype=None,
+                         fingerprint: str | None = None) -> dict[str, Any] | None:
+        """The newest stored compute on comparable hardware (of ``ndim`` and ``dtype``
+        when given), or None."""
+        from dask.array._adaptive_chunking import history
+
+        if not _flag("history"):
+            return None
+        here = fingerprint or _fingerprint()
+        for row in self._store().rows(limit=_NEWEST_SCAN):
+            if history.comparable(row["fingerprint"], here) and (
+                ndim is None or (len(row["shape"]) == ndim
+                                 and np.dtype(row["dtype"]) == np.dtype(dtype))
+            ):
+                return row
+        return None
+
+    def _auto_target(self) -> tuple[int, str] | None:
+        """The byte target auto-rechunk gives Dask's auto-chunking, and why; None
+        without comparable history.
+
+        Learned from the newest workload stored on comparable hardware, from every
+        stored compute of it. The target is a largest chunk size, for arrays of any
+        size: the recommendation for that workload at its stored size, and at
+        sizes growing 4-fold from it while the recommended chunks still grow (a
+        small array is split for its threads, a large one is not limited by its
+        size) and still fit the budget. Cached until the history or the settings
+        change.
+        """
+        if not _flag("history"):
+            return None
+        store, here = self._store(), _fingerprint()
+        key = (str(store.path), store.last_id(), here, repr(dask.config.get(_PREFIX)))
+        cached = self._target
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        target = None
+        row = self._newest_workload(fingerprint=here)
+        if row is not None:
+            target = self._plateau(row, here)
+        self._target = (key, target)
+        return target
+
+    def _plateau(self, row: dict[str, Any], here: str) -> tuple[int, str] | None:
+        """The recommended chunk bytes of a stored workload once its size stops mattering."""
+        import dask.array as da
+
+        shape, dtype = tuple(row["shape"]), np.dtype(row["dtype"])
+        block = tuple(max(c, default=1) for c in row["chunks"])
+        states, best, scale = None, None, 1
+        for factor in _PLATEAU_FACTORS:
+            grown = tuple(max(1, round(n * factor ** (1 / max(1, len(shape))))) for n in shape)
+            stand_in = da.empty(grown, dtype=dtype, chunks=tuple(max(1, b) for b in block))
+            if states is None:
+                states = self._stand_in(stand_in, row["signature"], here)
+                if not states:
+                    return None
+            rec = self._recommend(states, stand_in, warn=False)  # not fitting: stop here
+            if rec is None or rec.model is None or (best is not None and not rec.fits_budget):
+                break
+            grew = best is None or rec.chunk_bytes > 1.05 * best.chunk_bytes
+            best, scale = rec, factor
+            if not grew:
+                break
+        if best is None:
+            return None
+        return best.array_chunk_size, (
+            f"recommended for the newest workload stored for this hardware (signature "
+            f"{row['signature']}, {shape} {dtype}, {states[0].computes} stored computes)"
+            + (f" at {scale}x that size, past which larger arrays get the same chunks"
+               if scale > 1 else "")
+            + f": chunks {best.chunks}, predicted peak {best.predicted_peak_bytes / MiB:.0f} "
+            f"MiB of a {best.memory_budget_bytes / MiB:.0f} MiB budget"
+        )
 
     @staticmethod
     def _cluster_of(states: list[_Profile]) -> dict | None:
@@ -1694,6 +1790,16 @@ class AdaptiveChunkingEngine:
             states = [s for s in self._by_name.get(array.name, []) if s.computes]
         if not states and workload is not None:
             states = self._from_history(array, workload)
+        elif not states:  # the newest workload of this kind run on this hardware
+            row = self._newest_workload(array.ndim, array.dtype)
+            if row is not None:
+                states = self._stand_in(array, row["signature"])
+                logger.info(
+                    "adaptive chunking: %s for %s %s from the history of the newest "
+                    "workload of its kind run here (signature %s, stored for %s); pass "
+                    "workload= to name another", what, array.shape, array.dtype,
+                    row["signature"], tuple(row["shape"]),
+                )
         if not states:
             raise ValueError(
                 "no profile measured this array: profile it with profile_array() and "
@@ -1779,7 +1885,7 @@ class AdaptiveChunkingEngine:
         self._drain()
         states = self._source(array, profile_id, "predict")
         normalized = _normalized(array, chunks)
-        fit = _fit(_pooled(states))
+        fit = _fit(_pooled(states) + self._stored(states))  # as recommend() pools them
         if fit is None and math.prod(array.shape) == 0:
             return {"chunks": tuple(max(c, default=0) for c in normalized),
                     "chunk_size_mb": 0.0, "predicted_peak_memory_mb": 0.0,
@@ -2456,6 +2562,7 @@ class _ProfilingOptimizer:
     def __call__(self, dsk, keys, **kwargs):
         chosen = None
         try:
+            _sync_auto_rechunk()
             engines = sorted(list(_engines), key=lambda e: e is not _engine)
             plans = []
             for engine in engines:
@@ -2559,6 +2666,47 @@ def _uninstall_hook() -> None:
             dask.config.set(array_optimize=current.previous)
 
 
+#: ``array.chunk-size`` as auto-rechunk sets it, and what to give back.
+_chunk_size = _config.ChunkSizeOverride()
+
+
+def _sync_auto_rechunk(engine: AdaptiveChunkingEngine | None = None) -> None:
+    """Make ``array.chunk-size`` follow ``array.adaptive-chunking.auto-rechunk``.
+
+    While it is on, Dask's auto-chunking gets the byte target the history
+    recommends (:meth:`AdaptiveChunkingEngine._auto_target`); when it is off, or
+    nothing comparable is stored, Dask's own value is back. Run when the module is
+    imported, by :func:`get_adaptive_engine`, at each array compute and after each
+    stored compute. Never raises: a problem is warned about once.
+    """
+    try:
+        if not _flag("auto-rechunk"):
+            if _chunk_size.applied is not None:
+                _chunk_size.restore(f"'{_PREFIX}.auto-rechunk' is false")
+            return
+        engine = engine if engine is not None else _engine
+        if engine is None:
+            engine = get_adaptive_engine()  # which syncs
+            return
+        target = engine._auto_target()
+        if target is None:
+            if _chunk_size.applied is not None:
+                _chunk_size.restore("nothing comparable in the history")
+            elif not _warned_no_history.is_set():
+                _warned_no_history.set()
+                logger.info("adaptive chunking: auto-rechunk is on, but the history holds "
+                            "no compute from comparable hardware yet; Dask's "
+                            "array.chunk-size stays until one is stored")
+            return
+        _chunk_size.apply(*target)
+    except Exception as e:  # a bad setting or an unreadable history: say so, go on
+        _instr.warn_once("auto-rechunk", f"adaptive chunking could not apply auto-rechunk "
+                                         f"({type(e).__name__}: {e})")
+
+
+_warned_no_history = threading.Event()
+
+
 def get_adaptive_engine() -> AdaptiveChunkingEngine:
     """The process-wide engine, created on first use.
 
@@ -2573,34 +2721,46 @@ def get_adaptive_engine() -> AdaptiveChunkingEngine:
                 _engine = AdaptiveChunkingEngine()
             engine = _engine
     _install_hook()
+    _sync_auto_rechunk(engine)
     return engine
 
 
-def enable_adaptive_chunking() -> AdaptiveChunkingEngine:
+def enable_adaptive_chunking(auto_rechunk: bool | None = None) -> AdaptiveChunkingEngine:
     """Profile every array compute in this process; return the global engine.
 
     Sets ``array.adaptive-chunking.enabled`` to True (globally, as
-    ``dask.config.set`` outside a ``with`` block does).
+    ``dask.config.set`` outside a ``with`` block does). With ``auto_rechunk``,
+    also sets ``array.adaptive-chunking.auto-rechunk``: True gives arrays created
+    with ``chunks="auto"`` the chunk size the history recommends for this hardware,
+    from now on.
 
     >>> engine = enable_adaptive_chunking()
     >>> engine.enabled
     True
     >>> disable_adaptive_chunking()
     """
+    if auto_rechunk is not None:
+        auto_rechunk = _config.flag_value("auto-rechunk", auto_rechunk)
     _config.validate()
-    dask.config.set({f"{_PREFIX}.enabled": True})
+    settings = {f"{_PREFIX}.enabled": True}
+    if auto_rechunk is not None:
+        settings[f"{_PREFIX}.auto-rechunk"] = auto_rechunk
+    dask.config.set(settings)
     engine = get_adaptive_engine()
     _prepare_cluster()
     return engine
 
 
 def disable_adaptive_chunking() -> None:
-    """Stop profiling computes that contain no profiled array.
+    """Stop profiling computes that contain no profiled array, and stop auto-rechunk.
 
     Arrays registered with ``profile_array`` are still profiled until their
-    profiles are removed. Sets ``array.adaptive-chunking.enabled`` to False.
+    profiles are removed. Sets ``array.adaptive-chunking.enabled`` and
+    ``array.adaptive-chunking.auto-rechunk`` to False: Dask's own
+    ``array.chunk-size`` is back.
     """
-    dask.config.set({f"{_PREFIX}.enabled": False})
+    dask.config.set({f"{_PREFIX}.enabled": False, f"{_PREFIX}.auto-rechunk": False})
+    _sync_auto_rechunk()
 
 
 def reset_adaptive_engine() -> None:
@@ -2614,14 +2774,18 @@ def reset_adaptive_engine() -> None:
         engine, _engine = _engine, None
     if engine is not None:
         engine.close()
+    _chunk_size.restore("the engine was reset")
+    _warned_no_history.clear()
     _uninstall_hook()
     _instr.sampler.join()
 
 
 # Installed on import, so that setting ``array.adaptive-chunking.enabled`` (in code,
 # YAML or the environment) is all it takes; with nothing to profile, the hook
-# returns exactly what Dask's own optimization returns.
+# returns exactly what Dask's own optimization returns. Auto-rechunk set in YAML or
+# the environment takes effect on import too.
 _install_hook()
+_sync_auto_rechunk()
 
 
 if __name__ == "__main__":  # python -m dask.array.adaptive_chunking

@@ -7,7 +7,9 @@ value is read when it is used, so ``dask.config.set`` applies at once.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +244,91 @@ def validate() -> None:
     check_keys()
     for key in RULES:
         setting(key)
+
+
+_ABSENT = object()
+
+
+class ChunkSizeOverride:
+    """Dask's ``array.chunk-size`` while auto-rechunk sets it, and the value to give back.
+
+    :meth:`apply` writes a byte target; :meth:`restore` gives back exactly what was
+    there before (the same value, or no key where there was none). It writes only
+    over its own value: one set by the user meanwhile (in code or by a
+    ``dask.config.set`` block) is left alone, and is not overwritten on restore.
+    Each change is logged at INFO with its reason.
+
+    >>> override = ChunkSizeOverride()
+    >>> before = dask.config.get("array.chunk-size")
+    >>> override.apply(2**20, "an example")
+    True
+    >>> dask.config.get("array.chunk-size")
+    1048576
+    >>> override.restore("the example is over")
+    True
+    >>> dask.config.get("array.chunk-size") == before
+    True
+    """
+
+    def __init__(self) -> None:
+        self.saved: Any = _ABSENT  # what was there before the first apply
+        self.applied: int | None = None  # what apply wrote last, while in effect
+        self.yielded = False  # the user's value is in place of ours
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _current() -> Any:
+        section = dask.config.config.get("array")
+        return section.get("chunk-size", _ABSENT) if isinstance(section, dict) else _ABSENT
+
+    def apply(self, nbytes: int, reason: str) -> bool:
+        """Set ``array.chunk-size`` to ``nbytes``; False if left as it is."""
+        from dask.utils import format_bytes
+
+        with self.lock:
+            current = self._current()
+            if self.applied is None:
+                self.saved = current
+            elif current != self.applied:
+                if not self.yielded:
+                    self.yielded = True
+                    _log.info("adaptive chunking: array.chunk-size is %r, set outside the "
+                              "engine; auto-rechunk leaves it", current)
+                return False
+            elif current == nbytes:
+                return False
+            dask.config.set({"array.chunk-size": int(nbytes)})
+            self.applied, self.yielded = int(nbytes), False
+            _log.info("adaptive chunking: auto-rechunk set array.chunk-size to %s (was %s): %s",
+                      format_bytes(nbytes), _shown(current), reason)
+            return True
+
+    def restore(self, reason: str) -> bool:
+        """Give back the value :meth:`apply` replaced; False if there is nothing to do."""
+        with self.lock:
+            if self.applied is None:
+                return False
+            current, applied, saved = self._current(), self.applied, self.saved
+            self.applied, self.saved, self.yielded = None, _ABSENT, False
+            if current != applied:  # the user's since; theirs to keep
+                _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size "
+                          "%r was set outside the engine and stays", reason, current)
+                return False
+            if saved is _ABSENT:
+                dask.config.config.get("array", {}).pop("chunk-size", None)
+            else:
+                dask.config.set({"array.chunk-size": saved})
+            _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size is %s "
+                      "again", reason, _shown(saved))
+            return True
+
+
+def _shown(value: Any) -> str:
+    from dask.utils import format_bytes
+
+    if value is _ABSENT:
+        return "unset"
+    return format_bytes(value) if isinstance(value, int) else repr(value)
+
+
+_log = logging.getLogger("dask.array.adaptive_chunking")

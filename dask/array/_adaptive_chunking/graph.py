@@ -182,18 +182,28 @@ def _operation(layer: str) -> str | None:
         return None
     if op.startswith("finalize-"):  # Dask's step that joins a compute's results
         return None
-    if op.startswith("rechunk-"):  # merge, split or p2p: how depends on the chunks
-        return "rechunk"
+    if op.startswith("rechunk-"):
+        # Whether Dask rechunks at all follows the chunks: it aligns the inputs of
+        # an elementwise operation only where they differ, and skips a rechunk to
+        # chunks the array already has.
+        return None
     return op
+
+
+#: Steps of a matrix product that Dask takes or not depending on how many chunks
+#: the contracted axis has (several: sum the partial products; one: drop an axis).
+_MATMUL_STEPS = frozenset({"chunk_sum", "chunk_sum-aggregate", "getitem"})
 
 
 def signature(layers: Iterable[str], ndim: int, dtype) -> str:
     """An id of a workload, the same in every process and at every size and chunking.
 
     Built from the operations of the expression's layers (names without their
-    random tokens; the levels of a tree reduction and the kind of a rechunk left
-    out, as they follow the chunks), the array's number of dimensions and its
-    dtype. A different operation gives a different id.
+    random tokens), the array's number of dimensions and its dtype. Steps whose
+    presence follows the chunks are left out: the levels of a tree reduction,
+    rechunks (Dask adds or skips them by the chunks, so an explicit rechunk does
+    not tell workloads apart either) and the summing or axis dropping steps of a
+    matrix product. A different operation gives a different id.
 
     >>> import dask.array as da
     >>> small = da.random.random((500, 500), chunks=100)
@@ -209,6 +219,9 @@ def signature(layers: Iterable[str], ndim: int, dtype) -> str:
 
     import numpy as np
 
-    ops = sorted({op for op in map(_operation, layers) if op})
+    ops = {op for op in map(_operation, layers) if op}
+    if "matmul" in ops:
+        ops -= _MATMUL_STEPS
+    ops = sorted(ops)
     text = json.dumps({"ops": ops, "ndim": int(ndim), "dtype": np.dtype(dtype).str})
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -305,6 +305,11 @@ class HistoryStore:
             args.append(min(int(limit), _SQL_INT_MAX))
         return [_row(r) for r in self._connect().execute(sql, args)]
 
+    def last_id(self) -> int:
+        """The id of the newest row (0 when empty): it changes with every write."""
+        row = self._connect().execute("SELECT MAX(id), COUNT(*) FROM profiles").fetchone()
+        return int(row[0] or 0) * 2**32 + int(row[1])  # a clear or prune changes it too
+
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT COUNT(*) FROM profiles").fetchone()[0])
 

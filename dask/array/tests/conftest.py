@@ -15,6 +15,7 @@ def engine(tmp_path):
     from dask.array import adaptive_chunking as ac
 
     before = dict(dask.config.config.get("array", {}).get("adaptive-chunking", {}))
+    chunk_size = dask.config.config.get("array", {}).get("chunk-size")
     ac.reset_adaptive_engine()
     assert "array_optimize" not in dask.config.config
     history = str(tmp_path / "history.sqlite3")
@@ -25,3 +26,5 @@ def engine(tmp_path):
     assert not Callback.active, "a callback was left registered"
     after = dict(dask.config.config.get("array", {}).get("adaptive-chunking", {}))
     assert after == before, "config left changed"
+    assert dask.config.config.get("array", {}).get("chunk-size") == chunk_size, (
+        "array.chunk-size left changed")

@@ -190,9 +190,20 @@ def test_signature_tells_workloads_apart():
     assert of((x + x.T).sum(axis=0), x) != base
     f = x.astype("float32")
     assert of((f + f.T).mean(axis=0), f) != base  # another dtype
-    # a rechunk is part of the workload, whichever way Dask carries it out
+    # Dask adds or skips rechunks and matrix-product steps by the chunks: the same
+    # expression keeps its id at every chunking
     assert of(x.rechunk((2000, 10)).sum(), x) == of(x.rechunk((2000, 1000)).sum(), x)
-    assert of(x.rechunk((2000, 10)).sum(), x) != of(x.sum(), x)
+    for expression in (
+        lambda a: (a @ a.T).sum(),
+        lambda a: abs(da.fft.fft(a.rechunk({1: -1}), axis=1)).sum(),
+        lambda a: (a + a.T).sum(),
+        lambda a: a.dot(a).mean(),
+    ):
+        ids = {of(expression(a), a) for a in (
+            x, x.rechunk(2000), x.rechunk((2000, 100)), x.rechunk((100, 2000))
+        )}
+        assert len(ids) == 1
+    assert len({of((x @ x.T).sum(), x), of((x + x.T).sum(), x), of(x.dot(x).sum(), x)}) == 3
 
 
 def test_observations_round_trip_through_json(engine):
@@ -303,3 +314,192 @@ def test_the_fingerprint_names_the_scheduler_that_ran(engine, tmp_path, schedule
         assert bool(engine.load_history(comparable=True)) == (kind == "threads")
         with dask.config.set(scheduler=scheduler):
             assert engine.load_history(comparable=True) == [row]
+
+
+# -- auto-rechunk ---------------------------------------------------------------
+
+def test_the_chunk_size_override_gives_back_exactly_what_was_there():
+    import dask
+    from dask.array._adaptive_chunking.config import ChunkSizeOverride
+
+    before = dask.config.get("array.chunk-size")
+    override = ChunkSizeOverride()
+    assert override.restore("nothing applied") is False
+    assert override.apply(2**20, "test") and dask.config.get("array.chunk-size") == 2**20
+    assert not override.apply(2**20, "test")  # unchanged: no write, no log
+    assert override.apply(2**21, "test") and dask.config.get("array.chunk-size") == 2**21
+    with dask.config.set({"array.chunk-size": "7MiB"}):  # the user's block wins inside
+        assert not override.apply(2**22, "test")
+        assert dask.config.get("array.chunk-size") == "7MiB"
+    assert dask.config.get("array.chunk-size") == 2**21  # the block gave ours back
+    assert override.apply(2**22, "test")  # and it is ours to change again
+    assert override.restore("test") and dask.config.get("array.chunk-size") == before
+
+    # A value set by the user while applied is theirs: not overwritten, not restored
+    override.apply(2**20, "test")
+    dask.config.set({"array.chunk-size": "3MiB"})
+    try:
+        assert not override.apply(2**23, "test")
+        assert not override.restore("test") and dask.config.get("array.chunk-size") == "3MiB"
+    finally:
+        dask.config.set({"array.chunk-size": before})
+
+    # No key before: none after
+    section = dask.config.config["array"]
+    saved = section.pop("chunk-size")
+    try:
+        override.apply(2**20, "test")
+        override.restore("test")
+        assert "chunk-size" not in section
+    finally:
+        section["chunk-size"] = saved
+
+
+def _stored_workload(engine, n=1600, chunks=100):
+    """History of one workload, profiled once at too-small chunks; its expression."""
+    import dask.array as da
+
+    x = da.random.random((n, n), chunks=chunks)
+    engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    return lambda a: (a + a.T).mean(axis=0)
+
+
+def test_auto_rechunk_gives_auto_chunking_the_learned_size_and_gives_it_back(engine,
+                                                                             caplog):
+    import logging
+
+    import dask
+    import dask.array as da
+    from dask.array import adaptive_chunking as ac
+
+    dask_default = dask.config.get("array.chunk-size")
+    workload = _stored_workload(engine)
+    x = da.random.random((4000, 4000), chunks=(250, 250))
+    expected = engine.recommend(x, workload=workload(x)).array_chunk_size  # history only
+    with caplog.at_level(logging.INFO, logger="dask.array.adaptive_chunking"):
+        with dask.config.set({"array.adaptive-chunking.auto-rechunk": True}):
+            ac.get_adaptive_engine()  # any engine call (or compute) applies it
+            target = dask.config.get("array.chunk-size")
+            auto = da.random.random((4000, 4000))  # chunks="auto"
+            plain_auto = da.ones((4000, 4000), chunks="auto")
+            ones = da.ones(5, chunks="auto").sum().compute()
+        assert ones == 5
+        assert dask.config.get("array.chunk-size") == target  # until the next sync
+        ac.get_adaptive_engine()
+    assert dask.config.get("array.chunk-size") == dask_default  # exactly Dask's again
+    assert target != dask_default
+    rec = engine._auto_target()
+    assert rec is not None and rec[0] == target
+    # Learned from a 1600^2 run, the target is what a large array of that workload
+    # gets, not the small one's split for its threads
+    pilot_size = da.random.random((1600, 1600), chunks=100)
+    small = engine.recommend(pilot_size, workload=workload(pilot_size))
+    assert expected / 2 <= target <= expected * 2 and target > small.array_chunk_size
+    assert auto.chunks == plain_auto.chunks != da.ones((4000, 4000)).chunks
+    assert max(auto.chunks[0]) * max(auto.chunks[1]) * 8 <= target
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("auto-rechunk set array.chunk-size" in m and "newest workload" in m
+               for m in messages), messages
+    assert any("auto-rechunk is off" in m for m in messages), messages
+
+
+def test_auto_rechunk_without_history_leaves_dask_alone(engine, caplog):
+    import logging
+
+    import dask
+    import dask.array as da
+
+    before = dask.config.get("array.chunk-size")
+    with caplog.at_level(logging.INFO, logger="dask.array.adaptive_chunking"):
+        with dask.config.set({"array.adaptive-chunking.auto-rechunk": True}):
+            assert da.ones(10, chunks=5).sum().compute() == 10
+            assert dask.config.get("array.chunk-size") == before
+    assert any("no compute from comparable hardware" in r.getMessage()
+               for r in caplog.records)
+    with dask.config.set({"array.adaptive-chunking.auto-rechunk": "maybe"}):
+        with pytest.warns(UserWarning, match="auto-rechunk"):
+            assert da.ones(10, chunks=5).sum().compute() == 10  # the compute still runs
+    assert dask.config.get("array.chunk-size") == before
+
+
+def test_enable_and_disable_switch_auto_rechunk(engine):
+    import dask
+    from dask.array import adaptive_chunking as ac
+
+    before = dask.config.get("array.chunk-size")
+    _stored_workload(engine)
+    try:
+        ac.enable_adaptive_chunking(auto_rechunk=True)
+        assert dask.config.get("array.adaptive-chunking.auto-rechunk") is True
+        assert dask.config.get("array.chunk-size") != before
+    finally:
+        ac.disable_adaptive_chunking()
+    assert dask.config.get("array.chunk-size") == before
+    assert dask.config.get("array.adaptive-chunking.auto-rechunk") is False
+    with pytest.raises(TypeError, match="auto-rechunk"):
+        ac.enable_adaptive_chunking(auto_rechunk="sometimes")
+
+
+def test_apply_recommendation_without_a_profile_uses_the_history(engine, caplog):
+    import logging
+
+    import dask.array as da
+
+    workload = _stored_workload(engine)
+    big = da.random.random((5000, 5000), chunks=(100, 100))
+    with caplog.at_level(logging.INFO, logger="dask.array.adaptive_chunking"):
+        applied = engine.apply_recommendation(big)  # no profile of big, no workload
+    rec = engine.recommend(big, workload=workload(big))
+    assert tuple(max(c) for c in applied.chunks) == rec.chunks != (100, 100)
+    assert any("newest workload of its kind" in r.getMessage() for r in caplog.records)
+    other = da.ones((50, 50, 50), chunks=10, dtype="int32")  # nothing of its kind stored
+    with pytest.raises(ValueError, match="workload="):
+        engine.apply_recommendation(other)
+
+
+FIRST_AUTO = """
+import dask.array as da
+from dask.array.adaptive_chunking import get_adaptive_engine
+engine = get_adaptive_engine()
+x = da.random.random((2000, 2000), chunks=100)  # far too small chunks
+pid = engine.profile_array(x)
+(x + x.T).mean(axis=0).compute()
+print(len(engine.load_history()))
+"""
+
+SECOND_AUTO = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+import dask, dask.array as da
+default = da.random.random((8000, 8000)).chunks
+from dask.array.adaptive_chunking import get_adaptive_engine  # auto-rechunk from the env
+x = da.random.random((8000, 8000))
+engine = get_adaptive_engine()
+rec = engine.recommend(x, workload=(x + x.T).mean(axis=0))
+print(dask.config.get("array.chunk-size"), engine._auto_target()[0], rec.array_chunk_size,
+      x.chunks == default,
+      engine.predict(x, x.chunks)["fits_budget"], engine.predict(x, default)["fits_budget"])
+"""
+
+
+def test_a_second_process_gets_auto_chunks_from_the_first_ones_history(tmp_path):
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__HISTORY_PATH=str(tmp_path / "h.db"),
+               DASK_ARRAY__ADAPTIVE_CHUNKING__MEMORY_LIMIT="1GiB")
+
+    def run(code, **more):
+        out = subprocess.run([sys.executable, "-c", code], env=dict(env, **more),
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split(), out.stderr
+
+    assert run(FIRST_AUTO)[0] == ["1"]
+    (size, target, recommended, unchanged, fits, default_fits), log = run(
+        SECOND_AUTO, DASK_ARRAY__ADAPTIVE_CHUNKING__AUTO_RECHUNK="True")
+    assert int(size) == int(target)  # the history's recommendation, through Dask
+    assert int(recommended) / 2 <= int(size) <= 2 * int(recommended)
+    assert "auto-rechunk set array.chunk-size" in log
+    # Dask's 128 MiB chunks would not fit this machine's budget; the learned ones do
+    assert unchanged == "False" and fits == "True" and default_fits == "False"
+    (size, _, _, unchanged, *_), _ = run(SECOND_AUTO)  # off: exactly Dask's own chunks
+    assert size == "128MiB" and unchanged == "True"
