@@ -2700,8 +2700,9 @@ def _sync_auto_rechunk(engine: AdaptiveChunkingEngine | None = None) -> None:
             return
         _chunk_size.apply(*target)
     except Exception as e:  # a bad setting or an unreadable history: say so, go on
-        _instr.warn_once("auto-rechunk", f"adaptive chunking could not apply auto-rechunk "
-                                         f"({type(e).__name__}: {e})")
+        warnings.warn(f"adaptive chunking could not apply auto-rechunk ({type(e).__name__}: "
+                      f"{e}); array.chunk-size is left as it is", AdaptiveChunkingWarning,
+                      stacklevel=2)
 
 
 _warned_no_history = threading.Event()
