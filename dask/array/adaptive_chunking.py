@@ -2694,9 +2694,10 @@ def _sync_auto_rechunk(engine: AdaptiveChunkingEngine | None = None) -> None:
                 _chunk_size.restore("nothing comparable in the history")
             elif not _warned_no_history.is_set():
                 _warned_no_history.set()
-                logger.info("adaptive chunking: auto-rechunk is on, but the history holds "
-                            "no compute from comparable hardware yet; Dask's "
-                            "array.chunk-size stays until one is stored")
+                logger.info("adaptive chunking: auto-rechunk is on, but there is no stored "
+                            "compute from comparable hardware to learn from (or '%s.history' "
+                            "is false); Dask's array.chunk-size stays until there is",
+                            _PREFIX)
             return
         _chunk_size.apply(*target)
     except Exception as e:  # a bad setting or an unreadable history: say so, go on

@@ -112,6 +112,24 @@ def observation_from_json(d: dict[str, Any]):
     return Observation(**kwargs)
 
 
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each owner-only (0700).
+
+    (``Path.mkdir(parents=True)`` gives the parents the default mode.)
+    """
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+
+
 def fingerprint(*, cores: int, threads: int, memory_limit: int, scheduler: str) -> str:
     """The hardware a profile was measured on, as canonical JSON text.
 
@@ -180,7 +198,7 @@ class HistoryStore:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_dirs(self.path.parent)
         if not self.path.exists():  # created owner-only before SQLite opens it
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:

@@ -415,7 +415,7 @@ def test_auto_rechunk_without_history_leaves_dask_alone(engine, caplog):
         with dask.config.set({"array.adaptive-chunking.auto-rechunk": True}):
             assert da.ones(10, chunks=5).sum().compute() == 10
             assert dask.config.get("array.chunk-size") == before
-    assert any("no compute from comparable hardware" in r.getMessage()
+    assert any("no stored compute from comparable hardware" in r.getMessage()
                for r in caplog.records)
     with dask.config.set({"array.adaptive-chunking.auto-rechunk": "maybe"}):
         with pytest.warns(UserWarning, match="auto-rechunk"):
@@ -503,3 +503,33 @@ def test_a_second_process_gets_auto_chunks_from_the_first_ones_history(tmp_path)
     assert unchanged == "False" and fits == "True" and default_fits == "False"
     (size, _, _, unchanged, *_), _ = run(SECOND_AUTO)  # off: exactly Dask's own chunks
     assert size == "128MiB" and unchanged == "True"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_the_engines_own_history_file_is_private_and_holds_plain_values(engine, tmp_path):
+    import sqlite3
+    import stat
+
+    import dask
+    import dask.array as da
+
+    path = tmp_path / "new" / "dir" / "h.sqlite3"
+    with dask.config.set({"array.adaptive-chunking.history-path": str(path)}):
+        x = da.random.random((400, 400), chunks=100)
+        engine.profile_array(x)
+        (x + 1).sum().compute()
+        assert len(engine.load_history()) == 1
+        hostile = "x' OR '1'='1'; DROP TABLE profiles; --"
+        assert engine.load_history(hostile) == []  # a parameter, not SQL
+        assert len(engine.load_history()) == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for directory in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    with sqlite3.connect(path) as conn:  # no pickles, no blobs: text and numbers only
+        kinds = {k for row in conn.execute(
+            "SELECT typeof(id), typeof(created), typeof(signature), typeof(fingerprint), "
+            "typeof(shape), typeof(dtype), typeof(chunks), typeof(data) FROM profiles"
+        ) for k in row}
+        data = conn.execute("SELECT data FROM profiles").fetchone()[0]
+    assert kinds <= {"integer", "real", "text"}
+    assert json.loads(data)["observation"]["n_tasks"] > 0
