@@ -175,10 +175,11 @@ def markdown(results: dict, args) -> str:
     for setting, rows in results.items():
         title = "threads" if setting == "threads" else "budget (memory limit 600 MiB)"
         worst = max(rows, key=lambda n: rows[n]["history_vs_oracle"])
+        history_gmean = _gmean(r["history_vs_oracle"] for r in rows.values())
         lines += [
             f"## Setting: {title}",
             "",
-            f"History / oracle: geometric mean **{_gmean(r['history_vs_oracle'] for r in rows.values()):.3f}**, "
+            f"History / oracle: geometric mean **{history_gmean:.3f}**, "
             f"worst **{rows[worst]['history_vs_oracle']:.2f}** ({worst}); within "
             f"{TARGET:.2f} on {sum(r['history_vs_oracle'] <= TARGET for r in rows.values())} "
             f"of {len(rows)}. Auto-rechunk / oracle: geometric mean "

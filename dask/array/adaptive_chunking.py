@@ -26,6 +26,7 @@ private package ``dask.array._adaptive_chunking`` (``config``, ``instrument``,
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -1171,15 +1172,20 @@ class ChunkSizeRecommender:
 
 
 #: Newest stored computes searched for one on comparable hardware.
-_NEWEST_SCAN = 1000
+_NEWEST_SCAN = 200
+#: Stored computes of one workload a recommendation learns from (the newest), and
+#: how many of its newest rows are searched for them.
+_STORED_ROWS = 200
+_STORED_SCAN = 1000
 #: Array sizes (times the stored one) at which auto-rechunk's target is looked for.
 _PLATEAU_FACTORS = (1, 4, 16, 64, 256)
 
 
 def _scheduler_kind() -> tuple[str, int]:
-    """The kind of scheduler an array compute started now would use, and its threads
-    (0 on a cluster: its workers say)."""
+    """The kind of scheduler an array compute started now would use, and how many
+    tasks it runs at once (0 on a cluster: its workers say)."""
     import functools
+    import sys
 
     import dask.local
     import dask.multiprocessing
@@ -1195,8 +1201,11 @@ def _scheduler_kind() -> tuple[str, int]:
         return "processes", _local_threads()
     if isinstance(get, functools.partial) and get.func is dask.local.get_async:
         return "threads", int(get.args[1])  # an executor: its own pool
-    if type(getattr(get, "__self__", None)).__name__ == "Client":
-        return "distributed", 0
+    if "distributed" in sys.modules:
+        from distributed import Client
+
+        if isinstance(getattr(get, "__self__", None), Client):
+            return "distributed", 0
     return "threads", _local_threads()  # dask.array's default
 
 
@@ -1210,15 +1219,18 @@ def _local_threads() -> int:
 def _fingerprint(kind: str | None = None, workers: Mapping | None = None) -> str:
     """The hardware a compute runs on, as stored with it in the history.
 
-    ``kind`` is the scheduler's (default: the one a compute started now would use);
-    on a cluster, ``workers`` describes it (address -> ``nthreads``,
-    ``memory_limit``) and its workers count as the cores.
+    ``kind`` is the kind of scheduler that ran it (default: the one a compute
+    started now would use); its thread count is the one that scheduler would use
+    now (an executor's pool, ``num_workers``, or the CPU count). On a cluster,
+    ``workers`` describes it (address -> ``nthreads``, ``memory_limit``; default:
+    the current client's) and its workers count as the cores.
     """
     from dask.array._adaptive_chunking import history
 
-    threads = 1 if kind == "sync" else _local_threads()
-    if kind is None:
-        kind, threads = _scheduler_kind()
+    now, threads = _scheduler_kind()
+    kind = kind or now
+    if kind != now:
+        threads = 1 if kind == "sync" else _local_threads()
     if kind == "distributed":
         if workers is None:
             workers = _cluster_workers()
@@ -1232,9 +1244,9 @@ def _fingerprint(kind: str | None = None, workers: Mapping | None = None) -> str
                                memory_limit=memory_limit(), scheduler=kind)
 
 
-def _cluster_workers() -> dict[str, dict]:
-    """The workers of the distributed client a compute started now would use."""
-    client = _cluster.client_for_compute()
+def _cluster_workers(client=None) -> dict[str, dict]:
+    """The workers of ``client`` (default: the client a compute started now would use)."""
+    client = client if client is not None else _cluster.client_for_compute()
     if client is None:
         return {}
     try:
@@ -1250,7 +1262,7 @@ class _Profile:
     __slots__ = (
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
-        "storage", "split_dims", "workers", "saturation", "signature", "saved",
+        "storage", "split_dims", "workers", "saturation", "signature", "unsaved",
         "fingerprint",
     )
 
@@ -1277,7 +1289,8 @@ class _Profile:
         self.workers: dict[str, dict[str, int]] = {}  # on a cluster: memory per worker
         self.saturation: float | None = None  # on a cluster: the scheduler's setting
         self.signature: str | None = None  # the workload of its last local compute
-        self.saved = 0  # observations already in the history database
+        # (observation, signature, fingerprint) of complete computes not yet stored
+        self.unsaved: deque[tuple] = deque(maxlen=256)
         self.fingerprint: str | None = None  # the hardware and scheduler it ran on
 
 
@@ -1287,14 +1300,16 @@ class _GraphFacts:
     Locally the ``collector`` answers from the graph it instrumented; from a
     distributed scheduler, ``dependencies`` (key -> keys it reads, aliases
     resolved) and ``fused`` (key -> contraction fused into it) came with the
-    records. ``hints`` maps each profile to its :class:`~._graph.Downstream`.
+    records. ``hints`` maps each profile to its :class:`~._graph.Downstream` and
+    ``signatures`` to the workload signature of this compute.
     """
 
-    __slots__ = ("dependencies", "fused", "hints", "collector")
+    __slots__ = ("dependencies", "fused", "hints", "collector", "signatures")
 
-    def __init__(self, dependencies, fused, hints, collector=None) -> None:
+    def __init__(self, dependencies, fused, hints, collector=None, signatures=None) -> None:
         self.dependencies, self.fused = dependencies, fused
         self.hints, self.collector = hints, collector
+        self.signatures = signatures or {}  # profile -> the workload of this compute
 
     def dependencies_of(self, keys) -> dict:
         if self.collector is not None:
@@ -1555,7 +1570,8 @@ class AdaptiveChunkingEngine:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``state`` is one profile or a list of them (pilots of one workload at
-        several chunk sizes), whose measurements are pooled.
+        several chunk sizes), whose measurements are pooled with the stored ones of
+        their workloads (:meth:`_pool`).
         """
         states = state if isinstance(state, list) else [state]
         state = states[-1]
@@ -1566,12 +1582,7 @@ class AdaptiveChunkingEngine:
         else:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
             storage = _graph.storage_chunks(array)
-        profiler = state.profiler
-        stored = self._stored(states)
-        if len(states) > 1 or stored:
-            profiler = ChunkProfiler()
-            for observation in _pooled(states) + stored:
-                profiler._record_compute(observation)
+        profiler = self._pool(states)
         if downstream is None:
             downstream = self._hints(states, shape)
         return self.recommender.recommend(
@@ -1588,9 +1599,22 @@ class AdaptiveChunkingEngine:
             warn=warn,
         )
 
+    def _pool(self, states: list[_Profile]) -> ChunkProfiler:
+        """A profiler holding the observations of ``states`` and the stored ones of
+        their workloads; the stored go in first, so that of the newest 256 a
+        profiler keeps, the profiles' own are never the ones left out."""
+        stored = self._stored(states)
+        if len(states) == 1 and not stored:
+            return states[0].profiler
+        profiler = ChunkProfiler()
+        for observation in stored + _pooled(states):
+            profiler._record_compute(observation)
+        return profiler
+
     def _stored(self, states: list[_Profile]) -> list[_model.Observation]:
         """What the history holds of these profiles' workloads, measured on comparable
-        hardware by other computes (other profiles, other processes)."""
+        hardware by other computes (other profiles, other processes): the newest
+        :data:`_STORED_ROWS` of each workload, oldest first."""
         wanted = {(s.signature, s.fingerprint or _fingerprint()) for s in states if s.signature}
         if not wanted or not _flag("history"):
             return []
@@ -1600,9 +1624,10 @@ class AdaptiveChunkingEngine:
         out = []
         try:
             for signature, here in wanted:
-                for row in self._rows(signature, here):
-                    if row["data"].get("profile") not in mine:
-                        out.append(history.observation_from_json(row["data"]["observation"]))
+                rows = [r for r in self._rows(signature, here, limit=_STORED_SCAN)
+                        if r["data"].get("profile") not in mine][:_STORED_ROWS]
+                out += [history.observation_from_json(r["data"]["observation"])
+                        for r in reversed(rows) if "observation" in r["data"]]
         except Exception as e:  # an unreadable history: recommend from the profiles alone
             _instr.warn_once("history-read", "adaptive chunking could not read its history "
                              f"({type(e).__name__}: {e}); recommending from this process's "
@@ -1631,7 +1656,13 @@ class AdaptiveChunkingEngine:
         state = _Profile("history", array)
         state.signature = signature
         state.fingerprint = fingerprint or _fingerprint()
-        state.computes = len(self._stored([state]))
+        observations = self._stored([state])
+        state.signature = None  # its observations are the stored ones: not pooled again
+        for observation in observations:
+            state.profiler._record_compute(observation)
+        state.computes = len(observations)
+        if state.computes and json.loads(state.fingerprint)["scheduler"] == "distributed":
+            state.workers = _cluster_workers()  # the budget of the workers, not of here
         return [state] if state.computes else []
 
     def _newest_workload(self, ndim: int | None = None, dtype=None,
@@ -1666,7 +1697,7 @@ class AdaptiveChunkingEngine:
         if not _flag("history"):
             return None
         store, here = self._store(), _fingerprint()
-        key = (str(store.path), store.last_id(), here, repr(dask.config.get(_PREFIX)))
+        key = (str(store.path), store.generation(), here, repr(dask.config.get(_PREFIX)))
         cached = self._target
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -1682,15 +1713,15 @@ class AdaptiveChunkingEngine:
         import dask.array as da
 
         shape, dtype = tuple(row["shape"]), np.dtype(row["dtype"])
-        block = tuple(max(c, default=1) for c in row["chunks"])
-        states, best, scale = None, None, 1
+        block = tuple(max(1, max(c, default=1)) for c in row["chunks"])
+        states = self._stand_in(da.empty(shape, dtype=dtype, chunks=block), row["signature"],
+                                here)
+        if not states:
+            return None
+        best, scale = None, 1
         for factor in _PLATEAU_FACTORS:
             grown = tuple(max(1, round(n * factor ** (1 / max(1, len(shape))))) for n in shape)
-            stand_in = da.empty(grown, dtype=dtype, chunks=tuple(max(1, b) for b in block))
-            if states is None:
-                states = self._stand_in(stand_in, row["signature"], here)
-                if not states:
-                    return None
+            stand_in = da.empty(grown, dtype=dtype, chunks=block)
             rec = self._recommend(states, stand_in, warn=False)  # not fitting: stop here
             if rec is None or rec.model is None or (best is not None and not rec.fits_budget):
                 break
@@ -1760,7 +1791,8 @@ class AdaptiveChunkingEngine:
             found.append(_graph.downstream(graph, array.name, array.shape))
         return _graph.Downstream.merge(found)
 
-    def _source(self, array, profile_id, what: str, workload=None) -> list[_Profile]:
+    def _source(self, array, profile_id, what: str, workload=None, newest: bool = False
+                ) -> list[_Profile]:
         """The profiles whose measurements decide for ``array``."""
         from dask.array.core import Array
 
@@ -1790,7 +1822,7 @@ class AdaptiveChunkingEngine:
             states = [s for s in self._by_name.get(array.name, []) if s.computes]
         if not states and workload is not None:
             states = self._from_history(array, workload)
-        elif not states:  # the newest workload of this kind run on this hardware
+        elif not states and newest:  # the newest workload of this kind run on this hardware
             row = self._newest_workload(array.ndim, array.dtype)
             if row is not None:
                 states = self._stand_in(array, row["signature"])
@@ -1848,9 +1880,13 @@ class AdaptiveChunkingEngine:
         (True, True)
         >>> engine.close()
         """
+        return self._recommendation(array, profile_id, workload)
+
+    def _recommendation(self, array, profile_id, workload=None, newest: bool = False,
+                        what: str = "recommend") -> Recommendation:
         _config.validate()
         self._drain()
-        states = self._source(array, profile_id, "recommend", workload)
+        states = self._source(array, profile_id, what, workload, newest)
         rec = self._recommend(states, array, self._downstream_of(array, workload))
         if rec is None:
             raise ValueError(
@@ -1859,11 +1895,13 @@ class AdaptiveChunkingEngine:
             )
         return rec
 
-    def predict(self, array, chunks, profile_id: str | None = None) -> dict[str, Any]:
+    def predict(self, array, chunks, profile_id: str | None = None, *, workload=None
+                ) -> dict[str, Any]:
         """Predicted time, tasks and peak memory of computing ``array`` in ``chunks``.
 
-        ``chunks`` is anything ``array.rechunk`` accepts; ``profile_id`` as in
-        :meth:`recommend`. The keys match the recommendation's
+        ``chunks`` is anything ``array.rechunk`` accepts; ``profile_id`` and
+        ``workload`` as in :meth:`recommend` (with ``workload`` alone, the
+        prediction comes from the history of that workload). The keys match the recommendation's
         (``predicted_peak_memory_mb``, ``predicted_time_s``, ``predicted_tasks``...).
         From a profile made on a ``dask.distributed`` cluster the peak is one
         worker's, and ``scheduler_config`` gives the ``worker-saturation`` for these
@@ -1883,9 +1921,9 @@ class AdaptiveChunkingEngine:
         """
         _config.validate()
         self._drain()
-        states = self._source(array, profile_id, "predict")
+        states = self._source(array, profile_id, "predict", workload)
         normalized = _normalized(array, chunks)
-        fit = _fit(_pooled(states) + self._stored(states))  # as recommend() pools them
+        fit = _fit(self._pool(states).observations())  # as recommend() pools them
         if fit is None and math.prod(array.shape) == 0:
             return {"chunks": tuple(max(c, default=0) for c in normalized),
                     "chunk_size_mb": 0.0, "predicted_peak_memory_mb": 0.0,
@@ -1902,7 +1940,8 @@ class AdaptiveChunkingEngine:
         largest = tuple(max(c, default=0) for c in normalized)
         chunk_bytes = max(1, math.prod(largest) * itemsize)
         array_bytes = max(1, math.prod(array.shape) * itemsize)
-        whole = self._hints(states, array.shape).whole_dims
+        hints = self._downstream_of(array, workload) or self._hints(states, array.shape)
+        whole = hints.whole_dims
         aligned = bool(whole) and all(len(normalized[d]) == 1 for d in whole)
         workers = _Workers.of(self._cluster_of(states))
         n_chunks = math.prod(len(c) for c in normalized)
@@ -1939,8 +1978,10 @@ class AdaptiveChunkingEngine:
 
         With a profile id, the chunks that profile recommends for ``array`` (which
         may be another size than the profiled array, see :meth:`recommend`); with
-        None, those of the newest profile of this same array. The values are
-        unchanged; only the chunking differs.
+        None, those of the newest profile of this same array, or, while
+        ``auto-rechunk`` is on and none profiled it, those the history recommends
+        from the newest stored workload of its number of dimensions and dtype
+        (logged at INFO). The values are unchanged; only the chunking differs.
         """
         from dask.array.core import Array
 
@@ -1950,9 +1991,10 @@ class AdaptiveChunkingEngine:
             )
         chunks = recommendation
         ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
-        if chunks is None or (
-            ids and all(isinstance(i, str) and i in self._profiles for i in ids)
-        ):
+        if chunks is None:
+            chunks = self._recommendation(array, None, newest=_flag("auto-rechunk"),
+                                          what="apply_recommendation").chunks
+        elif ids and all(isinstance(i, str) and i in self._profiles for i in ids):
             chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
@@ -2090,31 +2132,36 @@ class AdaptiveChunkingEngine:
         return store
 
     def save_profile(self, profile_id: str) -> int:
-        """Store the computes of a profile not stored yet; returns how many were.
+        """Store the complete computes of a profile not stored yet; returns how many.
 
         Done after each profiled compute while ``array.adaptive-chunking.history`` is
-        on; call it to store a profile made with history off. Each compute is one
-        row: the workload's signature, this machine's fingerprint, the array's
-        shape, dtype and chunks, and what the compute measured (JSON).
+        on; call it to store a profile's computes made with it off (the newest 256
+        are kept until then). Each compute is one row: the workload's signature and
+        the hardware fingerprint of that compute, the array's shape, dtype and
+        chunks, and what the compute measured (JSON). Failed and interrupted
+        computes are not stored.
         """
         from dask.array._adaptive_chunking import history
 
         with self._lock:
             state = self._state(profile_id)
-            kept = list(state.profiler._observations)
-            new = kept[len(kept) - min(len(kept), state.profiler._computes - state.saved):]
-            signature = state.signature
-        if signature is None or not new:
+            claimed = list(state.unsaved)
+            state.unsaved.clear()
+        if not claimed:
             return 0
-        store, here = self._store(), state.fingerprint or _fingerprint()
-        for obs in new:
-            store.add(signature=signature, fingerprint=here, shape=state.shape,
-                      dtype=str(state.dtype), chunks=state.chunks,
-                      data={"observation": history.observation_to_json(obs),
-                            "profile": state.id})
-        with self._lock:
-            state.saved = state.profiler._computes
-        return len(new)
+        records = [
+            dict(created=time.time(), signature=signature, fingerprint=fingerprint,
+                 shape=state.shape, dtype=str(state.dtype), chunks=state.chunks,
+                 data={"observation": history.observation_to_json(obs), "profile": state.id})
+            for obs, signature, fingerprint in claimed
+        ]
+        try:
+            self._store().add_many(records)
+        except BaseException:
+            with self._lock:  # not stored: keep them for the next attempt
+                state.unsaved.extendleft(reversed(claimed))
+            raise
+        return len(claimed)
 
     def load_history(self, signature: str | None = None, *, comparable: bool = False
                      ) -> list[dict[str, Any]]:
@@ -2126,11 +2173,13 @@ class AdaptiveChunkingEngine:
         """
         return self._rows(signature, _fingerprint() if comparable else None)
 
-    def _rows(self, signature: str | None, here: str | None) -> list[dict[str, Any]]:
-        """The stored computes of ``signature``; only those comparable to ``here``."""
+    def _rows(self, signature: str | None, here: str | None, limit: int | None = None
+              ) -> list[dict[str, Any]]:
+        """The stored computes of ``signature`` (the newest ``limit``); only those
+        comparable to ``here``."""
         from dask.array._adaptive_chunking import history
 
-        rows = self._store().rows(signature=signature)
+        rows = self._store().rows(signature=signature, limit=limit)
         if here is not None:
             rows = [r for r in rows if history.comparable(r["fingerprint"], here)]
         return rows
@@ -2167,20 +2216,22 @@ class AdaptiveChunkingEngine:
         states = [s for n in names for s in by_name[n]]
         if not states:
             if self is _engine and self.enabled:
-                return [], None, {}  # profile everything, for the engine's aggregate only
+                # profile everything, for the engine's aggregate only
+                return [], None, {}, {}
             return None
-        hints = {}
+        hints, signatures = {}, {}
         for n in names:
             downstream = _graph.downstream(dsk, n, by_name[n][0].shape)
             hints.update((s, downstream) for s in by_name[n])
             for state in by_name[n]:
-                state.signature = _graph.signature(dsk.layers, len(state.shape), state.dtype)
+                signatures[state] = _graph.signature(dsk.layers, len(state.shape), state.dtype)
         if len(names) == 1 and _graph.whole_lineage(dsk.dependencies, names[0]):
-            return states, frozenset(states), hints  # every task works for this array
-        return states, {n: frozenset(by_name[n]) for n in names}, hints
+            # every task works for this array
+            return states, frozenset(states), hints, signatures
+        return states, {n: frozenset(by_name[n]) for n in names}, hints, signatures
 
     def _instrument(self, dsk, keys, plan):
-        states, named, hints = plan
+        states, named, hints, signatures = plan
         interval, method = _read("sample-interval"), _read("peak-method")
         out, collector = _instr.instrument(dsk, keys, named, self)
         if not collector.n_tasks and states:
@@ -2191,7 +2242,7 @@ class AdaptiveChunkingEngine:
                     state.computes += 1
                     state.last = {"status": "complete", "tasks": 0}
         collector.states, collector.method, collector.interval = states, method, interval
-        collector.hints = hints
+        collector.hints, collector.signatures = hints, signatures
         if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
             return _instr.same_layers(dsk, out)
         return out
@@ -2238,7 +2289,7 @@ class AdaptiveChunkingEngine:
         else:
             kind = "threads"
         self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
-                   collector=collector, fingerprint=_fingerprint(kind))
+                   collector=collector, hardware=lambda: _fingerprint(kind))
         for record in records[k:]:  # appended while the compute was being finalized
             self._late(collector.cid, record)
 
@@ -2311,7 +2362,7 @@ class AdaptiveChunkingEngine:
                     self._remote.pop(cid, None)
                 status = "failed" if failed else "complete" if entry["done"] else "incomplete"
                 try:
-                    self._fold_remote(entry, status)
+                    self._fold_remote(entry, status, client)
                 except Exception as e:  # profiling must never break the caller
                     _instr.warn_engine_error(e)
 
@@ -2322,7 +2373,7 @@ class AdaptiveChunkingEngine:
                 if state.id in profile_ids:
                     state.status = "running"
 
-    def _fold_remote(self, entry: dict[str, Any], status: str) -> None:
+    def _fold_remote(self, entry: dict[str, Any], status: str, client=None) -> None:
         records = entry["records"]
         if entry.get("seen", 0) > len(records):
             logger.info(
@@ -2364,22 +2415,24 @@ class AdaptiveChunkingEngine:
         graph = None
         if structure:
             as_key = _cluster.as_key
+            layers = structure.get("layers")
             graph = _GraphFacts(
                 {as_key(k): [as_key(d) for d in ds] for k, ds in structure["dependencies"]},
                 {as_key(k): op for k, op in structure["fused"]},
                 {states[i]: _graph.Downstream(frozenset(w), bool(sq), tuple(ops))
                  for i, (w, sq, ops) in structure["hints"].items() if i in states},
+                signatures={
+                    s: _graph.signature(layers, len(s.shape), s.dtype) for s in involved
+                } if layers is not None else None,
             )
         with self._lock:
             for state in involved:
                 state.workers = dict(workers)
                 state.saturation = entry.get("saturation")
-                if structure.get("layers") is not None:
-                    state.signature = _graph.signature(
-                        structure["layers"], len(state.shape), state.dtype
-                    )
+        # Stored under the whole cluster (the workers of this compute may be fewer)
         self._fold(batch, tags, involved, status, peak=peak, baseline=baseline, graph=graph,
-                   fingerprint=_fingerprint("distributed", workers))
+                   hardware=lambda: _fingerprint("distributed",
+                                                 _cluster_workers(client) or workers))
 
     def _drain(self) -> None:
         """Fold the computes whose graphs were dropped before they finished."""
@@ -2402,17 +2455,25 @@ class AdaptiveChunkingEngine:
                 _instr.warn_engine_error(e)
 
     def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None,
-              graph=None, fingerprint=None) -> None:
+              graph=None, hardware=None) -> None:
         """Fold one compute's records into the profiles it belongs to.
 
         With the ``collector`` (a compute that finished, not one abandoned) or the
         ``graph`` a distributed scheduler sent (a :class:`_GraphFacts`), each
         profile also learns the compute's structure: how its task count grows with
         the number of chunks, the task outputs that waited for their consumers, and
-        what the downstream operations want from its chunks.
+        what the downstream operations want from its chunks. ``hardware`` gives the
+        fingerprint a complete compute is stored under in the history.
         """
         if graph is None and collector is not None:
-            graph = _GraphFacts(None, None, collector.hints, collector)
+            graph = _GraphFacts(None, None, collector.hints, collector, collector.signatures)
+        fingerprint = None
+        if status == "complete" and hardware is not None:
+            try:
+                fingerprint = hardware()
+            except Exception as e:  # the history's problem, never the profile's
+                _instr.warn_once("history", "adaptive chunking could not describe this "
+                                 f"machine for its history ({type(e).__name__}: {e})")
         profile_chunks = self.profile_chunks
         d = batch.data
         n = len(batch)
@@ -2484,15 +2545,19 @@ class AdaptiveChunkingEngine:
                 part = batch.take(np.isin(d["tag"], mine))
             if profile_chunks:
                 state.profiler._record_batch(part)
+            measured = None
             if len(part) and state.nbytes:
-                state.profiler._record_compute(
-                    observation(state.nbytes, state.chunk_bytes, part, state)
-                )
+                measured = observation(state.nbytes, state.chunk_bytes, part, state)
+                state.profiler._record_compute(measured)
             if graph is not None and state in graph.hints:
                 state.downstream = graph.hints[state]
+            signature = graph.signatures.get(state) if graph is not None else None
             with self._lock:
                 state.status = status
+                state.signature = signature or state.signature
                 state.fingerprint = fingerprint or state.fingerprint
+                if measured is not None and signature and fingerprint:
+                    state.unsaved.append((measured, signature, fingerprint))
                 state.computes += 1
                 state.wall_seconds += wall
                 state.last = dict(summary, tasks=len(part))
@@ -2677,7 +2742,9 @@ def _sync_auto_rechunk(engine: AdaptiveChunkingEngine | None = None) -> None:
     recommends (:meth:`AdaptiveChunkingEngine._auto_target`); when it is off, or
     nothing comparable is stored, Dask's own value is back. Run when the module is
     imported, by :func:`get_adaptive_engine`, at each array compute and after each
-    stored compute. Never raises: a problem is warned about once.
+    stored compute. A problem (a bad setting, an unreadable history) becomes an
+    :class:`AdaptiveChunkingWarning` each time, and ``array.chunk-size`` is left as
+    it is.
     """
     try:
         if not _flag("auto-rechunk"):

@@ -304,16 +304,23 @@ class ChunkSizeOverride:
             return True
 
     def restore(self, reason: str) -> bool:
-        """Give back the value :meth:`apply` replaced; False if there is nothing to do."""
+        """Give back the value :meth:`apply` replaced; False if there is nothing to do.
+
+        While a value set outside the engine is in place it stays, and the engine's
+        value is given back by a later call once it is there again (a
+        ``dask.config.set`` block that ends puts it back).
+        """
         with self.lock:
             if self.applied is None:
                 return False
-            current, applied, saved = self._current(), self.applied, self.saved
-            self.applied, self.saved, self.yielded = None, _ABSENT, False
-            if current != applied:  # the user's since; theirs to keep
-                _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size "
-                          "%r was set outside the engine and stays", reason, current)
+            current, saved = self._current(), self.saved
+            if current != self.applied:
+                if not self.yielded:
+                    self.yielded = True
+                    _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size "
+                              "%r was set outside the engine and stays", reason, current)
                 return False
+            self.applied, self.saved, self.yielded = None, _ABSENT, False
             if saved is _ABSENT:
                 dask.config.config.get("array", {}).pop("chunk-size", None)
             else:

@@ -4,20 +4,26 @@ Rows hold plain values and JSON text, never pickles, so a shared history file
 cannot run code; every statement is parameterized. The file and its directory are
 created readable by their owner only. Several processes may write at once: the
 database runs in WAL mode, each write is one short transaction, and a busy
-database is retried. A file that cannot be read as this store is moved aside (a
-warning names both paths) and a fresh one is started: history is never emptied
-silently. The schema carries a version; older files are migrated forward.
+database is retried. A file that is not a database or fails the integrity check is
+moved aside (a warning names both paths) and a fresh one is started: history is
+never emptied silently. The schema carries a version; older files are migrated
+forward, newer ones refused (not moved). Every row is checked (:func:`check_row`)
+when it is written, imported and read back.
 
 Nothing here reads Dask's config: the engine passes the path and the bounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import sqlite3
 import sys
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,8 +33,8 @@ from typing import Any
 from dask.array._adaptive_chunking.instrument import AdaptiveChunkingWarning
 
 __all__ = [
-    "SCHEMA_VERSION", "HistoryStore", "default_path", "fingerprint", "comparable",
-    "observation_to_json", "observation_from_json",
+    "SCHEMA_VERSION", "HistoryStore", "check_row", "default_path", "fingerprint",
+    "comparable", "observation_to_json", "observation_from_json",
 ]
 
 #: Version of the tables below; :data:`_MIGRATIONS` moves older files forward.
@@ -92,6 +98,8 @@ def observation_from_json(d: dict[str, Any]):
 
     from dask.array._adaptive_chunking.model import Observation
 
+    if not isinstance(d, dict):
+        raise ValueError(f"stored observation is {type(d).__name__}, not a JSON object")
     fields = {f.name: f for f in dataclasses.fields(Observation)}
     unknown = set(d) - set(fields)
     if unknown:
@@ -109,7 +117,10 @@ def observation_from_json(d: dict[str, Any]):
             if not ok:
                 raise ValueError(f"stored observation field {name} is {value!r}, not a number")
         kwargs[name] = value
-    return Observation(**kwargs)
+    try:
+        return Observation(**kwargs)
+    except TypeError as e:  # a required field missing
+        raise ValueError(f"stored observation is incomplete ({e})") from None
 
 
 def _private_dirs(directory: Path) -> None:
@@ -177,9 +188,15 @@ class HistoryStore:
     timeout : float
         Seconds a write waits for another process's transaction.
 
+    One store may be used from several threads (a lock serializes its connection)
+    and survives a fork (the child opens its own connection). A file that is not a
+    database or fails SQLite's integrity check is moved aside; one that is locked,
+    read-only or on a full disk raises ``sqlite3.OperationalError`` and is left as
+    it is; one written by a newer version of this package raises RuntimeError.
+
     >>> import tempfile, pathlib
     >>> store = HistoryStore(pathlib.Path(tempfile.mkdtemp()) / "h.sqlite3")
-    >>> row = store.add(signature="s", fingerprint="f", shape=(10,), dtype="float64",
+    >>> row = store.add(signature="s", fingerprint="{}", shape=(10,), dtype="float64",
     ...                 chunks=((5, 5),), data={"computes": 1})
     >>> [r["data"]["computes"] for r in store.rows(signature="s")]
     [1]
@@ -192,45 +209,61 @@ class HistoryStore:
         self.max_rows = max_rows
         self.timeout = timeout
         self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._warned_rows: set[int] = set()
 
     # -- opening --------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        _private_dirs(self.path.parent)
-        if not self.path.exists():  # created owner-only before SQLite opens it
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        try:
-            conn = self._open()
-        except sqlite3.DatabaseError as e:
-            self._move_aside(e)
-            conn = self._open()
-        self._conn = conn
-        return conn
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                return self._conn
+            self._conn = None  # a connection inherited through fork() is not used
+            _private_dirs(self.path.parent)
+            if not self.path.exists():  # created owner-only before SQLite opens it
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            inode = _inode(self.path)
+            try:
+                conn = self._open()
+            except sqlite3.DatabaseError as e:
+                if not _unreadable(e):
+                    raise  # locked, read-only, disk full, I/O: the file is not the problem
+                self._move_aside(e, inode)
+                conn = self._open()
+            self._conn, self._pid = conn, os.getpid()
+            return conn
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; faster commits
             if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("the integrity check failed")
-            self._migrate(conn)
+                raise _Corrupt("the integrity check failed")
+            if self._version(conn) != SCHEMA_VERSION:
+                self._migrate(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
+    def _version(self, conn: sqlite3.Connection) -> int:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the history file {self.path} was written by a newer version of "
+                f"dask-adaptive-chunking (schema {version}, this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade, or set 'array.adaptive-chunking.history-path' "
+                "to another file"
+            )
+        return version
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self._write(conn):
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"schema version {version} is newer than this package's "
-                    f"{SCHEMA_VERSION}"
-                )
+            version = self._version(conn)  # again, under the lock: another may have done it
             while version < SCHEMA_VERSION:
                 for script in _MIGRATIONS[version]:
                     # one statement at a time: executescript() would commit midway
@@ -239,74 +272,105 @@ class HistoryStore:
                 version += 1
                 conn.execute(f"PRAGMA user_version={version}")
 
-    def _move_aside(self, error: Exception) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        n = 0
-        while aside.exists():
-            n += 1
-            aside = aside.with_name(f"{aside.name.split('~')[0]}~{n}")
+    def _move_aside(self, error: Exception, inode: int | None) -> None:
+        if inode is not None and _inode(self.path) != inode:
+            return  # another process moved it and started a new one meanwhile
+        aside = self.path.with_name(
+            f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        )
         os.replace(self.path, aside)
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)
-            if side.exists():
+            with contextlib.suppress(FileNotFoundError):
                 os.replace(side, aside.with_name(aside.name + suffix))
         warnings.warn(
             f"adaptive chunking: the history file {self.path} could not be read "
             f"({error}); it was moved to {aside} and a new history was started",
             AdaptiveChunkingWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
     @contextmanager
     def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """One short write transaction; a busy database is retried until ``timeout``."""
-        conn = conn or self._connect()
-        deadline = time.monotonic() + self.timeout
-        while True:
+        with self._lock:
+            conn = conn or self._connect()
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # also after a failed COMMIT (a full disk)
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, args: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self._connect().execute(sql, tuple(args)).fetchall()
 
     # -- rows -----------------------------------------------------------------
 
     def add(self, *, signature: str, fingerprint: str, shape, dtype: str, chunks,
             data: dict[str, Any], created: float | None = None) -> int:
         """Store one profile; returns its row id."""
-        values = (
-            time.time() if created is None else float(created), str(signature),
-            str(fingerprint), json.dumps(list(shape)), str(dtype),
-            json.dumps([list(c) for c in chunks]), json.dumps(data, allow_nan=False),
-        )
+        return self.add_many([dict(
+            created=time.time() if created is None else created, signature=signature,
+            fingerprint=fingerprint, shape=shape, dtype=dtype, chunks=chunks, data=data,
+        )])[0]
+
+    def add_many(self, records: list[dict[str, Any]], *, skip_existing: bool = False
+                 ) -> list[int]:
+        """Store several profiles in one transaction; returns their row ids.
+
+        Each record has the columns ``created``, ``signature``, ``fingerprint``,
+        ``shape``, ``dtype``, ``chunks`` and ``data``, and is checked first
+        (ValueError naming the column). With ``skip_existing``, a record equal to a
+        stored one is not stored again (id 0).
+        """
+        values = [_values(check_row(r)) for r in records]
+        ids = []
         with self._write() as conn:
-            cur = conn.execute(
-                "INSERT INTO profiles (created, signature, fingerprint, shape, dtype, "
-                "chunks, data) VALUES (?, ?, ?, ?, ?, ?, ?)", values,
-            )
-            rowid = int(cur.lastrowid)
+            for v in values:
+                if skip_existing and conn.execute(
+                    "SELECT 1 FROM profiles WHERE created = ? AND signature = ? AND "
+                    "fingerprint = ? AND shape = ? AND dtype = ? AND chunks = ? AND data = ?",
+                    v,
+                ).fetchone():
+                    ids.append(0)
+                    continue
+                cur = conn.execute(
+                    "INSERT INTO profiles (created, signature, fingerprint, shape, dtype, "
+                    "chunks, data) VALUES (?, ?, ?, ?, ?, ?, ?)", v,
+                )
+                ids.append(int(cur.lastrowid))
             if self.max_rows is not None and self.max_rows < _SQL_INT_MAX:
                 conn.execute(  # everything older than the newest max_rows rows
                     "DELETE FROM profiles WHERE id <= "
                     "(SELECT id FROM profiles ORDER BY id DESC LIMIT 1 OFFSET ?)",
                     (int(self.max_rows),),
                 )
-        return rowid
+        return ids
 
     def rows(self, *, signature: str | None = None, fingerprint: str | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
-        """Stored profiles, newest first, optionally of one signature and fingerprint."""
+        """Stored profiles, newest first, optionally of one signature and fingerprint.
+
+        A row that does not hold a valid profile (edited by hand, or imported by an
+        older version) is skipped, with one warning naming its id.
+        """
         where, args = [], []
         if signature is not None:
             where.append("signature = ?")
@@ -321,15 +385,28 @@ class HistoryStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(min(int(limit), _SQL_INT_MAX))
-        return [_row(r) for r in self._connect().execute(sql, args)]
+        out = []
+        for values in self._read(sql, args):
+            try:
+                out.append(_row(values))
+            except (ValueError, TypeError, KeyError) as e:
+                if values[0] not in self._warned_rows:
+                    self._warned_rows.add(values[0])
+                    warnings.warn(
+                        f"adaptive chunking: row {values[0]} of the history file "
+                        f"{self.path} is not a valid profile ({e}); it is ignored. "
+                        "engine.clear_history() removes it (with the rest)",
+                        AdaptiveChunkingWarning, stacklevel=3,
+                    )
+        return out
 
-    def last_id(self) -> int:
-        """The id of the newest row (0 when empty): it changes with every write."""
-        row = self._connect().execute("SELECT MAX(id), COUNT(*) FROM profiles").fetchone()
-        return int(row[0] or 0) * 2**32 + int(row[1])  # a clear or prune changes it too
+    def generation(self) -> tuple[int, int]:
+        """(newest row id, row count): it changes with every write, clear or prune."""
+        newest, count = self._read("SELECT MAX(id), COUNT(*) FROM profiles")[0]
+        return int(newest or 0), int(count)
 
     def __len__(self) -> int:
-        return int(self._connect().execute("SELECT COUNT(*) FROM profiles").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM profiles")[0][0])
 
     def clear(self) -> int:
         """Delete every stored profile; returns how many there were."""
@@ -350,35 +427,113 @@ class HistoryStore:
         """Add the profiles of a JSON-lines file made by :meth:`export`.
 
         Raises ValueError naming the line for a line that is not such a profile;
-        nothing is added then.
+        nothing is added then. Profiles already stored (the same file imported
+        twice) are not added again; returns how many were added.
         """
         records = list(_read_lines(path))
-        with self._write() as conn:
-            for r in records:
-                conn.execute(
-                    "INSERT INTO profiles (created, signature, fingerprint, shape, dtype, "
-                    "chunks, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (r["created"], r["signature"], r["fingerprint"], json.dumps(r["shape"]),
-                     r["dtype"], json.dumps(r["chunks"]), json.dumps(r["data"])),
-                )
-        return len(records)
+        return sum(1 for i in self.add_many(records, skip_existing=True) if i)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
             self._conn = None
 
     def __repr__(self) -> str:
         return f"<HistoryStore {str(self.path)!r}>"
 
 
+class _Corrupt(sqlite3.DatabaseError):
+    """The file opened as SQLite but failed its integrity check."""
+
+
+#: SQLITE_CORRUPT and SQLITE_NOTADB: the file itself is damaged or not a database.
+_UNREADABLE_CODES = (11, 26)
+
+
+def _unreadable(e: sqlite3.DatabaseError) -> bool:
+    """Whether ``e`` says the file is not a usable database (and not, say, locked)."""
+    if isinstance(e, _Corrupt):
+        return True
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _UNREADABLE_CODES
+    text = str(e)
+    return "not a database" in text or "malformed" in text
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
 def _row(values: Iterable) -> dict[str, Any]:
     row = dict(zip(_COLUMNS, values))
     for name in _JSON_COLUMNS:
         row[name] = json.loads(row[name])
+    row = check_row(row)
     row["shape"] = tuple(row["shape"])
     row["chunks"] = tuple(tuple(c) for c in row["chunks"])
     return row
+
+
+def check_row(r: Any) -> dict[str, Any]:
+    """``r`` if it is a stored profile (its columns as plain values), else ValueError.
+
+    The one check of a row, for what is written, imported and read back.
+    """
+    import numpy as np
+
+    if not isinstance(r, dict):
+        raise ValueError(f"a profile is a JSON object, got {type(r).__name__}")
+    missing = [k for k in _COLUMNS[1:] if k not in r]
+    if missing:
+        raise ValueError(f"missing field(s) {missing}")
+    created = r["created"]
+    if isinstance(created, bool) or not isinstance(created, (int, float)) or \
+            not math.isfinite(created):
+        raise ValueError(f"created is {created!r}, not a time in seconds")
+    if not isinstance(r["signature"], str) or not r["signature"]:
+        raise ValueError(f"signature is {r['signature']!r}, not a workload id")
+    try:
+        hardware = json.loads(r["fingerprint"])
+        ok = isinstance(hardware, dict)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"fingerprint is {r['fingerprint']!r}, not a JSON object")
+    try:
+        np.dtype(r["dtype"])
+    except TypeError as e:
+        raise ValueError(f"dtype is {r['dtype']!r}, not a NumPy dtype") from e
+
+    def lengths(v) -> bool:
+        return isinstance(v, (list, tuple)) and all(
+            type(n) is int and n >= 0 for n in v)
+
+    shape, chunks = r["shape"], r["chunks"]
+    if not lengths(shape):
+        raise ValueError(f"shape is {shape!r}, not a list of lengths")
+    if not isinstance(chunks, (list, tuple)) or len(chunks) != len(shape) or not all(
+        lengths(c) and sum(c) == n for c, n in zip(chunks, shape)
+    ):
+        raise ValueError(f"chunks {chunks!r} are not chunks of shape {shape!r}")
+    if not isinstance(r["data"], dict):
+        raise ValueError(f"data is {type(r['data']).__name__}, not a JSON object")
+    if "observation" in r["data"]:
+        observation_from_json(r["data"]["observation"])
+    return r
+
+
+def _values(r: dict[str, Any]) -> tuple:
+    """A checked row as the SQL parameters of its columns (JSON for the structured ones)."""
+    return (
+        float(r["created"]), r["signature"], r["fingerprint"], json.dumps(list(r["shape"])),
+        str(r["dtype"]), json.dumps([list(c) for c in r["chunks"]]),
+        json.dumps(r["data"], allow_nan=False),
+    )
 
 
 def _read_lines(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
@@ -387,20 +542,9 @@ def _read_lines(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                r = json.loads(line)
-                ok = (isinstance(r, dict) and isinstance(r.get("signature"), str)
-                      and isinstance(r.get("fingerprint"), str)
-                      and isinstance(r.get("dtype"), str)
-                      and isinstance(r.get("created"), (int, float))
-                      and isinstance(r.get("shape"), list)
-                      and isinstance(r.get("chunks"), list)
-                      and isinstance(r.get("data"), dict))
-            except ValueError:
-                ok = False
-            if not ok:
+                yield check_row(json.loads(line))
+            except ValueError as e:
                 raise ValueError(
-                    f"{path}, line {n}: not a profile exported by export_history() "
-                    f"(a JSON object with created, signature, fingerprint, shape, dtype, "
-                    f"chunks and data); fix or remove that line"
-                )
-            yield r
+                    f"{path}, line {n}: not a profile exported by export_history() ({e}); "
+                    "fix or remove that line"
+                ) from None

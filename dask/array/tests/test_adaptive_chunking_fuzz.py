@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import os
 import signal
 import tempfile
 import threading
@@ -1568,6 +1569,17 @@ def check_config_outcomes(outs, key, value, verdict: str):
         f"(warnings: {[str(w.message)[:120] for o in outs for w in o.warnings][:3]})")
 
 
+@contextlib.contextmanager
+def working_directory(path):
+    """``contextlib.chdir`` of Python 3.11, for 3.10."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 @pytest.mark.parametrize("key", FUZZED_KEYS)
 @fuzz(12)
 @given(value=CONFIG_VALUES)
@@ -1579,7 +1591,7 @@ def test_config_values(engine, key, value):
     verdict = CONFIG_KEYS[key](value)
     plain_y()
     # A fuzzed history-path is a relative file name: keep it out of the working tree
-    with tempfile.TemporaryDirectory() as where, contextlib.chdir(where):
+    with tempfile.TemporaryDirectory() as where, working_directory(where):
         with dask.config.set({f"{PREFIX}.{key}": value}):
             outs = run_entry_points(key)
         fresh_engine()

@@ -16,8 +16,10 @@ from dask.array._adaptive_chunking import history
 from dask.array._adaptive_chunking.history import HistoryStore
 from dask.array.adaptive_chunking import AdaptiveChunkingWarning
 
+FP = '{"cores": 2}'
 
-def add(store, i=0, signature="sig", fingerprint="fp"):
+
+def add(store, i=0, signature="sig", fingerprint=FP):
     return store.add(signature=signature, fingerprint=fingerprint, shape=(100, 100),
                      dtype="float64", chunks=((50, 50), (100,)), data={"i": i, "x": [1.5]})
 
@@ -26,7 +28,7 @@ def test_rows_round_trip_as_plain_values(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
     add(store, 1)
     add(store, 2, signature="other")
-    rows = store.rows(signature="sig", fingerprint="fp")
+    rows = store.rows(signature="sig", fingerprint=FP)
     assert [r["data"] for r in rows] == [{"i": 1, "x": [1.5]}]
     assert rows[0]["shape"] == (100, 100) and rows[0]["chunks"] == ((50, 50), (100,))
     assert [r["data"]["i"] for r in store.rows()] == [2, 1]  # newest first
@@ -81,15 +83,70 @@ def test_a_corrupt_file_is_moved_aside_and_reported(tmp_path):
     store.close()
 
 
-def test_a_newer_schema_is_moved_aside_not_overwritten(tmp_path):
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path):
     path = tmp_path / "h.sqlite3"
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version=99")
     conn.close()
     store = HistoryStore(path)
-    with pytest.warns(AdaptiveChunkingWarning, match="newer than this package"):
+    with pytest.raises(RuntimeError, match="newer version.*history-path"):
         add(store)
-    assert len(list(tmp_path.glob("h.sqlite3.corrupt-*"))) == 1
+    assert not list(tmp_path.glob("h.sqlite3.corrupt-*"))  # the newer version's file
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 99
+    store.close()
+
+
+def test_a_locked_file_is_not_taken_for_a_corrupt_one(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    add(store)
+    store.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA user_version=0")  # makes the next open migrate: a write
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            HistoryStore(path, timeout=0.2).rows()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not list(tmp_path.glob("h.sqlite3.corrupt-*"))
+    assert len(HistoryStore(path)) == 1
+
+
+def test_a_bad_stored_row_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    add(store, 1)
+    add(store, 2)
+    with sqlite3.connect(path) as conn:  # edited by hand
+        conn.execute("UPDATE profiles SET dtype = 'nonsense' WHERE id = 1")
+    with pytest.warns(AdaptiveChunkingWarning, match="row 1 .*not a valid profile.*nonsense"):
+        assert [r["data"]["i"] for r in store.rows()] == [2]
+    store.close()
+
+
+def test_threads_sharing_a_store_lose_nothing(tmp_path):
+    import threading
+
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    errors = []
+
+    def write(w):
+        try:
+            for i in range(50):
+                add(store, i, signature=f"t{w}")
+                store.rows(signature=f"t{w}", limit=5)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [len(store.rows(signature=f"t{w}")) for w in range(4)] == [50] * 4
     store.close()
 
 
@@ -111,17 +168,27 @@ def test_export_import_and_clear(tmp_path):
     other = HistoryStore(tmp_path / "b.sqlite3")
     assert other.import_(tmp_path / "h.jsonl") == 3
     assert [r["data"] for r in other.rows()] == [r["data"] for r in store.rows()]
+    assert other.import_(tmp_path / "h.jsonl") == 0 and len(other) == 3  # not twice
     assert other.clear() == 3 and len(other) == 0
     store.close()
     other.close()
 
 
-def test_a_bad_import_line_is_named_and_adds_nothing(tmp_path):
-    good = {"created": 1.0, "signature": "s", "fingerprint": "f", "shape": [1],
+@pytest.mark.parametrize("bad, named", [
+    ({"pickle": "no"}, "missing field"),
+    ({"dtype": "nonsense"}, "nonsense"),
+    ({"fingerprint": "f"}, "fingerprint"),
+    ({"chunks": [1, 2]}, "chunks"),
+    ({"created": float("nan")}, "created"),
+    ({"data": {"observation": {"n_tasks": "lots"}}}, "n_tasks"),
+])
+def test_a_bad_import_line_is_named_and_adds_nothing(tmp_path, bad, named):
+    good = {"created": 1.0, "signature": "s", "fingerprint": FP, "shape": [1],
             "dtype": "f8", "chunks": [[1]], "data": {}}
-    (tmp_path / "h.jsonl").write_text(json.dumps(good) + "\n" + '{"pickle": "no"}\n')
+    line = json.dumps(bad if "pickle" in bad else {**good, **bad})
+    (tmp_path / "h.jsonl").write_text(json.dumps(good) + "\n" + line + "\n")
     store = HistoryStore(tmp_path / "h.sqlite3")
-    with pytest.raises(ValueError, match="line 2"):
+    with pytest.raises(ValueError, match=f"line 2.*{named}"):
         store.import_(tmp_path / "h.jsonl")
     assert len(store) == 0
     store.close()
@@ -132,7 +199,7 @@ import sys
 from dask.array._adaptive_chunking.history import HistoryStore
 store = HistoryStore(sys.argv[1])
 for i in range(int(sys.argv[3])):
-    store.add(signature="w" + sys.argv[2], fingerprint="fp", shape=(10,), dtype="f8",
+    store.add(signature="w" + sys.argv[2], fingerprint="{}", shape=(10,), dtype="f8",
               chunks=((10,),), data={"i": i})
 store.close()
 """
@@ -140,7 +207,7 @@ store.close()
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "h.sqlite3"
-    HistoryStore(path).close()
+    assert len(HistoryStore(path)) == 0  # created before the writers race
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), "200"])
              for w in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -336,6 +403,7 @@ def test_the_chunk_size_override_gives_back_exactly_what_was_there():
     assert override.restore("test") and dask.config.get("array.chunk-size") == before
 
     # A value set by the user while applied is theirs: not overwritten, not restored
+    override = ChunkSizeOverride()
     override.apply(2**20, "test")
     dask.config.set({"array.chunk-size": "3MiB"})
     try:
@@ -344,7 +412,17 @@ def test_the_chunk_size_override_gives_back_exactly_what_was_there():
     finally:
         dask.config.set({"array.chunk-size": before})
 
+    # Switched off inside the user's block: the engine's value, back when the block
+    # ends, is given back at the next restore
+    override = ChunkSizeOverride()
+    override.apply(2**20, "test")
+    with dask.config.set({"array.chunk-size": "64MiB"}):
+        assert not override.restore("off inside a block")
+    assert dask.config.get("array.chunk-size") == 2**20
+    assert override.restore("again") and dask.config.get("array.chunk-size") == before
+
     # No key before: none after
+    override = ChunkSizeOverride()
     section = dask.config.config["array"]
     saved = section.pop("chunk-size")
     try:
@@ -441,21 +519,31 @@ def test_enable_and_disable_switch_auto_rechunk(engine):
         ac.enable_adaptive_chunking(auto_rechunk="sometimes")
 
 
-def test_apply_recommendation_without_a_profile_uses_the_history(engine, caplog):
+def test_apply_recommendation_without_a_profile_uses_the_history_with_auto_rechunk(
+        engine, caplog):
     import logging
 
+    import dask
     import dask.array as da
 
     workload = _stored_workload(engine)
     big = da.random.random((5000, 5000), chunks=(100, 100))
-    with caplog.at_level(logging.INFO, logger="dask.array.adaptive_chunking"):
-        applied = engine.apply_recommendation(big)  # no profile of big, no workload
+    with pytest.raises(ValueError, match="workload="):  # off: it does not guess
+        engine.apply_recommendation(big)
+    with pytest.raises(ValueError, match="workload="):  # and recommend never does
+        engine.recommend(big)
+    with dask.config.set({"array.adaptive-chunking.auto-rechunk": True}):
+        with caplog.at_level(logging.INFO, logger="dask.array.adaptive_chunking"):
+            applied = engine.apply_recommendation(big)  # no profile of big, no workload
+        other = da.ones((50, 50, 50), chunks=10, dtype="int32")  # nothing of its kind
+        with pytest.raises(ValueError, match="workload="):
+            engine.apply_recommendation(other)
     rec = engine.recommend(big, workload=workload(big))
     assert tuple(max(c) for c in applied.chunks) == rec.chunks != (100, 100)
     assert any("newest workload of its kind" in r.getMessage() for r in caplog.records)
-    other = da.ones((50, 50, 50), chunks=10, dtype="int32")  # nothing of its kind stored
-    with pytest.raises(ValueError, match="workload="):
-        engine.apply_recommendation(other)
+    from dask.array import adaptive_chunking as ac
+
+    ac.get_adaptive_engine()  # the next sync gives Dask's array.chunk-size back
 
 
 FIRST_AUTO = """
@@ -476,10 +564,11 @@ default = da.random.random((8000, 8000)).chunks
 from dask.array.adaptive_chunking import get_adaptive_engine  # auto-rechunk from the env
 x = da.random.random((8000, 8000))
 engine = get_adaptive_engine()
-rec = engine.recommend(x, workload=(x + x.T).mean(axis=0))
+work = (x + x.T).mean(axis=0)
+rec = engine.recommend(x, workload=work)
 print(dask.config.get("array.chunk-size"), engine._auto_target()[0], rec.array_chunk_size,
-      x.chunks == default,
-      engine.predict(x, x.chunks)["fits_budget"], engine.predict(x, default)["fits_budget"])
+      x.chunks == default, engine.predict(x, x.chunks, workload=work)["fits_budget"],
+      engine.predict(x, default, workload=work)["fits_budget"])
 """
 
 
@@ -533,3 +622,79 @@ def test_the_engines_own_history_file_is_private_and_holds_plain_values(engine, 
         data = conn.execute("SELECT data FROM profiles").fetchone()[0]
     assert kinds <= {"integer", "real", "text"}
     assert json.loads(data)["observation"]["n_tasks"] > 0
+
+
+def test_only_complete_computes_are_stored_each_under_its_own_workload(engine):
+    import dask.array as da
+
+    x = da.random.random((400, 400), chunks=100)
+    pid = engine.profile_array(x)
+
+    def boom(block):
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(ZeroDivisionError):
+        x.map_blocks(boom, dtype=float).sum().compute()
+    (x + 1).sum().compute()
+    (x * x.T).mean().compute()
+    rows = engine.load_history()
+    assert len(rows) == 2  # the failed compute is not stored
+    of = engine.get_profile(pid)  # noqa: F841  (the profile itself kept all three)
+    from dask.array._adaptive_chunking.graph import signature
+
+    def sig(y):
+        return signature(y.__dask_graph__().layers, 2, x.dtype)
+
+    assert [r["signature"] for r in rows] == [sig((x * x.T).mean()), sig((x + 1).sum())]
+
+
+def test_a_bad_memory_limit_still_completes_the_profile(engine):
+    import dask
+    import dask.array as da
+
+    x = da.random.random((400, 400), chunks=100)
+    pid = engine.profile_array(x)
+    with dask.config.set({"array.adaptive-chunking.memory-limit": "lots"}):
+        with pytest.warns(AdaptiveChunkingWarning):
+            (x + 1).sum().compute()
+    assert engine.get_profile(pid)["status"] == "complete"
+
+
+def test_an_executor_is_stored_and_found_with_its_own_threads(engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    import dask.array as da
+
+    with ThreadPoolExecutor(5) as pool, dask.config.set(scheduler=pool):
+        x = da.ones((400, 400), chunks=100)
+        engine.profile_array(x)
+        (x + 1).sum().compute()
+        (row,) = engine.load_history()
+        assert json.loads(row["fingerprint"])["threads"] == 5
+        assert engine.load_history(comparable=True) == [row]
+
+
+def test_a_long_history_does_not_crowd_out_the_profiles_own_computes(engine):
+    import dataclasses
+
+    import dask.array as da
+
+    x = da.random.random((400, 400), chunks=100)
+    pid = engine.profile_array(x)
+    (x + 1).sum().compute()
+    (row,) = engine.load_history()
+    obs = history.observation_from_json(row["data"]["observation"])
+    store = engine._store()
+    store.add_many([dict(row, created=float(i), data={
+        "observation": history.observation_to_json(dataclasses.replace(obs, n_tasks=1000 + i)),
+        "profile": "elsewhere"}) for i in range(400)])
+    y = da.random.random((400, 400), chunks=100)
+    pid2 = engine.profile_array(y)
+    (y + 1).sum().compute()
+    own = engine.get_profiler(pid2).observations()[-1]
+    pooled = engine._pool([engine._state(pid2)]).observations()
+    assert pooled[-1] == own  # the profile's own, kept
+    stored = [o.n_tasks for o in pooled[:-1]]
+    assert stored == sorted(stored) and max(stored) == 1399  # the newest stored, in order
+    assert engine.get_profile(pid)["status"] == "complete"
