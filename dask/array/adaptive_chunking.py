@@ -1244,6 +1244,18 @@ def _fingerprint(kind: str | None = None, workers: Mapping | None = None) -> str
                                memory_limit=memory_limit(), scheduler=kind)
 
 
+def _dtype_text(dtype) -> str:
+    """A dtype as text NumPy reads back: its name where that is exact, else its
+    type string (a structured dtype keeps its size, not its fields)."""
+    dtype = np.dtype(dtype)
+    try:
+        if dtype.fields is None and np.dtype(dtype.name) == dtype:
+            return dtype.name
+    except TypeError:  # 'str96', 'bytes8': names NumPy does not read back
+        pass
+    return dtype.str
+
+
 def _cluster_workers(client=None) -> dict[str, dict]:
     """The workers of ``client`` (default: the client a compute started now would use)."""
     client = client if client is not None else _cluster.client_for_compute()
@@ -2151,7 +2163,7 @@ class AdaptiveChunkingEngine:
             return 0
         records = [
             dict(created=time.time(), signature=signature, fingerprint=fingerprint,
-                 shape=state.shape, dtype=str(state.dtype), chunks=state.chunks,
+                 shape=state.shape, dtype=_dtype_text(state.dtype), chunks=state.chunks,
                  data={"observation": history.observation_to_json(obs), "profile": state.id})
             for obs, signature, fingerprint in claimed
         ]

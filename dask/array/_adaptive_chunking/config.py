@@ -168,7 +168,7 @@ def duration(key: str, value: Any) -> float:
 
     try:
         seconds = parse_timedelta(value, default="s")
-    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as e:
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, OverflowError) as e:
         raise ValueError(
             f"'{PREFIX}.{key}' must be a duration such as '10ms' or a number of seconds, "
             f"got {value!r}"
