@@ -2183,6 +2183,11 @@ class AdaptiveChunkingEngine:
         a compute started now would run on: the same scheduler kind, cores and
         threads, and a memory limit within 25%.
         """
+        if signature is not None and not isinstance(signature, str):
+            raise TypeError(f"signature must be a workload signature (a string, as in a stored "
+                            f"row's 'signature') or None, got {signature!r}")
+        if not isinstance(comparable, (bool, np.bool_)):
+            raise TypeError(f"comparable must be True or False, got {comparable!r}")
         return self._rows(signature, _fingerprint() if comparable else None)
 
     def _rows(self, signature: str | None, here: str | None, limit: int | None = None

@@ -109,18 +109,31 @@ def observation_from_json(d: dict[str, Any]):
         if name == "terms":
             try:
                 value = tuple((str(op), int(n), float(g), float(sec)) for op, n, g, sec in value)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"stored observation has bad terms {value!r}") from e
-        elif value is not None:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value)
+                ok = all(n >= 0 and 0 <= g < math.inf and 0 <= sec < math.inf
+                         for _, n, g, sec in value)
+            except (TypeError, ValueError, OverflowError):
+                ok = False
             if not ok:
-                raise ValueError(f"stored observation field {name} is {value!r}, not a number")
+                raise ValueError(f"stored observation has bad terms {value!r}")
+        elif value is not None or fields[name].default is not None:  # None: only if optional
+            if not _amount(value):
+                raise ValueError(
+                    f"stored observation field {name} is {value!r}, not a number >= 0")
         kwargs[name] = value
     try:
         return Observation(**kwargs)
     except TypeError as e:  # a required field missing
         raise ValueError(f"stored observation is incomplete ({e})") from None
+
+
+def _amount(value: Any) -> bool:
+    """Whether ``value`` is a finite number >= 0 (a size, a count, a time)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return 0 <= float(value) < math.inf
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def _private_dirs(directory: Path) -> None:
@@ -417,6 +430,13 @@ class HistoryStore:
 
     def export(self, path: str | os.PathLike) -> int:
         """Write every profile, oldest first, as JSON lines; returns the count."""
+        path = _file_path(path, "export to")
+        own = {os.path.realpath(f"{self.path}{suffix}") for suffix in ("", "-wal", "-shm")}
+        if os.path.realpath(path) in own:
+            raise ValueError(
+                f"cannot export the history to its own database file {path}; pass another "
+                "path, e.g. 'history.jsonl'"
+            )
         rows = self.rows()[::-1]
         with open(path, "w", encoding="utf-8") as f:
             for r in rows:
@@ -430,7 +450,7 @@ class HistoryStore:
         nothing is added then. Profiles already stored (the same file imported
         twice) are not added again; returns how many were added.
         """
-        records = list(_read_lines(path))
+        records = list(_read_lines(_file_path(path, "import from")))
         return sum(1 for i in self.add_many(records, skip_existing=True) if i)
 
     def close(self) -> None:
@@ -462,6 +482,15 @@ def _unreadable(e: sqlite3.DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text
 
 
+def _file_path(path: Any, what: str) -> str:
+    """``path`` as a file name (str, bytes or path-like; not a file descriptor)."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        name = os.fsdecode(os.fspath(path))
+        if name:
+            return name
+    raise TypeError(f"a file path to {what} is a string or path, got {path!r}")
+
+
 def _inode(path: Path) -> int | None:
     try:
         return path.stat().st_ino
@@ -491,16 +520,15 @@ def check_row(r: Any) -> dict[str, Any]:
     missing = [k for k in _COLUMNS[1:] if k not in r]
     if missing:
         raise ValueError(f"missing field(s) {missing}")
-    created = r["created"]
-    if isinstance(created, bool) or not isinstance(created, (int, float)) or \
-            not math.isfinite(created):
-        raise ValueError(f"created is {created!r}, not a time in seconds")
-    if not isinstance(r["signature"], str) or not r["signature"]:
-        raise ValueError(f"signature is {r['signature']!r}, not a workload id")
+    if not _amount(r["created"]):
+        raise ValueError(f"created is {r['created']!r}, not a time in seconds")
+    for name in ("signature", "fingerprint", "dtype"):
+        if not _text(r[name]):
+            raise ValueError(f"{name} is {r[name]!r}, not a non-empty UTF-8 string")
     try:
         hardware = json.loads(r["fingerprint"])
         ok = isinstance(hardware, dict)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         ok = False
     if not ok:
         raise ValueError(f"fingerprint is {r['fingerprint']!r}, not a JSON object")
@@ -522,9 +550,23 @@ def check_row(r: Any) -> dict[str, Any]:
         raise ValueError(f"chunks {chunks!r} are not chunks of shape {shape!r}")
     if not isinstance(r["data"], dict):
         raise ValueError(f"data is {type(r['data']).__name__}, not a JSON object")
+    try:
+        json.dumps(r["data"], allow_nan=False)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"data cannot be stored as JSON ({e})") from None
     if "observation" in r["data"]:
         observation_from_json(r["data"]["observation"])
     return r
+
+
+def _text(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        value.encode("utf-8")  # a lone surrogate cannot be stored
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _values(r: dict[str, Any]) -> tuple:
@@ -537,14 +579,15 @@ def _values(r: dict[str, Any]) -> tuple:
 
 
 def _read_lines(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             try:
-                yield check_row(json.loads(line))
-            except ValueError as e:
+                yield check_row(json.loads(raw.decode("utf-8")))
+            except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+                why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:300]
                 raise ValueError(
-                    f"{path}, line {n}: not a profile exported by export_history() ({e}); "
+                    f"{path}, line {n}: not a profile exported by export_history() ({why}); "
                     "fix or remove that line"
                 ) from None
