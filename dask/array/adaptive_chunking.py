@@ -1173,10 +1173,8 @@ class ChunkSizeRecommender:
 
 #: Newest stored computes searched for one on comparable hardware.
 _NEWEST_SCAN = 200
-#: Stored computes of one workload a recommendation learns from (the newest), and
-#: how many of its newest rows are searched for them.
+#: Stored computes of one workload a recommendation learns from (the newest).
 _STORED_ROWS = 200
-_STORED_SCAN = 1000
 #: Array sizes (times the stored one) at which auto-rechunk's target is looked for.
 _PLATEAU_FACTORS = (1, 4, 16, 64, 256)
 
@@ -1242,6 +1240,14 @@ def _fingerprint(kind: str | None = None, workers: Mapping | None = None) -> str
         )
     return history.fingerprint(cores=_CPU_COUNT, threads=threads,
                                memory_limit=memory_limit(), scheduler=kind)
+
+
+def _comparable(history, stored: str, here: str) -> bool:
+    """``history.comparable``; a fingerprint that does not parse is not comparable."""
+    try:
+        return history.comparable(stored, here)
+    except (ValueError, TypeError, AttributeError):
+        return False
 
 
 def _dtype_text(dtype) -> str:
@@ -1633,10 +1639,11 @@ class AdaptiveChunkingEngine:
         from dask.array._adaptive_chunking import history
 
         mine = {s.id for s in states}
+        theirs = 256 * sum(1 for s in states if s.computes)  # rows they may have stored
         out = []
         try:
             for signature, here in wanted:
-                rows = [r for r in self._rows(signature, here, limit=_STORED_SCAN)
+                rows = [r for r in self._rows(signature, here, limit=_STORED_ROWS + theirs)
                         if r["data"].get("profile") not in mine][:_STORED_ROWS]
                 out += [history.observation_from_json(r["data"]["observation"])
                         for r in reversed(rows) if "observation" in r["data"]]
@@ -1681,18 +1688,13 @@ class AdaptiveChunkingEngine:
                          fingerprint: str | None = None) -> dict[str, Any] | None:
         """The newest stored compute on comparable hardware (of ``ndim`` and ``dtype``
         when given), or None."""
-        from dask.array._adaptive_chunking import history
-
         if not _flag("history"):
             return None
-        here = fingerprint or _fingerprint()
-        for row in self._store().rows(limit=_NEWEST_SCAN):
-            if history.comparable(row["fingerprint"], here) and (
-                ndim is None or (len(row["shape"]) == ndim
-                                 and np.dtype(row["dtype"]) == np.dtype(dtype))
-            ):
-                return row
-        return None
+        rows = self._rows(None, fingerprint or _fingerprint(),
+                          limit=1 if ndim is None else _NEWEST_SCAN)
+        return next((r for r in rows if ndim is None or (
+            len(r["shape"]) == ndim and np.dtype(r["dtype"]) == np.dtype(dtype)
+        )), None)
 
     def _auto_target(self) -> tuple[int, str] | None:
         """The byte target auto-rechunk gives Dask's auto-chunking, and why; None
@@ -2196,10 +2198,12 @@ class AdaptiveChunkingEngine:
         comparable to ``here``."""
         from dask.array._adaptive_chunking import history
 
-        rows = self._store().rows(signature=signature, limit=limit)
-        if here is not None:
-            rows = [r for r in rows if history.comparable(r["fingerprint"], here)]
-        return rows
+        store = self._store()
+        hardware = None
+        if here is not None:  # a few distinct fingerprints: compared before rows are read
+            hardware = [f for f in store.fingerprints(signature)
+                        if _comparable(history, f, here)]
+        return store.rows(signature=signature, fingerprint=hardware, limit=limit)
 
     def export_history(self, path) -> int:
         """Write the history database as JSON lines to ``path``; returns the rows written."""

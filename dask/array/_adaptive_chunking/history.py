@@ -377,9 +377,11 @@ class HistoryStore:
                 )
         return ids
 
-    def rows(self, *, signature: str | None = None, fingerprint: str | None = None,
+    def rows(self, *, signature: str | None = None,
+             fingerprint: str | Iterable[str] | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
-        """Stored profiles, newest first, optionally of one signature and fingerprint.
+        """Stored profiles, newest first, optionally of one signature and of one
+        fingerprint (or any of several).
 
         A row that does not hold a valid profile (edited by hand, or imported by an
         older version) is skipped, with one warning naming its id.
@@ -389,8 +391,11 @@ class HistoryStore:
             where.append("signature = ?")
             args.append(signature)
         if fingerprint is not None:
-            where.append("fingerprint = ?")
-            args.append(fingerprint)
+            wanted = [fingerprint] if isinstance(fingerprint, str) else list(fingerprint)
+            if not wanted:
+                return []
+            where.append(f"fingerprint IN ({', '.join('?' * len(wanted))})")
+            args += wanted
         sql = f"SELECT {', '.join(_COLUMNS)} FROM profiles"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -412,6 +417,13 @@ class HistoryStore:
                         AdaptiveChunkingWarning, stacklevel=3,
                     )
         return out
+
+    def fingerprints(self, signature: str | None = None) -> list[str]:
+        """The distinct hardware fingerprints stored (of one signature)."""
+        if signature is None:
+            return [f for (f,) in self._read("SELECT DISTINCT fingerprint FROM profiles")]
+        return [f for (f,) in self._read(
+            "SELECT DISTINCT fingerprint FROM profiles WHERE signature = ?", (signature,))]
 
     def generation(self) -> tuple[int, int]:
         """(newest row id, row count): it changes with every write, clear or prune."""
