@@ -1732,26 +1732,15 @@ class AdaptiveChunkingEngine:
                                 here)
         if not states:
             return None
-        best, why = None, ""
+        best, scale = None, 1
         for factor in _PLATEAU_FACTORS:
             grown = tuple(max(1, round(n * factor ** (1 / max(1, len(shape))))) for n in shape)
             stand_in = da.empty(grown, dtype=dtype, chunks=block)
-            rec = self._recommend(states, stand_in, warn=False)
-            if rec is None or rec.model is None:
-                break
-            if best is not None and not rec.fits_budget:
-                # Memory grows with the array: a larger one fits no chunking. Its
-                # smallest-memory chunks are the safer target for arrays that large.
-                if rec.chunk_bytes < best.chunk_bytes:
-                    best = rec
-                    why = (f" at {factor}x that size, where no chunking fits the budget "
-                           "(the smallest-memory chunks there)")
+            rec = self._recommend(states, stand_in, warn=False)  # not fitting: stop here
+            if rec is None or rec.model is None or (best is not None and not rec.fits_budget):
                 break
             grew = best is None or rec.chunk_bytes > 1.05 * best.chunk_bytes
-            if best is not None and factor > 1:
-                why = (f" at {factor}x that size, past which larger arrays get the same "
-                       "chunks" if not grew else f" at {factor}x that size")
-            best = rec
+            best, scale = rec, factor
             if not grew:
                 break
         if best is None:
@@ -1759,9 +1748,10 @@ class AdaptiveChunkingEngine:
         return best.array_chunk_size, (
             f"recommended for the newest workload stored for this hardware (signature "
             f"{row['signature']}, {shape} {dtype}, {states[0].computes} stored computes)"
-            + why + f": chunks {best.chunks}, predicted peak "
-            f"{best.predicted_peak_bytes / MiB:.0f} MiB of a "
-            f"{best.memory_budget_bytes / MiB:.0f} MiB budget"
+            + (f" at {scale}x that size, past which larger arrays get the same chunks"
+               if scale > 1 else "")
+            + f": chunks {best.chunks}, predicted peak {best.predicted_peak_bytes / MiB:.0f} "
+            f"MiB of a {best.memory_budget_bytes / MiB:.0f} MiB budget"
         )
 
     @staticmethod
