@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-from _util import RESULTS, ROOT, machine, write
+from _util import RESULTS, in_fresh_process, machine, write
 from bench_recommend import LIMIT_BYTES, SETTINGS, _gmean, _median, _peak
 from workloads import WORKLOADS, MiB
 
@@ -42,13 +40,8 @@ TARGET = 1.15  # the issue's bound: within 15% of the oracle's time
 
 
 def child(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"child {spec['kind']} {spec['workload']} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run one measurement in a fresh Python process and return its JSON result."""
+    return in_fresh_process(__file__, spec)
 
 
 def run_child(spec: dict) -> dict:
