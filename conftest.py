@@ -26,6 +26,15 @@ import dask.array  # noqa: E402, F401
 
 
 def pytest_configure(config):
+    # History goes to a file of this session, never the user's cache (children too).
+    import tempfile
+
+    import dask
+
+    path = os.path.join(tempfile.mkdtemp(prefix="adaptive-history-"), "h.sqlite3")
+    os.environ["DASK_ARRAY__ADAPTIVE_CHUNKING__HISTORY_PATH"] = path
+    dask.config.set({"array.adaptive-chunking.history-path": path})
+
     # An unexpected engine warning fails the test; expected ones use pytest.warns.
     config.addinivalue_line(
         "filterwarnings", "error::dask.array.adaptive_chunking.AdaptiveChunkingWarning"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,3 +44,15 @@ def write(name: str, data: dict, markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
     print(markdown)
+
+
+def in_fresh_process(script: str, spec: dict) -> dict:
+    """Run ``script --child <spec as JSON>`` in a new Python; its last stdout line
+    is the JSON result."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(script).resolve()), "--child", json.dumps(spec)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    if proc.returncode:
+        raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -33,11 +33,9 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-from _util import RESULTS, ROOT, machine, write
+from _util import RESULTS, in_fresh_process, machine, write
 from workloads import WORKLOADS, MiB
 
 GRID_MIB = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -58,13 +56,7 @@ SETTINGS = {
 
 def child(spec: dict) -> dict:
     """Run one measurement in a fresh Python process and return its JSON result."""
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"child {spec} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, spec)
 
 
 def run_child(spec: dict) -> dict:

@@ -26,6 +26,7 @@ private package ``dask.array._adaptive_chunking`` (``config``, ``instrument``,
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
+from dask.system import CPU_COUNT as _CPU_COUNT
 from dask.utils import format_bytes, key_split
 
 import dask
@@ -950,6 +952,7 @@ class ChunkSizeRecommender:
         downstream: _graph.Downstream | None = None,
         cluster: Mapping[str, Mapping[str, int]] | None = None,
         worker_saturation: float | None = None,
+        warn: bool = True,
     ) -> Recommendation | None:
         """Like :meth:`recommend_chunk_size`, with the explanation.
 
@@ -977,6 +980,9 @@ class ChunkSizeRecommender:
         worker_saturation : float, optional
             The cluster's current ``distributed.scheduler.worker-saturation``, for
             the explanation only.
+        warn : bool
+            Warn (:class:`AdaptiveChunkingWarning`) when no chunking fits the
+            budget; the recommendation's ``fits_budget`` says it either way.
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
@@ -1089,7 +1095,7 @@ class ChunkSizeRecommender:
             "" if saturation is None
             else _saturation_reason(saturation, budget, worker_saturation)
         )
-        if not fits:
+        if not fits and warn:
             warnings.warn(
                 f"no chunking of this {shape} array fits the memory budget of "
                 f"{format_bytes(budget)} ({s['target_memory_percent']:g}% x "
@@ -1165,13 +1171,117 @@ class ChunkSizeRecommender:
 # ---------------------------------------------------------------------------
 
 
+#: Newest stored computes searched for one on comparable hardware.
+_NEWEST_SCAN = 200
+#: Stored computes of one workload a recommendation learns from (the newest).
+_STORED_ROWS = 200
+#: Array sizes (times the stored one) at which auto-rechunk's target is looked for.
+_PLATEAU_FACTORS = (1, 4, 16, 64, 256)
+
+
+def _scheduler_kind() -> tuple[str, int]:
+    """The kind of scheduler an array compute started now would use, and how many
+    tasks it runs at once (0 on a cluster: its workers say)."""
+    import functools
+    import sys
+
+    import dask.local
+    import dask.multiprocessing
+    from dask.base import get_scheduler
+
+    try:
+        get = get_scheduler()
+    except Exception:  # an asynchronous client: Dask would refuse or fall back
+        get = None
+    if get is dask.local.get_sync:
+        return "sync", 1
+    if get is dask.multiprocessing.get:
+        return "processes", _local_threads()
+    if isinstance(get, functools.partial) and get.func is dask.local.get_async:
+        return "threads", int(get.args[1])  # an executor: its own pool
+    if "distributed" in sys.modules:
+        from distributed import Client
+
+        if isinstance(getattr(get, "__self__", None), Client):
+            return "distributed", 0
+    return "threads", _local_threads()  # dask.array's default
+
+
+def _local_threads() -> int:
+    """How many tasks the threaded or processes scheduler runs at once (config)."""
+    pool = dask.config.get("pool", None)
+    return int(dask.config.get("num_workers", None)
+               or getattr(pool, "_max_workers", None) or _CPU_COUNT)
+
+
+def _fingerprint(kind: str | None = None, workers: Mapping | None = None) -> str:
+    """The hardware a compute runs on, as stored with it in the history.
+
+    ``kind`` is the kind of scheduler that ran it (default: the one a compute
+    started now would use); its thread count is the one that scheduler would use
+    now (an executor's pool, ``num_workers``, or the CPU count). On a cluster,
+    ``workers`` describes it (address -> ``nthreads``, ``memory_limit``; default:
+    the current client's) and its workers count as the cores.
+    """
+    from dask.array._adaptive_chunking import history
+
+    now, threads = _scheduler_kind()
+    kind = kind or now
+    if kind != now:
+        threads = 1 if kind == "sync" else _local_threads()
+    if kind == "distributed":
+        if workers is None:
+            workers = _cluster_workers()
+        limits = [int(w.get("memory_limit") or 0) for w in workers.values()]
+        return history.fingerprint(
+            cores=len(workers), threads=sum(int(w.get("nthreads") or 0)
+                                            for w in workers.values()),
+            memory_limit=min(limits, default=0), scheduler=kind,
+        )
+    return history.fingerprint(cores=_CPU_COUNT, threads=threads,
+                               memory_limit=memory_limit(), scheduler=kind)
+
+
+def _comparable(history, stored: str, here: str) -> bool:
+    """``history.comparable``; a fingerprint that does not parse is not comparable."""
+    try:
+        return history.comparable(stored, here)
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def _dtype_text(dtype) -> str:
+    """A dtype as text NumPy reads back: its name where that is exact, else its
+    type string (a structured dtype keeps its size, not its fields)."""
+    dtype = np.dtype(dtype)
+    try:
+        if dtype.fields is None and np.dtype(dtype.name) == dtype:
+            return dtype.name
+    except TypeError:  # 'str96', 'bytes8': names NumPy does not read back
+        pass
+    return dtype.str
+
+
+def _cluster_workers(client=None) -> dict[str, dict]:
+    """The workers of ``client`` (default: the client a compute started now would use)."""
+    client = client if client is not None else _cluster.client_for_compute()
+    if client is None:
+        return {}
+    try:
+        return dict(client.scheduler_info()["workers"])
+    except Exception as e:  # a closed client, a lost scheduler
+        logger.debug("adaptive chunking could not read the workers: %s", e)
+        return {}
+
+
 class _Profile:
     """Everything the engine knows about one profiled array."""
 
     __slots__ = (
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
-        "storage", "split_dims", "workers", "saturation",
+        "storage", "split_dims", "workers", "saturation", "signature", "unsaved",
+        "fingerprint",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -1196,6 +1306,10 @@ class _Profile:
         self.split_dims = sum(len(c) > 1 for c in array.chunks)
         self.workers: dict[str, dict[str, int]] = {}  # on a cluster: memory per worker
         self.saturation: float | None = None  # on a cluster: the scheduler's setting
+        self.signature: str | None = None  # the workload of its last local compute
+        # (observation, signature, fingerprint) of complete computes not yet stored
+        self.unsaved: deque[tuple] = deque(maxlen=256)
+        self.fingerprint: str | None = None  # the hardware and scheduler it ran on
 
 
 class _GraphFacts:
@@ -1204,14 +1318,16 @@ class _GraphFacts:
     Locally the ``collector`` answers from the graph it instrumented; from a
     distributed scheduler, ``dependencies`` (key -> keys it reads, aliases
     resolved) and ``fused`` (key -> contraction fused into it) came with the
-    records. ``hints`` maps each profile to its :class:`~._graph.Downstream`.
+    records. ``hints`` maps each profile to its :class:`~._graph.Downstream` and
+    ``signatures`` to the workload signature of this compute.
     """
 
-    __slots__ = ("dependencies", "fused", "hints", "collector")
+    __slots__ = ("dependencies", "fused", "hints", "collector", "signatures")
 
-    def __init__(self, dependencies, fused, hints, collector=None) -> None:
+    def __init__(self, dependencies, fused, hints, collector=None, signatures=None) -> None:
         self.dependencies, self.fused = dependencies, fused
         self.hints, self.collector = hints, collector
+        self.signatures = signatures or {}  # profile -> the workload of this compute
 
     def dependencies_of(self, keys) -> dict:
         if self.collector is not None:
@@ -1273,6 +1389,8 @@ class AdaptiveChunkingEngine:
         self._abandoned: deque[tuple] = deque()
         self._computes = 0
         self._recent: deque[dict[str, Any]] = deque(maxlen=100)
+        self._stores: dict[str, Any] = {}  # history database path -> HistoryStore
+        self._target: tuple | None = None  # (cache key, auto-rechunk's target or None)
         # Computes sent to a distributed scheduler: compute id -> (client, when sent).
         self._remote: OrderedDict[str, Any] = OrderedDict()
         _engines.add(self)
@@ -1323,6 +1441,20 @@ class AdaptiveChunkingEngine:
         _install_hook()
         _prepare_cluster()
         return pid
+
+    def _autosave(self, states, status: str) -> None:
+        """Store a finished local compute's profiles while ``history`` is on."""
+        if status != "complete" or not _flag("history"):
+            return
+        for state in states:
+            try:
+                self.save_profile(state.id)
+            except KeyError:
+                pass  # dropped meanwhile
+            except Exception as e:  # a history problem never breaks the compute
+                _instr.warn_once("history", "adaptive chunking could not store a profile "
+                                 f"in its history ({type(e).__name__}: {e})")
+        _sync_auto_rechunk(self)
 
     def _bound_memory(self) -> None:
         """Keep the profiles' samples and summaries within ``max-memory``.
@@ -1451,11 +1583,13 @@ class AdaptiveChunkingEngine:
                 "are data already in memory (da.from_array of a NumPy array, a persisted "
                 "array); profile an expression computed from it")
 
-    def _recommend(self, state, array=None, downstream=None) -> Recommendation | None:
+    def _recommend(self, state, array=None, downstream=None, *, warn: bool = True
+                   ) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``state`` is one profile or a list of them (pilots of one workload at
-        several chunk sizes), whose measurements are pooled.
+        several chunk sizes), whose measurements are pooled with the stored ones of
+        their workloads (:meth:`_pool`).
         """
         states = state if isinstance(state, list) else [state]
         state = states[-1]
@@ -1466,11 +1600,7 @@ class AdaptiveChunkingEngine:
         else:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
             storage = _graph.storage_chunks(array)
-        profiler = state.profiler
-        if len(states) > 1:
-            profiler = ChunkProfiler()
-            for observation in _pooled(states):
-                profiler._record_compute(observation)
+        profiler = self._pool(states)
         if downstream is None:
             downstream = self._hints(states, shape)
         return self.recommender.recommend(
@@ -1484,6 +1614,144 @@ class AdaptiveChunkingEngine:
             worker_saturation=next(
                 (s.saturation for s in reversed(states) if s.workers), None
             ),
+            warn=warn,
+        )
+
+    def _pool(self, states: list[_Profile]) -> ChunkProfiler:
+        """A profiler holding the observations of ``states`` and the stored ones of
+        their workloads; the stored go in first, so that of the newest 256 a
+        profiler keeps, the profiles' own are never the ones left out."""
+        stored = self._stored(states)
+        if len(states) == 1 and not stored:
+            return states[0].profiler
+        profiler = ChunkProfiler()
+        for observation in stored + _pooled(states):
+            profiler._record_compute(observation)
+        return profiler
+
+    def _stored(self, states: list[_Profile]) -> list[_model.Observation]:
+        """What the history holds of these profiles' workloads, measured on comparable
+        hardware by other computes (other profiles, other processes): the newest
+        :data:`_STORED_ROWS` of each workload, oldest first."""
+        wanted = {(s.signature, s.fingerprint or _fingerprint()) for s in states if s.signature}
+        if not wanted or not _flag("history"):
+            return []
+        from dask.array._adaptive_chunking import history
+
+        mine = {s.id for s in states}
+        theirs = 256 * sum(1 for s in states if s.computes)  # rows they may have stored
+        out = []
+        try:
+            for signature, here in wanted:
+                rows = [r for r in self._rows(signature, here, limit=_STORED_ROWS + theirs)
+                        if r["data"].get("profile") not in mine][:_STORED_ROWS]
+                out += [history.observation_from_json(r["data"]["observation"])
+                        for r in reversed(rows) if "observation" in r["data"]]
+        except Exception as e:  # an unreadable history: recommend from the profiles alone
+            _instr.warn_once("history-read", "adaptive chunking could not read its history "
+                             f"({type(e).__name__}: {e}); recommending from this process's "
+                             "profiles only")
+            return []
+        return out
+
+    def _from_history(self, array, workload) -> list[_Profile]:
+        """A stand-in profile of ``array`` made of the stored computes of ``workload``."""
+        expression = workload if workload is not None else array
+        expressions = expression if isinstance(expression, (list, tuple)) else [expression]
+        for e in expressions:
+            if not callable(getattr(e, "__dask_graph__", None)):
+                raise TypeError(
+                    f"workload must be a dask collection or a list of them (what will be "
+                    f"computed from the array), got {e!r}"
+                )
+        layers = [n for e in expressions for n in e.__dask_graph__().layers]
+        return self._stand_in(array, _graph.signature(layers, array.ndim, array.dtype))
+
+    def _stand_in(self, array, signature: str, fingerprint: str | None = None
+                  ) -> list[_Profile]:
+        """A profile of ``array`` made of the stored computes of a workload signature
+        on hardware comparable to ``fingerprint`` (default: where a compute started
+        now would run); empty when there are none."""
+        state = _Profile("history", array)
+        state.signature = signature
+        state.fingerprint = fingerprint or _fingerprint()
+        observations = self._stored([state])
+        state.signature = None  # its observations are the stored ones: not pooled again
+        for observation in observations:
+            state.profiler._record_compute(observation)
+        state.computes = len(observations)
+        if state.computes and json.loads(state.fingerprint)["scheduler"] == "distributed":
+            state.workers = _cluster_workers()  # the budget of the workers, not of here
+        return [state] if state.computes else []
+
+    def _newest_workload(self, ndim: int | None = None, dtype=None,
+                         fingerprint: str | None = None) -> dict[str, Any] | None:
+        """The newest stored compute on comparable hardware (of ``ndim`` and ``dtype``
+        when given), or None."""
+        if not _flag("history"):
+            return None
+        rows = self._rows(None, fingerprint or _fingerprint(),
+                          limit=1 if ndim is None else _NEWEST_SCAN)
+        return next((r for r in rows if ndim is None or (
+            len(r["shape"]) == ndim and np.dtype(r["dtype"]) == np.dtype(dtype)
+        )), None)
+
+    def _auto_target(self) -> tuple[int, str] | None:
+        """The byte target auto-rechunk gives Dask's auto-chunking, and why; None
+        without comparable history.
+
+        Learned from the newest workload stored on comparable hardware, from every
+        stored compute of it. The target is a largest chunk size, for arrays of any
+        size: the recommendation for that workload at its stored size, and at
+        sizes growing 4-fold from it while the recommended chunks still grow (a
+        small array is split for its threads, a large one is not limited by its
+        size) and still fit the budget. Cached until the history or the settings
+        change.
+        """
+        if not _flag("history"):
+            return None
+        store, here = self._store(), _fingerprint()
+        key = (str(store.path), store.generation(), here, repr(dask.config.get(_PREFIX)))
+        cached = self._target
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        target = None
+        row = self._newest_workload(fingerprint=here)
+        if row is not None:
+            target = self._plateau(row, here)
+        self._target = (key, target)
+        return target
+
+    def _plateau(self, row: dict[str, Any], here: str) -> tuple[int, str] | None:
+        """The recommended chunk bytes of a stored workload once its size stops mattering."""
+        import dask.array as da
+
+        shape, dtype = tuple(row["shape"]), np.dtype(row["dtype"])
+        block = tuple(max(1, max(c, default=1)) for c in row["chunks"])
+        states = self._stand_in(da.empty(shape, dtype=dtype, chunks=block), row["signature"],
+                                here)
+        if not states:
+            return None
+        best, scale = None, 1
+        for factor in _PLATEAU_FACTORS:
+            grown = tuple(max(1, round(n * factor ** (1 / max(1, len(shape))))) for n in shape)
+            stand_in = da.empty(grown, dtype=dtype, chunks=block)
+            rec = self._recommend(states, stand_in, warn=False)  # not fitting: stop here
+            if rec is None or rec.model is None or (best is not None and not rec.fits_budget):
+                break
+            grew = best is None or rec.chunk_bytes > 1.05 * best.chunk_bytes
+            best, scale = rec, factor
+            if not grew:
+                break
+        if best is None:
+            return None
+        return best.array_chunk_size, (
+            f"recommended for the newest workload stored for this hardware (signature "
+            f"{row['signature']}, {shape} {dtype}, {states[0].computes} stored computes)"
+            + (f" at {scale}x that size, past which larger arrays get the same chunks"
+               if scale > 1 else "")
+            + f": chunks {best.chunks}, predicted peak {best.predicted_peak_bytes / MiB:.0f} "
+            f"MiB of a {best.memory_budget_bytes / MiB:.0f} MiB budget"
         )
 
     @staticmethod
@@ -1537,7 +1805,8 @@ class AdaptiveChunkingEngine:
             found.append(_graph.downstream(graph, array.name, array.shape))
         return _graph.Downstream.merge(found)
 
-    def _source(self, array, profile_id, what: str) -> list[_Profile]:
+    def _source(self, array, profile_id, what: str, workload=None, newest: bool = False
+                ) -> list[_Profile]:
         """The profiles whose measurements decide for ``array``."""
         from dask.array.core import Array
 
@@ -1565,11 +1834,24 @@ class AdaptiveChunkingEngine:
             return states
         with self._lock:
             states = [s for s in self._by_name.get(array.name, []) if s.computes]
+        if not states and workload is not None:
+            states = self._from_history(array, workload)
+        elif not states and newest:  # the newest workload of this kind run on this hardware
+            row = self._newest_workload(array.ndim, array.dtype)
+            if row is not None:
+                states = self._stand_in(array, row["signature"])
+                logger.info(
+                    "adaptive chunking: %s for %s %s from the history of the newest "
+                    "workload of its kind run here (signature %s, stored for %s); pass "
+                    "workload= to name another", what, array.shape, array.dtype,
+                    row["signature"], tuple(row["shape"]),
+                )
         if not states:
             raise ValueError(
                 "no profile measured this array: profile it with profile_array() and "
                 "compute it, or pass the profile_id of a pilot (the same workload on a "
-                "smaller array)"
+                "smaller array), or pass workload= (what you will compute from it) to "
+                "use the history of that workload"
             )
         return states[-1:]
 
@@ -1612,9 +1894,13 @@ class AdaptiveChunkingEngine:
         (True, True)
         >>> engine.close()
         """
+        return self._recommendation(array, profile_id, workload)
+
+    def _recommendation(self, array, profile_id, workload=None, newest: bool = False,
+                        what: str = "recommend") -> Recommendation:
         _config.validate()
         self._drain()
-        states = self._source(array, profile_id, "recommend")
+        states = self._source(array, profile_id, what, workload, newest)
         rec = self._recommend(states, array, self._downstream_of(array, workload))
         if rec is None:
             raise ValueError(
@@ -1623,11 +1909,13 @@ class AdaptiveChunkingEngine:
             )
         return rec
 
-    def predict(self, array, chunks, profile_id: str | None = None) -> dict[str, Any]:
+    def predict(self, array, chunks, profile_id: str | None = None, *, workload=None
+                ) -> dict[str, Any]:
         """Predicted time, tasks and peak memory of computing ``array`` in ``chunks``.
 
-        ``chunks`` is anything ``array.rechunk`` accepts; ``profile_id`` as in
-        :meth:`recommend`. The keys match the recommendation's
+        ``chunks`` is anything ``array.rechunk`` accepts; ``profile_id`` and
+        ``workload`` as in :meth:`recommend` (with ``workload`` alone, the
+        prediction comes from the history of that workload). The keys match the recommendation's
         (``predicted_peak_memory_mb``, ``predicted_time_s``, ``predicted_tasks``...).
         From a profile made on a ``dask.distributed`` cluster the peak is one
         worker's, and ``scheduler_config`` gives the ``worker-saturation`` for these
@@ -1647,9 +1935,9 @@ class AdaptiveChunkingEngine:
         """
         _config.validate()
         self._drain()
-        states = self._source(array, profile_id, "predict")
+        states = self._source(array, profile_id, "predict", workload)
         normalized = _normalized(array, chunks)
-        fit = _fit(_pooled(states))
+        fit = _fit(self._pool(states).observations())  # as recommend() pools them
         if fit is None and math.prod(array.shape) == 0:
             return {"chunks": tuple(max(c, default=0) for c in normalized),
                     "chunk_size_mb": 0.0, "predicted_peak_memory_mb": 0.0,
@@ -1666,7 +1954,8 @@ class AdaptiveChunkingEngine:
         largest = tuple(max(c, default=0) for c in normalized)
         chunk_bytes = max(1, math.prod(largest) * itemsize)
         array_bytes = max(1, math.prod(array.shape) * itemsize)
-        whole = self._hints(states, array.shape).whole_dims
+        hints = self._downstream_of(array, workload) or self._hints(states, array.shape)
+        whole = hints.whole_dims
         aligned = bool(whole) and all(len(normalized[d]) == 1 for d in whole)
         workers = _Workers.of(self._cluster_of(states))
         n_chunks = math.prod(len(c) for c in normalized)
@@ -1703,8 +1992,10 @@ class AdaptiveChunkingEngine:
 
         With a profile id, the chunks that profile recommends for ``array`` (which
         may be another size than the profiled array, see :meth:`recommend`); with
-        None, those of the newest profile of this same array. The values are
-        unchanged; only the chunking differs.
+        None, those of the newest profile of this same array, or, while
+        ``auto-rechunk`` is on and none profiled it, those the history recommends
+        from the newest stored workload of its number of dimensions and dtype
+        (logged at INFO). The values are unchanged; only the chunking differs.
         """
         from dask.array.core import Array
 
@@ -1714,9 +2005,10 @@ class AdaptiveChunkingEngine:
             )
         chunks = recommendation
         ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
-        if chunks is None or (
-            ids and all(isinstance(i, str) and i in self._profiles for i in ids)
-        ):
+        if chunks is None:
+            chunks = self._recommendation(array, None, newest=_flag("auto-rechunk"),
+                                          what="apply_recommendation").chunks
+        elif ids and all(isinstance(i, str) and i in self._profiles for i in ids):
             chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
@@ -1821,16 +2113,8 @@ class AdaptiveChunkingEngine:
     @staticmethod
     def _worker_pressure() -> dict[str, dict[str, float]]:
         """Per-worker memory pressure of the attached distributed cluster, if any."""
-        client = _cluster.client_for_compute()
-        if client is None:
-            return {}
-        try:
-            workers = client.scheduler_info()["workers"]
-        except Exception as e:  # a closed client, a lost scheduler
-            logger.debug("adaptive chunking could not read the workers: %s", e)
-            return {}
         out = {}
-        for addr, w in workers.items():
+        for addr, w in _cluster_workers().items():
             limit = w.get("memory_limit") or memory_limit()
             pressure = MemoryPressure.of(w.get("metrics", {}).get("memory", 0), limit)
             out[addr] = dict(pressure.to_dict(), under_pressure=pressure.is_pressure(),
@@ -1842,7 +2126,96 @@ class AdaptiveChunkingEngine:
         with self._lock:
             self._profiles.clear()
             self._by_name.clear()
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()
         _engines.discard(self)
+
+    # -- history ----------------------------------------------------------
+
+    def _store(self):
+        """The history database of ``history-path`` (opened once per path)."""
+        from dask.array._adaptive_chunking import history
+
+        path = _read("history-path") or str(history.default_path())
+        with self._lock:
+            store = self._stores.get(path)
+            if store is None:
+                store = self._stores[path] = history.HistoryStore(path)
+            store.max_rows = _read("history-max-rows")
+        return store
+
+    def save_profile(self, profile_id: str) -> int:
+        """Store the complete computes of a profile not stored yet; returns how many.
+
+        Done after each profiled compute while ``array.adaptive-chunking.history`` is
+        on; call it to store a profile's computes made with it off (the newest 256
+        are kept until then). Each compute is one row: the workload's signature and
+        the hardware fingerprint of that compute, the array's shape, dtype and
+        chunks, and what the compute measured (JSON). Failed and interrupted
+        computes are not stored.
+        """
+        from dask.array._adaptive_chunking import history
+
+        with self._lock:
+            state = self._state(profile_id)
+            claimed = list(state.unsaved)
+            state.unsaved.clear()
+        if not claimed:
+            return 0
+        records = [
+            dict(created=time.time(), signature=signature, fingerprint=fingerprint,
+                 shape=state.shape, dtype=_dtype_text(state.dtype), chunks=state.chunks,
+                 data={"observation": history.observation_to_json(obs), "profile": state.id})
+            for obs, signature, fingerprint in claimed
+        ]
+        try:
+            self._store().add_many(records)
+        except BaseException:
+            with self._lock:  # not stored: keep them for the next attempt
+                state.unsaved.extendleft(reversed(claimed))
+            raise
+        return len(claimed)
+
+    def load_history(self, signature: str | None = None, *, comparable: bool = False
+                     ) -> list[dict[str, Any]]:
+        """The stored computes, newest first: all, or those of one workload signature.
+
+        With ``comparable=True`` only those measured on hardware comparable to what
+        a compute started now would run on: the same scheduler kind, cores and
+        threads, and a memory limit within 25%.
+        """
+        if signature is not None and not isinstance(signature, str):
+            raise TypeError(f"signature must be a workload signature (a string, as in a stored "
+                            f"row's 'signature') or None, got {signature!r}")
+        if not isinstance(comparable, (bool, np.bool_)):
+            raise TypeError(f"comparable must be True or False, got {comparable!r}")
+        return self._rows(signature, _fingerprint() if comparable else None)
+
+    def _rows(self, signature: str | None, here: str | None, limit: int | None = None
+              ) -> list[dict[str, Any]]:
+        """The stored computes of ``signature`` (the newest ``limit``); only those
+        comparable to ``here``."""
+        from dask.array._adaptive_chunking import history
+
+        store = self._store()
+        hardware = None
+        if here is not None:  # a few distinct fingerprints: compared before rows are read
+            hardware = [f for f in store.fingerprints(signature)
+                        if _comparable(history, f, here)]
+        return store.rows(signature=signature, fingerprint=hardware, limit=limit)
+
+    def export_history(self, path) -> int:
+        """Write the history database as JSON lines to ``path``; returns the rows written."""
+        return self._store().export(path)
+
+    def import_history(self, path) -> int:
+        """Add the JSON lines of :meth:`export_history` to the history; returns the count."""
+        return self._store().import_(path)
+
+    def clear_history(self) -> int:
+        """Delete every stored compute; returns how many there were."""
+        return self._store().clear()
 
     # -- the optimizer hook ----------------------------------------------
 
@@ -1864,18 +2237,22 @@ class AdaptiveChunkingEngine:
         states = [s for n in names for s in by_name[n]]
         if not states:
             if self is _engine and self.enabled:
-                return [], None, {}  # profile everything, for the engine's aggregate only
+                # profile everything, for the engine's aggregate only
+                return [], None, {}, {}
             return None
-        hints = {}
+        hints, signatures = {}, {}
         for n in names:
             downstream = _graph.downstream(dsk, n, by_name[n][0].shape)
             hints.update((s, downstream) for s in by_name[n])
+            for state in by_name[n]:
+                signatures[state] = _graph.signature(dsk.layers, len(state.shape), state.dtype)
         if len(names) == 1 and _graph.whole_lineage(dsk.dependencies, names[0]):
-            return states, frozenset(states), hints  # every task works for this array
-        return states, {n: frozenset(by_name[n]) for n in names}, hints
+            # every task works for this array
+            return states, frozenset(states), hints, signatures
+        return states, {n: frozenset(by_name[n]) for n in names}, hints, signatures
 
     def _instrument(self, dsk, keys, plan):
-        states, named, hints = plan
+        states, named, hints, signatures = plan
         interval, method = _read("sample-interval"), _read("peak-method")
         out, collector = _instr.instrument(dsk, keys, named, self)
         if not collector.n_tasks and states:
@@ -1886,7 +2263,7 @@ class AdaptiveChunkingEngine:
                     state.computes += 1
                     state.last = {"status": "complete", "tasks": 0}
         collector.states, collector.method, collector.interval = states, method, interval
-        collector.hints = hints
+        collector.hints, collector.signatures = hints, signatures
         if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
             return _instr.same_layers(dsk, out)
         return out
@@ -1926,8 +2303,14 @@ class AdaptiveChunkingEngine:
         # KeyboardInterrupt or SystemExit in a task stopped the compute: not a failure
         interrupted = collector.error is not None and collector.error[2]
         status = ("incomplete" if interrupted else "failed") if failed else "complete"
+        if collector.include_children:
+            kind = "processes"
+        elif len(batch) and (batch.data["worker"] == collector.caller).all():
+            kind = "sync"
+        else:
+            kind = "threads"
         self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
-                   collector=collector)
+                   collector=collector, hardware=lambda: _fingerprint(kind))
         for record in records[k:]:  # appended while the compute was being finalized
             self._late(collector.cid, record)
 
@@ -2000,7 +2383,7 @@ class AdaptiveChunkingEngine:
                     self._remote.pop(cid, None)
                 status = "failed" if failed else "complete" if entry["done"] else "incomplete"
                 try:
-                    self._fold_remote(entry, status)
+                    self._fold_remote(entry, status, client)
                 except Exception as e:  # profiling must never break the caller
                     _instr.warn_engine_error(e)
 
@@ -2011,7 +2394,7 @@ class AdaptiveChunkingEngine:
                 if state.id in profile_ids:
                     state.status = "running"
 
-    def _fold_remote(self, entry: dict[str, Any], status: str) -> None:
+    def _fold_remote(self, entry: dict[str, Any], status: str, client=None) -> None:
         records = entry["records"]
         if entry.get("seen", 0) > len(records):
             logger.info(
@@ -2053,17 +2436,24 @@ class AdaptiveChunkingEngine:
         graph = None
         if structure:
             as_key = _cluster.as_key
+            layers = structure.get("layers")
             graph = _GraphFacts(
                 {as_key(k): [as_key(d) for d in ds] for k, ds in structure["dependencies"]},
                 {as_key(k): op for k, op in structure["fused"]},
                 {states[i]: _graph.Downstream(frozenset(w), bool(sq), tuple(ops))
                  for i, (w, sq, ops) in structure["hints"].items() if i in states},
+                signatures={
+                    s: _graph.signature(layers, len(s.shape), s.dtype) for s in involved
+                } if layers is not None else None,
             )
-        self._fold(batch, tags, involved, status, peak=peak, baseline=baseline, graph=graph)
         with self._lock:
             for state in involved:
                 state.workers = dict(workers)
                 state.saturation = entry.get("saturation")
+        # Stored under the whole cluster (the workers of this compute may be fewer)
+        self._fold(batch, tags, involved, status, peak=peak, baseline=baseline, graph=graph,
+                   hardware=lambda: _fingerprint("distributed",
+                                                 _cluster_workers(client) or workers))
 
     def _drain(self) -> None:
         """Fold the computes whose graphs were dropped before they finished."""
@@ -2086,17 +2476,25 @@ class AdaptiveChunkingEngine:
                 _instr.warn_engine_error(e)
 
     def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None,
-              graph=None) -> None:
+              graph=None, hardware=None) -> None:
         """Fold one compute's records into the profiles it belongs to.
 
         With the ``collector`` (a compute that finished, not one abandoned) or the
         ``graph`` a distributed scheduler sent (a :class:`_GraphFacts`), each
         profile also learns the compute's structure: how its task count grows with
         the number of chunks, the task outputs that waited for their consumers, and
-        what the downstream operations want from its chunks.
+        what the downstream operations want from its chunks. ``hardware`` gives the
+        fingerprint a complete compute is stored under in the history.
         """
         if graph is None and collector is not None:
-            graph = _GraphFacts(None, None, collector.hints, collector)
+            graph = _GraphFacts(None, None, collector.hints, collector, collector.signatures)
+        fingerprint = None
+        if status == "complete" and hardware is not None:
+            try:
+                fingerprint = hardware()
+            except Exception as e:  # the history's problem, never the profile's
+                _instr.warn_once("history", "adaptive chunking could not describe this "
+                                 f"machine for its history ({type(e).__name__}: {e})")
         profile_chunks = self.profile_chunks
         d = batch.data
         n = len(batch)
@@ -2168,14 +2566,19 @@ class AdaptiveChunkingEngine:
                 part = batch.take(np.isin(d["tag"], mine))
             if profile_chunks:
                 state.profiler._record_batch(part)
+            measured = None
             if len(part) and state.nbytes:
-                state.profiler._record_compute(
-                    observation(state.nbytes, state.chunk_bytes, part, state)
-                )
+                measured = observation(state.nbytes, state.chunk_bytes, part, state)
+                state.profiler._record_compute(measured)
             if graph is not None and state in graph.hints:
                 state.downstream = graph.hints[state]
+            signature = graph.signatures.get(state) if graph is not None else None
             with self._lock:
                 state.status = status
+                state.signature = signature or state.signature
+                state.fingerprint = fingerprint or state.fingerprint
+                if measured is not None and signature and fingerprint:
+                    state.unsaved.append((measured, signature, fingerprint))
                 state.computes += 1
                 state.wall_seconds += wall
                 state.last = dict(summary, tasks=len(part))
@@ -2193,6 +2596,7 @@ class AdaptiveChunkingEngine:
             self._computes += 1
             self._recent.append(summary)
         self._bound_memory()
+        self._autosave(states, status)
 
     def __repr__(self) -> str:
         return (
@@ -2244,6 +2648,7 @@ class _ProfilingOptimizer:
     def __call__(self, dsk, keys, **kwargs):
         chosen = None
         try:
+            _sync_auto_rechunk()
             engines = sorted(list(_engines), key=lambda e: e is not _engine)
             plans = []
             for engine in engines:
@@ -2347,6 +2752,51 @@ def _uninstall_hook() -> None:
             dask.config.set(array_optimize=current.previous)
 
 
+#: ``array.chunk-size`` as auto-rechunk sets it, and what to give back.
+_chunk_size = _config.ChunkSizeOverride()
+
+
+def _sync_auto_rechunk(engine: AdaptiveChunkingEngine | None = None) -> None:
+    """Make ``array.chunk-size`` follow ``array.adaptive-chunking.auto-rechunk``.
+
+    While it is on, Dask's auto-chunking gets the byte target the history
+    recommends (:meth:`AdaptiveChunkingEngine._auto_target`); when it is off, or
+    nothing comparable is stored, Dask's own value is back. Run when the module is
+    imported, by :func:`get_adaptive_engine`, at each array compute and after each
+    stored compute. A problem (a bad setting, an unreadable history) becomes an
+    :class:`AdaptiveChunkingWarning` each time, and ``array.chunk-size`` is left as
+    it is.
+    """
+    try:
+        if not _flag("auto-rechunk"):
+            if _chunk_size.applied is not None:
+                _chunk_size.restore(f"'{_PREFIX}.auto-rechunk' is false")
+            return
+        engine = engine if engine is not None else _engine
+        if engine is None:
+            engine = get_adaptive_engine()  # which syncs
+            return
+        target = engine._auto_target()
+        if target is None:
+            if _chunk_size.applied is not None:
+                _chunk_size.restore("nothing comparable in the history")
+            elif not _warned_no_history.is_set():
+                _warned_no_history.set()
+                logger.info("adaptive chunking: auto-rechunk is on, but there is no stored "
+                            "compute from comparable hardware to learn from (or '%s.history' "
+                            "is false); Dask's array.chunk-size stays until there is",
+                            _PREFIX)
+            return
+        _chunk_size.apply(*target)
+    except Exception as e:  # a bad setting or an unreadable history: say so, go on
+        warnings.warn(f"adaptive chunking could not apply auto-rechunk ({type(e).__name__}: "
+                      f"{e}); array.chunk-size is left as it is", AdaptiveChunkingWarning,
+                      stacklevel=2)
+
+
+_warned_no_history = threading.Event()
+
+
 def get_adaptive_engine() -> AdaptiveChunkingEngine:
     """The process-wide engine, created on first use.
 
@@ -2361,34 +2811,46 @@ def get_adaptive_engine() -> AdaptiveChunkingEngine:
                 _engine = AdaptiveChunkingEngine()
             engine = _engine
     _install_hook()
+    _sync_auto_rechunk(engine)
     return engine
 
 
-def enable_adaptive_chunking() -> AdaptiveChunkingEngine:
+def enable_adaptive_chunking(auto_rechunk: bool | None = None) -> AdaptiveChunkingEngine:
     """Profile every array compute in this process; return the global engine.
 
     Sets ``array.adaptive-chunking.enabled`` to True (globally, as
-    ``dask.config.set`` outside a ``with`` block does).
+    ``dask.config.set`` outside a ``with`` block does). With ``auto_rechunk``,
+    also sets ``array.adaptive-chunking.auto-rechunk``: True gives arrays created
+    with ``chunks="auto"`` the chunk size the history recommends for this hardware,
+    from now on.
 
     >>> engine = enable_adaptive_chunking()
     >>> engine.enabled
     True
     >>> disable_adaptive_chunking()
     """
+    if auto_rechunk is not None:
+        auto_rechunk = _config.flag_value("auto-rechunk", auto_rechunk)
     _config.validate()
-    dask.config.set({f"{_PREFIX}.enabled": True})
+    settings = {f"{_PREFIX}.enabled": True}
+    if auto_rechunk is not None:
+        settings[f"{_PREFIX}.auto-rechunk"] = auto_rechunk
+    dask.config.set(settings)
     engine = get_adaptive_engine()
     _prepare_cluster()
     return engine
 
 
 def disable_adaptive_chunking() -> None:
-    """Stop profiling computes that contain no profiled array.
+    """Stop profiling computes that contain no profiled array, and stop auto-rechunk.
 
     Arrays registered with ``profile_array`` are still profiled until their
-    profiles are removed. Sets ``array.adaptive-chunking.enabled`` to False.
+    profiles are removed. Sets ``array.adaptive-chunking.enabled`` and
+    ``array.adaptive-chunking.auto-rechunk`` to False: Dask's own
+    ``array.chunk-size`` is back.
     """
-    dask.config.set({f"{_PREFIX}.enabled": False})
+    dask.config.set({f"{_PREFIX}.enabled": False, f"{_PREFIX}.auto-rechunk": False})
+    _sync_auto_rechunk()
 
 
 def reset_adaptive_engine() -> None:
@@ -2402,14 +2864,18 @@ def reset_adaptive_engine() -> None:
         engine, _engine = _engine, None
     if engine is not None:
         engine.close()
+    _chunk_size.restore("the engine was reset")
+    _warned_no_history.clear()
     _uninstall_hook()
     _instr.sampler.join()
 
 
 # Installed on import, so that setting ``array.adaptive-chunking.enabled`` (in code,
 # YAML or the environment) is all it takes; with nothing to profile, the hook
-# returns exactly what Dask's own optimization returns.
+# returns exactly what Dask's own optimization returns. Auto-rechunk set in YAML or
+# the environment takes effect on import too.
 _install_hook()
+_sync_auto_rechunk()
 
 
 if __name__ == "__main__":  # python -m dask.array.adaptive_chunking

@@ -332,6 +332,8 @@ class RemoteOptimizer:
                 "fused": list(_instr.fused_ops(graph, counted, CONTRACTIONS).items()),
                 "outputs": [k for k in counted if k in outputs],
                 "hints": hints,
+                # the names of the expression's layers: the workload's signature
+                "layers": list(dsk.layers) if isinstance(dsk, HighLevelGraph) else None,
             }
             while len(STRUCTURE) > MAX_COMPUTES:
                 STRUCTURE.popitem(last=False)

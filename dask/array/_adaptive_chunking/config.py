@@ -7,7 +7,9 @@ value is read when it is used, so ``dask.config.set`` applies at once.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +153,9 @@ def flag_value(key: str, value: Any) -> bool:
             return True
         if text in ("false", "0", "no", "off", ""):
             return False
-    if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
+    if not isinstance(value, (bool, np.bool_)) and not (  # 0/1 as an env var gives them
+        isinstance(value, (int, np.integer)) and value in (0, 1)
+    ):
         raise TypeError(
             f"'{PREFIX}.{key}' must be True or False, got {value!r}"
         )
@@ -164,7 +168,7 @@ def duration(key: str, value: Any) -> float:
 
     try:
         seconds = parse_timedelta(value, default="s")
-    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as e:
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, OverflowError) as e:
         raise ValueError(
             f"'{PREFIX}.{key}' must be a duration such as '10ms' or a number of seconds, "
             f"got {value!r}"
@@ -177,6 +181,15 @@ def duration(key: str, value: Any) -> float:
             f"got {value!r}"
         )
     return float(seconds)
+
+
+def path_setting(key: str, value: Any) -> str | None:
+    """A file path (``~`` expanded), or None for the default."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise TypeError(f"'{PREFIX}.{key}' must be a file path or null, got {value!r}")
+    return str(Path(value).expanduser())
 
 
 def choice(key: str, value: Any, options: tuple[str, ...]) -> str:
@@ -204,6 +217,9 @@ RULES = {
     "max-memory": lambda k, v: nbytes_setting(k, v, allow_none=True),
     "peak-method": lambda k, v: choice(k, v, PEAK_METHODS),
     "sample-interval": duration,
+    "history": flag_value,
+    "history-path": lambda k, v: path_setting(k, v),
+    "history-max-rows": lambda k, v: count(k, v, low=1),
 }
 
 
@@ -228,3 +244,98 @@ def validate() -> None:
     check_keys()
     for key in RULES:
         setting(key)
+
+
+_ABSENT = object()
+
+
+class ChunkSizeOverride:
+    """Dask's ``array.chunk-size`` while auto-rechunk sets it, and the value to give back.
+
+    :meth:`apply` writes a byte target; :meth:`restore` gives back exactly what was
+    there before (the same value, or no key where there was none). It writes only
+    over its own value: one set by the user meanwhile (in code or by a
+    ``dask.config.set`` block) is left alone, and is not overwritten on restore.
+    Each change is logged at INFO with its reason.
+
+    >>> override = ChunkSizeOverride()
+    >>> before = dask.config.get("array.chunk-size")
+    >>> override.apply(2**20, "an example")
+    True
+    >>> dask.config.get("array.chunk-size")
+    1048576
+    >>> override.restore("the example is over")
+    True
+    >>> dask.config.get("array.chunk-size") == before
+    True
+    """
+
+    def __init__(self) -> None:
+        self.saved: Any = _ABSENT  # what was there before the first apply
+        self.applied: int | None = None  # what apply wrote last, while in effect
+        self.yielded = False  # the user's value is in place of ours
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _current() -> Any:
+        section = dask.config.config.get("array")
+        return section.get("chunk-size", _ABSENT) if isinstance(section, dict) else _ABSENT
+
+    def apply(self, nbytes: int, reason: str) -> bool:
+        """Set ``array.chunk-size`` to ``nbytes``; False if left as it is."""
+        from dask.utils import format_bytes
+
+        with self.lock:
+            current = self._current()
+            if self.applied is None:
+                self.saved = current
+            elif current != self.applied:
+                if not self.yielded:
+                    self.yielded = True
+                    _log.info("adaptive chunking: array.chunk-size is %r, set outside the "
+                              "engine; auto-rechunk leaves it", current)
+                return False
+            elif current == nbytes:
+                return False
+            dask.config.set({"array.chunk-size": int(nbytes)})
+            self.applied, self.yielded = int(nbytes), False
+            _log.info("adaptive chunking: auto-rechunk set array.chunk-size to %s (was %s): %s",
+                      format_bytes(nbytes), _shown(current), reason)
+            return True
+
+    def restore(self, reason: str) -> bool:
+        """Give back the value :meth:`apply` replaced; False if there is nothing to do.
+
+        While a value set outside the engine is in place it stays, and the engine's
+        value is given back by a later call once it is there again (a
+        ``dask.config.set`` block that ends puts it back).
+        """
+        with self.lock:
+            if self.applied is None:
+                return False
+            current, saved = self._current(), self.saved
+            if current != self.applied:
+                if not self.yielded:
+                    self.yielded = True
+                    _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size "
+                              "%r was set outside the engine and stays", reason, current)
+                return False
+            self.applied, self.saved, self.yielded = None, _ABSENT, False
+            if saved is _ABSENT:
+                dask.config.config.get("array", {}).pop("chunk-size", None)
+            else:
+                dask.config.set({"array.chunk-size": saved})
+            _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size is %s "
+                      "again", reason, _shown(saved))
+            return True
+
+
+def _shown(value: Any) -> str:
+    from dask.utils import format_bytes
+
+    if value is _ABSENT:
+        return "unset"
+    return format_bytes(value) if isinstance(value, int) else repr(value)
+
+
+_log = logging.getLogger("dask.array.adaptive_chunking")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from dask.utils import key_split
 
-__all__ = ["Downstream", "downstream", "whole_lineage", "storage_chunks"]
+__all__ = ["Downstream", "downstream", "whole_lineage", "storage_chunks", "signature"]
 
 #: Operations that pair blocks across the diagonal and favour square chunks.
 SQUARE_OPS = frozenset({"transpose", "matmul", "tensordot", "dot", "einsum", "swapaxes"})
@@ -173,3 +173,55 @@ def storage_chunks(array) -> tuple[int, ...] | None:
             ):
                 return chunks
     return None
+
+
+def _operation(layer: str) -> str | None:
+    """A layer's operation, as the same expression names it at any size or chunking."""
+    op = key_split(layer)
+    if op.endswith("-partial"):  # the depth of a tree reduction follows the chunk count
+        return None
+    if op.startswith("finalize-"):  # Dask's step that joins a compute's results
+        return None
+    if op.startswith("rechunk-"):
+        # Whether Dask rechunks at all follows the chunks: it aligns the inputs of
+        # an elementwise operation only where they differ, and skips a rechunk to
+        # chunks the array already has.
+        return None
+    return op
+
+
+#: Steps of a matrix product that Dask takes or not depending on how many chunks
+#: the contracted axis has (several: sum the partial products; one: drop an axis).
+_MATMUL_STEPS = frozenset({"chunk_sum", "chunk_sum-aggregate", "getitem"})
+
+
+def signature(layers: Iterable[str], ndim: int, dtype) -> str:
+    """An id of a workload, the same in every process and at every size and chunking.
+
+    Built from the operations of the expression's layers (names without their
+    random tokens), the array's number of dimensions and its dtype. Steps whose
+    presence follows the chunks are left out: the levels of a tree reduction,
+    rechunks (Dask adds or skips them by the chunks, so an explicit rechunk does
+    not tell workloads apart either) and the summing or axis dropping steps of a
+    matrix product. A different operation gives a different id.
+
+    >>> import dask.array as da
+    >>> small = da.random.random((500, 500), chunks=100)
+    >>> big = da.random.random((8000, 8000), chunks=1000)
+    >>> s = lambda x: signature(x.__dask_graph__().layers, x.ndim, x.dtype)
+    >>> s((small + small.T).sum()) == s((big + big.T).sum())
+    True
+    >>> s((small + small.T).sum()) == s((small * small.T).sum())
+    False
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+
+    ops = {op for op in map(_operation, layers) if op}
+    if "matmul" in ops:
+        ops -= _MATMUL_STEPS
+    ops = sorted(ops)
+    text = json.dumps({"ops": ops, "ndim": int(ndim), "dtype": np.dtype(dtype).str})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -594,7 +594,8 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "engine", "interval",
-        "method", "tags", "states", "tasks", "aliases", "hints", "error",
+        "method", "tags", "states", "tasks", "aliases", "hints", "signatures", "error",
+        "caller",
         "__weakref__",
     )
 
@@ -604,6 +605,7 @@ class ComputeCollector:
         self.tasks: dict = {}  # key -> the task before instrumenting (its dependencies)
         self.aliases: dict = {}  # alias key -> target key
         self.hints: dict = {}  # profile -> what its downstream operations want
+        self.signatures: dict = {}  # profile -> the workload signature of this compute
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks
         self.records: list[tuple] = []
@@ -621,6 +623,7 @@ class ComputeCollector:
         # (key, "Type: message", interrupted) of an exception a task raised; set in one
         # assignment, so its parts agree. Interrupted: no error but KeyboardInterrupt...
         self.error: tuple | None = None
+        self.caller = get_ident()  # the thread that computes (the sync scheduler's)
         collectors[self.cid] = self
         weakref.finalize(self, engine._abandon, self.records, self.cid)
 

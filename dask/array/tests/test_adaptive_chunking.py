@@ -889,6 +889,8 @@ def test_config_defaults_and_schema_agree():
     assert keys == list(props)
     assert all(props[k].get("description") for k in keys)
     for key, value in defaults["array"]["adaptive-chunking"].items():
+        if key == "history-path":  # the test session writes history to a file of its own
+            continue
         assert dask.config.get(f"array.adaptive-chunking.{key}") == value
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import dask
@@ -451,3 +453,26 @@ def test_persisting_the_same_array_twice_completes(engine, client):
         time.sleep(0.05)
     assert p["computes"] == 2 and p["status"] == "complete", (p["computes"], p["status"])
     del first, second
+
+
+def test_cluster_computes_are_stored_with_their_workload_and_cluster(engine, client,
+                                                                      tmp_path):
+    from dask.array._adaptive_chunking import graph as _graph
+
+    path = str(tmp_path / "h.db")
+    with dask.config.set({"array.adaptive-chunking.history-path": path}):
+        x = da.random.random((1000, 1000), chunks=250)
+        pid = engine.profile_array(x)
+        (x + x.T).sum().compute()
+        assert engine.get_profile(pid)["status"] == "complete"
+        (row,) = engine.load_history()
+        y = da.random.random((3000, 3000), chunks=500)
+        expr = (y + y.T).sum()
+        assert row["signature"] == _graph.signature(expr.__dask_graph__().layers, 2, y.dtype)
+        fingerprint = json.loads(row["fingerprint"])
+        assert fingerprint["scheduler"] == "distributed"
+        assert fingerprint["cores"] == 2 and fingerprint["threads"] == 2  # 2 workers x 1
+        # What a compute started now would run on: this cluster, so the row counts
+        assert engine.load_history(row["signature"], comparable=True) == [row]
+        rec = engine.recommend(y, workload=expr)  # no pilot: the cluster's history
+        assert rec.fits_budget
