@@ -26,15 +26,20 @@ _CONFIG_DIR = Path(__file__).parent
 KEYS: frozenset[str] = frozenset()  # the settings the defaults YAML defines
 
 
-def register_defaults() -> None:
-    """Add the defaults YAML to Dask's config (user and environment values win)."""
+def defaults() -> dict[str, Any]:
+    """The settings of the defaults YAML, by key."""
     import yaml
 
-    global KEYS
     with open(_CONFIG_DIR / "adaptive-chunking.yaml") as f:
-        defaults = yaml.safe_load(f)
-    KEYS = frozenset(defaults["array"]["adaptive-chunking"])
-    dask.config.update_defaults(defaults)
+        return dict(yaml.safe_load(f)["array"]["adaptive-chunking"])
+
+
+def register_defaults() -> None:
+    """Add the defaults YAML to Dask's config (user and environment values win)."""
+    global KEYS
+    values = defaults()
+    KEYS = frozenset(values)
+    dask.config.update_defaults({"array": {"adaptive-chunking": values}})
 
 
 def check_keys() -> None:
