@@ -222,6 +222,7 @@ def history_clear(yes: bool) -> None:
 def config() -> None:
     """The effective settings, and where each comes from."""
     import dask
+    import dask.array.adaptive_chunking  # noqa: F401  (registers the defaults)
     from dask.array._adaptive_chunking import config as _config
 
     defaults = _config.defaults()

@@ -119,6 +119,14 @@ def test_config_says_where_each_setting_comes_from(engine, monkeypatch):
     assert line["overhead-target"].endswith("default")
 
 
+def test_config_in_a_fresh_process():
+    out = subprocess.run([sys.executable, "-c", "import sys; from dask.array._adaptive_chunking"
+                          ".cli import main; sys.exit(main(['config']))"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "max-records" in out.stdout and "default" in out.stdout
+
+
 def test_python_m_is_an_alias_and_runs_the_demo():
     out = subprocess.run(
         [sys.executable, "-m", "dask.array.adaptive_chunking", "--size", "600",
