@@ -33,6 +33,9 @@ def _fail_cleanly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # `... | head`: the reader is gone, which is no error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (ValueError, TypeError, OSError, KeyError) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise click.ClickException(str(message)) from None
