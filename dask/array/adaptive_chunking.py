@@ -651,6 +651,18 @@ class Recommendation:
     storage_chunks: tuple[int, ...] | None = None
     saturation: _model.Saturation | None = None
     scheduler_reason: str = ""
+    shape: tuple[int, ...] = ()  # the array it is for
+    current_chunks: tuple[int, ...] | None = None  # its chunk shape now, if known
+
+    def __repr__(self) -> str:
+        from dask.array._adaptive_chunking.views import recommendation_text
+
+        return recommendation_text(self)
+
+    def _repr_html_(self) -> str:
+        from dask.array._adaptive_chunking.views import recommendation_html
+
+        return recommendation_html(self)
 
     @property
     def scheduler_config(self) -> dict[str, float | str]:
@@ -1124,6 +1136,9 @@ class ChunkSizeRecommender:
             storage_chunks=storage_chunks,
             saturation=saturation,
             scheduler_reason=scheduler_reason,
+            shape=tuple(int(n) for n in shape),
+            current_chunks=None if current_chunks is None else tuple(
+                max(c, default=0) for c in current_chunks),
         )
 
     def _setting(name: str, doc: str):  # noqa: N805 - builds properties below
