@@ -131,6 +131,8 @@ def nbytes_setting(key: str, value: Any, *, allow_none: bool) -> int | None:
         raise TypeError(f"{key} must be a number of bytes, got None")
     if isinstance(value, str):
         try:
+            if not value.strip():  # Dask's parse_bytes reads '' as 1 byte
+                raise ValueError("an empty size")
             value = parse_bytes(value)
         except (ValueError, TypeError, OverflowError) as e:
             raise ValueError(
