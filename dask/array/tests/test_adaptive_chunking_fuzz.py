@@ -589,6 +589,8 @@ def nbytes_verdict(v, allow_none: bool) -> str:
     if v is None:
         return "good" if allow_none else "bad"
     if isinstance(v, str):
+        if not v.strip():
+            return "bad"  # parse_bytes reads '' as 1 byte: no size was given
         try:
             n = parse_bytes(v)
         except (ValueError, TypeError):
