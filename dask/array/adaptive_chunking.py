@@ -37,7 +37,7 @@ import warnings
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import instrument as _instr
 from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import views as _views
+from dask.array._adaptive_chunking import xarray as _xarray
 from dask.array._adaptive_chunking.instrument import (
     AdaptiveChunkingWarning,
     cgroup_memory,
@@ -653,6 +655,13 @@ class Recommendation:
     scheduler_reason: str = ""
     shape: tuple[int, ...] = ()  # the array it is for
     current_chunks: tuple[int, ...] | None = None  # its chunk shape now, if known
+    dims: tuple | None = None  # dimension names, for an xarray object
+
+    @property
+    def chunks_by_dim(self) -> dict | None:
+        """The chunks keyed by dimension name (what ``DataArray.chunk`` takes), for a
+        recommendation made for an xarray object; None for a Dask array."""
+        return None if self.dims is None else dict(zip(self.dims, self.chunks))
 
     def __repr__(self) -> str:
         from dask.array._adaptive_chunking.views import recommendation_text
@@ -682,6 +691,7 @@ class Recommendation:
         """Plain-value summary (sizes in MiB) for profiles and telemetry."""
         return {
             "chunks": self.chunks,
+            "chunks_by_dim": self.chunks_by_dim,
             "chunk_size_mb": self.chunk_bytes / MiB,
             "binding_constraint": self.binding,
             "reason": self.reason,
@@ -1296,7 +1306,7 @@ class _Profile:
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
         "storage", "split_dims", "workers", "saturation", "signature", "unsaved",
-        "fingerprint",
+        "fingerprint", "dims",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -1325,6 +1335,7 @@ class _Profile:
         # (observation, signature, fingerprint) of complete computes not yet stored
         self.unsaved: deque[tuple] = deque(maxlen=256)
         self.fingerprint: str | None = None  # the hardware and scheduler it ran on
+        self.dims: tuple | None = None  # dimension names, when profiled as xarray data
 
 
 class _GraphFacts:
@@ -1399,6 +1410,7 @@ class AdaptiveChunkingEngine:
         self._lock = threading.RLock()
         self._profiles: OrderedDict[str, _Profile] = OrderedDict()
         self._by_name: dict[str, list[_Profile]] = {}
+        self._groups: OrderedDict[str, dict] = OrderedDict()  # Dataset id -> {var: id}
         self._pending: dict[str, tuple[list[frozenset], set[_Profile]]] = {}
         self._failed_computes: OrderedDict[str, tuple] = OrderedDict()
         self._abandoned: deque[tuple] = deque()
@@ -1435,13 +1447,40 @@ class AdaptiveChunkingEngine:
 
         Every later compute that contains ``array`` (alone, with other arrays,
         or as the input of a larger expression) adds to this profile.
+
+        ``array`` may also be an xarray ``DataArray`` or ``Dataset`` backed by
+        Dask. A DataArray's profile knows its dimension names; a Dataset's id
+        stands for one profile per variable backed by Dask (``get_profile(id)
+        ["variables"]``), and its recommendations give one chunk size per
+        dimension.
         """
+        if _xarray.is_xarray(array):
+            return self._profile_xarray(array)
+        return self._start_profile(array).id
+
+    def _profile_xarray(self, obj) -> str:
+        if _xarray.is_dataset(obj):
+            members = {name: self._profile_xarray(var)
+                       for name, var in _xarray.dask_variables(obj, "profile_array").items()}
+            gid = f"dataset-{uuid.uuid4().hex[:8]}"
+            with self._lock:
+                self._groups[gid] = members
+                while len(self._groups) > _read("max-profiles"):
+                    self._groups.popitem(last=False)
+            return gid
+        state = self._start_profile(_xarray.dask_data(obj, "profile_array"))
+        state.dims = tuple(obj.dims)
+        state.storage = state.storage or _xarray.storage_chunks(obj)
+        return state.id
+
+    def _start_profile(self, array) -> _Profile:
         from dask.array.core import Array
 
         if not isinstance(array, Array):
             raise TypeError(
-                f"profile_array expects a dask.array.Array, got {type(array).__name__}; "
-                "wrap NumPy data with dask.array.from_array(data, chunks=...)"
+                f"profile_array expects a dask.array.Array (or an xarray object backed by "
+                f"Dask), got {type(array).__name__}; wrap NumPy data with "
+                "dask.array.from_array(data, chunks=...)"
             )
         _config.validate()  # a bad setting fails here, not silently inside a compute
         pid = f"{key_split(array.name)}-{uuid.uuid4().hex[:8]}"
@@ -1455,7 +1494,7 @@ class AdaptiveChunkingEngine:
         self._bound_memory()
         _install_hook()
         _prepare_cluster()
-        return pid
+        return state
 
     def _autosave(self, states, status: str) -> None:
         """Store a finished local compute's profiles while ``history`` is on."""
@@ -1525,8 +1564,14 @@ class AdaptiveChunkingEngine:
             self._by_name.pop(state.name, None)
 
     def remove_profile(self, profile_id: str) -> None:
-        """Stop profiling and forget ``profile_id``."""
+        """Stop profiling and forget ``profile_id`` (a Dataset's: all its variables')."""
         with self._lock:
+            members = self._groups.pop(profile_id, None)
+            if members is not None:
+                for pid in members.values():
+                    if pid in self._profiles:
+                        self._drop(pid)
+                return
             self._state(profile_id)
             self._drop(profile_id)
 
@@ -1540,6 +1585,11 @@ class AdaptiveChunkingEngine:
         try:
             return self._profiles[profile_id]
         except (KeyError, TypeError):
+            if isinstance(profile_id, str) and profile_id in self._groups:
+                raise KeyError(
+                    f"{profile_id!r} is the profile of a Dataset; this needs one "
+                    f"variable's: {self._groups[profile_id]}"
+                ) from None
             raise KeyError(
                 f"no profile with id {profile_id!r}; ids come from profile_array(), and "
                 f"the oldest profiles are dropped beyond '{_PREFIX}.max-profiles' or "
@@ -1554,13 +1604,24 @@ class AdaptiveChunkingEngine:
         ``profiler_stats`` (:meth:`ChunkProfiler.get_stats`),
         ``recommended_chunks`` (None until a compute was profiled), ``status``
         (pending, running, complete, failed or incomplete), ``recommendation``
-        (the explanation) and more.
+        (the explanation), ``current_prediction`` (what the model predicts for
+        the array in its current chunks, to set against the measured
+        ``last_compute``) and more. For an xarray object, ``dims`` and
+        ``recommended_chunks_by_dim``; a Dataset's profile holds its variables'
+        profiles under ``variables`` and the chunks by dimension for
+        ``Dataset.chunk`` under ``recommended_chunks``.
+
+        The dict shows itself as a short summary in a terminal and as a table
+        in a notebook; ``dict(profile)`` is the plain dict.
         """
         self._drain()
         with self._lock:
-            state = self._state(profile_id)
+            members = self._groups.get(profile_id) if isinstance(profile_id, str) else None
+            state = None if members is not None else self._state(profile_id)
+        if members is not None:
+            return self._dataset_profile(profile_id, members)
         rec = self._recommend(state)
-        return {
+        return _views.Profile({
             "profile_id": state.id,
             "array_name": state.name,
             "array_shape": state.shape,
@@ -1576,7 +1637,42 @@ class AdaptiveChunkingEngine:
             "computes": state.computes,
             "last_compute": dict(state.last),
             "workers": {w: dict(v) for w, v in state.workers.items()},
-        }
+            "dims": state.dims,
+            "recommended_chunks_by_dim": None if rec is None or state.dims is None
+            else dict(zip(state.dims, rec.chunks)),
+            "current_prediction": None if rec is None else self._at_current(state),
+        })
+
+    def _at_current(self, state: _Profile) -> dict[str, Any] | None:
+        """What the model predicts for the profiled array in its own chunks: set
+        against the measured peak and time, it says how far to trust the model."""
+        import dask.array as da
+
+        try:
+            stand_in = da.empty(state.shape, dtype=state.dtype, chunks=state.chunks)
+            return self.predict(stand_in, state.chunks, state.id)
+        except ValueError:
+            return None
+
+    def _dataset_profile(self, gid: str, members: dict) -> dict[str, Any]:
+        """A Dataset's profile: each variable's, and the chunks by dimension."""
+        variables, missing = {}, []
+        for name, pid in members.items():
+            try:
+                variables[name] = self.get_profile(pid)
+            except KeyError:
+                missing.append(name)  # dropped beyond max-profiles / max-memory
+        by_dim = {n: p["recommended_chunks_by_dim"] for n, p in variables.items()
+                  if p["recommended_chunks_by_dim"]}
+        order = ("failed", "running", "incomplete", "pending", "complete")
+        statuses = [p["status"] for p in variables.values()]
+        return _views.Profile({
+            "profile_id": gid,
+            "variables": variables,
+            "dropped_variables": missing,
+            "recommended_chunks": _xarray.merged_chunks(by_dim) if by_dim else None,
+            "status": next((s for s in order if s in statuses), "dropped"),
+        })
 
     def get_profiler(self, profile_id: str) -> ChunkProfiler:
         """The :class:`ChunkProfiler` of one profile (its sampled ``metrics`` and more)."""
@@ -1598,8 +1694,8 @@ class AdaptiveChunkingEngine:
                 "are data already in memory (da.from_array of a NumPy array, a persisted "
                 "array); profile an expression computed from it")
 
-    def _recommend(self, state, array=None, downstream=None, *, warn: bool = True
-                   ) -> Recommendation | None:
+    def _recommend(self, state, array=None, downstream=None, *, warn: bool = True,
+                   storage: tuple[int, ...] | None = None) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``state`` is one profile or a list of them (pilots of one workload at
@@ -1614,7 +1710,7 @@ class AdaptiveChunkingEngine:
             shape, dtype, chunks, storage = state.shape, state.dtype, state.chunks, state.storage
         else:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
-            storage = _graph.storage_chunks(array)
+            storage = storage or _graph.storage_chunks(array)
         profiler = self._pool(states)
         if downstream is None:
             downstream = self._hints(states, shape)
@@ -1908,15 +2004,68 @@ class AdaptiveChunkingEngine:
         >>> rec.chunk_bytes > 100 * 100 * 8, rec.fits_budget
         (True, True)
         >>> engine.close()
+
+        An xarray ``DataArray`` gets a recommendation that also gives its chunks by
+        dimension name (``rec.chunks_by_dim``); a ``Dataset`` gets a
+        ``DatasetRecommendation`` with one size per dimension for ``Dataset.chunk``
+        and each variable's own recommendation. Data opened from Zarr or netCDF
+        keeps chunks that are whole multiples of the store's chunks.
         """
+        if _xarray.is_xarray(array):
+            return self._recommend_xarray(array, profile_id, workload)
         return self._recommendation(array, profile_id, workload)
 
+    def _member_ids(self, profile_id, name):
+        """``profile_id`` with each Dataset id replaced by its variable ``name``'s id."""
+        if profile_id is None:
+            return None
+        ids = list(profile_id) if isinstance(profile_id, (list, tuple)) else [profile_id]
+        out = []
+        with self._lock:
+            for i in ids:
+                members = self._groups.get(i) if isinstance(i, str) else None
+                if members is None:
+                    out.append(i)
+                elif name in members:
+                    out.append(members[name])
+        if not out:
+            raise ValueError(
+                f"profile {profile_id!r} has no variable named {name!r}; pass the id of a "
+                "profile of that variable"
+            )
+        return out if isinstance(profile_id, (list, tuple)) else out[0]
+
+    def _recommend_xarray(self, obj, profile_id, workload=None, newest: bool = False,
+                          what: str = "recommend"):
+        """A Recommendation for a DataArray, a DatasetRecommendation for a Dataset."""
+        if _xarray.is_dataset(obj):
+            recs, unavailable = {}, {}
+            for name, var in _xarray.dask_variables(obj, what).items():
+                try:
+                    recs[name] = self._recommend_xarray(
+                        var, self._member_ids(profile_id, name), workload, newest, what)
+                except ValueError as e:
+                    unavailable[name] = str(e)
+            if not recs:
+                raise ValueError(
+                    "no variable of the Dataset has a recommendation: "
+                    + "; ".join(f"{n}: {why}" for n, why in unavailable.items())
+                )
+            by_dim = {n: r.chunks_by_dim for n, r in recs.items()}
+            return _xarray.DatasetRecommendation(_xarray.merged_chunks(by_dim), recs,
+                                                 unavailable)
+        data = _xarray.dask_data(obj, what)
+        rec = self._recommendation(data, self._member_ids(profile_id, obj.name), workload,
+                                   newest, what, storage=_xarray.storage_chunks(obj))
+        return replace(rec, dims=tuple(obj.dims))
+
     def _recommendation(self, array, profile_id, workload=None, newest: bool = False,
-                        what: str = "recommend") -> Recommendation:
+                        what: str = "recommend", storage=None) -> Recommendation:
         _config.validate()
         self._drain()
         states = self._source(array, profile_id, what, workload, newest)
-        rec = self._recommend(states, array, self._downstream_of(array, workload))
+        rec = self._recommend(states, array, self._downstream_of(array, workload),
+                              storage=storage)
         if rec is None:
             raise ValueError(
                 f"profile {[s.id for s in states]} cannot recommend chunks: "
@@ -1947,7 +2096,16 @@ class AdaptiveChunkingEngine:
         >>> small["predicted_tasks"] > large["predicted_tasks"]
         True
         >>> engine.close()
+
+        For an xarray ``DataArray``, ``chunks`` may be keyed by dimension name.
         """
+        if _xarray.is_xarray(array):
+            if _xarray.is_dataset(array):
+                raise TypeError("predict takes one array; pass one variable of the Dataset, "
+                                "e.g. ds['name']")
+            chunks = _xarray.axis_chunks(tuple(array.dims), chunks)
+            profile_id = self._member_ids(profile_id, array.name)
+            array = _xarray.dask_data(array, "predict")
         _config.validate()
         self._drain()
         states = self._source(array, profile_id, "predict", workload)
@@ -2011,12 +2169,20 @@ class AdaptiveChunkingEngine:
         ``auto-rechunk`` is on and none profiled it, those the history recommends
         from the newest stored workload of its number of dimensions and dtype
         (logged at INFO). The values are unchanged; only the chunking differs.
+
+        An xarray ``DataArray`` or ``Dataset`` comes back as the same type, rechunked
+        with its ``.chunk`` method (a Dataset's variables held in memory stay in
+        memory); ``recommendation`` may then also be chunks by dimension name or a
+        ``DatasetRecommendation``.
         """
         from dask.array.core import Array
 
+        if _xarray.is_xarray(array):
+            return self._apply_xarray(array, recommendation)
         if not isinstance(array, Array):
             raise TypeError(
-                f"apply_recommendation expects a dask.array.Array, got {type(array).__name__}"
+                f"apply_recommendation expects a dask.array.Array (or an xarray object "
+                f"backed by Dask), got {type(array).__name__}"
             )
         chunks = recommendation
         ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
@@ -2031,6 +2197,40 @@ class AdaptiveChunkingEngine:
         if normalized == array.chunks:
             return array
         return array.rechunk(normalized)
+
+    def _apply_xarray(self, obj, recommendation):
+        what = "apply_recommendation"
+        chunks = recommendation
+        ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
+        if chunks is None or (ids and all(
+                isinstance(i, str) and (i in self._profiles or i in self._groups) for i in ids)):
+            chunks = self._recommend_xarray(obj, chunks, newest=chunks is None and _flag(
+                "auto-rechunk"), what=what)
+        if isinstance(chunks, _xarray.DatasetRecommendation):
+            chunks = chunks.chunks
+        elif isinstance(chunks, Recommendation):
+            chunks = chunks.chunks_by_dim or chunks.chunks
+        if _xarray.is_dataset(obj):
+            if not isinstance(chunks, Mapping):
+                raise TypeError(
+                    f"{what} for a Dataset takes chunks by dimension name (a dict such as "
+                    f"{dict(obj.sizes)}), a DatasetRecommendation or a profile id; got "
+                    f"{chunks!r}"
+                )
+            unknown = [d for d in chunks if d not in obj.dims]
+            if unknown:
+                raise ValueError(f"chunks names dimensions {unknown} that the Dataset does "
+                                 f"not have; its dimensions are {tuple(obj.dims)}")
+            # Variables held in memory stay there: only the Dask-backed ones are recut
+            names = list(_xarray.dask_variables(obj, what))
+            chunked = obj[names].chunk({d: n for d, n in chunks.items()})
+            return obj.assign({name: chunked[name] for name in names})
+        data = _xarray.dask_data(obj, what)
+        dims = tuple(obj.dims)
+        normalized = _normalized(data, _xarray.axis_chunks(dims, chunks))
+        if normalized == data.chunks:
+            return obj
+        return obj.chunk(dict(zip(dims, normalized)))
 
     def apply_scheduler_config(self, recommendation, client=None) -> dict[str, Any]:
         """Set a recommendation's scheduler settings on a running distributed scheduler.
@@ -2103,14 +2303,18 @@ class AdaptiveChunkingEngine:
         return {SATURATION_KEY: "inf" if math.isinf(old) else old}
 
     def get_telemetry(self) -> dict[str, Any]:
-        """Engine state: tracked arrays, memory pressure and aggregate statistics."""
+        """Engine state: tracked arrays, memory pressure and aggregate statistics.
+
+        A dict that shows itself as a short summary in a terminal and as a table in a
+        notebook.
+        """
         _config.validate()
         self._drain()
         with self._lock:
             statuses = {pid: s.status for pid, s in self._profiles.items()}
             recent = list(self._recent)
         pressure = MemoryPressure.snapshot()
-        return {
+        return _views.Telemetry({
             "enabled": self.enabled,
             "profile_chunks": self.profile_chunks,
             "tracked_arrays": len(statuses),
@@ -2123,7 +2327,7 @@ class AdaptiveChunkingEngine:
             "profiler_stats": self.profiler.get_stats(),
             "recent_computes": recent[-10:],
             "workers": self._worker_pressure(),
-        }
+        })
 
     @staticmethod
     def _worker_pressure() -> dict[str, dict[str, float]]:

@@ -12,6 +12,8 @@ import pprint
 import sys
 import time
 
+from dask.array._adaptive_chunking import views as _views
+
 __all__ = ["main", "run_demo"]
 
 
@@ -69,9 +71,9 @@ def run_demo(
     settings = {} if scheduler is None else {"scheduler": scheduler}
     with dask.config.set(settings), _progress(progress):
         before_s, profile = _measure(y.compute, engine, x)
-    print("\nProfile:", file=out)
-    pprint.pprint({k: v for k, v in profile.items() if k != "current_chunks"},
-                  stream=out, sort_dicts=False, width=100)
+    print(f"\n{_views.profile_text(profile)}", file=out)
+    print("Per-chunk statistics:", file=out)
+    pprint.pprint(profile["profiler_stats"], stream=out, sort_dicts=False, width=100)
     rec = profile["recommended_chunks"]
     if rec is None:
         print("\nNo recommendation could be made.", file=out)

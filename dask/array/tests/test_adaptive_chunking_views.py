@@ -73,3 +73,56 @@ def test_text_in_the_page_is_escaped():
     page = recommendation_html(rec)
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "over the budget" in page
+
+
+def _parsed(page):
+    parsed = _Checked()
+    parsed.feed(page)
+    parsed.close()
+    assert not parsed.stack  # every tag closed
+    return parsed, " ".join(parsed.text)
+
+
+def test_a_profile_sets_measured_against_predicted(engine):
+    x = da.random.random((2000, 2000), chunks=100)
+    pid = engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    profile = engine.get_profile(pid)
+    now = profile["current_prediction"]
+    assert now["chunks"] == (100, 100) and now["predicted_tasks"] > 0
+    assert now["predicted_peak_memory_mb"] > 0 and now["predicted_time_s"] > 0
+
+    parsed, text = _parsed(profile._repr_html_())
+    for label in ("Current chunks", "Recommended chunks", "Decided by", "Why",
+                  "measured (last compute)", "predicted now", "predicted recommended",
+                  "Peak memory", "Memory budget", "now", "recommended"):
+        assert label in text, label
+    assert parsed.tags.count("svg") == 2
+    assert profile["recommendation"]["binding_constraint"] in text
+
+    text = repr(profile)  # one key per line, the long chunk tuples cut short
+    assert text.startswith("{\n  'profile_id': ") and text.endswith("\n}")
+    assert "'current_chunks': ((100, 100, 100, ..., 100), (100, 100, 100, ..., 100))," in text
+    assert len(text.splitlines()) < 100 and dict(profile) == profile
+    assert "recommended_chunks" in str(profile)  # print() shows the dict, as the spec's
+
+
+def test_a_profile_with_no_compute_says_why(engine):
+    x = da.ones((100, 100), chunks=10)
+    profile = engine.get_profile(engine.profile_array(x))
+    _, text = _parsed(profile._repr_html_())
+    assert "no compute of this array has been profiled yet" in text
+    assert profile["current_prediction"] is None
+
+
+def test_telemetry_in_a_notebook_and_a_terminal(engine):
+    x = da.ones((100, 100), chunks=10)
+    pid = engine.profile_array(x)
+    x.sum().compute()
+    telemetry = engine.get_telemetry()
+    _, text = _parsed(telemetry._repr_html_())
+    for label in ("Computes profiled", "Memory used", "Memory budget", "Tasks measured", pid,
+                  "complete"):
+        assert label in text, label
+    assert repr(telemetry).startswith("{\n  'enabled': ")
+    assert telemetry["tracked_arrays"] == 1  # still a dict
