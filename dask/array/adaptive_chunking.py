@@ -59,6 +59,7 @@ from dask.array._adaptive_chunking.instrument import (
     host_memory,
     process_rss,
 )
+from dask.array._adaptive_chunking.progress import ProfileProgressBar
 
 __all__ = [
     "ChunkMemoryMetric",
@@ -72,6 +73,7 @@ __all__ = [
     "disable_adaptive_chunking",
     "reset_adaptive_engine",
     "memory_limit",
+    "ProfileProgressBar",
 ]
 
 logger = logging.getLogger(__name__)

@@ -83,7 +83,7 @@ def demo(size: int, chunk: int, scheduler: str) -> None:
         raise click.ClickException(f"cannot connect to the scheduler at {scheduler}: {e}") \
             from None
     with client:
-        run_demo(size, chunk, None, progress=True)
+        run_demo(size, chunk, None, progress=True, client=client)
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -223,21 +223,20 @@ def history_clear(yes: bool) -> None:
 @adaptive_chunking.command()
 @_fail_cleanly
 def config() -> None:
-    """The effective settings, and where each comes from."""
+    """The effective settings, and where each comes from: the default, an environment
+    variable, a YAML file of Dask's config paths, or code."""
     import dask
     import dask.array.adaptive_chunking  # noqa: F401  (registers the defaults)
     from dask.array._adaptive_chunking import config as _config
 
-    defaults = _config.defaults()
-    environment = {k[len("DASK_ARRAY__ADAPTIVE_CHUNKING__"):].lower().replace("_", "-")
-                   for k in os.environ if k.startswith("DASK_ARRAY__ADAPTIVE_CHUNKING__")}
+    defaults, given = _config.defaults(), _config.sources()
     current = dask.config.get(PREFIX)
     for key in _config.RULES:
         value = current.get(key, current.get(key.replace("-", "_")))
-        if key in environment:
-            source = "environment"
+        if key in given:
+            source = given[key]
         elif value != defaults.get(key):
-            source = "config file or code"
+            source = "code (dask.config.set)"
         else:
             source = "default"
         click.echo(f"{key:24} {value!r:28} {source}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,42 @@ def register_defaults() -> None:
     values = defaults()
     KEYS = frozenset(values)
     dask.config.update_defaults({"array": {"adaptive-chunking": values}})
+
+
+def _canonical(key: Any) -> str:
+    return str(key).replace("_", "-").lower()
+
+
+def _section(data: Any) -> list[str]:
+    """The keys of ``array.adaptive-chunking`` in a nested config dict (``_`` read as ``-``)."""
+    node = data
+    for part in PREFIX.split("."):
+        if not isinstance(node, dict):
+            return []
+        node = next((v for k, v in node.items() if _canonical(k) == part), None)
+    return [_canonical(k) for k in node] if isinstance(node, dict) else []
+
+
+def sources() -> dict[str, str]:
+    """Where each setting was given outside code, by key: the environment variable,
+    or else the last YAML file of Dask's config paths that sets it (as Dask reads
+    them: environment over files, later files over earlier). Keys given nowhere
+    are absent.
+
+    >>> sources().get("no-such-key") is None
+    True
+    """
+    import dask.config
+
+    out: dict[str, str] = {}
+    for path, data in dask.config.collect_yaml(dask.config.paths, return_paths=True):
+        for key in _section(data):
+            out[key] = f"file {path}"
+    prefix = "DASK_" + PREFIX.upper().replace(".", "__").replace("-", "_") + "__"
+    for name in sorted(os.environ):
+        if name.startswith(prefix):
+            out[_canonical(name[len(prefix):])] = f"environment {name}"
+    return out
 
 
 def check_keys() -> None:

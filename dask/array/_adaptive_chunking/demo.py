@@ -29,13 +29,25 @@ def _measure(fn, engine, array) -> tuple[float, dict]:
         engine.remove_profile(pid)
 
 
-def _progress(show: bool):
-    """Dask's progress bar for local computes (a cluster's is its dashboard)."""
+def _progress(show: bool, client=None):
+    """A progress bar with memory for local computes (a cluster's comes with the
+    compute, :func:`progress.compute_on_cluster`)."""
     import contextlib
 
-    from dask.diagnostics import ProgressBar
+    from dask.array._adaptive_chunking.progress import ProfileProgressBar
 
-    return ProgressBar(out=sys.stderr) if show else contextlib.nullcontext()
+    if not show or client is not None:
+        return contextlib.nullcontext()
+    return ProfileProgressBar(out=sys.stderr)
+
+
+def _computer(collection, client, show: bool):
+    """What computes ``collection``: its own compute(), or the cluster's with progress."""
+    if client is None:
+        return collection.compute
+    from dask.array._adaptive_chunking.progress import compute_on_cluster
+
+    return lambda: compute_on_cluster(collection, client, show)
 
 
 def run_demo(
@@ -44,11 +56,13 @@ def run_demo(
     scheduler: str | None = "threads",
     out=None,
     progress: bool = False,
+    client=None,
 ) -> dict:
     """Profile ``(x + x.T).mean(axis=0)`` on a ``size``-square array in ``chunk`` chunks.
 
     ``scheduler`` None uses Dask's default (a distributed client, if one is the
-    default); ``progress`` shows a progress bar while computing. Returns a
+    default); ``client``, a ``distributed.Client``, computes on its cluster;
+    ``progress`` shows a progress bar while computing (stderr). Returns a
     dictionary with the before/after wall times (seconds), peak memory (MiB) and
     the chunks used; also prints a report to ``out`` (stdout by default).
     """
@@ -63,14 +77,15 @@ def run_demo(
         x = da.random.random((size, size), chunks=chunks)
         return x, (x + x.T).mean(axis=0)
 
+    where = scheduler or ("default" if client is None else client.scheduler.address)
     print(f"Workload: (x + x.T).mean(axis=0), x = random {size}x{size} float64 "
-          f"({size * size * 8 / 2**20:.0f} MiB), scheduler={scheduler or 'default'!r}",
+          f"({size * size * 8 / 2**20:.0f} MiB), scheduler={where!r}",
           file=out)
     x, y = workload((chunk, chunk))
     print(f"Before: chunks ({chunk}, {chunk}), {x.npartitions} chunks", file=out)
     settings = {} if scheduler is None else {"scheduler": scheduler}
-    with dask.config.set(settings), _progress(progress):
-        before_s, profile = _measure(y.compute, engine, x)
+    with dask.config.set(settings), _progress(progress, client):
+        before_s, profile = _measure(_computer(y, client, progress), engine, x)
     print(f"\n{_views.profile_text(profile)}", file=out)
     print("Per-chunk statistics:", file=out)
     pprint.pprint(profile["profiler_stats"], stream=out, sort_dicts=False, width=100)
@@ -87,8 +102,8 @@ def run_demo(
     # Build the workload again with the recommended chunks, as a user would for data
     # created or read in chunks (engine.apply_recommendation rechunks an existing array).
     x2, y2 = workload(rec)
-    with dask.config.set(settings), _progress(progress):
-        after_s, after = _measure(y2.compute, engine, x2)
+    with dask.config.set(settings), _progress(progress, client):
+        after_s, after = _measure(_computer(y2, client, progress), engine, x2)
     before_peak = profile["last_compute"]["peak_memory_mb"]
     after_peak = after["last_compute"]["peak_memory_mb"]
     print("\nMeasured effect of applying it:", file=out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -114,8 +115,8 @@ def test_config_says_where_each_setting_comes_from(engine, monkeypatch):
                           "array.adaptive-chunking.safety-factor": 0.5}):
         out = run("config").output.splitlines()
     line = {row.split()[0]: row for row in out}
-    assert line["max-records"].endswith("environment")
-    assert line["safety-factor"].endswith("config file or code")
+    assert line["max-records"].endswith("environment DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS")
+    assert line["safety-factor"].endswith("code (dask.config.set)")
     assert line["overhead-target"].endswith("default")
 
 
@@ -125,6 +126,23 @@ def test_config_in_a_fresh_process():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "max-records" in out.stdout and "default" in out.stdout
+
+
+def test_config_names_the_yaml_file_that_sets_a_key(tmp_path):
+    (tmp_path / "ours.yaml").write_text(
+        "array:\n  adaptive_chunking:\n    safety-factor: 0.5\n    max-records: 900\n")
+    env = dict(os.environ, DASK_CONFIG=str(tmp_path),
+               DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS="700")
+    out = subprocess.run([sys.executable, "-c", "import sys; from dask.array._adaptive_chunking"
+                          ".cli import main; sys.exit(main(['config']))"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    line = {row.split()[0]: row for row in out.stdout.splitlines()}
+    assert "0.5" in line["safety-factor"]
+    assert line["safety-factor"].endswith(f"file {tmp_path / 'ours.yaml'}")
+    assert "700" in line["max-records"]  # the environment wins over the file, as in Dask
+    assert line["max-records"].endswith("environment DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS")
+    assert line["overhead-target"].endswith("default")
 
 
 def test_python_m_is_an_alias_and_runs_the_demo():

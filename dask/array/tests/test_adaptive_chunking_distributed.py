@@ -476,3 +476,18 @@ def test_cluster_computes_are_stored_with_their_workload_and_cluster(engine, cli
         assert engine.load_history(row["signature"], comparable=True) == [row]
         rec = engine.recommend(y, workload=expr)  # no pilot: the cluster's history
         assert rec.fits_budget
+
+
+def test_the_cli_demo_runs_on_a_scheduler_address_with_a_progress_bar(client):
+    from click.testing import CliRunner
+
+    from dask.array._adaptive_chunking.cli import adaptive_chunking
+
+    address = client.scheduler.address
+    result = CliRunner().invoke(adaptive_chunking, ["demo", "--size", "1500", "--chunk", "100",
+                                                    "--scheduler", address])
+    assert result.exit_code == 0, result.output
+    assert f"scheduler='{address}'" in result.stdout
+    assert "Recommended chunks: (" in result.stdout and "Measured effect" in result.stdout
+    assert "measured     " in result.stdout  # the profile measured the cluster's tasks
+    assert "100% Completed" in result.stderr  # distributed's own progress bar

@@ -126,3 +126,18 @@ def test_telemetry_in_a_notebook_and_a_terminal(engine):
         assert label in text, label
     assert repr(telemetry).startswith("{\n  'enabled': ")
     assert telemetry["tracked_arrays"] == 1  # still a dict
+
+
+def test_a_progress_bar_with_memory_during_a_profiled_compute(engine):
+    import io
+
+    from dask.array.adaptive_chunking import ProfileProgressBar
+
+    out = io.StringIO()
+    x = da.random.random((1000, 1000), chunks=100)
+    pid = engine.profile_array(x)
+    with ProfileProgressBar(out=out, dt=0.01):
+        (x + x.T).sum().compute()
+    text = out.getvalue()
+    assert "100% Completed" in text and "| memory " in text and ", peak " in text
+    assert engine.get_profile(pid)["profiler_stats"]["total_chunks"] > 100  # still profiled
