@@ -55,6 +55,10 @@ class ProfileProgressBar(ProgressBar):
             f"{format_time(elapsed)} | memory {format_bytes(now)}, peak "
             f"{format_bytes(self._peak)}"
         )
+        # pad over the rest of a longer line drawn before ("876.75 us" -> "1.2 s")
+        width = max(len(msg), getattr(self, "_drawn", 0))
+        self._drawn = width
+        msg = msg.ljust(width)
         if self._file is not None:
             try:
                 self._file.write(msg)
