@@ -222,7 +222,7 @@ def test_measured_peak_within_predicted(engine):
     assert math.isfinite(rec.predicted_seconds)
 
 
-DOCS = ["README.md", "docs/index.md"]
+DOCS = ["README.md", "docs/user-guide.md"]
 
 
 @pytest.mark.parametrize("doc", DOCS)
