@@ -222,7 +222,8 @@ def test_measured_peak_within_predicted(engine):
     assert math.isfinite(rec.predicted_seconds)
 
 
-DOCS = ["README.md", "docs/user-guide.md", "docs/troubleshooting.md"]
+DOCS = ["README.md", "docs/user-guide.md", "docs/troubleshooting.md", "docs/xarray.md",
+        "docs/notebook.md"]
 
 
 @pytest.mark.parametrize("doc", DOCS)
