@@ -92,9 +92,9 @@ def xarray_costs(variables: int, repeats: int) -> dict:
 
 
 def progress_costs(repeats: int) -> dict:
-    import dask.array as da
     from dask.diagnostics import ProgressBar
 
+    import dask.array as da
     from dask.array.adaptive_chunking import ProfileProgressBar, get_adaptive_engine
 
     engine = get_adaptive_engine()

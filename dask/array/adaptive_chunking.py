@@ -693,7 +693,8 @@ class Recommendation:
         """Plain-value summary (sizes in MiB) for profiles and telemetry."""
         return {
             "chunks": self.chunks,
-            "chunks_by_dim": self.chunks_by_dim,
+            "chunks_by_dim": None if self.dims is None else {  # JSON keys are text
+                d if isinstance(d, str) else str(d): n for d, n in zip(self.dims, self.chunks)},
             "chunk_size_mb": self.chunk_bytes / MiB,
             "binding_constraint": self.binding,
             "reason": self.reason,
@@ -835,9 +836,23 @@ def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
 
 
 def _normalized(array, chunks) -> tuple[tuple[int, ...], ...]:
-    """``chunks`` for ``array`` in Dask's normal form, or a ValueError saying why not."""
+    """``chunks`` for ``array`` in Dask's normal form, or a ValueError saying why not.
+
+    A dict by axis changes only the axes it names, as ``array.rechunk`` does.
+    """
     from dask.array.core import normalize_chunks
 
+    if isinstance(chunks, Mapping):
+        given = {}
+        for axis, size in chunks.items():
+            if (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))
+                    or not -array.ndim <= axis < array.ndim):
+                raise ValueError(
+                    f"chunks {chunks!r} names axis {axis!r}, which an array of {array.ndim} "
+                    f"dimensions does not have; use axes 0 to {array.ndim - 1}"
+                )
+            given[int(axis) % array.ndim] = size
+        chunks = tuple(given.get(i, c) for i, c in enumerate(array.chunks))
     try:
         return normalize_chunks(chunks, array.shape, dtype=array.dtype)
     except Exception as e:
@@ -1466,13 +1481,16 @@ class AdaptiveChunkingEngine:
                        for name, var in _xarray.dask_variables(obj, "profile_array").items()}
             gid = f"dataset-{uuid.uuid4().hex[:8]}"
             with self._lock:
+                for old in [g for g, m in self._groups.items()
+                            if not any(pid in self._profiles for pid in m.values())]:
+                    del self._groups[old]  # every variable's profile was dropped
                 self._groups[gid] = members
                 while len(self._groups) > _read("max-profiles"):
                     self._groups.popitem(last=False)
             return gid
         state = self._start_profile(_xarray.dask_data(obj, "profile_array"))
         state.dims = tuple(obj.dims)
-        state.storage = state.storage or _xarray.storage_chunks(obj)
+        state.storage = state.storage or _xarray.storage_chunks(obj, state.chunks)
         return state.id
 
     def _start_profile(self, array) -> _Profile:
@@ -1568,7 +1586,8 @@ class AdaptiveChunkingEngine:
     def remove_profile(self, profile_id: str) -> None:
         """Stop profiling and forget ``profile_id`` (a Dataset's: all its variables')."""
         with self._lock:
-            members = self._groups.pop(profile_id, None)
+            members = self._groups.pop(profile_id, None) if isinstance(profile_id, str) \
+                else None
             if members is not None:
                 for pid in members.values():
                     if pid in self._profiles:
@@ -1623,6 +1642,8 @@ class AdaptiveChunkingEngine:
         if members is not None:
             return self._dataset_profile(profile_id, members)
         rec = self._recommend(state)
+        if rec is not None and state.dims is not None:
+            rec = replace(rec, dims=state.dims)
         return _views.Profile({
             "profile_id": state.id,
             "array_name": state.name,
@@ -1640,8 +1661,7 @@ class AdaptiveChunkingEngine:
             "last_compute": dict(state.last),
             "workers": {w: dict(v) for w, v in state.workers.items()},
             "dims": state.dims,
-            "recommended_chunks_by_dim": None if rec is None or state.dims is None
-            else dict(zip(state.dims, rec.chunks)),
+            "recommended_chunks_by_dim": None if rec is None else rec.chunks_by_dim,
             "current_prediction": None if rec is None else self._at_current(state),
         })
 
@@ -1666,8 +1686,8 @@ class AdaptiveChunkingEngine:
                 missing.append(name)  # dropped beyond max-profiles / max-memory
         by_dim = {n: p["recommended_chunks_by_dim"] for n, p in variables.items()
                   if p["recommended_chunks_by_dim"]}
-        order = ("failed", "running", "incomplete", "pending", "complete")
-        statuses = [p["status"] for p in variables.values()]
+        order = ("failed", "running", "incomplete", "pending", "dropped", "complete")
+        statuses = [p["status"] for p in variables.values()] + ["dropped"] * bool(missing)
         return _views.Profile({
             "profile_id": gid,
             "variables": variables,
@@ -2030,11 +2050,11 @@ class AdaptiveChunkingEngine:
                     out.append(i)
                 elif name in members:
                     out.append(members[name])
-        if not out:
-            raise ValueError(
-                f"profile {profile_id!r} has no variable named {name!r}; pass the id of a "
-                "profile of that variable"
-            )
+                else:
+                    raise ValueError(
+                        f"profile {i!r} (a Dataset's) has no variable named {name!r}, only "
+                        f"{list(members)}; pass the id of a profile of that variable"
+                    )
         return out if isinstance(profile_id, (list, tuple)) else out[0]
 
     def _recommend_xarray(self, obj, profile_id, workload=None, newest: bool = False,
@@ -2046,19 +2066,22 @@ class AdaptiveChunkingEngine:
                 try:
                     recs[name] = self._recommend_xarray(
                         var, self._member_ids(profile_id, name), workload, newest, what)
-                except ValueError as e:
-                    unavailable[name] = str(e)
+                except (ValueError, KeyError) as e:  # never computed, or dropped since
+                    unavailable[name] = str(e).strip('"')
             if not recs:
                 raise ValueError(
                     "no variable of the Dataset has a recommendation: "
                     + "; ".join(f"{n}: {why}" for n, why in unavailable.items())
                 )
-            by_dim = {n: r.chunks_by_dim for n, r in recs.items()}
-            return _xarray.DatasetRecommendation(_xarray.merged_chunks(by_dim), recs,
-                                                 unavailable)
+            merged = _xarray.merged_chunks(
+                {n: r.chunks_by_dim for n, r in recs.items()}, dict(obj.sizes),
+                {n: dict(zip(r.dims, r.storage_chunks)) for n, r in recs.items()
+                 if r.storage_chunks})
+            return _xarray.DatasetRecommendation(merged, recs, unavailable)
         data = _xarray.dask_data(obj, what)
+        storage = _graph.storage_chunks(data) or _xarray.storage_chunks(obj, data.chunks)
         rec = self._recommendation(data, self._member_ids(profile_id, obj.name), workload,
-                                   newest, what, storage=_xarray.storage_chunks(obj))
+                                   newest, what, storage=storage)
         return replace(rec, dims=tuple(obj.dims))
 
     def _recommendation(self, array, profile_id, workload=None, newest: bool = False,
@@ -2187,11 +2210,10 @@ class AdaptiveChunkingEngine:
                 f"backed by Dask), got {type(array).__name__}"
             )
         chunks = recommendation
-        ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
         if chunks is None:
             chunks = self._recommendation(array, None, newest=_flag("auto-rechunk"),
                                           what="apply_recommendation").chunks
-        elif ids and all(isinstance(i, str) and i in self._profiles for i in ids):
+        elif self._are_ids(chunks, array):
             chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
@@ -2200,12 +2222,37 @@ class AdaptiveChunkingEngine:
             return array
         return array.rechunk(normalized)
 
+    def _are_ids(self, value, array) -> bool:
+        """Whether ``value`` (an argument that may be chunks) is profile ids: known
+        ones, or a string that is no chunk size, which :meth:`_state` then names as
+        an unknown id."""
+        ids = value if isinstance(value, list) or (
+            isinstance(value, tuple) and value and all(isinstance(i, str) for i in value)
+        ) else [value]
+        if not ids or not all(isinstance(i, str) for i in ids):
+            return False
+        with self._lock:
+            if all(i in self._profiles or i in self._groups for i in ids):
+                return True
+        if not isinstance(value, str):
+            return False
+        try:  # "auto" and "128 MiB" are chunks
+            _normalized(array, value)
+            return False
+        except ValueError as e:
+            try:
+                self._state(value)
+            except KeyError as unknown:
+                raise ValueError(f"{e}; nor is it a profile id: {unknown.args[0]}") from None
+            raise
+
     def _apply_xarray(self, obj, recommendation):
         what = "apply_recommendation"
         chunks = recommendation
-        ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
-        if chunks is None or (ids and all(
-                isinstance(i, str) and (i in self._profiles or i in self._groups) for i in ids)):
+        data = None if _xarray.is_dataset(obj) else _xarray.dask_data(obj, what)
+        probe = data if data is not None else next(
+            iter(_xarray.dask_variables(obj, what).values())).data
+        if chunks is None or self._are_ids(chunks, probe):
             chunks = self._recommend_xarray(obj, chunks, newest=chunks is None and _flag(
                 "auto-rechunk"), what=what)
         if isinstance(chunks, _xarray.DatasetRecommendation):
@@ -2223,11 +2270,11 @@ class AdaptiveChunkingEngine:
             if unknown:
                 raise ValueError(f"chunks names dimensions {unknown} that the Dataset does "
                                  f"not have; its dimensions are {tuple(obj.dims)}")
-            # Variables held in memory stay there: only the Dask-backed ones are recut
-            names = list(_xarray.dask_variables(obj, what))
-            chunked = obj[names].chunk({d: n for d, n in chunks.items()})
-            return obj.assign({name: chunked[name] for name in names})
-        data = _xarray.dask_data(obj, what)
+            # Data variables held in memory stay there; everything else is recut as
+            # Dataset.chunk does (Dask-backed coordinates included)
+            lazy = _xarray.dask_variables(obj, what)
+            in_memory = [n for n in obj.data_vars if n not in lazy]
+            return obj.chunk(dict(chunks)).assign({n: obj[n] for n in in_memory})
         dims = tuple(obj.dims)
         normalized = _normalized(data, _xarray.axis_chunks(dims, chunks))
         if normalized == data.chunks:
@@ -2347,6 +2394,7 @@ class AdaptiveChunkingEngine:
         with self._lock:
             self._profiles.clear()
             self._by_name.clear()
+            self._groups.clear()
             stores, self._stores = list(self._stores.values()), {}
         for store in stores:
             store.close()

@@ -239,7 +239,12 @@ def config() -> None:
             source = "code (dask.config.set)"
         else:
             source = "default"
+        try:
+            _config.RULES[key](key, value)
+        except (TypeError, ValueError) as e:
+            source += f"  INVALID: {e}"
         click.echo(f"{key:24} {value!r:28} {source}")
+    _config.check_keys()  # a misspelled key: one line naming it, and exit 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,10 +72,12 @@ def sources() -> dict[str, str]:
     for path, data in dask.config.collect_yaml(dask.config.paths, return_paths=True):
         for key in _section(data):
             out[key] = f"file {path}"
+    # As Dask reads the environment: DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS, or
+    # a variable holding a whole section (DASK_ARRAY__ADAPTIVE_CHUNKING='{...}')
     prefix = "DASK_" + PREFIX.upper().replace(".", "__").replace("-", "_") + "__"
-    for name in sorted(os.environ):
-        if name.startswith(prefix):
-            out[_canonical(name[len(prefix):])] = f"environment {name}"
+    for key in _section(dask.config.collect_env()):
+        name = prefix + key.upper().replace("-", "_")
+        out[key] = f"environment {name}" if name in os.environ else "environment"
     return out
 
 

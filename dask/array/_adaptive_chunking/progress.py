@@ -44,6 +44,20 @@ class ProfileProgressBar(ProgressBar):
         self._peak = process_rss()
         super()._start(dsk)
 
+    # A stream closed under the bar (a notebook's, a pipe's) ends the drawing, never
+    # the compute: Dask's own bar would raise from these two.
+    def _pretask(self, key, dsk, state):
+        try:
+            super()._pretask(key, dsk, state)
+        except ValueError:
+            self._state = state
+
+    def _finish(self, dsk, state, errored):
+        try:
+            super()._finish(dsk, state, errored)
+        except ValueError:
+            pass
+
     def _draw_bar(self, frac: float, elapsed: float) -> None:
         from dask.utils import format_bytes, format_time
 

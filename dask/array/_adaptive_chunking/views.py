@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "Profile",
     "Telemetry",
@@ -49,12 +51,17 @@ def _svg(shape: tuple[int, ...], chunk: tuple[int, ...] | None) -> str:
     """A picture of ``shape`` in ``chunk`` blocks, or '' where Dask draws none."""
     from dask.array.svg import svg
 
-    if not shape or chunk is None or 0 in shape:
+    if not shape or chunk is None or 0 in shape or not _known(shape + tuple(chunk)):
         return ""
     try:
         return svg(_blocks(shape, chunk), size=120)
-    except (NotImplementedError, ValueError, ZeroDivisionError):
+    except (NotImplementedError, ValueError, TypeError, ZeroDivisionError):
         return ""
+
+
+def _known(sizes: tuple) -> bool:
+    """Whether every size is a number (Dask writes an unknown one as NaN)."""
+    return not any(isinstance(n, float) and math.isnan(n) for n in sizes)
 
 
 def recommendation_text(rec: Any) -> str:
@@ -101,10 +108,7 @@ def recommendation_html(rec: Any) -> str:
 
 def _chunks_text(rec: Any) -> str:
     """The chunks, by dimension name when the recommendation is for xarray data."""
-    by_dim = getattr(rec, "chunks_by_dim", None)
-    if by_dim:
-        return "{" + ", ".join(f"{d}: {n}" for d, n in by_dim.items()) + "}"
-    return str(tuple(rec.chunks))
+    return _by_dim(getattr(rec, "dims", None), tuple(rec.chunks))
 
 
 def _table(rows: list[tuple[str, Any]], header: tuple[str, ...] = ()) -> str:
@@ -122,7 +126,7 @@ def _table(rows: list[tuple[str, Any]], header: tuple[str, ...] = ()) -> str:
 def _pictures(shape: tuple[int, ...], current: tuple[int, ...] | None,
               recommended: tuple[int, ...] | None) -> str:
     """The current and recommended chunks drawn side by side ('' when none can be)."""
-    if not shape or not math.prod(shape):
+    if not shape or not _known(tuple(shape)) or not math.prod(shape):
         return ""
     now = _svg(shape, current)
     then = _svg(shape, recommended) if recommended is not None else ""
@@ -136,11 +140,18 @@ def _beside(table: str, pictures: str) -> str:
     return f"<table><tr><td style='vertical-align: top'>{table}</td>{pictures}</tr></table>"
 
 
-def _largest(chunks: Any) -> tuple[int, ...] | None:
-    """The chunk shape (largest block per dimension) of Dask's normal-form chunks."""
+def _largest(chunks: Any) -> tuple | None:
+    """The chunk shape (largest block per dimension) of Dask's normal-form chunks;
+    NaN where the sizes are unknown."""
     if not chunks:
         return None
-    return tuple(int(max(c, default=0)) for c in chunks)
+    out = []
+    for blocks in chunks:
+        if not _known(tuple(blocks)):
+            out.append(math.nan)
+        else:
+            out.append(int(max(blocks, default=0)))
+    return tuple(out)
 
 
 def _count(n: int, noun: str) -> str:
@@ -155,9 +166,10 @@ def _mib(value: float | None) -> str:
 
 
 def _by_dim(dims: Any, chunks: Any) -> str:
+    """Chunks as ``{time: 10, x: 50}`` for named dimensions, else as a tuple."""
     if chunks is None:
         return ""
-    if dims:
+    if dims is not None:
         return "{" + ", ".join(f"{d}: {n}" for d, n in zip(dims, chunks)) + "}"
     return str(tuple(chunks))
 
@@ -181,12 +193,12 @@ def profile_text(p: Mapping[str, Any]) -> str:
     lines = [
         f"<Profile {p['profile_id']}: {p['status']}, {_count(n, 'compute')}>",
         f"  array        {tuple(p['array_shape'])} {p['array_dtype']} in "
-        f"{_by_dim(dims, _largest(chunks))} chunks ({count:,} chunks)",
+        f"{_by_dim(dims, _largest(chunks))} chunks ({_count(count, 'chunk')})",
     ]
     stats, last = p.get("profiler_stats") or {}, p.get("last_compute") or {}
     if stats.get("total_chunks"):
         lines.append(
-            f"  measured     {stats['total_chunks']:,} tasks, "
+            f"  measured     {_count(stats['total_chunks'], 'task')}, "
             f"{stats['avg_compute_time_ms']:.2f} ms each on average; last compute "
             f"{last.get('wall_time_s', 0.0):.2f} s, peak {_mib(last.get('peak_memory_mb'))}"
         )
@@ -214,7 +226,8 @@ def _dataset_profile_text(p: Mapping[str, Any]) -> str:
     variables = p["variables"]
     lines = [f"<Profile {p['profile_id']}: {p['status']}, {len(variables)} variables>"]
     for name, v in variables.items():
-        rec = v.get("recommended_chunks_by_dim") or v.get("recommendation_unavailable")
+        rec = (_by_dim(v.get("dims"), (v.get("recommendation") or {}).get("chunks"))
+               or v.get("recommendation_unavailable"))
         lines.append(f"  {name}: {v['status']}, {_count(v['computes'], 'compute')}; "
                      f"recommended {rec}")
     if p.get("dropped_variables"):
@@ -241,6 +254,7 @@ def profile_html(p: Mapping[str, Any]) -> str:
             f" ({_mib(rec['chunk_size_mb'])} each)" if rec else "")),
         ("Decided by", rec.get("binding_constraint", "")),
         ("Why", rec.get("reason") or p.get("recommendation_unavailable") or ""),
+        ("Error", p.get("error") or ""),
     ]
     table = _table(rows)
     if stats.get("total_chunks"):
@@ -265,7 +279,8 @@ def _dataset_profile_html(p: Mapping[str, Any]) -> str:
     rows = [
         (name, v["status"], v["computes"],
          _by_dim(v.get("dims"), _largest(v.get("current_chunks"))),
-         v.get("recommended_chunks_by_dim") or v.get("recommendation_unavailable") or "")
+         _by_dim(v.get("dims"), (v.get("recommendation") or {}).get("chunks"))
+         or v.get("recommendation_unavailable") or "")
         for name, v in p["variables"].items()
     ]
     merged = p.get("recommended_chunks")
@@ -332,8 +347,9 @@ def telemetry_html(t: Mapping[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     """``repr`` of a value, with long tuples cut to their ends and floats to 6 digits."""
-    if isinstance(value, float):
-        return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.1f}"
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return f"{value:.1f}" if 1e6 <= abs(value) < 1e12 else f"{value:.6g}"
     if isinstance(value, tuple):
         items = [_short(v) for v in value]
         if len(items) > 6:
@@ -369,27 +385,31 @@ def dict_text(d: Mapping[str, Any], indent: int = 0, width: int = 88) -> str:
     return "{\n" + "\n".join(lines) + "\n" + " " * indent + "}"
 
 
-class Profile(dict):
+class _Shown(dict):
+    """A dict that prints one key per line (:func:`dict_text`) and shows itself as
+    HTML in a notebook (``_html``)."""
+
+    __slots__ = ()
+    _html = staticmethod(lambda d: "")
+
+    def __repr__(self) -> str:
+        return dict_text(self)
+
+    def _repr_html_(self) -> str:
+        return self._html(self)
+
+
+class Profile(_Shown):
     """The dict :meth:`get_profile` returns: it prints with long chunk tuples cut short,
     and shows a table beside pictures of its chunks in a notebook."""
 
     __slots__ = ()
-
-    def __repr__(self) -> str:
-        return dict_text(self)
-
-    def _repr_html_(self) -> str:
-        return profile_html(self)
+    _html = staticmethod(profile_html)
 
 
-class Telemetry(dict):
+class Telemetry(_Shown):
     """The dict :meth:`get_telemetry` returns: it prints one key per line, and shows
     tables in a notebook."""
 
     __slots__ = ()
-
-    def __repr__(self) -> str:
-        return dict_text(self)
-
-    def _repr_html_(self) -> str:
-        return telemetry_html(self)
+    _html = staticmethod(telemetry_html)

@@ -9,12 +9,13 @@ of a Dataset's variables into the one size per dimension that ``Dataset.chunk``
 takes.
 
 xarray stays optional: nothing here imports it. An object is an xarray object only
-if xarray is already imported (the caller made one), so plain Dask users never pay
-for the import.
+if xarray is already imported (the caller made one); the engine works the same
+where xarray is not installed at all.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -85,34 +86,62 @@ def dask_variables(ds: Any, what: str) -> dict[Hashable, Any]:
     return out
 
 
-def storage_chunks(obj: Any) -> tuple[int, ...] | None:
-    """The chunks of the store a DataArray was opened from (Zarr, netCDF4/HDF5), if known.
+def storage_chunks(obj: Any, chunks: tuple[tuple[int, ...], ...]
+                   ) -> tuple[int, ...] | None:
+    """The chunks of the store a DataArray was opened from (Zarr, netCDF4/HDF5), if
+    they still describe it.
 
     xarray keeps them in the variable's ``encoding``: ``preferred_chunks`` (by
-    dimension) when the backend gives it, else ``chunks`` (by axis).
+    dimension) when the backend gives it, else ``chunks`` (by axis). The encoding
+    survives indexing, so it is trusted only where the array's Dask ``chunks``
+    still line up with it (:func:`aligned`): after ``isel(time=slice(5, None))`` the
+    store's chunk boundaries no longer fall where the array's do. A storage chunk
+    longer than the array is the array's length.
 
     >>> from types import SimpleNamespace as V
-    >>> storage_chunks(V(dims=("time", "x"), encoding={"preferred_chunks": {"time": 10, "x": 50}}))
+    >>> v = V(dims=("time", "x"), encoding={"preferred_chunks": {"time": 10, "x": 50}},
+    ...       shape=(40, 100))
+    >>> storage_chunks(v, ((10, 10, 10, 10), (100,)))
     (10, 50)
-    >>> storage_chunks(V(dims=("x",), encoding={"chunks": (64,)}))
-    (64,)
-    >>> storage_chunks(V(dims=("x",), encoding={})) is None
+    >>> storage_chunks(v, ((5, 10, 10, 10, 5), (100,))) is None  # sliced by 5
     True
+    >>> storage_chunks(V(dims=("x",), encoding={"chunks": (64,)}, shape=(40,)), ((20, 20),))
+    (40,)
     """
     encoding = getattr(obj, "encoding", None) or {}
     dims = tuple(obj.dims)
     preferred = encoding.get("preferred_chunks")
     if isinstance(preferred, Mapping) and all(d in preferred for d in dims):
-        chunks = tuple(preferred[d] for d in dims)
+        stored = tuple(preferred[d] for d in dims)
     else:
-        chunks = encoding.get("chunks")
-    if (
-        isinstance(chunks, (tuple, list))
-        and len(chunks) == len(dims)
-        and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chunks)
+        stored = encoding.get("chunks")
+    if not (
+        isinstance(stored, (tuple, list))
+        and len(stored) == len(dims) == len(chunks)
+        and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in stored)
     ):
-        return tuple(int(c) for c in chunks)
-    return None
+        return None
+    stored = tuple(max(1, min(int(c), int(n))) for c, n in zip(stored, obj.shape))
+    if not all(aligned(c, blocks) for c, blocks in zip(stored, chunks)):
+        return None
+    return stored
+
+
+def aligned(stored: int, blocks: tuple[int, ...]) -> bool:
+    """Whether Dask ``blocks`` along one dimension line up with storage chunks of
+    ``stored``: every block is a run of whole storage chunks, or the blocks cut
+    every storage chunk into equal parts from the start.
+
+    >>> aligned(10, (20, 20, 5)), aligned(10, (5, 5, 5, 5)), aligned(10, (5, 10, 10))
+    (True, True, False)
+    """
+    if len(blocks) <= 1:
+        return True
+    inner = blocks[:-1]
+    if all(b % stored == 0 for b in inner):
+        return True
+    first = blocks[0]
+    return stored % first == 0 and all(b == first for b in inner)
 
 
 def axis_chunks(dims: tuple[Hashable, ...], chunks: Any) -> Any:
@@ -141,21 +170,38 @@ def axis_chunks(dims: tuple[Hashable, ...], chunks: Any) -> Any:
     return out
 
 
-def merged_chunks(recommended: Mapping[Hashable, Mapping[Hashable, int]]) -> dict[Hashable, int]:
+def merged_chunks(
+    recommended: Mapping[Hashable, Mapping[Hashable, int]],
+    sizes: Mapping[Hashable, int] | None = None,
+    storage: Mapping[Hashable, Mapping[Hashable, int]] | None = None,
+) -> dict[Hashable, int]:
     """One chunk size per dimension for a whole Dataset: the smallest any variable
-    was recommended along it.
+    was recommended along it, kept to whole storage chunks.
 
     ``Dataset.chunk`` cuts every variable sharing a dimension the same way, so the
     variables must agree; the smallest size keeps each variable's chunks within
     what was recommended for it, so every predicted peak stays within the budget.
+    Where variables were read from stores (``storage``, chunks by dimension), a
+    dimension shorter than its length (``sizes``) is cut down to a multiple of
+    the least common multiple of their storage chunks along it, when one fits.
 
     >>> merged_chunks({"t": {"time": 100, "x": 500}, "p": {"time": 50}})
     {'time': 50, 'x': 500}
+    >>> merged_chunks({"a": {"time": 500}, "b": {"time": 420}}, {"time": 3000},
+    ...               {"a": {"time": 100}, "b": {"time": 30}})
+    {'time': 300}
     """
     out: dict[Hashable, int] = {}
     for by_dim in recommended.values():
         for dim, size in by_dim.items():
             out[dim] = min(out.get(dim, size), size)
+    for dim, size in out.items():
+        if sizes is not None and size >= sizes.get(dim, math.inf):
+            continue  # whole: no storage chunk is split
+        steps = [s[dim] for s in (storage or {}).values() if dim in s]
+        step = math.lcm(*steps) if steps else 1
+        if size >= step:
+            out[dim] = size // step * step
     return out
 
 

@@ -145,6 +145,24 @@ def test_config_names_the_yaml_file_that_sets_a_key(tmp_path):
     assert line["overhead-target"].endswith("default")
 
 
+def test_config_flags_invalid_values_and_misspelled_keys(monkeypatch):
+    monkeypatch.setenv("DASK_ARRAY__ADAPTIVE_CHUNKING", '{"max-profiles": 9}')
+    code = ("import sys; from dask.array._adaptive_chunking.cli import main; "
+            "sys.exit(main(['config']))")
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__SAFETY_FACTOR="7")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    line = {row.split()[0]: row for row in out.stdout.splitlines()}
+    assert line["max-profiles"].split()[-1] == "environment"  # a whole-section variable
+    assert "INVALID: safety-factor must be in (0, 1], got 7" in line["safety-factor"]
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_PROFILEZ="11")
+    env.pop("DASK_ARRAY__ADAPTIVE_CHUNKING")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 1 and "did you mean 'max-profiles'" in out.stderr
+    assert "Traceback" not in out.stderr and "max-records" in out.stdout
+
+
 def test_python_m_is_an_alias_and_runs_the_demo():
     out = subprocess.run(
         [sys.executable, "-m", "dask.array.adaptive_chunking", "--size", "600",

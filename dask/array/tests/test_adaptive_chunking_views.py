@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html.parser
 
+import pytest
+
 import dask.array as da
 
 
@@ -141,3 +143,47 @@ def test_a_progress_bar_with_memory_during_a_profiled_compute(engine):
     text = out.getvalue()
     assert "100% Completed" in text and "| memory " in text and ", peak " in text
     assert engine.get_profile(pid)["profiler_stats"]["total_chunks"] > 100  # still profiled
+
+
+def test_unknown_sizes_and_failures_show_without_error(engine):
+    import numpy as np
+
+    x = da.ones(100, chunks=10)
+    y = x[x > 0]  # unknown (NaN) chunk sizes
+    pid = engine.profile_array(y)
+    (y + 1).sum().compute()
+    profile = engine.get_profile(pid)
+    assert "nan" in repr(profile)
+    _parsed(profile._repr_html_())
+    from dask.array._adaptive_chunking.views import profile_text
+
+    assert "unknown (NaN) sizes" in profile_text(profile)
+
+    def boom(block):
+        raise RuntimeError("no good")
+
+    z = da.ones((10, 10), chunks=5)
+    pid = engine.profile_array(z)
+    with pytest.raises(RuntimeError):
+        z.map_blocks(boom, dtype=float).compute()
+    failed = engine.get_profile(pid)
+    assert failed["status"] == "failed"
+    _, text = _parsed(failed._repr_html_())
+    assert "Error" in text and "no good" in text
+    assert np.isnan(float("nan"))
+
+
+def test_a_closed_stream_never_breaks_the_compute(engine):
+    import io
+
+    from dask.array.adaptive_chunking import ProfileProgressBar
+
+    out = io.StringIO()
+    x = da.ones((100, 100), chunks=10)
+
+    def close_then_add(block):
+        out.close()
+        return block + 1
+
+    with ProfileProgressBar(out=out, dt=0.001):
+        assert x.map_blocks(close_then_add).sum().compute() == 20000

@@ -187,3 +187,87 @@ def test_xarray_is_not_imported_for_dask_arrays():
         "e.apply_recommendation(x, pid); e.predict(x, 5, pid); e.get_profile(pid)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _small():
+    import dask.array as da
+
+    a = xr.DataArray(da.ones((40, 60), chunks=10), dims=("t", "x"), name="a")
+    return a, xr.Dataset({"a": a, "b": (a * 2).rename("b")})
+
+
+def test_a_dropped_variable_is_reported_and_the_others_still_recommended(engine):
+    _, ds = _small()
+    gid = engine.profile_array(ds)
+    (ds + 1).sum().compute()
+    engine.remove_profile(engine._groups[gid]["a"])
+    profile = engine.get_profile(gid)
+    assert profile["dropped_variables"] == ["a"] and profile["status"] == "dropped"
+    rec = engine.recommend(ds, gid)
+    assert set(rec.variables) == {"b"} and "no profile with id" in rec.unavailable["a"]
+    assert engine.apply_recommendation(ds, gid).chunks["t"] == (rec.chunks["t"],) * (
+        40 // rec.chunks["t"])
+    engine.close()  # forgets Dataset ids too
+    with pytest.raises(KeyError):
+        engine.get_profile(gid)
+
+
+def test_stale_storage_encoding_after_slicing_is_not_trusted(engine):
+    import dask.array as da
+
+    data = xr.DataArray(da.ones((3000, 50), chunks=(100, 50)), dims=("t", "x"))
+    data.encoding = {"chunks": (100, 50), "preferred_chunks": {"t": 100, "x": 50}}
+    from dask.array._adaptive_chunking import xarray as _x
+
+    assert _x.storage_chunks(data, data.data.chunks) == (100, 50)
+    sliced = data.isel(t=slice(5, 3005 - 10))
+    assert sliced.encoding["chunks"] == (100, 50)  # xarray keeps it
+    assert _x.storage_chunks(sliced, sliced.data.chunks) is None
+    pid = engine.profile_array(sliced)
+    (sliced + 1).sum().compute()
+    assert engine.recommend(sliced, pid).storage_chunks is None
+
+
+def test_partial_chunks_change_only_the_named_dimensions(engine):
+    a, ds = _small()
+    assert engine.apply_recommendation(a, {"t": 20}).chunks == ((20, 20), (10,) * 6)
+    assert engine.apply_recommendation(a.data, {0: 20}).chunks == ((20, 20), (10,) * 6)
+    assert engine.apply_recommendation(a.data, {-1: 30}).chunks == ((10,) * 4, (30, 30))
+    with pytest.raises(ValueError, match="names axis 5.*axes 0 to 1"):
+        engine.apply_recommendation(a.data, {5: 20})
+    pid = engine.profile_array(a)
+    (a + 1).sum().compute()
+    assert engine.predict(a, {"t": 20}, pid)["chunks"] == (20, 10)
+    with pytest.raises(ValueError, match="names dimension 'y'"):
+        engine.predict(a, {"y": 20}, pid)
+
+
+def test_a_dataset_recut_keeps_coordinates_in_step(engine):
+    import dask.array as da
+
+    a, _ = _small()
+    ds = xr.Dataset({"a": a}, coords={"lat": (("t", "x"), da.zeros((40, 60), chunks=10))})
+    out = engine.apply_recommendation(ds, {"t": 20, "x": 30})
+    assert out.a.chunks == out.lat.chunks == ((20, 20), (30, 30))
+
+
+def test_the_dataset_profile_keeps_dims_in_its_recommendation(engine):
+    a, _ = _small()
+    pid = engine.profile_array(a)
+    (a + 1).sum().compute()
+    profile = engine.get_profile(pid)
+    assert profile["recommendation"]["chunks_by_dim"] == profile["recommended_chunks_by_dim"]
+    assert list(profile["recommended_chunks_by_dim"]) == ["t", "x"]
+
+
+def test_unknown_ids_are_named(engine):
+    a, ds = _small()
+    with pytest.raises(ValueError, match="no profile with id 'dataset-gone'"):
+        engine.apply_recommendation(ds, "dataset-gone")
+    with pytest.raises(ValueError, match="invalid chunks 'gone'.*no profile with id 'gone'"):
+        engine.apply_recommendation(a, "gone")
+    with pytest.raises(ValueError, match="no profile with id"):
+        engine.apply_recommendation(a.data, "gone")
+    with pytest.raises(KeyError, match="no profile with id"):
+        engine.remove_profile(["a", "b"])
+    assert engine.apply_recommendation(a.data, "auto").chunks  # chunks, not an id
