@@ -490,9 +490,10 @@ def _bokeh(data: dict[str, Any]):
                 p.add_layout(Span(location=mib, dimension="height", line_color=colour,
                                   line_dash="dotted"))
                 p.scatter([mib], [y], color=colour, size=10, legend_label=label)
+        p_pred.legend.location, p_peak.legend.location = "top_right", "center_right"
         for p in (p_pred, p_peak):
-            p.legend.location = "top_left"
             p.legend.label_text_font_size = "8pt"
+            p.legend.background_fill_alpha = 0.6
         panels.append(row(p_pred, p_peak))
     return column(*panels)
 
@@ -541,7 +542,7 @@ def _matplotlib(data: dict[str, Any]):
         ax_p.set(title=TITLES["predicted_peak"], xscale="log", yscale="log",
                  xlabel="chunk size (MiB)", ylabel="predicted peak memory (MiB)")
         for a in (ax_t, ax_p):
-            a.legend(loc="upper left", fontsize=7)
+            a.legend(loc="best", fontsize=7, framealpha=0.6)
     return fig
 
 
