@@ -503,9 +503,12 @@ def _matplotlib(data: dict[str, Any]):
 
     curve = data["curve"]
     rows = 3 if curve is not None else 2
-    fig = Figure(figsize=(11, 3.4 * rows + 0.6), layout="constrained")
+    height = 3.4 * rows + 0.8
+    fig = Figure(figsize=(11, height))
     fig.suptitle(data["title"] + (f"\n{data['note']}" if data["note"] else ""), fontsize=10)
-    grid = fig.add_gridspec(rows, 2)
+    # Fixed margins: a constrained layout takes longer than drawing 10,000 points.
+    grid = fig.add_gridspec(rows, 2, left=0.07, right=0.98, bottom=0.55 / height,
+                            top=1 - 0.85 / height, hspace=0.42, wspace=0.22)
     tasks = data["tasks"]
     colours = np.where(tasks["failed"], "#d62728", "#1f77b4")
 
@@ -707,6 +710,10 @@ def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
     many were matched. Drawn by ``dask.base.visualize_dsk``, what
     ``dask.visualize`` uses, with per-key ``function_attributes`` and
     ``data_attributes`` (:func:`task_attributes`).
+
+    Graphviz's layout takes time that grows faster than the graph: a few hundred
+    tasks take a second, 10,000 about two minutes (``benchmarks/bench_plots.py``).
+    Draw a small pilot of the workload, or pass a ``.dot`` filename to skip it.
 
     Parameters
     ----------
