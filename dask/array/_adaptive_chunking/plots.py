@@ -713,7 +713,7 @@ def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
 
     Graphviz's layout takes time that grows faster than the graph: a few hundred
     tasks take a second, 10,000 about two minutes (``benchmarks/bench_plots.py``).
-    Draw a small pilot of the workload, or pass a ``.dot`` filename to skip it.
+    Draw a small pilot of the same workload instead.
 
     Parameters
     ----------
