@@ -375,21 +375,37 @@ def plot_profile(engine, profile_id: str, filename=None):
         For an unsupported suffix, or a profile with no compute yet.
     ImportError
         When the plotting library the suffix needs is missing.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from dask.array.adaptive_chunking import AdaptiveChunkingEngine
+    >>> engine = AdaptiveChunkingEngine()
+    >>> x = da.random.random((1000, 1000), chunks=100)
+    >>> pid = engine.profile_array(x)
+    >>> _ = (x + x.T).sum().compute()
+    >>> figure = engine.plot_profile(pid)  # bokeh.plotting.show(figure) displays it
+    >>> type(figure).__name__
+    'Column'
+    >>> engine.close()
+
+    ``engine.plot_profile(pid, filename="profile.html")`` writes the page.
     """
     suffix = _suffix(filename)
-    if suffix is None:
+    if suffix is None:  # bokeh, as dask.diagnostics; else matplotlib
+        backend = "bokeh"
         try:
             import bokeh  # noqa: F401
-            backend = "bokeh"
         except ImportError:
-            backend = "matplotlib"
+            try:
+                import matplotlib  # noqa: F401
+                backend = "matplotlib"
+            except ImportError:
+                pass  # neither: the error names bokeh
     else:
         backend = "bokeh" if suffix in BOKEH_SUFFIXES else "matplotlib"
     what = "plot_profile" + ("" if filename is None else f"(filename='...{suffix}')")
-    if backend == "bokeh":
-        _require("bokeh", "bokeh", what)
-    else:
-        _require("matplotlib", "matplotlib", what)
+    _require(backend, backend, what)
     data = profile_data(engine, profile_id)
     if backend == "bokeh":
         figure = _bokeh(data)
@@ -751,6 +767,15 @@ def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
         no ``collection`` is given.
     ImportError, RuntimeError
         When the graphviz package or its ``dot`` program is missing.
+
+    Examples
+    --------
+    With ``x`` profiled as ``pid`` (not run here: it needs Graphviz)::
+
+        y = (x + x.T).sum()
+        y.compute()
+        engine.visualize(pid, filename="graph.svg")
+        engine.visualize(pid, filename="expression.svg", collection=y, color_by="time")
     """
     _check_graphviz()
     from dask.base import collections_to_expr, unpack_collections, visualize_dsk

@@ -210,6 +210,9 @@ def test_plot_profile_without_a_file_returns_the_figure(engine, tmp_path, monkey
     assert isinstance(engine.plot_profile(pid), Figure)
     with pytest.raises(ImportError, match=r"needs bokeh: pip install bokeh .*\[plot\]"):
         engine.plot_profile(pid, filename=tmp_path / "p.html")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # neither
+    with pytest.raises(ImportError, match=r"plot_profile needs bokeh: pip install bokeh"):
+        engine.plot_profile(pid)
     assert not list(tmp_path.glob("p.*"))
 
 
