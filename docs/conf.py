@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tools" / "overlay"))
 
 import dask_overlay_dev  # noqa: E402
@@ -87,9 +88,20 @@ html_show_sourcelink = False
 RESULTS = (ROOT / "benchmarks" / "results").resolve()
 
 
+def make_images(app) -> None:
+    """Draw the pictures the pages show (``docs/make_images.py``: the engine's
+    ``plot_profile`` and ``visualize`` of a real compute) into ``docs/_generated``,
+    before any page is read; a few seconds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_images", HERE / "make_images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(HERE / "_generated")
+
+
 def setup(app):
-    # Pictures made by the build (the engine's plot_profile and visualize) belong in a
-    # "builder-inited" handler here that writes them under docs/_build before reading.
+    app.connect("builder-inited", make_images)
     from sphinx import addnodes
     from sphinx.transforms.post_transforms import SphinxPostTransform
     from sphinx.util.nodes import make_refnode

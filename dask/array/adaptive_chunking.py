@@ -1323,11 +1323,12 @@ class _Profile:
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
         "storage", "split_dims", "workers", "saturation", "signature", "unsaved",
-        "fingerprint", "dims",
+        "fingerprint", "dims", "array",
     )
 
     def __init__(self, profile_id: str, array) -> None:
         self.id = profile_id
+        self.array = weakref.ref(array)  # its graph, for visualize(), while it lives
         self.name = array.name
         self.shape = array.shape
         self.dtype = array.dtype
@@ -1700,6 +1701,27 @@ class AdaptiveChunkingEngine:
         """The :class:`ChunkProfiler` of one profile (its sampled ``metrics`` and more)."""
         with self._lock:
             return self._state(profile_id).profiler
+
+    def plot_profile(self, profile_id: str, filename=None):
+        """Pictures of a profile: per-task time and memory, process memory over the
+        computes, and predicted time and peak memory against chunk size.
+
+        ``filename`` ending ``.html`` is written with bokeh, ``.png``, ``.svg`` or
+        ``.pdf`` with matplotlib; returns the bokeh layout or matplotlib Figure. See
+        ``dask.array._adaptive_chunking.plots.plot_profile``.
+        """
+        from dask.array._adaptive_chunking import plots
+
+        return plots.plot_profile(self, profile_id, filename)
+
+    def visualize(self, profile_id: str, filename="adaptive-chunking.svg", **kwargs):
+        """The profiled array's task graph (or ``collection=``'s), tasks coloured by
+        the memory measured for them, drawn by ``dask.visualize`` (graphviz). See
+        ``dask.array._adaptive_chunking.plots.visualize``.
+        """
+        from dask.array._adaptive_chunking import plots
+
+        return plots.visualize(self, profile_id, filename, **kwargs)
 
     @staticmethod
     def _unavailable(state: _Profile) -> str:
