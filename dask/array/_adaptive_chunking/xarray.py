@@ -17,9 +17,15 @@ from __future__ import annotations
 
 import math
 import sys
+import uuid
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from dask.array._adaptive_chunking import config as _config
+from dask.array._adaptive_chunking import graph as _graph
+from dask.array._adaptive_chunking import public as _ac
+from dask.array._adaptive_chunking import views as _views
 
 __all__ = [
     "DatasetRecommendation",
@@ -242,3 +248,130 @@ class DatasetRecommendation:
         from dask.array._adaptive_chunking.views import dataset_html
 
         return dataset_html(self)
+
+
+class Labelled:
+    """The engine's methods for xarray objects, a mixin of
+    :class:`~dask.array.adaptive_chunking.AdaptiveChunkingEngine`: they take the
+    objects apart into Dask arrays, and put the answers back in terms of dimension
+    names."""
+
+    def _profile_xarray(self, obj) -> str:
+        if is_dataset(obj):
+            members = {name: self._profile_xarray(var)
+                       for name, var in dask_variables(obj, "profile_array").items()}
+            gid = f"dataset-{uuid.uuid4().hex[:8]}"
+            with self._lock:
+                for old in [g for g, m in self._groups.items()
+                            if not any(pid in self._profiles for pid in m.values())]:
+                    del self._groups[old]  # every variable's profile was dropped
+                self._groups[gid] = members
+                while len(self._groups) > _config.setting("max-profiles"):
+                    self._groups.popitem(last=False)
+            return gid
+        state = self._start_profile(dask_data(obj, "profile_array"))
+        state.dims = tuple(obj.dims)
+        state.storage = state.storage or storage_chunks(obj, state.chunks)
+        return state.id
+
+    def _dataset_profile(self, gid: str, members: dict) -> dict[str, Any]:
+        """A Dataset's profile: each variable's, and the chunks by dimension."""
+        variables, missing = {}, []
+        for name, pid in members.items():
+            try:
+                variables[name] = self.get_profile(pid)
+            except KeyError:
+                missing.append(name)  # dropped beyond max-profiles / max-memory
+        by_dim = {n: p["recommended_chunks_by_dim"] for n, p in variables.items()
+                  if p["recommended_chunks_by_dim"]}
+        order = ("failed", "running", "incomplete", "pending", "dropped", "complete")
+        statuses = [p["status"] for p in variables.values()] + ["dropped"] * bool(missing)
+        return _views.Profile({
+            "profile_id": gid,
+            "variables": variables,
+            "dropped_variables": missing,
+            "recommended_chunks": merged_chunks(by_dim) if by_dim else None,
+            "status": next((s for s in order if s in statuses), "dropped"),
+        })
+
+    def _member_ids(self, profile_id, name):
+        """``profile_id`` with each Dataset id replaced by its variable ``name``'s id."""
+        if profile_id is None:
+            return None
+        ids = list(profile_id) if isinstance(profile_id, (list, tuple)) else [profile_id]
+        out = []
+        with self._lock:
+            for i in ids:
+                members = self._groups.get(i) if isinstance(i, str) else None
+                if members is None:
+                    out.append(i)
+                elif name in members:
+                    out.append(members[name])
+                else:
+                    raise ValueError(
+                        f"profile {i!r} (a Dataset's) has no variable named {name!r}, only "
+                        f"{list(members)}; pass the id of a profile of that variable"
+                    )
+        return out if isinstance(profile_id, (list, tuple)) else out[0]
+
+    def _recommend_xarray(self, obj, profile_id, workload=None, newest: bool = False,
+                          what: str = "recommend"):
+        """A Recommendation for a DataArray, a DatasetRecommendation for a Dataset."""
+        if is_dataset(obj):
+            recs, unavailable = {}, {}
+            for name, var in dask_variables(obj, what).items():
+                try:
+                    recs[name] = self._recommend_xarray(
+                        var, self._member_ids(profile_id, name), workload, newest, what)
+                except (ValueError, KeyError) as e:  # never computed, or dropped since
+                    unavailable[name] = str(e).strip('"')
+            if not recs:
+                raise ValueError(
+                    "no variable of the Dataset has a recommendation: "
+                    + "; ".join(f"{n}: {why}" for n, why in unavailable.items())
+                )
+            merged = merged_chunks(
+                {n: r.chunks_by_dim for n, r in recs.items()}, dict(obj.sizes),
+                {n: dict(zip(r.dims, r.storage_chunks)) for n, r in recs.items()
+                 if r.storage_chunks})
+            return DatasetRecommendation(merged, recs, unavailable)
+        data = dask_data(obj, what)
+        storage = _graph.storage_chunks(data) or storage_chunks(obj, data.chunks)
+        rec = self._recommendation(data, self._member_ids(profile_id, obj.name), workload,
+                                   newest, what, storage=storage)
+        return replace(rec, dims=tuple(obj.dims))
+
+    def _apply_xarray(self, obj, recommendation):
+        what = "apply_recommendation"
+        chunks = recommendation
+        data = None if is_dataset(obj) else dask_data(obj, what)
+        probe = data if data is not None else next(
+            iter(dask_variables(obj, what).values())).data
+        if chunks is None or self._are_ids(chunks, probe):
+            chunks = self._recommend_xarray(obj, chunks, newest=chunks is None and _config.flag(
+                "auto-rechunk"), what=what)
+        if isinstance(chunks, DatasetRecommendation):
+            chunks = chunks.chunks
+        elif isinstance(chunks, _ac.Recommendation):
+            chunks = chunks.chunks_by_dim or chunks.chunks
+        if is_dataset(obj):
+            if not isinstance(chunks, Mapping):
+                raise TypeError(
+                    f"{what} for a Dataset takes chunks by dimension name (a dict such as "
+                    f"{dict(obj.sizes)}), a DatasetRecommendation or a profile id; got "
+                    f"{chunks!r}"
+                )
+            unknown = [d for d in chunks if d not in obj.dims]
+            if unknown:
+                raise ValueError(f"chunks names dimensions {unknown} that the Dataset does "
+                                 f"not have; its dimensions are {tuple(obj.dims)}")
+            # Data variables held in memory stay there; everything else is recut as
+            # Dataset.chunk does (Dask-backed coordinates included)
+            lazy = dask_variables(obj, what)
+            in_memory = [n for n in obj.data_vars if n not in lazy]
+            return obj.chunk(dict(chunks)).assign({n: obj[n] for n in in_memory})
+        dims = tuple(obj.dims)
+        normalized = _ac._normalized(data, axis_chunks(dims, chunks))
+        if normalized == data.chunks:
+            return obj
+        return obj.chunk(dict(zip(dims, normalized)))
