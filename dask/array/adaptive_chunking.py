@@ -21,12 +21,13 @@ The module reads top to bottom: configuration, the memory limit and
 :class:`ChunkProfiler`), the recommender, the engine and its ``array_optimize``
 hook. Settings, measurement, graph analysis and the model's arithmetic live in the
 private package ``dask.array._adaptive_chunking`` (``config``, ``instrument``,
-``graph``, ``model``).
+``graph``, ``model``), and so do three parts of the engine, as mixins of its class:
+how it folds what a compute measured into profiles (``recording``), how it uses its
+history (``learning``), and its methods for xarray objects (``xarray``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -37,12 +38,11 @@ import warnings
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
-from dask.system import CPU_COUNT as _CPU_COUNT
 from dask.utils import format_bytes, key_split
 
 import dask
@@ -51,12 +51,19 @@ from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import instrument as _instr
 from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import views as _views
+from dask.array._adaptive_chunking import xarray as _xarray
 from dask.array._adaptive_chunking.instrument import (
     AdaptiveChunkingWarning,
     cgroup_memory,
     host_memory,
     process_rss,
 )
+from dask.array._adaptive_chunking.learning import Learning as _Learning
+from dask.array._adaptive_chunking.learning import _cluster_workers, _fingerprint  # noqa: F401
+from dask.array._adaptive_chunking.progress import ProfileProgressBar
+from dask.array._adaptive_chunking.recording import Recording as _Recording
+from dask.array._adaptive_chunking.xarray import Labelled as _Labelled
 
 __all__ = [
     "ChunkMemoryMetric",
@@ -70,6 +77,7 @@ __all__ = [
     "disable_adaptive_chunking",
     "reset_adaptive_engine",
     "memory_limit",
+    "ProfileProgressBar",
 ]
 
 logger = logging.getLogger(__name__)
@@ -651,6 +659,25 @@ class Recommendation:
     storage_chunks: tuple[int, ...] | None = None
     saturation: _model.Saturation | None = None
     scheduler_reason: str = ""
+    shape: tuple[int, ...] = ()  # the array it is for
+    current_chunks: tuple[int, ...] | None = None  # its chunk shape now, if known
+    dims: tuple | None = None  # dimension names, for an xarray object
+
+    @property
+    def chunks_by_dim(self) -> dict | None:
+        """The chunks keyed by dimension name (what ``DataArray.chunk`` takes), for a
+        recommendation made for an xarray object; None for a Dask array."""
+        return None if self.dims is None else dict(zip(self.dims, self.chunks))
+
+    def __repr__(self) -> str:
+        from dask.array._adaptive_chunking.views import recommendation_text
+
+        return recommendation_text(self)
+
+    def _repr_html_(self) -> str:
+        from dask.array._adaptive_chunking.views import recommendation_html
+
+        return recommendation_html(self)
 
     @property
     def scheduler_config(self) -> dict[str, float | str]:
@@ -670,6 +697,8 @@ class Recommendation:
         """Plain-value summary (sizes in MiB) for profiles and telemetry."""
         return {
             "chunks": self.chunks,
+            "chunks_by_dim": None if self.dims is None else {  # JSON keys are text
+                d if isinstance(d, str) else str(d): n for d, n in zip(self.dims, self.chunks)},
             "chunk_size_mb": self.chunk_bytes / MiB,
             "binding_constraint": self.binding,
             "reason": self.reason,
@@ -811,9 +840,23 @@ def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
 
 
 def _normalized(array, chunks) -> tuple[tuple[int, ...], ...]:
-    """``chunks`` for ``array`` in Dask's normal form, or a ValueError saying why not."""
+    """``chunks`` for ``array`` in Dask's normal form, or a ValueError saying why not.
+
+    A dict by axis changes only the axes it names, as ``array.rechunk`` does.
+    """
     from dask.array.core import normalize_chunks
 
+    if isinstance(chunks, Mapping):
+        given = {}
+        for axis, size in chunks.items():
+            if (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))
+                    or not -array.ndim <= axis < array.ndim):
+                raise ValueError(
+                    f"chunks {chunks!r} names axis {axis!r}, which an array of {array.ndim} "
+                    f"dimensions does not have; use axes 0 to {array.ndim - 1}"
+                )
+            given[int(axis) % array.ndim] = size
+        chunks = tuple(given.get(i, c) for i, c in enumerate(array.chunks))
     try:
         return normalize_chunks(chunks, array.shape, dtype=array.dtype)
     except Exception as e:
@@ -1124,6 +1167,9 @@ class ChunkSizeRecommender:
             storage_chunks=storage_chunks,
             saturation=saturation,
             scheduler_reason=scheduler_reason,
+            shape=tuple(int(n) for n in shape),
+            current_chunks=None if current_chunks is None else tuple(
+                max(c, default=0) for c in current_chunks),
         )
 
     def _setting(name: str, doc: str):  # noqa: N805 - builds properties below
@@ -1171,109 +1217,6 @@ class ChunkSizeRecommender:
 # ---------------------------------------------------------------------------
 
 
-#: Newest stored computes searched for one on comparable hardware.
-_NEWEST_SCAN = 200
-#: Stored computes of one workload a recommendation learns from (the newest).
-_STORED_ROWS = 200
-#: Array sizes (times the stored one) at which auto-rechunk's target is looked for.
-_PLATEAU_FACTORS = (1, 4, 16, 64, 256)
-
-
-def _scheduler_kind() -> tuple[str, int]:
-    """The kind of scheduler an array compute started now would use, and how many
-    tasks it runs at once (0 on a cluster: its workers say)."""
-    import functools
-    import sys
-
-    import dask.local
-    import dask.multiprocessing
-    from dask.base import get_scheduler
-
-    try:
-        get = get_scheduler()
-    except Exception:  # an asynchronous client: Dask would refuse or fall back
-        get = None
-    if get is dask.local.get_sync:
-        return "sync", 1
-    if get is dask.multiprocessing.get:
-        return "processes", _local_threads()
-    if isinstance(get, functools.partial) and get.func is dask.local.get_async:
-        return "threads", int(get.args[1])  # an executor: its own pool
-    if "distributed" in sys.modules:
-        from distributed import Client
-
-        if isinstance(getattr(get, "__self__", None), Client):
-            return "distributed", 0
-    return "threads", _local_threads()  # dask.array's default
-
-
-def _local_threads() -> int:
-    """How many tasks the threaded or processes scheduler runs at once (config)."""
-    pool = dask.config.get("pool", None)
-    return int(dask.config.get("num_workers", None)
-               or getattr(pool, "_max_workers", None) or _CPU_COUNT)
-
-
-def _fingerprint(kind: str | None = None, workers: Mapping | None = None) -> str:
-    """The hardware a compute runs on, as stored with it in the history.
-
-    ``kind`` is the kind of scheduler that ran it (default: the one a compute
-    started now would use); its thread count is the one that scheduler would use
-    now (an executor's pool, ``num_workers``, or the CPU count). On a cluster,
-    ``workers`` describes it (address -> ``nthreads``, ``memory_limit``; default:
-    the current client's) and its workers count as the cores.
-    """
-    from dask.array._adaptive_chunking import history
-
-    now, threads = _scheduler_kind()
-    kind = kind or now
-    if kind != now:
-        threads = 1 if kind == "sync" else _local_threads()
-    if kind == "distributed":
-        if workers is None:
-            workers = _cluster_workers()
-        limits = [int(w.get("memory_limit") or 0) for w in workers.values()]
-        return history.fingerprint(
-            cores=len(workers), threads=sum(int(w.get("nthreads") or 0)
-                                            for w in workers.values()),
-            memory_limit=min(limits, default=0), scheduler=kind,
-        )
-    return history.fingerprint(cores=_CPU_COUNT, threads=threads,
-                               memory_limit=memory_limit(), scheduler=kind)
-
-
-def _comparable(history, stored: str, here: str) -> bool:
-    """``history.comparable``; a fingerprint that does not parse is not comparable."""
-    try:
-        return history.comparable(stored, here)
-    except (ValueError, TypeError, AttributeError):
-        return False
-
-
-def _dtype_text(dtype) -> str:
-    """A dtype as text NumPy reads back: its name where that is exact, else its
-    type string (a structured dtype keeps its size, not its fields)."""
-    dtype = np.dtype(dtype)
-    try:
-        if dtype.fields is None and np.dtype(dtype.name) == dtype:
-            return dtype.name
-    except TypeError:  # 'str96', 'bytes8': names NumPy does not read back
-        pass
-    return dtype.str
-
-
-def _cluster_workers(client=None) -> dict[str, dict]:
-    """The workers of ``client`` (default: the client a compute started now would use)."""
-    client = client if client is not None else _cluster.client_for_compute()
-    if client is None:
-        return {}
-    try:
-        return dict(client.scheduler_info()["workers"])
-    except Exception as e:  # a closed client, a lost scheduler
-        logger.debug("adaptive chunking could not read the workers: %s", e)
-        return {}
-
-
 class _Profile:
     """Everything the engine knows about one profiled array."""
 
@@ -1281,11 +1224,12 @@ class _Profile:
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "profiler", "status", "error", "computes", "wall_seconds", "last", "downstream",
         "storage", "split_dims", "workers", "saturation", "signature", "unsaved",
-        "fingerprint",
+        "fingerprint", "dims", "array",
     )
 
     def __init__(self, profile_id: str, array) -> None:
         self.id = profile_id
+        self.array = weakref.ref(array)  # its graph, for visualize(), while it lives
         self.name = array.name
         self.shape = array.shape
         self.dtype = array.dtype
@@ -1310,6 +1254,7 @@ class _Profile:
         # (observation, signature, fingerprint) of complete computes not yet stored
         self.unsaved: deque[tuple] = deque(maxlen=256)
         self.fingerprint: str | None = None  # the hardware and scheduler it ran on
+        self.dims: tuple | None = None  # dimension names, when profiled as xarray data
 
 
 class _GraphFacts:
@@ -1342,7 +1287,7 @@ class _GraphFacts:
         return {k: fused[k] for k in keys if k in fused}
 
 
-class AdaptiveChunkingEngine:
+class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
     """Profile array computes and recommend chunk sizes.
 
     The engine instruments the tasks of every compute that contains a profiled
@@ -1384,6 +1329,7 @@ class AdaptiveChunkingEngine:
         self._lock = threading.RLock()
         self._profiles: OrderedDict[str, _Profile] = OrderedDict()
         self._by_name: dict[str, list[_Profile]] = {}
+        self._groups: OrderedDict[str, dict] = OrderedDict()  # Dataset id -> {var: id}
         self._pending: dict[str, tuple[list[frozenset], set[_Profile]]] = {}
         self._failed_computes: OrderedDict[str, tuple] = OrderedDict()
         self._abandoned: deque[tuple] = deque()
@@ -1420,13 +1366,25 @@ class AdaptiveChunkingEngine:
 
         Every later compute that contains ``array`` (alone, with other arrays,
         or as the input of a larger expression) adds to this profile.
+
+        ``array`` may also be an xarray ``DataArray`` or ``Dataset`` backed by
+        Dask. A DataArray's profile knows its dimension names; a Dataset's id
+        stands for one profile per variable backed by Dask (``get_profile(id)
+        ["variables"]``), and its recommendations give one chunk size per
+        dimension.
         """
+        if _xarray.is_xarray(array):
+            return self._profile_xarray(array)
+        return self._start_profile(array).id
+
+    def _start_profile(self, array) -> _Profile:
         from dask.array.core import Array
 
         if not isinstance(array, Array):
             raise TypeError(
-                f"profile_array expects a dask.array.Array, got {type(array).__name__}; "
-                "wrap NumPy data with dask.array.from_array(data, chunks=...)"
+                f"profile_array expects a dask.array.Array (or an xarray object backed by "
+                f"Dask), got {type(array).__name__}; wrap NumPy data with "
+                "dask.array.from_array(data, chunks=...)"
             )
         _config.validate()  # a bad setting fails here, not silently inside a compute
         pid = f"{key_split(array.name)}-{uuid.uuid4().hex[:8]}"
@@ -1440,7 +1398,7 @@ class AdaptiveChunkingEngine:
         self._bound_memory()
         _install_hook()
         _prepare_cluster()
-        return pid
+        return state
 
     def _autosave(self, states, status: str) -> None:
         """Store a finished local compute's profiles while ``history`` is on."""
@@ -1510,8 +1468,15 @@ class AdaptiveChunkingEngine:
             self._by_name.pop(state.name, None)
 
     def remove_profile(self, profile_id: str) -> None:
-        """Stop profiling and forget ``profile_id``."""
+        """Stop profiling and forget ``profile_id`` (a Dataset's: all its variables')."""
         with self._lock:
+            members = self._groups.pop(profile_id, None) if isinstance(profile_id, str) \
+                else None
+            if members is not None:
+                for pid in members.values():
+                    if pid in self._profiles:
+                        self._drop(pid)
+                return
             self._state(profile_id)
             self._drop(profile_id)
 
@@ -1525,6 +1490,11 @@ class AdaptiveChunkingEngine:
         try:
             return self._profiles[profile_id]
         except (KeyError, TypeError):
+            if isinstance(profile_id, str) and profile_id in self._groups:
+                raise KeyError(
+                    f"{profile_id!r} is the profile of a Dataset; this needs one "
+                    f"variable's: {self._groups[profile_id]}"
+                ) from None
             raise KeyError(
                 f"no profile with id {profile_id!r}; ids come from profile_array(), and "
                 f"the oldest profiles are dropped beyond '{_PREFIX}.max-profiles' or "
@@ -1539,13 +1509,26 @@ class AdaptiveChunkingEngine:
         ``profiler_stats`` (:meth:`ChunkProfiler.get_stats`),
         ``recommended_chunks`` (None until a compute was profiled), ``status``
         (pending, running, complete, failed or incomplete), ``recommendation``
-        (the explanation) and more.
+        (the explanation), ``current_prediction`` (what the model predicts for
+        the array in its current chunks, to set against the measured
+        ``last_compute``) and more. For an xarray object, ``dims`` and
+        ``recommended_chunks_by_dim``; a Dataset's profile holds its variables'
+        profiles under ``variables`` and the chunks by dimension for
+        ``Dataset.chunk`` under ``recommended_chunks``.
+
+        The dict shows itself as a short summary in a terminal and as a table
+        in a notebook; ``dict(profile)`` is the plain dict.
         """
         self._drain()
         with self._lock:
-            state = self._state(profile_id)
+            members = self._groups.get(profile_id) if isinstance(profile_id, str) else None
+            state = None if members is not None else self._state(profile_id)
+        if members is not None:
+            return self._dataset_profile(profile_id, members)
         rec = self._recommend(state)
-        return {
+        if rec is not None and state.dims is not None:
+            rec = replace(rec, dims=state.dims)
+        return _views.Profile({
             "profile_id": state.id,
             "array_name": state.name,
             "array_shape": state.shape,
@@ -1561,12 +1544,47 @@ class AdaptiveChunkingEngine:
             "computes": state.computes,
             "last_compute": dict(state.last),
             "workers": {w: dict(v) for w, v in state.workers.items()},
-        }
+            "dims": state.dims,
+            "recommended_chunks_by_dim": None if rec is None else rec.chunks_by_dim,
+            "current_prediction": None if rec is None else self._at_current(state),
+        })
+
+    def _at_current(self, state: _Profile) -> dict[str, Any] | None:
+        """What the model predicts for the profiled array in its own chunks: set
+        against the measured peak and time, it says how far to trust the model."""
+        import dask.array as da
+
+        try:
+            stand_in = da.empty(state.shape, dtype=state.dtype, chunks=state.chunks)
+            return self.predict(stand_in, state.chunks, state.id)
+        except ValueError:
+            return None
 
     def get_profiler(self, profile_id: str) -> ChunkProfiler:
         """The :class:`ChunkProfiler` of one profile (its sampled ``metrics`` and more)."""
         with self._lock:
             return self._state(profile_id).profiler
+
+    def plot_profile(self, profile_id: str, filename=None):
+        """Pictures of a profile: per-task time and memory, process memory over the
+        computes, and predicted time and peak memory against chunk size.
+
+        ``filename`` ending ``.html`` is written with bokeh, ``.png``, ``.svg`` or
+        ``.pdf`` with matplotlib; returns the bokeh layout or matplotlib Figure. See
+        ``dask.array._adaptive_chunking.plots.plot_profile``.
+        """
+        from dask.array._adaptive_chunking import plots
+
+        return plots.plot_profile(self, profile_id, filename)
+
+    def visualize(self, profile_id: str, filename="adaptive-chunking.svg", **kwargs):
+        """The profiled array's task graph (or ``collection=``'s), tasks coloured by
+        the memory measured for them, drawn by ``dask.visualize`` (graphviz). See
+        ``dask.array._adaptive_chunking.plots.visualize``.
+        """
+        from dask.array._adaptive_chunking import plots
+
+        return plots.visualize(self, profile_id, filename, **kwargs)
 
     @staticmethod
     def _unavailable(state: _Profile) -> str:
@@ -1583,8 +1601,8 @@ class AdaptiveChunkingEngine:
                 "are data already in memory (da.from_array of a NumPy array, a persisted "
                 "array); profile an expression computed from it")
 
-    def _recommend(self, state, array=None, downstream=None, *, warn: bool = True
-                   ) -> Recommendation | None:
+    def _recommend(self, state, array=None, downstream=None, *, warn: bool = True,
+                   storage: tuple[int, ...] | None = None) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``state`` is one profile or a list of them (pilots of one workload at
@@ -1599,7 +1617,7 @@ class AdaptiveChunkingEngine:
             shape, dtype, chunks, storage = state.shape, state.dtype, state.chunks, state.storage
         else:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
-            storage = _graph.storage_chunks(array)
+            storage = storage or _graph.storage_chunks(array)
         profiler = self._pool(states)
         if downstream is None:
             downstream = self._hints(states, shape)
@@ -1628,131 +1646,6 @@ class AdaptiveChunkingEngine:
         for observation in stored + _pooled(states):
             profiler._record_compute(observation)
         return profiler
-
-    def _stored(self, states: list[_Profile]) -> list[_model.Observation]:
-        """What the history holds of these profiles' workloads, measured on comparable
-        hardware by other computes (other profiles, other processes): the newest
-        :data:`_STORED_ROWS` of each workload, oldest first."""
-        wanted = {(s.signature, s.fingerprint or _fingerprint()) for s in states if s.signature}
-        if not wanted or not _flag("history"):
-            return []
-        from dask.array._adaptive_chunking import history
-
-        mine = {s.id for s in states}
-        theirs = 256 * sum(1 for s in states if s.computes)  # rows they may have stored
-        out = []
-        try:
-            for signature, here in wanted:
-                rows = [r for r in self._rows(signature, here, limit=_STORED_ROWS + theirs)
-                        if r["data"].get("profile") not in mine][:_STORED_ROWS]
-                out += [history.observation_from_json(r["data"]["observation"])
-                        for r in reversed(rows) if "observation" in r["data"]]
-        except Exception as e:  # an unreadable history: recommend from the profiles alone
-            _instr.warn_once("history-read", "adaptive chunking could not read its history "
-                             f"({type(e).__name__}: {e}); recommending from this process's "
-                             "profiles only")
-            return []
-        return out
-
-    def _from_history(self, array, workload) -> list[_Profile]:
-        """A stand-in profile of ``array`` made of the stored computes of ``workload``."""
-        expression = workload if workload is not None else array
-        expressions = expression if isinstance(expression, (list, tuple)) else [expression]
-        for e in expressions:
-            if not callable(getattr(e, "__dask_graph__", None)):
-                raise TypeError(
-                    f"workload must be a dask collection or a list of them (what will be "
-                    f"computed from the array), got {e!r}"
-                )
-        layers = [n for e in expressions for n in e.__dask_graph__().layers]
-        return self._stand_in(array, _graph.signature(layers, array.ndim, array.dtype))
-
-    def _stand_in(self, array, signature: str, fingerprint: str | None = None
-                  ) -> list[_Profile]:
-        """A profile of ``array`` made of the stored computes of a workload signature
-        on hardware comparable to ``fingerprint`` (default: where a compute started
-        now would run); empty when there are none."""
-        state = _Profile("history", array)
-        state.signature = signature
-        state.fingerprint = fingerprint or _fingerprint()
-        observations = self._stored([state])
-        state.signature = None  # its observations are the stored ones: not pooled again
-        for observation in observations:
-            state.profiler._record_compute(observation)
-        state.computes = len(observations)
-        if state.computes and json.loads(state.fingerprint)["scheduler"] == "distributed":
-            state.workers = _cluster_workers()  # the budget of the workers, not of here
-        return [state] if state.computes else []
-
-    def _newest_workload(self, ndim: int | None = None, dtype=None,
-                         fingerprint: str | None = None) -> dict[str, Any] | None:
-        """The newest stored compute on comparable hardware (of ``ndim`` and ``dtype``
-        when given), or None."""
-        if not _flag("history"):
-            return None
-        rows = self._rows(None, fingerprint or _fingerprint(),
-                          limit=1 if ndim is None else _NEWEST_SCAN)
-        return next((r for r in rows if ndim is None or (
-            len(r["shape"]) == ndim and np.dtype(r["dtype"]) == np.dtype(dtype)
-        )), None)
-
-    def _auto_target(self) -> tuple[int, str] | None:
-        """The byte target auto-rechunk gives Dask's auto-chunking, and why; None
-        without comparable history.
-
-        Learned from the newest workload stored on comparable hardware, from every
-        stored compute of it. The target is a largest chunk size, for arrays of any
-        size: the recommendation for that workload at its stored size, and at
-        sizes growing 4-fold from it while the recommended chunks still grow (a
-        small array is split for its threads, a large one is not limited by its
-        size) and still fit the budget. Cached until the history or the settings
-        change.
-        """
-        if not _flag("history"):
-            return None
-        store, here = self._store(), _fingerprint()
-        key = (str(store.path), store.generation(), here, repr(dask.config.get(_PREFIX)))
-        cached = self._target
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        target = None
-        row = self._newest_workload(fingerprint=here)
-        if row is not None:
-            target = self._plateau(row, here)
-        self._target = (key, target)
-        return target
-
-    def _plateau(self, row: dict[str, Any], here: str) -> tuple[int, str] | None:
-        """The recommended chunk bytes of a stored workload once its size stops mattering."""
-        import dask.array as da
-
-        shape, dtype = tuple(row["shape"]), np.dtype(row["dtype"])
-        block = tuple(max(1, max(c, default=1)) for c in row["chunks"])
-        states = self._stand_in(da.empty(shape, dtype=dtype, chunks=block), row["signature"],
-                                here)
-        if not states:
-            return None
-        best, scale = None, 1
-        for factor in _PLATEAU_FACTORS:
-            grown = tuple(max(1, round(n * factor ** (1 / max(1, len(shape))))) for n in shape)
-            stand_in = da.empty(grown, dtype=dtype, chunks=block)
-            rec = self._recommend(states, stand_in, warn=False)  # not fitting: stop here
-            if rec is None or rec.model is None or (best is not None and not rec.fits_budget):
-                break
-            grew = best is None or rec.chunk_bytes > 1.05 * best.chunk_bytes
-            best, scale = rec, factor
-            if not grew:
-                break
-        if best is None:
-            return None
-        return best.array_chunk_size, (
-            f"recommended for the newest workload stored for this hardware (signature "
-            f"{row['signature']}, {shape} {dtype}, {states[0].computes} stored computes)"
-            + (f" at {scale}x that size, past which larger arrays get the same chunks"
-               if scale > 1 else "")
-            + f": chunks {best.chunks}, predicted peak {best.predicted_peak_bytes / MiB:.0f} "
-            f"MiB of a {best.memory_budget_bytes / MiB:.0f} MiB budget"
-        )
 
     @staticmethod
     def _cluster_of(states: list[_Profile]) -> dict | None:
@@ -1893,15 +1786,24 @@ class AdaptiveChunkingEngine:
         >>> rec.chunk_bytes > 100 * 100 * 8, rec.fits_budget
         (True, True)
         >>> engine.close()
+
+        An xarray ``DataArray`` gets a recommendation that also gives its chunks by
+        dimension name (``rec.chunks_by_dim``); a ``Dataset`` gets a
+        ``DatasetRecommendation`` with one size per dimension for ``Dataset.chunk``
+        and each variable's own recommendation. Data opened from Zarr or netCDF
+        keeps chunks that are whole multiples of the store's chunks.
         """
+        if _xarray.is_xarray(array):
+            return self._recommend_xarray(array, profile_id, workload)
         return self._recommendation(array, profile_id, workload)
 
     def _recommendation(self, array, profile_id, workload=None, newest: bool = False,
-                        what: str = "recommend") -> Recommendation:
+                        what: str = "recommend", storage=None) -> Recommendation:
         _config.validate()
         self._drain()
         states = self._source(array, profile_id, what, workload, newest)
-        rec = self._recommend(states, array, self._downstream_of(array, workload))
+        rec = self._recommend(states, array, self._downstream_of(array, workload),
+                              storage=storage)
         if rec is None:
             raise ValueError(
                 f"profile {[s.id for s in states]} cannot recommend chunks: "
@@ -1932,7 +1834,16 @@ class AdaptiveChunkingEngine:
         >>> small["predicted_tasks"] > large["predicted_tasks"]
         True
         >>> engine.close()
+
+        For an xarray ``DataArray``, ``chunks`` may be keyed by dimension name.
         """
+        if _xarray.is_xarray(array):
+            if _xarray.is_dataset(array):
+                raise TypeError("predict takes one array; pass one variable of the Dataset, "
+                                "e.g. ds['name']")
+            chunks = _xarray.axis_chunks(tuple(array.dims), chunks)
+            profile_id = self._member_ids(profile_id, array.name)
+            array = _xarray.dask_data(array, "predict")
         _config.validate()
         self._drain()
         states = self._source(array, profile_id, "predict", workload)
@@ -1996,19 +1907,26 @@ class AdaptiveChunkingEngine:
         ``auto-rechunk`` is on and none profiled it, those the history recommends
         from the newest stored workload of its number of dimensions and dtype
         (logged at INFO). The values are unchanged; only the chunking differs.
+
+        An xarray ``DataArray`` or ``Dataset`` comes back as the same type, rechunked
+        with its ``.chunk`` method (a Dataset's variables held in memory stay in
+        memory); ``recommendation`` may then also be chunks by dimension name or a
+        ``DatasetRecommendation``.
         """
         from dask.array.core import Array
 
+        if _xarray.is_xarray(array):
+            return self._apply_xarray(array, recommendation)
         if not isinstance(array, Array):
             raise TypeError(
-                f"apply_recommendation expects a dask.array.Array, got {type(array).__name__}"
+                f"apply_recommendation expects a dask.array.Array (or an xarray object "
+                f"backed by Dask), got {type(array).__name__}"
             )
         chunks = recommendation
-        ids = chunks if isinstance(chunks, (list, tuple)) else [chunks]
         if chunks is None:
             chunks = self._recommendation(array, None, newest=_flag("auto-rechunk"),
                                           what="apply_recommendation").chunks
-        elif ids and all(isinstance(i, str) and i in self._profiles for i in ids):
+        elif self._are_ids(chunks, array):
             chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
@@ -2016,6 +1934,30 @@ class AdaptiveChunkingEngine:
         if normalized == array.chunks:
             return array
         return array.rechunk(normalized)
+
+    def _are_ids(self, value, array) -> bool:
+        """Whether ``value`` (an argument that may be chunks) is profile ids: known
+        ones, or a string that is no chunk size, which :meth:`_state` then names as
+        an unknown id."""
+        ids = value if isinstance(value, list) or (
+            isinstance(value, tuple) and value and all(isinstance(i, str) for i in value)
+        ) else [value]
+        if not ids or not all(isinstance(i, str) for i in ids):
+            return False
+        with self._lock:
+            if all(i in self._profiles or i in self._groups for i in ids):
+                return True
+        if not isinstance(value, str):
+            return False
+        try:  # "auto" and "128 MiB" are chunks
+            _normalized(array, value)
+            return False
+        except ValueError as e:
+            try:
+                self._state(value)
+            except KeyError as unknown:
+                raise ValueError(f"{e}; nor is it a profile id: {unknown.args[0]}") from None
+            raise
 
     def apply_scheduler_config(self, recommendation, client=None) -> dict[str, Any]:
         """Set a recommendation's scheduler settings on a running distributed scheduler.
@@ -2088,14 +2030,18 @@ class AdaptiveChunkingEngine:
         return {SATURATION_KEY: "inf" if math.isinf(old) else old}
 
     def get_telemetry(self) -> dict[str, Any]:
-        """Engine state: tracked arrays, memory pressure and aggregate statistics."""
+        """Engine state: tracked arrays, memory pressure and aggregate statistics.
+
+        A dict that shows itself as a short summary in a terminal and as a table in a
+        notebook.
+        """
         _config.validate()
         self._drain()
         with self._lock:
             statuses = {pid: s.status for pid, s in self._profiles.items()}
             recent = list(self._recent)
         pressure = MemoryPressure.snapshot()
-        return {
+        return _views.Telemetry({
             "enabled": self.enabled,
             "profile_chunks": self.profile_chunks,
             "tracked_arrays": len(statuses),
@@ -2108,7 +2054,7 @@ class AdaptiveChunkingEngine:
             "profiler_stats": self.profiler.get_stats(),
             "recent_computes": recent[-10:],
             "workers": self._worker_pressure(),
-        }
+        })
 
     @staticmethod
     def _worker_pressure() -> dict[str, dict[str, float]]:
@@ -2126,477 +2072,11 @@ class AdaptiveChunkingEngine:
         with self._lock:
             self._profiles.clear()
             self._by_name.clear()
+            self._groups.clear()
             stores, self._stores = list(self._stores.values()), {}
         for store in stores:
             store.close()
         _engines.discard(self)
-
-    # -- history ----------------------------------------------------------
-
-    def _store(self):
-        """The history database of ``history-path`` (opened once per path)."""
-        from dask.array._adaptive_chunking import history
-
-        path = _read("history-path") or str(history.default_path())
-        with self._lock:
-            store = self._stores.get(path)
-            if store is None:
-                store = self._stores[path] = history.HistoryStore(path)
-            store.max_rows = _read("history-max-rows")
-        return store
-
-    def save_profile(self, profile_id: str) -> int:
-        """Store the complete computes of a profile not stored yet; returns how many.
-
-        Done after each profiled compute while ``array.adaptive-chunking.history`` is
-        on; call it to store a profile's computes made with it off (the newest 256
-        are kept until then). Each compute is one row: the workload's signature and
-        the hardware fingerprint of that compute, the array's shape, dtype and
-        chunks, and what the compute measured (JSON). Failed and interrupted
-        computes are not stored.
-        """
-        from dask.array._adaptive_chunking import history
-
-        with self._lock:
-            state = self._state(profile_id)
-            claimed = list(state.unsaved)
-            state.unsaved.clear()
-        if not claimed:
-            return 0
-        records = [
-            dict(created=time.time(), signature=signature, fingerprint=fingerprint,
-                 shape=state.shape, dtype=_dtype_text(state.dtype), chunks=state.chunks,
-                 data={"observation": history.observation_to_json(obs), "profile": state.id})
-            for obs, signature, fingerprint in claimed
-        ]
-        try:
-            self._store().add_many(records)
-        except BaseException:
-            with self._lock:  # not stored: keep them for the next attempt
-                state.unsaved.extendleft(reversed(claimed))
-            raise
-        return len(claimed)
-
-    def load_history(self, signature: str | None = None, *, comparable: bool = False
-                     ) -> list[dict[str, Any]]:
-        """The stored computes, newest first: all, or those of one workload signature.
-
-        With ``comparable=True`` only those measured on hardware comparable to what
-        a compute started now would run on: the same scheduler kind, cores and
-        threads, and a memory limit within 25%.
-        """
-        if signature is not None and not isinstance(signature, str):
-            raise TypeError(f"signature must be a workload signature (a string, as in a stored "
-                            f"row's 'signature') or None, got {signature!r}")
-        if not isinstance(comparable, (bool, np.bool_)):
-            raise TypeError(f"comparable must be True or False, got {comparable!r}")
-        return self._rows(signature, _fingerprint() if comparable else None)
-
-    def _rows(self, signature: str | None, here: str | None, limit: int | None = None
-              ) -> list[dict[str, Any]]:
-        """The stored computes of ``signature`` (the newest ``limit``); only those
-        comparable to ``here``."""
-        from dask.array._adaptive_chunking import history
-
-        store = self._store()
-        hardware = None
-        if here is not None:  # a few distinct fingerprints: compared before rows are read
-            hardware = [f for f in store.fingerprints(signature)
-                        if _comparable(history, f, here)]
-        return store.rows(signature=signature, fingerprint=hardware, limit=limit)
-
-    def export_history(self, path) -> int:
-        """Write the history database as JSON lines to ``path``; returns the rows written."""
-        return self._store().export(path)
-
-    def import_history(self, path) -> int:
-        """Add the JSON lines of :meth:`export_history` to the history; returns the count."""
-        return self._store().import_(path)
-
-    def clear_history(self) -> int:
-        """Delete every stored compute; returns how many there were."""
-        return self._store().clear()
-
-    # -- the optimizer hook ----------------------------------------------
-
-    def _plan(self, dsk, keys):
-        """Decide whether and for which profiles this compute is instrumented.
-
-        Returns None (do not instrument) or ``(states, named)``: the profiles in
-        this compute and, per profiled array name in it, its profiles (tasks are
-        attributed from these by ``instrument.assign_tags``).
-        """
-        if getattr(_instr.in_task, "depth", 0):
-            return None  # a compute nested inside a measured task
-        self._drain()
-        names: list[str] = []
-        if isinstance(dsk, HighLevelGraph) and self._by_name:
-            with self._lock:
-                names = [n for n in dsk.layers if n in self._by_name]
-                by_name = {n: list(self._by_name[n]) for n in names}
-        states = [s for n in names for s in by_name[n]]
-        if not states:
-            if self is _engine and self.enabled:
-                # profile everything, for the engine's aggregate only
-                return [], None, {}, {}
-            return None
-        hints, signatures = {}, {}
-        for n in names:
-            downstream = _graph.downstream(dsk, n, by_name[n][0].shape)
-            hints.update((s, downstream) for s in by_name[n])
-            for state in by_name[n]:
-                signatures[state] = _graph.signature(dsk.layers, len(state.shape), state.dtype)
-        if len(names) == 1 and _graph.whole_lineage(dsk.dependencies, names[0]):
-            # every task works for this array
-            return states, frozenset(states), hints, signatures
-        return states, {n: frozenset(by_name[n]) for n in names}, hints, signatures
-
-    def _instrument(self, dsk, keys, plan):
-        states, named, hints, signatures = plan
-        interval, method = _read("sample-interval"), _read("peak-method")
-        out, collector = _instr.instrument(dsk, keys, named, self)
-        if not collector.n_tasks and states:
-            # Only data and aliases: no task will run, so this compute is already over.
-            with self._lock:
-                for state in states:
-                    state.status = "complete"
-                    state.computes += 1
-                    state.last = {"status": "complete", "tasks": 0}
-        collector.states, collector.method, collector.interval = states, method, interval
-        collector.hints, collector.signatures = hints, signatures
-        if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
-            return _instr.same_layers(dsk, out)
-        return out
-
-    # -- receiving records (called by the collector) ----------------------
-
-    def _start(self, collector) -> None:
-        """The first task of a compute starts: track it and mark its profiles."""
-        with self._lock:
-            self._pending[collector.cid] = (collector.tags, set(collector.states))
-            for state in collector.states:
-                state.status = "running"
-        _instr.track_peak(collector, collector.method, collector.interval)
-
-    def _register_failed(self, cid: str) -> None:
-        """A task of this compute raised: later records are folded as they come."""
-        with self._lock:
-            entry = self._pending.get(cid)
-            if entry is not None:
-                self._failed_computes[cid] = entry
-                while len(self._failed_computes) > 64:
-                    self._failed_computes.popitem(last=False)
-
-    def _finish(self, collector) -> None:
-        with self._lock:
-            entry = self._pending.pop(collector.cid, None)
-        if entry is None:
-            return
-        tags, states = entry
-        records = collector.records
-        k = len(records)
-        batch = _instr.batch_from_records(records[:k])
-        failed = bool(batch.data["failed"].any())
-        baseline = collector.baseline
-        if collector.include_children:
-            baseline += collector.children_baseline
-        # KeyboardInterrupt or SystemExit in a task stopped the compute: not a failure
-        interrupted = collector.error is not None and collector.error[2]
-        status = ("incomplete" if interrupted else "failed") if failed else "complete"
-        if collector.include_children:
-            kind = "processes"
-        elif len(batch) and (batch.data["worker"] == collector.caller).all():
-            kind = "sync"
-        else:
-            kind = "threads"
-        self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
-                   collector=collector, hardware=lambda: _fingerprint(kind))
-        for record in records[k:]:  # appended while the compute was being finalized
-            self._late(collector.cid, record)
-
-    def _late(self, cid: str, record: tuple) -> None:
-        """A task that finished after its compute failed: add its chunk record."""
-        with self._lock:
-            entry = self._failed_computes.get(cid)
-        if entry is None or not self.profile_chunks:
-            return
-        batch = _instr.batch_from_records([record])
-        for state in entry[0][record[_instr.R_TAG]]:
-            state.profiler._record_batch(batch)
-        self.profiler._record_batch(batch)
-
-    def _abandon(self, records: list, cid: str) -> None:
-        """The collector of an unfinished compute was garbage collected.
-
-        Called by ``weakref.finalize``, possibly in the middle of another engine
-        call of this thread: only queue it; :meth:`_drain` does the work.
-        """
-        if cid in self._pending:  # started and unfinished; else nothing to keep
-            self._abandoned.append((records, cid))
-
-    def _remote_names(self) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple]]:
-        """Per profiled array name: its profile ids, and its shape."""
-        with self._lock:
-            named = {n: tuple(s.id for s in states) for n, states in self._by_name.items()}
-            shapes = {n: states[0].shape for n, states in self._by_name.items() if states}
-        return named, shapes
-
-    def _sent(self, cid: str, client) -> None:
-        """A compute with profiled arrays was sent to ``client``'s scheduler."""
-        with self._lock:
-            self._remote[cid] = (client, time.monotonic())
-            # Ids of computes without profiled arrays (or pickled but never sent) are
-            # dropped once the grace period shows they never reached the scheduler.
-            while len(self._remote) > _MAX_REMOTE:
-                self._remote.popitem(last=False)
-
-    def _drain_remote(self) -> None:
-        """Fold the records of finished computes from the distributed schedulers."""
-        with self._lock:
-            by_client: dict = {}
-            sent_at = {}
-            for cid, (client, when) in self._remote.items():
-                by_client.setdefault(id(client), (client, []))[1].append(cid)
-                sent_at[cid] = when
-        for client, cids in by_client.values():
-            try:
-                found = _cluster.drain(client, cids)
-                if not isinstance(found, dict):
-                    raise TypeError(f"unexpected answer {type(found).__name__}")
-            except Exception as e:  # a closed client, a lost scheduler
-                logger.debug("adaptive chunking could not drain %s: %s", cids, e)
-                if getattr(client, "status", "running") in ("closing", "closed"):
-                    found = {c: {"records": [], "workers": {}, "done": False, "gone": True,
-                                 "closed": True} for c in cids}
-                else:
-                    continue
-            for cid, entry in found.items():
-                failed = entry.get("failed") or any(r[7] for r in entry["records"])
-                if entry.get("gone") and not entry["records"] and not entry.get("closed") and (
-                    time.monotonic() - sent_at.get(cid, 0) < _cluster.SUBMIT_GRACE
-                ):
-                    continue  # maybe not on the scheduler yet
-                if not (entry["done"] or entry.get("gone") or failed):
-                    self._running(entry.get("profiles") or ())
-                    continue
-                with self._lock:
-                    self._remote.pop(cid, None)
-                status = "failed" if failed else "complete" if entry["done"] else "incomplete"
-                try:
-                    self._fold_remote(entry, status, client)
-                except Exception as e:  # profiling must never break the caller
-                    _instr.warn_engine_error(e)
-
-    def _running(self, profile_ids) -> None:
-        """Profiles whose compute is in flight on a cluster are ``running``."""
-        with self._lock:
-            for state in self._profiles.values():
-                if state.id in profile_ids:
-                    state.status = "running"
-
-    def _fold_remote(self, entry: dict[str, Any], status: str, client=None) -> None:
-        records = entry["records"]
-        if entry.get("seen", 0) > len(records):
-            logger.info(
-                "adaptive chunking: the scheduler kept %d of the %d task records of a "
-                "compute (its share of '%s.max-memory'); the profile rests on those",
-                len(records), entry["seen"], _PREFIX,
-            )
-        with self._lock:
-            states = {s.id: s for s in self._profiles.values()}
-        structure = entry.get("structure") or {}
-        outputs = set(map(_cluster.as_key, structure.get("outputs", ())))
-        groups: dict[tuple, int] = {}
-        tuples = []
-        for key, t0, t1, nbytes, worker, thread, profiles, failed in records:
-            key = _cluster.as_key(key)
-            tag = groups.setdefault(tuple(profiles), len(groups))
-            tuples.append((key, t0, t1, 0, 0, nbytes, None, None, hash((worker, thread)),
-                           tag, key in outputs, failed, nbytes, 0, nbytes))
-        tags = [frozenset(states[i] for i in profiles if i in states) for profiles in groups]
-        involved = set().union(*tags) if tags else set()
-        if not records:  # the compute ended before any task of it finished
-            # Only profiles the scheduler saw in its graph; a compute that never got
-            # there (or had no profiled array) says nothing about any profile.
-            known = {states[i] for i in structure.get("profiles", ()) if i in states}
-            with self._lock:
-                for state in known:
-                    state.status = status
-                    state.computes += 1
-                    state.last = {"status": status, "tasks": 0}
-                if entry.get("closed"):  # what was sent on a closed client is lost
-                    for state in self._profiles.values():
-                        if state.status in ("pending", "running") and state.computes == 0:
-                            state.status = status
-            return
-        workers = entry.get("workers", {})
-        top = max(workers.values(), key=lambda w: w["process"], default=None)
-        peak, baseline = (top["process"], top["baseline"]) if top else (0, 0)
-        batch = _instr.batch_from_records(tuples)
-        graph = None
-        if structure:
-            as_key = _cluster.as_key
-            layers = structure.get("layers")
-            graph = _GraphFacts(
-                {as_key(k): [as_key(d) for d in ds] for k, ds in structure["dependencies"]},
-                {as_key(k): op for k, op in structure["fused"]},
-                {states[i]: _graph.Downstream(frozenset(w), bool(sq), tuple(ops))
-                 for i, (w, sq, ops) in structure["hints"].items() if i in states},
-                signatures={
-                    s: _graph.signature(layers, len(s.shape), s.dtype) for s in involved
-                } if layers is not None else None,
-            )
-        with self._lock:
-            for state in involved:
-                state.workers = dict(workers)
-                state.saturation = entry.get("saturation")
-        # Stored under the whole cluster (the workers of this compute may be fewer)
-        self._fold(batch, tags, involved, status, peak=peak, baseline=baseline, graph=graph,
-                   hardware=lambda: _fingerprint("distributed",
-                                                 _cluster_workers(client) or workers))
-
-    def _drain(self) -> None:
-        """Fold the computes whose graphs were dropped before they finished."""
-        if self._remote:
-            self._drain_remote()
-        while self._abandoned:
-            try:
-                records, cid = self._abandoned.popleft()
-            except IndexError:
-                return
-            with self._lock:
-                entry = self._pending.pop(cid, None)
-            if entry is None or not records:
-                continue  # finished normally, or optimized and never run
-            tags, states = entry
-            try:
-                batch = _instr.batch_from_records(list(records))
-                self._fold(batch, tags, states, "incomplete", peak=0, baseline=0)
-            except Exception as e:  # profiling must never break the caller
-                _instr.warn_engine_error(e)
-
-    def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None,
-              graph=None, hardware=None) -> None:
-        """Fold one compute's records into the profiles it belongs to.
-
-        With the ``collector`` (a compute that finished, not one abandoned) or the
-        ``graph`` a distributed scheduler sent (a :class:`_GraphFacts`), each
-        profile also learns the compute's structure: how its task count grows with
-        the number of chunks, the task outputs that waited for their consumers, and
-        what the downstream operations want from its chunks. ``hardware`` gives the
-        fingerprint a complete compute is stored under in the history.
-        """
-        if graph is None and collector is not None:
-            graph = _GraphFacts(None, None, collector.hints, collector, collector.signatures)
-        fingerprint = None
-        if status == "complete" and hardware is not None:
-            try:
-                fingerprint = hardware()
-            except Exception as e:  # the history's problem, never the profile's
-                _instr.warn_once("history", "adaptive chunking could not describe this "
-                                 f"machine for its history ({type(e).__name__}: {e})")
-        profile_chunks = self.profile_chunks
-        d = batch.data
-        n = len(batch)
-        if n:
-            wall = float(d["t1"].max() - d["t0"].min())
-            peak = max(peak, float(d["rss1"].max()))
-            workers = len(np.unique(d["worker"]))
-            concurrency = max(1, min(_instr.max_overlap(d["t0"], d["t1"]), workers))
-            results = int(d["nbytes"][d["out"]].sum())
-        else:
-            wall, concurrency, results = 0.0, 1, 0
-        peak = max(peak, baseline)  # the baseline is one moment of the compute
-        summary = {
-            "status": status,
-            "tasks": n,
-            "wall_time_s": wall,
-            "peak_memory_mb": peak / MiB,
-            "baseline_memory_mb": baseline / MiB,
-            "results_memory_mb": results / MiB,
-            "concurrency": concurrency,
-        }
-
-        def observation(array_bytes, chunk_bytes, part, state=None) -> _model.Observation:
-            structure = {}
-            if state is not None and graph is not None:
-                p = part.data
-                deps = graph.dependencies_of(part.keys)
-                replay = (part.keys, p["t0"], p["t1"], p["nbytes"], p["out"], deps)
-                memory = {"mem": p["mem"], "mem_bytes": p["membytes"]}
-                held, largest = _model.replay_memory(*replay, **memory)
-                rechunked = _instr.read_only_by_rechunks(deps)
-                held_aligned = (
-                    _model.replay_memory(*replay, rechunked, **memory)[0] if rechunked else held
-                )
-                structure = {
-                    "blocks": max(1, math.prod(len(c) for c in state.chunks)),
-                    # One chunk cannot show how tasks grow with the number of chunks.
-                    "terms": _model.task_terms(
-                        part.keys, state.split_dims, p["t1"] - p["t0"],
-                        graph.fused_ops(part.keys),
-                    ) if state.split_dims else (),
-                    "held_bytes": held,
-                    "task_bytes": largest,
-                    "held_aligned_bytes": held_aligned,
-                }
-            return _model.Observation(
-                array_bytes=array_bytes,
-                chunk_bytes=chunk_bytes,
-                n_tasks=len(part),
-                task_seconds=float((part.data["t1"] - part.data["t0"]).sum()),
-                wall_seconds=wall,
-                peak_bytes=peak,
-                baseline_bytes=baseline,
-                results_bytes=results,
-                concurrency=concurrency,
-                **structure,
-            )
-
-        if n:
-            if profile_chunks:
-                self.profiler._record_batch(batch)
-            total = int(d["logical"].sum())
-            self.profiler._record_compute(observation(total, total / n, batch))
-        for state in states:
-            if len(tags) == 1 and state in tags[0]:
-                part = batch
-            else:
-                mine = [i for i, group in enumerate(tags) if state in group]
-                part = batch.take(np.isin(d["tag"], mine))
-            if profile_chunks:
-                state.profiler._record_batch(part)
-            measured = None
-            if len(part) and state.nbytes:
-                measured = observation(state.nbytes, state.chunk_bytes, part, state)
-                state.profiler._record_compute(measured)
-            if graph is not None and state in graph.hints:
-                state.downstream = graph.hints[state]
-            signature = graph.signatures.get(state) if graph is not None else None
-            with self._lock:
-                state.status = status
-                state.signature = signature or state.signature
-                state.fingerprint = fingerprint or state.fingerprint
-                if measured is not None and signature and fingerprint:
-                    state.unsaved.append((measured, signature, fingerprint))
-                state.computes += 1
-                state.wall_seconds += wall
-                state.last = dict(summary, tasks=len(part))
-                error = collector.error if collector is not None else None
-                if status == "failed" or error is not None:
-                    if error is not None:  # the task and what it raised, as one
-                        key, why, interrupted = error
-                        state.error = (f"task {key!r} was interrupted ({why})" if interrupted
-                                       else f"task {key!r} raised {why}")
-                    else:  # from another process or a cluster: the task only
-                        bad = np.flatnonzero(part.data["failed"])
-                        what = f"task {part.keys[bad[0]]!r}" if len(bad) else "a task"
-                        state.error = f"{what} raised"
-        with self._lock:
-            self._computes += 1
-            self._recent.append(summary)
-        self._bound_memory()
-        self._autosave(states, status)
 
     def __repr__(self) -> str:
         return (

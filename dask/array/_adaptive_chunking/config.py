@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,58 @@ _CONFIG_DIR = Path(__file__).parent
 KEYS: frozenset[str] = frozenset()  # the settings the defaults YAML defines
 
 
-def register_defaults() -> None:
-    """Add the defaults YAML to Dask's config (user and environment values win)."""
+def defaults() -> dict[str, Any]:
+    """The settings of the defaults YAML, by key."""
     import yaml
 
-    global KEYS
     with open(_CONFIG_DIR / "adaptive-chunking.yaml") as f:
-        defaults = yaml.safe_load(f)
-    KEYS = frozenset(defaults["array"]["adaptive-chunking"])
-    dask.config.update_defaults(defaults)
+        return dict(yaml.safe_load(f)["array"]["adaptive-chunking"])
+
+
+def register_defaults() -> None:
+    """Add the defaults YAML to Dask's config (user and environment values win)."""
+    global KEYS
+    values = defaults()
+    KEYS = frozenset(values)
+    dask.config.update_defaults({"array": {"adaptive-chunking": values}})
+
+
+def _canonical(key: Any) -> str:
+    return str(key).replace("_", "-").lower()
+
+
+def _section(data: Any) -> list[str]:
+    """The keys of ``array.adaptive-chunking`` in a nested config dict (``_`` read as ``-``)."""
+    node = data
+    for part in PREFIX.split("."):
+        if not isinstance(node, dict):
+            return []
+        node = next((v for k, v in node.items() if _canonical(k) == part), None)
+    return [_canonical(k) for k in node] if isinstance(node, dict) else []
+
+
+def sources() -> dict[str, str]:
+    """Where each setting was given outside code, by key: the environment variable,
+    or else the last YAML file of Dask's config paths that sets it (as Dask reads
+    them: environment over files, later files over earlier). Keys given nowhere
+    are absent.
+
+    >>> sources().get("no-such-key") is None
+    True
+    """
+    import dask.config
+
+    out: dict[str, str] = {}
+    for path, data in dask.config.collect_yaml(dask.config.paths, return_paths=True):
+        for key in _section(data):
+            out[key] = f"file {path}"
+    # As Dask reads the environment: DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS, or
+    # a variable holding a whole section (DASK_ARRAY__ADAPTIVE_CHUNKING='{...}')
+    prefix = "DASK_" + PREFIX.upper().replace(".", "__").replace("-", "_") + "__"
+    for key in _section(dask.config.collect_env()):
+        name = prefix + key.upper().replace("-", "_")
+        out[key] = f"environment {name}" if name in os.environ else "environment"
+    return out
 
 
 def check_keys() -> None:

@@ -8,10 +8,11 @@ memory.
 
 from __future__ import annotations
 
-import argparse
 import pprint
 import sys
 import time
+
+from dask.array._adaptive_chunking import views as _views
 
 __all__ = ["main", "run_demo"]
 
@@ -28,16 +29,42 @@ def _measure(fn, engine, array) -> tuple[float, dict]:
         engine.remove_profile(pid)
 
 
+def _progress(show: bool, client=None):
+    """A progress bar with memory for local computes (a cluster's comes with the
+    compute, :func:`progress.compute_on_cluster`)."""
+    import contextlib
+
+    from dask.array._adaptive_chunking.progress import ProfileProgressBar
+
+    if not show or client is not None:
+        return contextlib.nullcontext()
+    return ProfileProgressBar(out=sys.stderr)
+
+
+def _computer(collection, client, show: bool):
+    """What computes ``collection``: its own compute(), or the cluster's with progress."""
+    if client is None:
+        return collection.compute
+    from dask.array._adaptive_chunking.progress import compute_on_cluster
+
+    return lambda: compute_on_cluster(collection, client, show)
+
+
 def run_demo(
     size: int = 6000,
     chunk: int = 100,
-    scheduler: str = "threads",
+    scheduler: str | None = "threads",
     out=None,
+    progress: bool = False,
+    client=None,
 ) -> dict:
     """Profile ``(x + x.T).mean(axis=0)`` on a ``size``-square array in ``chunk`` chunks.
 
-    Returns a dictionary with the before/after wall times (seconds), peak memory
-    (MiB) and the chunks used; also prints a report to ``out`` (stdout by default).
+    ``scheduler`` None uses Dask's default (a distributed client, if one is the
+    default); ``client``, a ``distributed.Client``, computes on its cluster;
+    ``progress`` shows a progress bar while computing (stderr). Returns a
+    dictionary with the before/after wall times (seconds), peak memory (MiB) and
+    the chunks used; also prints a report to ``out`` (stdout by default).
     """
     import dask
     import dask.array as da
@@ -50,15 +77,18 @@ def run_demo(
         x = da.random.random((size, size), chunks=chunks)
         return x, (x + x.T).mean(axis=0)
 
+    where = scheduler or ("default" if client is None else client.scheduler.address)
     print(f"Workload: (x + x.T).mean(axis=0), x = random {size}x{size} float64 "
-          f"({size * size * 8 / 2**20:.0f} MiB), scheduler={scheduler!r}", file=out)
+          f"({size * size * 8 / 2**20:.0f} MiB), scheduler={where!r}",
+          file=out)
     x, y = workload((chunk, chunk))
     print(f"Before: chunks ({chunk}, {chunk}), {x.npartitions} chunks", file=out)
-    with dask.config.set(scheduler=scheduler):
-        before_s, profile = _measure(y.compute, engine, x)
-    print("\nProfile:", file=out)
-    pprint.pprint({k: v for k, v in profile.items() if k != "current_chunks"},
-                  stream=out, sort_dicts=False, width=100)
+    settings = {} if scheduler is None else {"scheduler": scheduler}
+    with dask.config.set(settings), _progress(progress, client):
+        before_s, profile = _measure(_computer(y, client, progress), engine, x)
+    print(f"\n{_views.profile_text(profile)}", file=out)
+    print("Per-chunk statistics:", file=out)
+    pprint.pprint(profile["profiler_stats"], stream=out, sort_dicts=False, width=100)
     rec = profile["recommended_chunks"]
     if rec is None:
         print("\nNo recommendation could be made.", file=out)
@@ -72,8 +102,8 @@ def run_demo(
     # Build the workload again with the recommended chunks, as a user would for data
     # created or read in chunks (engine.apply_recommendation rechunks an existing array).
     x2, y2 = workload(rec)
-    with dask.config.set(scheduler=scheduler):
-        after_s, after = _measure(y2.compute, engine, x2)
+    with dask.config.set(settings), _progress(progress, client):
+        after_s, after = _measure(_computer(y2, client, progress), engine, x2)
     before_peak = profile["last_compute"]["peak_memory_mb"]
     after_peak = after["last_compute"]["peak_memory_mb"]
     print("\nMeasured effect of applying it:", file=out)
@@ -92,22 +122,14 @@ def run_demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dask.array.adaptive_chunking",
-        description="Profile a workload started with too-small chunks, recommend "
-        "chunks, apply them and compare.",
-    )
-    parser.add_argument("--size", type=int, default=6000, help="side of the square array")
-    parser.add_argument("--chunk", type=int, default=100, help="side of the starting chunks")
-    parser.add_argument(
-        "--scheduler", default="threads", choices=["threads", "sync", "processes"]
-    )
-    args = parser.parse_args(argv)
-    if args.size < 1 or args.chunk < 1:
-        parser.error("--size and --chunk must be positive integers")
-    run_demo(args.size, args.chunk, args.scheduler)
-    return 0
+    """``python -m dask.array.adaptive_chunking``: the ``dask adaptive-chunking``
+    commands; with no command, the demo. Returns the exit status."""
+    from dask.array._adaptive_chunking.cli import main as cli
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "-h"):
+        argv = ["demo", *argv]
+    return cli(argv)
 
 
 if __name__ == "__main__":

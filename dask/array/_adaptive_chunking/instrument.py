@@ -595,7 +595,7 @@ class ComputeCollector:
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "engine", "interval",
         "method", "tags", "states", "tasks", "aliases", "hints", "signatures", "error",
-        "caller",
+        "caller", "finished",
         "__weakref__",
     )
 
@@ -617,6 +617,7 @@ class ComputeCollector:
         self.include_children = False
         self.started = False
         self.done = False
+        self.finished = threading.Event()  # set once the engine has folded the compute
         self.engine = engine
         self.interval = 0.01
         self.method = "auto"
@@ -638,10 +639,12 @@ class ComputeCollector:
                 return
             self.started = True
             self.baseline = self.peak = process_rss()
-        try:
-            self.engine._start(self)
-        except Exception as e:  # profiling must never break the compute
-            warn_engine_error(e)
+            # Under the lock: a task of another thread that finishes (or fails) first
+            # must find the compute registered, or its end would be lost.
+            try:
+                self.engine._start(self)
+            except Exception as e:  # profiling must never break the compute
+                warn_engine_error(e)
 
     def add(self, record: tuple) -> None:
         """Take one record, from any thread; the last one finishes the compute.
@@ -651,22 +654,32 @@ class ComputeCollector:
         """
         if self.done:
             self._late(record)
+            if record[R_FAILED]:
+                # This failure may reach the user first: let the compute be folded
+                # (by the thread that finished it) before the exception is raised.
+                self.finished.wait(10)
             return
         self.records.append(record)
         n = next(self.counter)
         if n < self.n_tasks and not record[R_FAILED]:
             return
+        finisher = False
         try:
             with self.lock:
-                if self.done:
-                    return
-                if record[R_FAILED]:  # before done: later records must find it
-                    self.engine._register_failed(self.cid)
-                self.done = True
-            untrack_peak(self)
-            self.engine._finish(self)
+                if not self.done:
+                    if record[R_FAILED]:  # before done: later records must find it
+                        self.engine._register_failed(self.cid)
+                    self.done = finisher = True
+            if finisher:
+                untrack_peak(self)
+                self.engine._finish(self)
         except Exception as e:  # profiling must never break the compute
             warn_engine_error(e)
+        finally:
+            if finisher:
+                self.finished.set()
+        if not finisher and record[R_FAILED]:
+            self.finished.wait(10)  # as above: another thread is folding the compute
 
     def _late(self, record: tuple) -> None:
         try:

@@ -1111,3 +1111,20 @@ def test_eight_threads_each_get_exactly_their_tasks(engine):
     assert engine.profiler.get_stats()["total_chunks"] == rounds * sum(
         a.npartitions for a in arrays
     )
+
+
+def test_a_failed_threaded_compute_is_failed_when_the_error_arrives(engine):
+    """Two tasks failing at once: whichever exception reaches the caller, the
+    profile is already folded (it used to read ``running`` for a moment)."""
+
+    def boom(block):
+        raise RuntimeError("no good")
+
+    for _ in range(25):
+        z = da.ones((10, 10), chunks=5)
+        pid = engine.profile_array(z)
+        with pytest.raises(RuntimeError, match="no good"):
+            z.map_blocks(boom, dtype=float).compute(scheduler="threads")
+        profile = engine.get_profile(pid)
+        assert (profile["status"], profile["computes"]) == ("failed", 1)
+        engine.remove_profile(pid)

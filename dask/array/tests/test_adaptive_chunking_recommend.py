@@ -222,12 +222,14 @@ def test_measured_peak_within_predicted(engine):
     assert math.isfinite(rec.predicted_seconds)
 
 
-DOCS = ["README.md", "docs/index.md"]
+DOCS = ["README.md", "docs/user-guide.md", "docs/troubleshooting.md", "docs/xarray.md",
+        "docs/notebook.md"]
 
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_documented_examples_run(doc, engine, capsys):
-    """Every Python example of the README and the user guide runs as written."""
+    """Every Python example of the README and the documentation pages runs as written."""
+    import logging
     import re
     import textwrap
     from pathlib import Path
@@ -238,12 +240,16 @@ def test_documented_examples_run(doc, engine, capsys):
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks
     namespace: dict = {}
+    logger = logging.getLogger("dask.array.adaptive_chunking")
+    level, handlers = logger.level, list(logging.root.handlers)
     try:
         for i, block in enumerate(blocks):
             code = textwrap.dedent(block)  # a block inside a list item is indented
             exec(compile(code, f"{doc} example {i + 1}", "exec"), namespace)
     finally:
         disable_adaptive_chunking()
+        logger.setLevel(level)  # the troubleshooting page turns on the INFO log
+        logging.root.handlers[:] = handlers
 
 
 def test_one_chunk_pilot_still_scales_tasks(engine):

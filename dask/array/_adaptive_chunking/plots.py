@@ -1,0 +1,819 @@
+"""Pictures of a profile: what its tasks measured and what the model predicts.
+
+:func:`plot_profile` draws, from a profile's sampled task records and its fitted
+model, the time and memory growth of each sampled task, the process memory over
+the profiled computes, and the predicted time and peak memory against chunk size
+(with the current and the recommended chunk size and the memory budget marked).
+:func:`visualize` draws the profiled array's task graph with Dask's own
+``dask.visualize`` machinery, each measured task coloured by its memory.
+
+The figures' data are assembled by pure functions of plain values
+(:func:`task_points`, :func:`memory_timeline`, :func:`prediction_curve`,
+:func:`task_attributes`), so they are tested without drawing anything. bokeh,
+matplotlib and graphviz are imported only when a picture is drawn (``pip install
+"dask-adaptive-chunking[plot]"``).
+
+Sizes are in bytes unless a name says MiB; times in seconds unless it says ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import shutil
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dask.array._adaptive_chunking import instrument as _instr
+from dask.array._adaptive_chunking import model as _model
+
+__all__ = [
+    "plot_profile",
+    "visualize",
+    "profile_data",
+    "task_points",
+    "memory_timeline",
+    "prediction_curve",
+    "task_attributes",
+    "match_keys",
+]
+
+MiB = 2**20
+
+#: Suffixes :func:`plot_profile` writes: bokeh for HTML, matplotlib for images.
+BOKEH_SUFFIXES = (".html",)
+MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
+
+#: Panel titles (also how the tests find the panels in a written file).
+TITLES = {
+    "time": "Time per task",
+    "growth": "Process memory growth per task",
+    "timeline": "Process memory during the profiled computes",
+    "predicted_time": "Predicted time by chunk size",
+    "predicted_peak": "Predicted peak memory by chunk size",
+}
+
+#: ColorBrewer's YlOrRd, light to dark: the fill of a measured task in the graph.
+PALETTE = (
+    "#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c",
+    "#fc4e2a", "#e31a1c", "#bd0026", "#800026",
+)
+_DARK = 6  # from this colour on, labels are written in white
+
+#: What :func:`visualize` can colour tasks by: (description, unit).
+MEASURES = {
+    "output": ("output size (dask.sizeof)", "MiB"),
+    "growth": ("process memory growth across the task", "MiB"),
+    "time": ("compute time", "ms"),
+}
+
+_EXTRA = 'pip install "dask-adaptive-chunking[plot]"'
+
+
+def _require(module: str, package: str, what: str):
+    """Import ``module`` or raise an ImportError that says what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"{what} needs {package}: pip install {package} (or {_EXTRA})"
+        ) from e
+
+
+# ---------------------------------------------------------------------------
+# The figures' data: pure functions of plain values
+# ---------------------------------------------------------------------------
+
+
+def _output_bytes(m) -> int:
+    return m.output_bytes if m.output_bytes is not None else m.estimated_bytes
+
+
+def task_points(metrics: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The sampled tasks in the order they started, as columns.
+
+    Parameters
+    ----------
+    metrics : sequence of ChunkMemoryMetric
+        A profiler's ``metrics`` (a uniform sample of its tasks).
+
+    Returns
+    -------
+    dict of arrays
+        ``start_s`` (seconds since the first sampled task started), ``output_mib``
+        (what the output holds, ``dask.sizeof``), ``time_ms``, ``growth_mib``
+        (process memory after minus before the task), ``failed`` and ``key``
+        (the task keys as text).
+
+    >>> from dask.array.adaptive_chunking import ChunkMemoryMetric as M
+    >>> p = task_points([M(("x", 1), (10,), 10, 8, 80, 2.0, 100.0, 101.0, start_time=5.0),
+    ...                  M(("x", 0), (10,), 10, 8, 80, 1.0, 99.0, 100.0, start_time=4.0)])
+    >>> p["start_s"].tolist(), p["time_ms"].tolist(), p["key"]
+    ([0.0, 1.0], [1.0, 2.0], ["('x', 0)", "('x', 1)"])
+    """
+    ms = sorted(metrics, key=lambda m: m.start_time)
+    first = ms[0].start_time if ms else 0.0
+    return {
+        "start_s": np.array([m.start_time - first for m in ms], dtype=float),
+        "output_mib": np.array([_output_bytes(m) / MiB for m in ms], dtype=float),
+        "time_ms": np.array([m.compute_time_ms for m in ms], dtype=float),
+        "growth_mib": np.array([m.memory_delta_mb if m.memory_peak_before_mb > 0
+                                and m.memory_peak_after_mb > 0 else np.nan for m in ms],
+                               dtype=float),
+        "failed": np.array([bool(m.failed) for m in ms], dtype=bool),
+        "key": [str(m.chunk_key) for m in ms],
+    }
+
+
+def memory_timeline(metrics: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Process memory over the computes, from the sampled tasks' readings.
+
+    Each task gives two points: its start with the memory before it, and its end
+    with the memory after it. Sorted by time, in seconds since the first sampled
+    task started; missing readings (recorded as 0) are left out. The engine reuses
+    a reading for up to 50 ms and, while it tracks the kernel's high-water mark,
+    records that, so the line is a coarse, often stepwise view; the compute's
+    measured peak is exact. On the processes scheduler the readings of several
+    worker processes interleave.
+
+    >>> from dask.array.adaptive_chunking import ChunkMemoryMetric as M
+    >>> t = memory_timeline([M(("x", 1), (), 0, 0, 0, 500.0, 120.0, 130.0, start_time=11.0),
+    ...                      M(("x", 0), (), 0, 0, 0, 2000.0, 100.0, 110.0, start_time=10.0)])
+    >>> t["seconds"].tolist(), t["memory_mib"].tolist()
+    ([0.0, 1.0, 1.5, 2.0], [100.0, 120.0, 130.0, 110.0])
+    >>> memory_timeline([M(("x", 0), (), 0, 0, 0, 1000.0, 0.0, 90.0)])["memory_mib"].tolist()
+    [90.0]
+    """
+    if not metrics:
+        return {"seconds": np.zeros(0), "memory_mib": np.zeros(0)}
+    start = np.array([m.start_time for m in metrics], dtype=float)
+    end = start + np.array([m.compute_time_ms for m in metrics], dtype=float) / 1e3
+    before = np.array([m.memory_peak_before_mb for m in metrics], dtype=float)
+    after = np.array([m.memory_peak_after_mb for m in metrics], dtype=float)
+    times = np.concatenate([start, end]) - start.min()
+    memory = np.concatenate([before, after])
+    order = np.argsort(times, kind="stable")
+    order = order[memory[order] > 0]
+    return {"seconds": times[order], "memory_mib": memory[order]}
+
+
+def candidate_sizes(low: float, high: float) -> list[float]:
+    """Chunk sizes in bytes from ``low`` to ``high``, spaced as the recommender's.
+
+    >>> sizes = candidate_sizes(2**20, 2**22)  # four per doubling
+    >>> len(sizes), sizes[0] == 2**20, sizes[-1] == 2**22
+    (9, True, True)
+    """
+    return _model._candidates(low, high)
+
+
+def prediction_curve(
+    predict: Callable[[tuple[int, ...]], Mapping[str, Any]],
+    shape: Sequence[int],
+    itemsize: int,
+    sizes: Sequence[float],
+) -> dict[str, Any]:
+    """Predicted time and peak memory for a sweep of chunk sizes.
+
+    Each size (bytes) is turned into a chunk shape as the recommender does
+    (:func:`model.chunk_shape`) and given to ``predict`` (the engine's
+    :meth:`~dask.array.adaptive_chunking.AdaptiveChunkingEngine.predict` for the
+    profiled array), so the curve is the model's own prediction; shapes that come
+    out equal are predicted once.
+
+    Parameters
+    ----------
+    predict : callable
+        Chunk shape -> a dict with ``chunk_size_mb``, ``predicted_time_s``,
+        ``predicted_peak_memory_mb`` and ``predicted_tasks``.
+    shape : tuple of int
+        The array's shape.
+    itemsize : int
+        Bytes per element.
+    sizes : sequence of float
+        Chunk sizes to try, in bytes (see :func:`candidate_sizes`).
+
+    Returns
+    -------
+    dict
+        ``chunks`` (list of shapes), and arrays ``chunk_bytes``, ``seconds``,
+        ``peak_bytes`` and ``tasks``, ordered by chunk size.
+
+    >>> def predict(chunks):  # a stand-in for engine.predict
+    ...     b = chunks[0] * 8
+    ...     return {"chunk_size_mb": b / 2**20, "predicted_time_s": 1 + 800 / b,
+    ...             "predicted_peak_memory_mb": 100 + 2 * b / 2**20,
+    ...             "predicted_tasks": -(-1000 // chunks[0])}
+    >>> c = prediction_curve(predict, (1000,), 8, [800, 1600, 1601, 8000])
+    >>> c["chunks"], c["tasks"].tolist(), c["seconds"].tolist()
+    ([(100,), (200,), (1000,)], [10, 5, 1], [2.0, 1.5, 1.1])
+    """
+    shape = tuple(int(n) for n in shape)
+    out: dict[tuple[int, ...], Mapping[str, Any]] = {}
+    for size in sizes:
+        chunks = _model.chunk_shape(shape, itemsize, size)
+        if chunks not in out:
+            out[chunks] = predict(chunks)
+    rows = sorted(out.items(), key=lambda kv: (kv[1]["chunk_size_mb"], kv[0]))
+    return {
+        "chunks": [c for c, _ in rows],
+        "chunk_bytes": np.array([p["chunk_size_mb"] * MiB for _, p in rows], dtype=float),
+        "seconds": np.array([p["predicted_time_s"] for _, p in rows], dtype=float),
+        "peak_bytes": np.array([p["predicted_peak_memory_mb"] * MiB for _, p in rows],
+                               dtype=float),
+        "tasks": np.array([p["predicted_tasks"] for _, p in rows], dtype=np.int64),
+    }
+
+
+def _measured(engine, profile_id: str, what: str):
+    """The profile's state, or why it cannot be drawn yet."""
+    engine._drain()
+    with engine._lock:
+        state = engine._state(profile_id)  # KeyError for an unknown id
+    if state.computes == 0:
+        raise ValueError(
+            f"profile {profile_id!r} has no computes yet: compute the profiled array (or "
+            f"an expression of it) first, then call {what}()"
+        )
+    return state
+
+
+def profile_data(engine, profile_id: str) -> dict[str, Any]:
+    """Everything :func:`plot_profile` draws, as plain values.
+
+    Returns
+    -------
+    dict
+        ``title``; ``tasks`` (:func:`task_points`) and ``timeline``
+        (:func:`memory_timeline`) of the sampled tasks, ``sampled`` and
+        ``total_tasks``; ``measured_peak_bytes`` of the profiled computes;
+        ``curve`` (:func:`prediction_curve`, None without a model),
+        ``current`` and ``recommended`` (``chunks``, ``chunk_bytes``, ``seconds``,
+        ``peak_bytes``; None without a model) and ``budget_bytes``; ``note`` says
+        what is missing and why.
+    """
+    import dask.array as da
+
+    state = _measured(engine, profile_id, "plot_profile")
+    metrics = state.profiler.metrics
+    stats = state.profiler.get_stats()
+    observations = state.profiler.observations()
+    largest = tuple(max(c, default=0) for c in state.chunks)
+    data: dict[str, Any] = {
+        "profile_id": state.id,
+        "tasks": task_points(metrics),
+        "timeline": memory_timeline(metrics),
+        "sampled": len(metrics),
+        "total_tasks": stats["total_chunks"],
+        "measured_peak_bytes": max((o.peak_bytes for o in observations), default=0.0),
+        "curve": None,
+        "current": None,
+        "recommended": None,
+        "budget_bytes": None,
+        "note": "",
+    }
+    data["title"] = (
+        f"Profile {state.id}: {state.shape} {state.dtype} in {largest} chunks, "
+        f"{state.computes} compute(s), {len(metrics):,} of {stats['total_chunks']:,} "
+        "tasks sampled"
+    )
+    notes = []
+    if not metrics:
+        notes.append("no per-task records (array.adaptive-chunking.profile is off, or no "
+                     "task of the profiled computes worked on this array)")
+    rec = engine._recommend(state, warn=False)
+    if rec is None or rec.model is None or not state.nbytes:
+        notes.append("no prediction: " + (engine._unavailable(state) if rec is None
+                                          else "the array is empty"))
+        data["note"] = "; ".join(notes)
+        return data
+    stand_in = da.empty(state.shape, dtype=state.dtype, chunks=state.chunks)
+
+    def predict(chunks):
+        return engine.predict(stand_in, chunks, profile_id)
+
+    itemsize = max(1, state.dtype.itemsize)
+    now = predict(state.chunks)
+    current_bytes = now["chunk_size_mb"] * MiB
+    low = max(1.0, min(current_bytes, rec.chunk_bytes, engine.recommender.min_chunk_bytes) / 2)
+    high = max(low, float(state.nbytes))
+    data["curve"] = prediction_curve(predict, state.shape, itemsize, candidate_sizes(low, high))
+    data["current"] = {
+        "chunks": largest,
+        "chunk_bytes": current_bytes,
+        "seconds": now["predicted_time_s"],
+        "peak_bytes": now["predicted_peak_memory_mb"] * MiB,
+    }
+    data["recommended"] = {
+        "chunks": tuple(rec.chunks),
+        "chunk_bytes": float(rec.chunk_bytes),
+        "seconds": rec.predicted_seconds,
+        "peak_bytes": rec.predicted_peak_bytes,
+    }
+    data["budget_bytes"] = float(rec.memory_budget_bytes)
+    data["note"] = "; ".join(notes)
+    return data
+
+
+# ---------------------------------------------------------------------------
+# plot_profile: bokeh (HTML, notebooks) and matplotlib (PNG, SVG, PDF)
+# ---------------------------------------------------------------------------
+
+
+def _suffix(filename) -> str | None:
+    if filename is None:
+        return None
+    suffix = Path(os.fspath(filename)).suffix.lower()
+    if suffix not in BOKEH_SUFFIXES + MATPLOTLIB_SUFFIXES:
+        raise ValueError(
+            f"cannot write a profile plot to {os.fspath(filename)!r}: unsupported suffix "
+            f"{suffix or '(none)'!r}; use {', '.join(BOKEH_SUFFIXES)} (bokeh) or "
+            f"{', '.join(MATPLOTLIB_SUFFIXES)} (matplotlib)"
+        )
+    return suffix
+
+
+def plot_profile(engine, profile_id: str, filename=None):
+    """Draw a profile; write it to ``filename`` when given.
+
+    Panels: the compute time of each sampled task against the bytes its output
+    holds; the process memory growth across each task over time; the process
+    memory during the profiled computes (the tasks' readings before and after);
+    the predicted time and the predicted peak memory against chunk size, from the
+    profile's fitted model (:meth:`AdaptiveChunkingEngine.predict` at sizes
+    spaced as the recommender's candidates), with the current and the recommended
+    chunk size and the memory budget marked.
+
+    Parameters
+    ----------
+    engine : AdaptiveChunkingEngine
+    profile_id : str
+        From ``engine.profile_array``; the profile must have been computed.
+    filename : str or path, optional
+        ``.html``: a bokeh page with its JavaScript inlined (``bokeh.resources.INLINE``,
+        so it opens without internet access: 1.7 MB for a small profile, 2.5 MB
+        with 10,000 task records); ``.png``, ``.svg`` or
+        ``.pdf``: a matplotlib figure. None: nothing is written.
+
+    Returns
+    -------
+    bokeh layout or matplotlib.figure.Figure
+        bokeh's for ``.html`` and, when bokeh is installed, for None (show it with
+        ``bokeh.plotting.show``); matplotlib's otherwise (a notebook shows it).
+
+    Raises
+    ------
+    KeyError
+        For an unknown profile id.
+    ValueError
+        For an unsupported suffix, or a profile with no compute yet.
+    ImportError
+        When the plotting library the suffix needs is missing.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from dask.array.adaptive_chunking import AdaptiveChunkingEngine
+    >>> engine = AdaptiveChunkingEngine()
+    >>> x = da.random.random((1000, 1000), chunks=100)
+    >>> pid = engine.profile_array(x)
+    >>> _ = (x + x.T).sum().compute()
+    >>> figure = engine.plot_profile(pid)  # bokeh.plotting.show(figure) displays it
+    >>> type(figure).__name__
+    'Column'
+    >>> engine.close()
+
+    ``engine.plot_profile(pid, filename="profile.html")`` writes the page.
+    """
+    suffix = _suffix(filename)
+    if suffix is None:  # bokeh, as dask.diagnostics; else matplotlib
+        backend = "bokeh"
+        try:
+            import bokeh  # noqa: F401
+        except ImportError:
+            try:
+                import matplotlib  # noqa: F401
+                backend = "matplotlib"
+            except ImportError:
+                pass  # neither: the error names bokeh
+    else:
+        backend = "bokeh" if suffix in BOKEH_SUFFIXES else "matplotlib"
+    what = "plot_profile" + ("" if filename is None else f"(filename='...{suffix}')")
+    _require(backend, backend, what)
+    data = profile_data(engine, profile_id)
+    if backend == "bokeh":
+        figure = _bokeh(data)
+        if filename is not None:
+            from bokeh.io import save
+            from bokeh.resources import INLINE
+
+            save(figure, filename=os.fspath(filename), resources=INLINE, title=data["title"])
+        return figure
+    figure = _matplotlib(data)
+    if filename is not None:
+        figure.savefig(os.fspath(filename))
+    return figure
+
+
+def _marks(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(label, point, colour) of the current and recommended chunkings."""
+    out = []
+    for name, colour in (("current", "#7f7f7f"), ("recommended", "#2ca02c")):
+        point = data[name]
+        if point is not None:
+            out.append((f"{name} {point['chunks']} ({point['chunk_bytes'] / MiB:.3g} MiB)",
+                        point, colour))
+    return out
+
+
+def _bokeh(data: dict[str, Any]):
+    from bokeh.layouts import column, row
+    from bokeh.models import ColumnDataSource, Div, HoverTool, Label, Span
+    from bokeh.plotting import figure
+
+    tools = "pan,wheel_zoom,box_zoom,reset,save"
+    width, height = 480, 300
+    tasks = data["tasks"]
+    source = ColumnDataSource({
+        **{k: tasks[k] for k in ("start_s", "output_mib", "time_ms", "growth_mib")},
+        "key": tasks["key"],
+        "colour": np.where(tasks["failed"], "#d62728", "#1f77b4"),
+    })
+    hover = [("key", "@key"), ("output", "@output_mib{0.000} MiB"),
+             ("time", "@time_ms{0.00} ms"), ("growth", "@growth_mib{0.00} MiB")]
+
+    def empty(p, text):
+        if text:
+            p.add_layout(Label(x=10, y=10, x_units="screen", y_units="screen", text=text,
+                               text_font_size="9pt", text_color="#7f7f7f"))
+
+    no_tasks = "" if data["sampled"] else "no per-task records"
+    p_time = figure(title=TITLES["time"], x_axis_label="output (MiB)",
+                    y_axis_label="compute time (ms)", width=width, height=height, tools=tools)
+    p_time.scatter("output_mib", "time_ms", source=source, color="colour", alpha=0.5, size=5)
+    p_time.add_tools(HoverTool(tooltips=hover))
+    empty(p_time, no_tasks)
+
+    p_growth = figure(title=TITLES["growth"], x_axis_label="task start (s)",
+                      y_axis_label="memory after - before (MiB)", width=width,
+                      height=height, tools=tools)
+    p_growth.scatter("start_s", "growth_mib", source=source, color="colour", alpha=0.5,
+                     size=5)
+    p_growth.add_tools(HoverTool(tooltips=hover))
+    empty(p_growth, no_tasks)
+
+    timeline = data["timeline"]
+    p_memory = figure(title=TITLES["timeline"], x_axis_label="time since the first task (s)",
+                      y_axis_label="process memory (MiB)", width=2 * width, height=height,
+                      tools=tools)
+    p_memory.line(timeline["seconds"], timeline["memory_mib"], line_width=1.5,
+                  legend_label="tasks' readings")
+    if data["measured_peak_bytes"]:
+        peak = data["measured_peak_bytes"] / MiB
+        p_memory.add_layout(Span(location=peak, dimension="width", line_color="#d62728",
+                                 line_dash="dashed"))
+        p_memory.line([], [], line_color="#d62728", line_dash="dashed",
+                      legend_label=f"measured peak {peak:.0f} MiB")
+    p_memory.legend.location = "bottom_right"
+    empty(p_memory, no_tasks)
+
+    panels = [Div(text=f"<b>{html.escape(data['title'])}</b>"
+                  + (f"<br><i>{html.escape(data['note'])}</i>" if data["note"] else "")),
+              row(p_time, p_growth), p_memory]
+    curve = data["curve"]
+    if curve is not None:
+        x = curve["chunk_bytes"] / MiB
+        p_pred = figure(title=TITLES["predicted_time"], x_axis_type="log",
+                        x_axis_label="chunk size (MiB)", y_axis_label="predicted time (s)",
+                        width=width, height=height, tools=tools)
+        p_pred.line(x, curve["seconds"], line_width=2, legend_label="predicted")
+        p_peak = figure(title=TITLES["predicted_peak"], x_axis_type="log", y_axis_type="log",
+                        x_axis_label="chunk size (MiB)",
+                        y_axis_label="predicted peak memory (MiB)", width=width,
+                        height=height, tools=tools)
+        p_peak.line(x, curve["peak_bytes"] / MiB, line_width=2, legend_label="predicted")
+        budget = data["budget_bytes"] / MiB
+        p_peak.line([x.min(), x.max()], [budget, budget], line_color="#d62728",
+                    line_dash="dashed", legend_label=f"memory budget {budget:.0f} MiB")
+        for label, point, colour in _marks(data):
+            mib = point["chunk_bytes"] / MiB
+            for p, y in ((p_pred, point["seconds"]), (p_peak, point["peak_bytes"] / MiB)):
+                p.add_layout(Span(location=mib, dimension="height", line_color=colour,
+                                  line_dash="dotted"))
+                p.scatter([mib], [y], color=colour, size=10, legend_label=label)
+        p_pred.legend.location, p_peak.legend.location = "top_right", "center_right"
+        for p in (p_pred, p_peak):
+            p.legend.label_text_font_size = "8pt"
+            p.legend.background_fill_alpha = 0.6
+        panels.append(row(p_pred, p_peak))
+    return column(*panels)
+
+
+def _matplotlib(data: dict[str, Any]):
+    from matplotlib.figure import Figure
+
+    curve = data["curve"]
+    rows = 3 if curve is not None else 2
+    height = 3.4 * rows + 0.8
+    fig = Figure(figsize=(11, height))
+    fig.suptitle(data["title"] + (f"\n{data['note']}" if data["note"] else ""), fontsize=10)
+    # Fixed margins: a constrained layout takes longer than drawing 10,000 points.
+    grid = fig.add_gridspec(rows, 2, left=0.07, right=0.98, bottom=0.55 / height,
+                            top=1 - 0.85 / height, hspace=0.42, wspace=0.22)
+    tasks = data["tasks"]
+    colours = np.where(tasks["failed"], "#d62728", "#1f77b4")
+
+    ax = fig.add_subplot(grid[0, 0])
+    ax.scatter(tasks["output_mib"], tasks["time_ms"], s=6, c=colours, alpha=0.5)
+    ax.set(title=TITLES["time"], xlabel="output (MiB)", ylabel="compute time (ms)")
+    ax = fig.add_subplot(grid[0, 1])
+    ax.scatter(tasks["start_s"], tasks["growth_mib"], s=6, c=colours, alpha=0.5)
+    ax.set(title=TITLES["growth"], xlabel="task start (s)",
+           ylabel="memory after - before (MiB)")
+    ax = fig.add_subplot(grid[1, :])
+    timeline = data["timeline"]
+    ax.plot(timeline["seconds"], timeline["memory_mib"], lw=1, label="tasks' readings")
+    if data["measured_peak_bytes"]:
+        peak = data["measured_peak_bytes"] / MiB
+        ax.axhline(peak, color="#d62728", ls="--", label=f"measured peak {peak:.0f} MiB")
+    ax.set(title=TITLES["timeline"], xlabel="time since the first task (s)",
+           ylabel="process memory (MiB)")
+    ax.legend(loc="lower right", fontsize=8)
+    if curve is not None:
+        x = curve["chunk_bytes"] / MiB
+        ax_t, ax_p = fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1])
+        ax_t.plot(x, curve["seconds"], lw=2, label="predicted")
+        ax_p.plot(x, curve["peak_bytes"] / MiB, lw=2, label="predicted")
+        budget = data["budget_bytes"] / MiB
+        ax_p.axhline(budget, color="#d62728", ls="--", label=f"memory budget {budget:.0f} MiB")
+        for label, point, colour in _marks(data):
+            mib = point["chunk_bytes"] / MiB
+            for a, y in ((ax_t, point["seconds"]), (ax_p, point["peak_bytes"] / MiB)):
+                a.axvline(mib, color=colour, ls=":")
+                a.plot([mib], [y], "o", color=colour, ms=7, label=label)
+        ax_t.set(title=TITLES["predicted_time"], xscale="log", xlabel="chunk size (MiB)",
+                 ylabel="predicted time (s)")
+        ax_p.set(title=TITLES["predicted_peak"], xscale="log", yscale="log",
+                 xlabel="chunk size (MiB)", ylabel="predicted peak memory (MiB)")
+        for a in (ax_t, ax_p):
+            a.legend(loc="best", fontsize=7, framealpha=0.6)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# visualize: the task graph, coloured by what each task measured
+# ---------------------------------------------------------------------------
+
+
+def match_keys(graph_keys: Iterable[Any], measured: Container[Any] | Iterable[Any]
+               ) -> dict[Any, tuple[Any, bool]]:
+    """Which measured task computed each task of a graph: key -> (measured key, fused).
+
+    A key the profile recorded matches itself. Optimizing a compute of a larger
+    expression fuses a chunk's tasks into one, named after the first and the last
+    operation (``('random_sample-b9..', 0, 1)`` runs inside
+    ``('random_sample-sum-ca..', 0, 1)`` of ``(x + 1).sum()``): a key not recorded
+    matches the recorded key with its block index whose name starts with its own
+    operation's name and a dash (``fused`` True). Other keys are left out.
+
+    >>> match_keys([("x-1", 0), ("x-1", 1), ("y-2", 0)], [("x-1", 0), ("x-add-9", 1)])
+    {('x-1', 0): (('x-1', 0), False), ('x-1', 1): (('x-add-9', 1), True)}
+    """
+    from dask.utils import key_split
+
+    measured = set(measured)
+    by_index: dict[tuple, list] = {}
+    for k in measured:
+        if isinstance(k, tuple) and k and isinstance(k[0], str):
+            by_index.setdefault(k[1:], []).append(k)
+    out = {}
+    for key in graph_keys:
+        if key in measured:
+            out[key] = (key, False)
+        elif isinstance(key, tuple) and key and isinstance(key[0], str):
+            prefix = key_split(key[0]) + "-"
+            found = sorted((k for k in by_index.get(key[1:], ()) if k[0] != key[0]
+                            and key_split(k[0]).startswith(prefix)), key=str)
+            if found:
+                out[key] = (found[0], True)
+    return out
+
+
+def task_attributes(metrics: Sequence[Any], color_by: str = "output",
+                    graph_keys: Iterable[Any] | None = None) -> dict[str, Any]:
+    """Graphviz node attributes of the measured tasks, for ``dask.dot.to_graphviz``.
+
+    A task sampled several times (several computes) shows its largest value.
+    Values are scaled from 0 to the largest onto :data:`PALETTE` (light to dark).
+
+    Parameters
+    ----------
+    metrics : sequence of ChunkMemoryMetric
+    color_by : {"output", "growth", "time"}
+        The output's size (``dask.sizeof``, MiB), the process memory growth across
+        the task (MiB, negative counted as 0) or the compute time (ms).
+    graph_keys : iterable, optional
+        The keys of the graph to draw, matched to the measured ones by
+        :func:`match_keys` (a task measured as part of a fused one gets a dashed
+        outline); default the measured keys themselves.
+
+    Returns
+    -------
+    dict
+        ``function_attributes`` and ``data_attributes`` (key -> attributes: a
+        filled colour, the value in the task's label, a tooltip with the task's
+        measurements in MiB and ms), ``values``
+        (measured key -> value), ``matched`` and ``fused`` (how many graph keys
+        matched, and how many of them through a fused task), ``high`` (the largest
+        value) and ``unit``.
+
+    >>> from dask.array.adaptive_chunking import ChunkMemoryMetric as M
+    >>> a = task_attributes([M(("add-1", 0), (), 0, 0, 0, 1.0, 10.0, 10.0, output_bytes=0),
+    ...                      M(("add-1", 1), (), 0, 0, 0, 1.0, 10.0, 10.0,
+    ...                        output_bytes=2**20)])
+    >>> a["function_attributes"][("add-1", 1)]["fillcolor"], a["high"], a["unit"]
+    ('#800026', 1.0, 'MiB')
+    >>> a["function_attributes"][("add-1", 0)]["label"]  # graphviz's line break
+    'add\\\\n0 B'
+    """
+    from dask.utils import format_bytes, key_split
+
+    if color_by not in MEASURES:
+        raise ValueError(f"color_by={color_by!r} is not one of {sorted(MEASURES)}")
+    unit = MEASURES[color_by][1]
+    values: dict[Any, float] = {}
+    details: dict[Any, str] = {}
+    for m in metrics:
+        value = {
+            "output": _output_bytes(m) / MiB,
+            "growth": max(0.0, m.memory_delta_mb),
+            "time": m.compute_time_ms,
+        }[color_by]
+        key = m.chunk_key
+        if key in values and values[key] >= value:
+            continue
+        values[key] = value
+        details[key] = (
+            f"{key}: output {_output_bytes(m) / MiB:.3f} MiB, process memory "
+            f"{m.memory_peak_before_mb:.1f} -> {m.memory_peak_after_mb:.1f} MiB, "
+            f"{m.compute_time_ms:.2f} ms" + (", failed" if m.failed else "")
+        )
+    high = max(values.values(), default=0.0)
+    if graph_keys is None:
+        matches = {k: (k, False) for k in values}
+    else:
+        matches = match_keys(graph_keys, values)
+    function_attributes, data_attributes = {}, {}
+    for key, (source, fused) in matches.items():
+        value = values[source]
+        level = round((len(PALETTE) - 1) * value / high) if high > 0 else 0
+        tooltip = details[source] if not fused else f"measured in fused task {details[source]}"
+        colour = {"style": "filled,dashed" if fused else "filled",
+                  "fillcolor": PALETTE[level],
+                  "fontcolor": "white" if level >= _DARK else "black",
+                  "tooltip": tooltip}
+        try:
+            name = key_split(key)
+        except Exception:  # an unusual key: its text
+            name = str(key)
+        text = format_bytes(round(value * MiB)) if unit == "MiB" else f"{value:.2f} {unit}"
+        function_attributes[key] = dict(colour, label=f"{name}\\n{text}")
+        data_attributes[key] = dict(colour)
+    return {"function_attributes": function_attributes, "data_attributes": data_attributes,
+            "values": values, "matched": len(matches),
+            "fused": sum(1 for _, fused in matches.values() if fused),
+            "high": high, "unit": unit}
+
+
+def _check_graphviz() -> None:
+    fix = ("pip install graphviz (or conda install python-graphviz), and Graphviz "
+           "itself: apt-get install graphviz, brew install graphviz or conda install "
+           "graphviz")
+    try:
+        import graphviz  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"visualize needs the graphviz Python package: {fix}") from e
+    if shutil.which("dot") is None:
+        raise RuntimeError(f"visualize needs Graphviz's `dot` program, not found on PATH: {fix}")
+
+
+@contextlib.contextmanager
+def _unprofiled() -> Iterator[None]:
+    """Optimize graphs in this thread without the engine instrumenting them (as it
+    does not inside a measured task): drawing a graph is no compute."""
+    depth = getattr(_instr.in_task, "depth", 0)
+    _instr.in_task.depth = depth + 1
+    try:
+        yield
+    finally:
+        _instr.in_task.depth = depth
+
+
+def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
+              collection=None, color_by: str = "output", optimize_graph: bool = True,
+              **kwargs):
+    """Draw the profiled array's task graph, measured tasks coloured.
+
+    Tasks are matched to the profile's sampled records by key, in the graph as
+    Dask optimizes it for a compute (``optimize_graph=True``), which is how the
+    records name them. Tasks that were not sampled, or that a compute of a larger
+    expression fused under other names, stay white; the graph's label says how
+    many were matched. Drawn by ``dask.base.visualize_dsk``, what
+    ``dask.visualize`` uses, with per-key ``function_attributes`` and
+    ``data_attributes`` (:func:`task_attributes`).
+
+    Graphviz's layout takes time that grows faster than the graph: a few hundred
+    tasks take a second, 10,000 one to two minutes (``benchmarks/bench_plots.py``).
+    Draw a small pilot of the same workload instead.
+
+    Parameters
+    ----------
+    engine : AdaptiveChunkingEngine
+    profile_id : str
+        A profile that has been computed.
+    filename : str or path, optional
+        Written by graphviz; the suffix picks the format (``.svg``, ``.png``,
+        ``.pdf``, ``.dot``...). None: nothing is written.
+    collection : dask collection or list of them, optional
+        What to draw instead of the profiled array, e.g. the expression that was
+        computed (``(x + x.T).sum()``): its optimized graph names the tasks as the
+        profile recorded them. Default the profiled array, while it exists.
+    color_by : {"output", "growth", "time"}
+        See :func:`task_attributes`.
+    optimize_graph : bool
+        Draw the optimized graph (default), whose keys the profile recorded.
+    **kwargs
+        Passed on to ``dask.visualize`` / ``dask.dot.to_graphviz`` (``rankdir``,
+        ``format``...; ``function_attributes`` and ``data_attributes`` given here
+        win over the colours for their keys).
+
+    Returns
+    -------
+    IPython.display.SVG or Image, or None
+        What ``dask.visualize`` returns.
+
+    Raises
+    ------
+    KeyError
+        For an unknown profile id.
+    ValueError
+        For a profile with no compute yet, or when the profiled array is gone and
+        no ``collection`` is given.
+    ImportError, RuntimeError
+        When the graphviz package or its ``dot`` program is missing.
+
+    Examples
+    --------
+    With ``x`` profiled as ``pid`` (not run here: it needs Graphviz)::
+
+        y = (x + x.T).sum()
+        y.compute()
+        engine.visualize(pid, filename="graph.svg")
+        engine.visualize(pid, filename="expression.svg", collection=y, color_by="time")
+    """
+    _check_graphviz()
+    from dask.base import collections_to_expr, unpack_collections, visualize_dsk
+
+    state = _measured(engine, profile_id, "visualize")
+    if collection is None:
+        collection = state.array()
+        if collection is None:
+            raise ValueError(
+                f"the array profiled as {profile_id!r} no longer exists: pass "
+                "collection= (the array, or the expression you computed from it)"
+            )
+    collections = collection if isinstance(collection, (list, tuple)) else [collection]
+    with _unprofiled():
+        args, _ = unpack_collections(*collections)
+        if not args:
+            raise TypeError(f"collection must be a dask collection, got {collection!r}")
+        dsk = collections_to_expr(args, optimize_graph=optimize_graph).__dask_graph__()
+    attrs = task_attributes(state.profiler.metrics, color_by, graph_keys=dsk.keys())
+    what, unit = MEASURES[color_by]
+    legend = (
+        f"profile {profile_id}: measured tasks coloured by {what}, light yellow 0 {unit} "
+        f"to dark red {attrs['high']:.3g} {unit}; {attrs['matched']} of {len(dsk)} tasks "
+        f"matched ({attrs['fused']} dashed: measured inside a fused task) of "
+        f"{len(attrs['values'])} sampled; white: not sampled, or renamed by optimization"
+    )
+    function_attributes = {**attrs["function_attributes"],
+                           **(kwargs.pop("function_attributes", None) or {})}
+    data_attributes = {**attrs["data_attributes"],
+                       **(kwargs.pop("data_attributes", None) or {})}
+    kwargs.setdefault("label", legend)
+    kwargs.setdefault("labelloc", "t")
+    kwargs.setdefault("engine", "graphviz")
+    return visualize_dsk(
+        dsk,
+        filename=None if filename is None else os.fspath(filename),
+        optimize_graph=optimize_graph,
+        function_attributes=function_attributes,
+        data_attributes=data_attributes,
+        **kwargs,
+    )

@@ -1,0 +1,415 @@
+"""How the engine's results look in a notebook and a terminal (no Dask config here).
+
+Pure functions of plain values: ``*_text`` for ``repr`` and ``*_html`` for
+Jupyter's ``_repr_html_``, laid out like a Dask array's own HTML repr (a table
+beside pictures of the chunks, drawn by ``dask.array.svg``). :class:`Profile` and
+:class:`Telemetry` are the dicts ``get_profile`` and ``get_telemetry`` return,
+with those two views.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Profile",
+    "Telemetry",
+    "dataset_html",
+    "dict_text",
+    "dataset_text",
+    "profile_html",
+    "profile_text",
+    "recommendation_html",
+    "recommendation_text",
+    "telemetry_html",
+]
+
+MiB = 2**20
+
+
+def _size(nbytes: float) -> str:
+    from dask.utils import format_bytes
+
+    return format_bytes(int(nbytes))
+
+
+def _blocks(shape: tuple[int, ...], chunk: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Dask's normal-form chunks of ``shape`` cut in ``chunk``-sized blocks."""
+    out = []
+    for n, c in zip(shape, chunk):
+        c = max(1, int(c))
+        out.append(tuple([c] * (n // c) + ([n % c] if n % c else [])) or (0,))
+    return tuple(out)
+
+
+def _svg(shape: tuple[int, ...], chunk: tuple[int, ...] | None) -> str:
+    """A picture of ``shape`` in ``chunk`` blocks, or '' where Dask draws none."""
+    from dask.array.svg import svg
+
+    if not shape or chunk is None or 0 in shape or not _known(shape + tuple(chunk)):
+        return ""
+    try:
+        return svg(_blocks(shape, chunk), size=120)
+    except (NotImplementedError, ValueError, TypeError, ZeroDivisionError):
+        return ""
+
+
+def _known(sizes: tuple) -> bool:
+    """Whether every size is a number (Dask writes an unknown one as NaN)."""
+    return not any(isinstance(n, float) and math.isnan(n) for n in sizes)
+
+
+def recommendation_text(rec: Any) -> str:
+    """One line: the chunks, their size, what decided them and what is predicted.
+
+    >>> from types import SimpleNamespace as R
+    >>> print(recommendation_text(R(chunks=(1500, 1500), chunk_bytes=18_000_000,
+    ...     binding="speed", fits_budget=True, predicted_peak_bytes=2.6e8,
+    ...     memory_budget_bytes=2**30, predicted_seconds=1.26, predicted_tasks=155)))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    <Recommendation chunks=(1500, 1500) (17.17 MiB) by speed: peak 247.96 MiB of a
+    1.00 GiB budget, 1.26 s, 155 tasks>
+    """
+    fits = "" if rec.fits_budget else " (over the budget)"
+    return (
+        f"<Recommendation chunks={_chunks_text(rec)} ({_size(rec.chunk_bytes)}) by "
+        f"{rec.binding}: peak {_size(rec.predicted_peak_bytes)} of a "
+        f"{_size(rec.memory_budget_bytes)} budget{fits}, {rec.predicted_seconds:.2f} s, "
+        f"{rec.predicted_tasks} tasks>"
+    )
+
+
+def recommendation_html(rec: Any) -> str:
+    """An HTML table of the recommendation beside its current and recommended chunks."""
+    shape = tuple(getattr(rec, "shape", ()) or ())
+    current = getattr(rec, "current_chunks", None)
+    rows = [
+        ("Recommended chunks", f"{_chunks_text(rec)} ({_size(rec.chunk_bytes)} each)"),
+        ("Current chunks", "" if current is None else str(tuple(current))),
+        ("Decided by", rec.binding),
+        ("Why", rec.reason),
+        ("Predicted peak memory", f"{_size(rec.predicted_peak_bytes)} of a "
+         f"{_size(rec.memory_budget_bytes)} budget"
+         + ("" if rec.fits_budget else " (over the budget)")),
+        ("Predicted time", f"{rec.predicted_seconds:.2f} s, {rec.predicted_tasks:,} tasks, "
+         f"{rec.concurrency} at once"),
+        ("array.chunk-size", str(rec.array_chunk_size)),
+    ]
+    if getattr(rec, "scheduler_config", None):
+        rows.append(("Scheduler", ", ".join(f"{k} = {v}" for k, v in
+                                            rec.scheduler_config.items())))
+    return _beside(_table(rows), _pictures(shape, current, tuple(rec.chunks)))
+
+
+def _chunks_text(rec: Any) -> str:
+    """The chunks, by dimension name when the recommendation is for xarray data."""
+    return _by_dim(getattr(rec, "dims", None), tuple(rec.chunks))
+
+
+def _table(rows: list[tuple[str, Any]], header: tuple[str, ...] = ()) -> str:
+    """An HTML table of (label, value, ...) rows, every text escaped; empty values left out."""
+    head = "".join(f"<th style='text-align: left'>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr><th style='text-align: left'>{html.escape(str(row[0]))}</th>"
+        + "".join(f"<td style='text-align: left'>{html.escape(str(v))}</td>" for v in row[1:])
+        + "</tr>"
+        for row in rows if any(v != "" for v in row[1:])
+    )
+    return f"<table>{'<tr>' + head + '</tr>' if head else ''}{body}</table>"
+
+
+def _pictures(shape: tuple[int, ...], current: tuple[int, ...] | None,
+              recommended: tuple[int, ...] | None) -> str:
+    """The current and recommended chunks drawn side by side ('' when none can be)."""
+    if not shape or not _known(tuple(shape)) or not math.prod(shape):
+        return ""
+    now = _svg(shape, current)
+    then = _svg(shape, recommended) if recommended is not None else ""
+    if not (now or then):
+        return ""
+    return ("<td style='vertical-align: top'>" + (f"<div>now</div>{now}" if now else "")
+            + (f"<div>recommended</div>{then}" if then else "") + "</td>")
+
+
+def _beside(table: str, pictures: str) -> str:
+    return f"<table><tr><td style='vertical-align: top'>{table}</td>{pictures}</tr></table>"
+
+
+def _largest(chunks: Any) -> tuple | None:
+    """The chunk shape (largest block per dimension) of Dask's normal-form chunks;
+    NaN where the sizes are unknown."""
+    if not chunks:
+        return None
+    out = []
+    for blocks in chunks:
+        if not _known(tuple(blocks)):
+            out.append(math.nan)
+        else:
+            out.append(int(max(blocks, default=0)))
+    return tuple(out)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
+def _mib(value: float | None) -> str:
+    return "" if value is None else _size(value * MiB)
+
+
+# -- profile ------------------------------------------------------------------
+
+
+def _by_dim(dims: Any, chunks: Any) -> str:
+    """Chunks as ``{time: 10, x: 50}`` for named dimensions, else as a tuple."""
+    if chunks is None:
+        return ""
+    if dims is not None:
+        return "{" + ", ".join(f"{d}: {n}" for d, n in zip(dims, chunks)) + "}"
+    return str(tuple(chunks))
+
+
+def profile_text(p: Mapping[str, Any]) -> str:
+    """A few lines: the array, what was measured, what the model predicts and recommends.
+
+    >>> print(profile_text({"profile_id": "x-1", "status": "pending", "computes": 0,
+    ...     "array_shape": (100,), "array_dtype": "float64", "current_chunks": ((50, 50),),
+    ...     "recommendation_unavailable": "no compute of this array has been profiled yet"}))
+    <Profile x-1: pending, 0 computes>
+      array        (100,) float64 in (50,) chunks (2 chunks)
+      recommended  none yet: no compute of this array has been profiled yet
+    """
+    if "variables" in p:
+        return _dataset_profile_text(p)
+    n = p.get("computes", 0)
+    chunks = p.get("current_chunks") or ()
+    count = math.prod(len(c) for c in chunks) if chunks else 0
+    dims = p.get("dims")
+    lines = [
+        f"<Profile {p['profile_id']}: {p['status']}, {_count(n, 'compute')}>",
+        f"  array        {tuple(p['array_shape'])} {p['array_dtype']} in "
+        f"{_by_dim(dims, _largest(chunks))} chunks ({_count(count, 'chunk')})",
+    ]
+    stats, last = p.get("profiler_stats") or {}, p.get("last_compute") or {}
+    if stats.get("total_chunks"):
+        lines.append(
+            f"  measured     {_count(stats['total_chunks'], 'task')}, "
+            f"{stats['avg_compute_time_ms']:.2f} ms each on average; last compute "
+            f"{last.get('wall_time_s', 0.0):.2f} s, peak {_mib(last.get('peak_memory_mb'))}"
+        )
+    now = p.get("current_prediction")
+    if now:
+        lines.append(f"  predicted    {now['predicted_time_s']:.2f} s, peak "
+                     f"{_mib(now['predicted_peak_memory_mb'])} in the current chunks")
+    rec = p.get("recommendation")
+    if rec:
+        lines.append(
+            f"  recommended  {_by_dim(dims, rec['chunks'])} ({_mib(rec['chunk_size_mb'])}) by "
+            f"{rec['binding_constraint']}: {rec['predicted_time_s']:.2f} s, peak "
+            f"{_mib(rec['predicted_peak_memory_mb'])} of a {_mib(rec['memory_budget_mb'])} "
+            "budget" + ("" if rec["fits_budget"] else " (over the budget)")
+        )
+        lines.append(f"  why          {rec['reason']}")
+    else:
+        lines.append(f"  recommended  none yet: {p.get('recommendation_unavailable')}")
+    if p.get("error"):
+        lines.append(f"  error        {p['error']}")
+    return "\n".join(lines)
+
+
+def _dataset_profile_text(p: Mapping[str, Any]) -> str:
+    variables = p["variables"]
+    lines = [f"<Profile {p['profile_id']}: {p['status']}, {len(variables)} variables>"]
+    for name, v in variables.items():
+        rec = (_by_dim(v.get("dims"), (v.get("recommendation") or {}).get("chunks"))
+               or v.get("recommendation_unavailable"))
+        lines.append(f"  {name}: {v['status']}, {_count(v['computes'], 'compute')}; "
+                     f"recommended {rec}")
+    if p.get("dropped_variables"):
+        lines.append(f"  dropped (beyond the profile limits): {p['dropped_variables']}")
+    lines.append(f"  chunks for Dataset.chunk: {p.get('recommended_chunks')}")
+    return "\n".join(lines)
+
+
+def profile_html(p: Mapping[str, Any]) -> str:
+    """A table of the profile beside pictures of its current and recommended chunks:
+    measured against predicted memory and time, and the binding constraint."""
+    if "variables" in p:
+        return _dataset_profile_html(p)
+    dims = p.get("dims")
+    stats, last = p.get("profiler_stats") or {}, p.get("last_compute") or {}
+    now, rec = p.get("current_prediction") or {}, p.get("recommendation") or {}
+    current = _largest(p.get("current_chunks"))
+    computes = _count(p.get("computes", 0), "compute")
+    rows: list[tuple[str, Any]] = [
+        ("Profile", f"{p['profile_id']} ({p['status']}, {computes})"),
+        ("Array", f"{tuple(p['array_shape'])} {p['array_dtype']}"),
+        ("Current chunks", _by_dim(dims, current)),
+        ("Recommended chunks", _by_dim(dims, rec.get("chunks")) + (
+            f" ({_mib(rec['chunk_size_mb'])} each)" if rec else "")),
+        ("Decided by", rec.get("binding_constraint", "")),
+        ("Why", rec.get("reason") or p.get("recommendation_unavailable") or ""),
+        ("Error", p.get("error") or ""),
+    ]
+    table = _table(rows)
+    if stats.get("total_chunks"):
+        compare = [
+            ("Peak memory", _mib(last.get("peak_memory_mb")),
+             _mib(now.get("predicted_peak_memory_mb")),
+             _mib(rec.get("predicted_peak_memory_mb"))),
+            ("Time", f"{last.get('wall_time_s', 0.0):.2f} s",
+             f"{now['predicted_time_s']:.2f} s" if now else "",
+             f"{rec['predicted_time_s']:.2f} s" if rec else ""),
+            ("Tasks", f"{last.get('tasks', 0):,}", f"{now.get('predicted_tasks', 0):,}"
+             if now else "", f"{rec['predicted_tasks']:,}" if rec else ""),
+            ("Memory budget", "", "", _mib(rec.get("memory_budget_mb"))),
+        ]
+        table += _table(compare, ("", "measured (last compute)", "predicted now",
+                                  "predicted recommended"))
+    recommended = tuple(rec["chunks"]) if rec else None
+    return _beside(table, _pictures(tuple(p["array_shape"]), current, recommended))
+
+
+def _dataset_profile_html(p: Mapping[str, Any]) -> str:
+    rows = [
+        (name, v["status"], v["computes"],
+         _by_dim(v.get("dims"), _largest(v.get("current_chunks"))),
+         _by_dim(v.get("dims"), (v.get("recommendation") or {}).get("chunks"))
+         or v.get("recommendation_unavailable") or "")
+        for name, v in p["variables"].items()
+    ]
+    merged = p.get("recommended_chunks")
+    return (
+        f"<div><b>Profile {html.escape(p['profile_id'])}</b> ({html.escape(p['status'])})"
+        "</div>" + _table(rows, ("variable", "status", "computes", "current chunks",
+                                 "recommended"))
+        + _table([("Chunks for Dataset.chunk", "" if merged is None else merged)])
+    )
+
+
+# -- Dataset recommendation ---------------------------------------------------------
+
+
+def dataset_text(rec: Any) -> str:
+    """One line per variable under the chunks by dimension."""
+    lines = [f"<DatasetRecommendation chunks={rec.chunks}"
+             + ("" if rec.fits_budget else " (over the budget)") + ">"]
+    lines += [f"  {name}: {recommendation_text(r)}" for name, r in rec.variables.items()]
+    lines += [f"  {name}: none: {why}" for name, why in rec.unavailable.items()]
+    return "\n".join(lines)
+
+
+def dataset_html(rec: Any) -> str:
+    """The chunks by dimension, and each variable's recommendation as a row."""
+    rows = [
+        (name, _chunks_text(r), r.binding, f"{_size(r.predicted_peak_bytes)} of "
+         f"{_size(r.memory_budget_bytes)}", f"{r.predicted_seconds:.2f} s", r.reason)
+        for name, r in rec.variables.items()
+    ] + [(name, "none", "", "", "", why) for name, why in rec.unavailable.items()]
+    return (
+        _table([("Chunks for Dataset.chunk", rec.chunks)])
+        + _table(rows, ("variable", "chunks", "decided by", "predicted peak",
+                        "predicted time", "why"))
+    )
+
+
+# -- telemetry ---------------------------------------------------------------
+
+
+def telemetry_html(t: Mapping[str, Any]) -> str:
+    """The engine's state as tables: memory, profiles, workers."""
+    mem, stats = t["memory_pressure"], t["profiler_stats"]
+    rows = [
+        ("Profiling", "every array compute" if t["enabled"] else "profiled arrays only"),
+        ("Per-chunk metrics", "on" if t["profile_chunks"] else "off"),
+        ("Computes profiled", t["computes_profiled"]),
+        ("Memory used", f"{_mib(mem['used_mb'])} of {_mib(mem['total_mb'])} "
+         f"({mem['percent_used']:.0f}%)" + (", under pressure" if t["under_pressure"] else "")),
+        ("Memory budget", _mib(t["memory_budget_mb"])),
+        ("Tasks measured", f"{stats['total_chunks']:,} ({_mib(stats['total_data_mb'])} of "
+         f"output, peak {_mib(stats['peak_memory_mb'])})"),
+    ]
+    out = _table(rows)
+    if t["profiles"]:
+        out += _table(list(t["profiles"].items()), ("profile", "status"))
+    if t.get("workers"):
+        out += _table([(a, f"{_mib(w['used_mb'])} of {_mib(w['total_mb'])}",
+                        w.get("nthreads", 0), "yes" if w.get("under_pressure") else "no")
+                       for a, w in t["workers"].items()],
+                      ("worker", "memory", "threads", "under pressure"))
+    return out
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a value, with long tuples cut to their ends and floats to 6 digits."""
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return f"{value:.1f}" if 1e6 <= abs(value) < 1e12 else f"{value:.6g}"
+    if isinstance(value, tuple):
+        items = [_short(v) for v in value]
+        if len(items) > 6:
+            items = items[:3] + ["..."] + items[-1:]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def dict_text(d: Mapping[str, Any], indent: int = 0, width: int = 88) -> str:
+    """A dict as it would print, one key per line where it is long, with the long
+    tuples of Dask's chunks cut short (``(100, 100, 100, ..., 40)``).
+
+    >>> print(dict_text({"chunks": ((10,) * 50, (20, 20)), "stats": {"peak_mb": 1 / 3},
+    ...                  "name": "x"}, width=30))
+    {
+      'chunks': ((10, 10, 10, ..., 10), (20, 20)),
+      'stats': {'peak_mb': 0.333333},
+      'name': 'x',
+    }
+    """
+    pad = " " * (indent + 2)
+    inline = _short(dict(d))
+    if len(inline) + indent <= width or not d:
+        return inline
+    lines = []
+    for k, v in d.items():
+        text = dict_text(v, indent + 2, width) if isinstance(v, Mapping) else _short(v)
+        lines.append(f"{pad}{k!r}: {text},")
+    return "{\n" + "\n".join(lines) + "\n" + " " * indent + "}"
+
+
+class _Shown(dict):
+    """A dict that prints one key per line (:func:`dict_text`) and shows itself as
+    HTML in a notebook (``_html``)."""
+
+    __slots__ = ()
+    _html = staticmethod(lambda d: "")
+
+    def __repr__(self) -> str:
+        return dict_text(self)
+
+    def _repr_html_(self) -> str:
+        return self._html(self)
+
+
+class Profile(_Shown):
+    """The dict :meth:`get_profile` returns: it prints with long chunk tuples cut short,
+    and shows a table beside pictures of its chunks in a notebook."""
+
+    __slots__ = ()
+    _html = staticmethod(profile_html)
+
+
+class Telemetry(_Shown):
+    """The dict :meth:`get_telemetry` returns: it prints one key per line, and shows
+    tables in a notebook."""
+
+    __slots__ = ()
+    _html = staticmethod(telemetry_html)

@@ -1,0 +1,377 @@
+"""xarray objects backed by Dask: chunks by dimension name (no Dask config here).
+
+The engine accepts a ``DataArray`` or a ``Dataset`` wherever it accepts a Dask array
+in :meth:`~dask.array.adaptive_chunking.AdaptiveChunkingEngine.profile_array`,
+``recommend``, ``predict`` and ``apply_recommendation``. This module holds what that
+needs and nothing of the engine: recognizing the objects, reading their Dask arrays
+and the chunks of the store they were opened from, and merging the recommendations
+of a Dataset's variables into the one size per dimension that ``Dataset.chunk``
+takes.
+
+xarray stays optional: nothing here imports it. An object is an xarray object only
+if xarray is already imported (the caller made one); the engine works the same
+where xarray is not installed at all.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import uuid
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dask.array._adaptive_chunking import config as _config
+from dask.array._adaptive_chunking import graph as _graph
+from dask.array._adaptive_chunking import public as _ac
+from dask.array._adaptive_chunking import views as _views
+
+__all__ = [
+    "DatasetRecommendation",
+    "axis_chunks",
+    "dask_data",
+    "dask_variables",
+    "is_dataset",
+    "is_xarray",
+    "merged_chunks",
+    "storage_chunks",
+]
+
+
+def is_xarray(obj: Any) -> bool:
+    """Whether ``obj`` is an xarray ``DataArray`` or ``Dataset``.
+
+    >>> is_xarray([1, 2, 3])
+    False
+    """
+    xr = sys.modules.get("xarray")
+    return xr is not None and isinstance(obj, (xr.DataArray, xr.Dataset))
+
+
+def is_dataset(obj: Any) -> bool:
+    """Whether ``obj`` is an xarray ``Dataset``."""
+    xr = sys.modules.get("xarray")
+    return xr is not None and isinstance(obj, xr.Dataset)
+
+
+def _label(obj: Any) -> str:
+    name = getattr(obj, "name", None)
+    return "a DataArray" if name is None else f"DataArray {name!r}"
+
+
+def dask_data(obj: Any, what: str):
+    """The Dask array inside the DataArray ``obj``, or a TypeError saying how to get one."""
+    from dask.array.core import Array
+
+    data = obj.data
+    if not isinstance(data, Array):
+        raise TypeError(
+            f"{what} needs xarray data backed by Dask, but {_label(obj)} holds a "
+            f"{type(data).__module__}.{type(data).__name__}; call .chunk() on it first, "
+            "or open the file with chunks={} (xarray.open_dataset(..., chunks={}))"
+        )
+    return data
+
+
+def dask_variables(ds: Any, what: str) -> dict[Hashable, Any]:
+    """The data variables of the Dataset ``ds`` that Dask backs, by name.
+
+    Variables held in memory (NumPy) are left out: there is nothing to chunk. A
+    Dataset with none is a TypeError saying how to chunk it.
+    """
+    from dask.array.core import Array
+
+    out = {name: ds[name] for name in ds.data_vars if isinstance(ds[name].data, Array)}
+    if not out:
+        raise TypeError(
+            f"{what} needs a Dataset with variables backed by Dask, but none of "
+            f"{list(ds.data_vars)} is; call .chunk() on it first, or open the file "
+            "with chunks={} (xarray.open_dataset(..., chunks={}))"
+        )
+    return out
+
+
+def storage_chunks(obj: Any, chunks: tuple[tuple[int, ...], ...]
+                   ) -> tuple[int, ...] | None:
+    """The chunks of the store a DataArray was opened from (Zarr, netCDF4/HDF5), if
+    they still describe it.
+
+    xarray keeps them in the variable's ``encoding``: ``preferred_chunks`` (by
+    dimension) when the backend gives it, else ``chunks`` (by axis). The encoding
+    survives indexing, so it is trusted only where the array's Dask ``chunks``
+    still line up with it (:func:`aligned`): after ``isel(time=slice(5, None))`` the
+    store's chunk boundaries no longer fall where the array's do. A storage chunk
+    longer than the array is the array's length.
+
+    >>> from types import SimpleNamespace as V
+    >>> v = V(dims=("time", "x"), encoding={"preferred_chunks": {"time": 10, "x": 50}},
+    ...       shape=(40, 100))
+    >>> storage_chunks(v, ((10, 10, 10, 10), (100,)))
+    (10, 50)
+    >>> storage_chunks(v, ((5, 10, 10, 10, 5), (100,))) is None  # sliced by 5
+    True
+    >>> storage_chunks(V(dims=("x",), encoding={"chunks": (64,)}, shape=(40,)), ((20, 20),))
+    (40,)
+    """
+    encoding = getattr(obj, "encoding", None) or {}
+    dims = tuple(obj.dims)
+    preferred = encoding.get("preferred_chunks")
+    if isinstance(preferred, Mapping) and all(d in preferred for d in dims):
+        stored = tuple(preferred[d] for d in dims)
+    else:
+        stored = encoding.get("chunks")
+    if not (
+        isinstance(stored, (tuple, list))
+        and len(stored) == len(dims) == len(chunks)
+        and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in stored)
+    ):
+        return None
+    stored = tuple(max(1, min(int(c), int(n))) for c, n in zip(stored, obj.shape))
+    if not all(aligned(c, blocks) for c, blocks in zip(stored, chunks)):
+        return None
+    return stored
+
+
+def aligned(stored: int, blocks: tuple[int, ...]) -> bool:
+    """Whether Dask ``blocks`` along one dimension line up with storage chunks of
+    ``stored``: every block is a run of whole storage chunks, or the blocks cut
+    every storage chunk into equal parts from the start.
+
+    >>> aligned(10, (20, 20, 5)), aligned(10, (5, 5, 5, 5)), aligned(10, (5, 10, 10))
+    (True, True, False)
+    """
+    if len(blocks) <= 1:
+        return True
+    inner = blocks[:-1]
+    if all(b % stored == 0 for b in inner):
+        return True
+    first = blocks[0]
+    return stored % first == 0 and all(b == first for b in inner)
+
+
+def axis_chunks(dims: tuple[Hashable, ...], chunks: Any) -> Any:
+    """``chunks`` keyed by dimension name turned into Dask's keys by axis number;
+    anything else unchanged.
+
+    >>> axis_chunks(("time", "x"), {"x": 100})
+    {1: 100}
+    >>> axis_chunks(("time", "x"), (10, 100))
+    (10, 100)
+    >>> axis_chunks(("time", "x"), {"y": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: chunks names dimension 'y', which is not one of ('time', 'x')
+    """
+    if not isinstance(chunks, Mapping):
+        return chunks
+    out = {}
+    for dim, size in chunks.items():
+        if isinstance(dim, int) and not isinstance(dim, bool) and dim not in dims:
+            out[dim] = size  # already an axis number
+            continue
+        if dim not in dims:
+            raise ValueError(f"chunks names dimension {dim!r}, which is not one of {dims}")
+        out[dims.index(dim)] = size
+    return out
+
+
+def merged_chunks(
+    recommended: Mapping[Hashable, Mapping[Hashable, int]],
+    sizes: Mapping[Hashable, int] | None = None,
+    storage: Mapping[Hashable, Mapping[Hashable, int]] | None = None,
+) -> dict[Hashable, int]:
+    """One chunk size per dimension for a whole Dataset: the smallest any variable
+    was recommended along it, kept to whole storage chunks.
+
+    ``Dataset.chunk`` cuts every variable sharing a dimension the same way, so the
+    variables must agree; the smallest size keeps each variable's chunks within
+    what was recommended for it, so every predicted peak stays within the budget.
+    Where variables were read from stores (``storage``, chunks by dimension), a
+    dimension shorter than its length (``sizes``) is cut down to a multiple of
+    the least common multiple of their storage chunks along it, when one fits.
+
+    >>> merged_chunks({"t": {"time": 100, "x": 500}, "p": {"time": 50}})
+    {'time': 50, 'x': 500}
+    >>> merged_chunks({"a": {"time": 500}, "b": {"time": 420}}, {"time": 3000},
+    ...               {"a": {"time": 100}, "b": {"time": 30}})
+    {'time': 300}
+    """
+    out: dict[Hashable, int] = {}
+    for by_dim in recommended.values():
+        for dim, size in by_dim.items():
+            out[dim] = min(out.get(dim, size), size)
+    for dim, size in out.items():
+        if sizes is not None and size >= sizes.get(dim, math.inf):
+            continue  # whole: no storage chunk is split
+        steps = [s[dim] for s in (storage or {}).values() if dim in s]
+        step = math.lcm(*steps) if steps else 1
+        if size >= step:
+            out[dim] = size // step * step
+    return out
+
+
+@dataclass(frozen=True)
+class DatasetRecommendation:
+    """Recommended chunks for a Dataset: one size per dimension, and why.
+
+    ``chunks`` is what ``Dataset.chunk`` takes (:func:`merged_chunks` of the
+    variables' recommendations); ``variables`` holds each variable's own
+    :class:`~dask.array.adaptive_chunking.Recommendation` (its ``chunks_by_dim``),
+    and ``unavailable`` the variables that got none, with the reason.
+    """
+
+    chunks: dict[Hashable, int]
+    variables: dict[Hashable, Any]
+    unavailable: dict[Hashable, str] = field(default_factory=dict)
+
+    @property
+    def fits_budget(self) -> bool:
+        """Whether every variable's recommended chunks are predicted to fit."""
+        return all(r.fits_budget for r in self.variables.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values: the chunks by dimension, each variable's summary, what is missing."""
+        return {
+            "chunks": dict(self.chunks),
+            "fits_budget": self.fits_budget,
+            "variables": {name: r.to_dict() for name, r in self.variables.items()},
+            "unavailable": dict(self.unavailable),
+        }
+
+    def __repr__(self) -> str:
+        from dask.array._adaptive_chunking.views import dataset_text
+
+        return dataset_text(self)
+
+    def _repr_html_(self) -> str:
+        from dask.array._adaptive_chunking.views import dataset_html
+
+        return dataset_html(self)
+
+
+class Labelled:
+    """The engine's methods for xarray objects, a mixin of
+    :class:`~dask.array.adaptive_chunking.AdaptiveChunkingEngine`: they take the
+    objects apart into Dask arrays, and put the answers back in terms of dimension
+    names."""
+
+    def _profile_xarray(self, obj) -> str:
+        if is_dataset(obj):
+            members = {name: self._profile_xarray(var)
+                       for name, var in dask_variables(obj, "profile_array").items()}
+            gid = f"dataset-{uuid.uuid4().hex[:8]}"
+            with self._lock:
+                for old in [g for g, m in self._groups.items()
+                            if not any(pid in self._profiles for pid in m.values())]:
+                    del self._groups[old]  # every variable's profile was dropped
+                self._groups[gid] = members
+                while len(self._groups) > _config.setting("max-profiles"):
+                    self._groups.popitem(last=False)
+            return gid
+        state = self._start_profile(dask_data(obj, "profile_array"))
+        state.dims = tuple(obj.dims)
+        state.storage = state.storage or storage_chunks(obj, state.chunks)
+        return state.id
+
+    def _dataset_profile(self, gid: str, members: dict) -> dict[str, Any]:
+        """A Dataset's profile: each variable's, and the chunks by dimension."""
+        variables, missing = {}, []
+        for name, pid in members.items():
+            try:
+                variables[name] = self.get_profile(pid)
+            except KeyError:
+                missing.append(name)  # dropped beyond max-profiles / max-memory
+        by_dim = {n: p["recommended_chunks_by_dim"] for n, p in variables.items()
+                  if p["recommended_chunks_by_dim"]}
+        order = ("failed", "running", "incomplete", "pending", "dropped", "complete")
+        statuses = [p["status"] for p in variables.values()] + ["dropped"] * bool(missing)
+        return _views.Profile({
+            "profile_id": gid,
+            "variables": variables,
+            "dropped_variables": missing,
+            "recommended_chunks": merged_chunks(by_dim) if by_dim else None,
+            "status": next((s for s in order if s in statuses), "dropped"),
+        })
+
+    def _member_ids(self, profile_id, name):
+        """``profile_id`` with each Dataset id replaced by its variable ``name``'s id."""
+        if profile_id is None:
+            return None
+        ids = list(profile_id) if isinstance(profile_id, (list, tuple)) else [profile_id]
+        out = []
+        with self._lock:
+            for i in ids:
+                members = self._groups.get(i) if isinstance(i, str) else None
+                if members is None:
+                    out.append(i)
+                elif name in members:
+                    out.append(members[name])
+                else:
+                    raise ValueError(
+                        f"profile {i!r} (a Dataset's) has no variable named {name!r}, only "
+                        f"{list(members)}; pass the id of a profile of that variable"
+                    )
+        return out if isinstance(profile_id, (list, tuple)) else out[0]
+
+    def _recommend_xarray(self, obj, profile_id, workload=None, newest: bool = False,
+                          what: str = "recommend"):
+        """A Recommendation for a DataArray, a DatasetRecommendation for a Dataset."""
+        if is_dataset(obj):
+            recs, unavailable = {}, {}
+            for name, var in dask_variables(obj, what).items():
+                try:
+                    recs[name] = self._recommend_xarray(
+                        var, self._member_ids(profile_id, name), workload, newest, what)
+                except (ValueError, KeyError) as e:  # never computed, or dropped since
+                    unavailable[name] = str(e).strip('"')
+            if not recs:
+                raise ValueError(
+                    "no variable of the Dataset has a recommendation: "
+                    + "; ".join(f"{n}: {why}" for n, why in unavailable.items())
+                )
+            merged = merged_chunks(
+                {n: r.chunks_by_dim for n, r in recs.items()}, dict(obj.sizes),
+                {n: dict(zip(r.dims, r.storage_chunks)) for n, r in recs.items()
+                 if r.storage_chunks})
+            return DatasetRecommendation(merged, recs, unavailable)
+        data = dask_data(obj, what)
+        storage = _graph.storage_chunks(data) or storage_chunks(obj, data.chunks)
+        rec = self._recommendation(data, self._member_ids(profile_id, obj.name), workload,
+                                   newest, what, storage=storage)
+        return replace(rec, dims=tuple(obj.dims))
+
+    def _apply_xarray(self, obj, recommendation):
+        what = "apply_recommendation"
+        chunks = recommendation
+        data = None if is_dataset(obj) else dask_data(obj, what)
+        probe = data if data is not None else next(
+            iter(dask_variables(obj, what).values())).data
+        if chunks is None or self._are_ids(chunks, probe):
+            chunks = self._recommend_xarray(obj, chunks, newest=chunks is None and _config.flag(
+                "auto-rechunk"), what=what)
+        if isinstance(chunks, DatasetRecommendation):
+            chunks = chunks.chunks
+        elif isinstance(chunks, _ac.Recommendation):
+            chunks = chunks.chunks_by_dim or chunks.chunks
+        if is_dataset(obj):
+            if not isinstance(chunks, Mapping):
+                raise TypeError(
+                    f"{what} for a Dataset takes chunks by dimension name (a dict such as "
+                    f"{dict(obj.sizes)}), a DatasetRecommendation or a profile id; got "
+                    f"{chunks!r}"
+                )
+            unknown = [d for d in chunks if d not in obj.dims]
+            if unknown:
+                raise ValueError(f"chunks names dimensions {unknown} that the Dataset does "
+                                 f"not have; its dimensions are {tuple(obj.dims)}")
+            # Data variables held in memory stay there; everything else is recut as
+            # Dataset.chunk does (Dask-backed coordinates included)
+            lazy = dask_variables(obj, what)
+            in_memory = [n for n in obj.data_vars if n not in lazy]
+            return obj.chunk(dict(chunks)).assign({n: obj[n] for n in in_memory})
+        dims = tuple(obj.dims)
+        normalized = _ac._normalized(data, axis_chunks(dims, chunks))
+        if normalized == data.chunks:
+            return obj
+        return obj.chunk(dict(zip(dims, normalized)))

@@ -1,0 +1,179 @@
+"""The ``dask adaptive-chunking`` command group (a ``dask_cli`` plugin)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dask.array._adaptive_chunking.cli import adaptive_chunking
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(adaptive_chunking, list(args), input=input)
+
+
+def test_registered_in_dasks_cli_through_its_plugin_entry_point():
+    import click
+    from dask.cli import _register_command_ep
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    (value,) = [v for k, v in tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "project"]["entry-points"]["dask_cli"].items() if k == "adaptive-chunking"]
+    group = click.Group("dask")
+    _register_command_ep(group, EntryPoint("adaptive-chunking", value, "dask_cli"))
+    out = CliRunner().invoke(group, ["--help"])
+    assert "adaptive-chunking" in out.output
+    sub = CliRunner().invoke(group, ["adaptive-chunking", "--help"])
+    for command in ("demo", "recommend", "history", "config"):
+        assert command in sub.output
+
+
+def _stored(engine):
+    import dask.array as da
+
+    x = da.random.random((1000, 1000), chunks=100)
+    engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    return engine.load_history()
+
+
+def test_history_list_show_export_import_clear(engine, tmp_path):
+    assert "empty" in run("history", "list").output
+    (row,) = _stored(engine)
+    listed = run("history", "list")
+    assert listed.exit_code == 0 and row["signature"] in listed.output
+    assert "1000x1000" in listed.output and "threads" in listed.output
+    shown = run("history", "show", str(row["id"]))
+    assert json.loads(shown.output)["signature"] == row["signature"]
+    path = tmp_path / "h.jsonl"
+    assert "1 computes written" in run("history", "export", str(path)).output
+    assert "aborted" in run("history", "clear", input="n\n").output.lower()
+    assert len(engine.load_history()) == 1  # not confirmed: kept
+    assert "1 computes deleted" in run("history", "clear", "--yes").output
+    assert "1 computes added" in run("history", "import", str(path)).output
+
+
+def test_recommend_from_the_history(engine):
+    (row,) = _stored(engine)
+    out = run("recommend", "--shape", "12000,12000", "--chunks", "100,100")
+    assert out.exit_code == 0, out.output
+    assert row["signature"] in out.output and "chunks: (" in out.output
+    from dask.array.adaptive_chunking import memory_limit
+
+    near = int(memory_limit() * 0.9)  # comparable hardware: within 25%
+    limited = run("recommend", "--shape", "12000x12000", "--memory-limit", str(near))
+    assert limited.exit_code == 0, limited.output
+    assert f"of a {near * 0.4 / 2**20:.0f} MiB budget" in limited.output
+    other = run("recommend", "--shape", "12000x12000", "--memory-limit", "256MiB")
+    assert other.exit_code == 1 and "from hardware like this" in other.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["recommend", "--shape", "12000,12000", "--dtype", "int8"], "no 2-dimensional int8"),
+    (["recommend", "--shape", "lots"], "not a shape"),
+    (["recommend", "--shape", "10,10", "--dtype", "nonsense"], "not a NumPy dtype"),
+    (["recommend", "--shape", "10,10", "--chunks", "5"], "has 1 dimensions"),
+    (["recommend", "--shape", "10,10", "--signature", "nope"], "nothing of workload"),
+    (["recommend", "--shape", "10,10", "--memory-limit", "lots"], "memory-limit"),
+    (["history", "show", "99999"], "no stored compute has id 99999"),
+    (["history", "import", "/no/such/file"], "does not exist"),
+    (["demo", "--scheduler", "nowhere"], "neither threads"),
+    (["demo", "--size", "0"], "--size"),
+])
+def test_user_mistakes_are_one_line_and_exit_non_zero(engine, args, message):
+    _stored(engine)
+    out = run(*args)
+    assert out.exit_code != 0
+    assert message in out.output
+    assert "Traceback" not in out.output and out.exception is None or \
+        isinstance(out.exception, SystemExit)
+
+
+def test_a_bad_import_file_is_one_line(engine, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"nope": 1}\n')
+    out = run("history", "import", str(bad))
+    assert out.exit_code == 1 and "line 1" in out.output
+    assert len(out.output.strip().splitlines()) == 1
+
+
+def test_config_says_where_each_setting_comes_from(engine, monkeypatch):
+    import dask
+
+    monkeypatch.setenv("DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS", "500")
+    with dask.config.set({"array.adaptive-chunking.max-records": 500,
+                          "array.adaptive-chunking.safety-factor": 0.5}):
+        out = run("config").output.splitlines()
+    line = {row.split()[0]: row for row in out}
+    assert line["max-records"].endswith("environment DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS")
+    assert line["safety-factor"].endswith("code (dask.config.set)")
+    assert line["overhead-target"].endswith("default")
+
+
+def test_config_in_a_fresh_process():
+    out = subprocess.run([sys.executable, "-c", "import sys; from dask.array._adaptive_chunking"
+                          ".cli import main; sys.exit(main(['config']))"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "max-records" in out.stdout and "default" in out.stdout
+
+
+def test_config_names_the_yaml_file_that_sets_a_key(tmp_path):
+    (tmp_path / "ours.yaml").write_text(
+        "array:\n  adaptive_chunking:\n    safety-factor: 0.5\n    max-records: 900\n")
+    env = dict(os.environ, DASK_CONFIG=str(tmp_path),
+               DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS="700")
+    out = subprocess.run([sys.executable, "-c", "import sys; from dask.array._adaptive_chunking"
+                          ".cli import main; sys.exit(main(['config']))"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    line = {row.split()[0]: row for row in out.stdout.splitlines()}
+    assert "0.5" in line["safety-factor"]
+    assert line["safety-factor"].endswith(f"file {tmp_path / 'ours.yaml'}")
+    assert "700" in line["max-records"]  # the environment wins over the file, as in Dask
+    assert line["max-records"].endswith("environment DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS")
+    assert line["overhead-target"].endswith("default")
+
+
+def test_config_flags_invalid_values_and_misspelled_keys(monkeypatch):
+    monkeypatch.setenv("DASK_ARRAY__ADAPTIVE_CHUNKING", '{"max-profiles": 9}')
+    code = ("import sys; from dask.array._adaptive_chunking.cli import main; "
+            "sys.exit(main(['config']))")
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__SAFETY_FACTOR="7")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    line = {row.split()[0]: row for row in out.stdout.splitlines()}
+    assert line["max-profiles"].split()[-1] == "environment"  # a whole-section variable
+    assert "INVALID: safety-factor must be in (0, 1], got 7" in line["safety-factor"]
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_PROFILEZ="11")
+    env.pop("DASK_ARRAY__ADAPTIVE_CHUNKING")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 1 and "did you mean 'max-profiles'" in out.stderr
+    assert "Traceback" not in out.stderr and "max-records" in out.stdout
+
+
+def test_python_m_is_an_alias_and_runs_the_demo():
+    out = subprocess.run(
+        [sys.executable, "-m", "dask.array.adaptive_chunking", "--size", "600",
+         "--chunk", "50", "--scheduler", "sync"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Recommended chunks" in out.stdout and "faster" in out.stdout
+    helped = subprocess.run([sys.executable, "-m", "dask.array.adaptive_chunking", "history",
+                             "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "export" in helped.stdout
+    bad = subprocess.run([sys.executable, "-m", "dask.array.adaptive_chunking", "demo",
+                          "--size", "-3"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
