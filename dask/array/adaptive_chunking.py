@@ -698,7 +698,7 @@ class Recommendation:
         return {
             "chunks": self.chunks,
             "chunks_by_dim": None if self.dims is None else {  # JSON keys are text
-                d if isinstance(d, str) else str(d): n for d, n in zip(self.dims, self.chunks)},
+                str(d): n for d, n in self.chunks_by_dim.items()},
             "chunk_size_mb": self.chunk_bytes / MiB,
             "binding_constraint": self.binding,
             "reason": self.reason,
@@ -1546,19 +1546,19 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
             "workers": {w: dict(v) for w, v in state.workers.items()},
             "dims": state.dims,
             "recommended_chunks_by_dim": None if rec is None else rec.chunks_by_dim,
-            "current_prediction": None if rec is None else self._at_current(state),
+            "current_prediction": None if rec is None else self._at_current(state, rec.model),
         })
 
-    def _at_current(self, state: _Profile) -> dict[str, Any] | None:
-        """What the model predicts for the profiled array in its own chunks: set
-        against the measured peak and time, it says how far to trust the model."""
+    def _at_current(self, state: _Profile, fit) -> dict[str, Any] | None:
+        """What the model (``fit``, the recommendation's) predicts for the profiled
+        array in its own chunks: set against the measured peak and time, it says how
+        far to trust the model."""
         import dask.array as da
 
-        try:
-            stand_in = da.empty(state.shape, dtype=state.dtype, chunks=state.chunks)
-            return self.predict(stand_in, state.chunks, state.id)
-        except ValueError:
+        if fit is None:
             return None
+        stand_in = da.empty(state.shape, dtype=state.dtype, chunks=state.chunks)
+        return self._predict([state], stand_in, state.chunks, fit)
 
     def get_profiler(self, profile_id: str) -> ChunkProfiler:
         """The :class:`ChunkProfiler` of one profile (its sampled ``metrics`` and more)."""
@@ -1847,8 +1847,11 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
         _config.validate()
         self._drain()
         states = self._source(array, profile_id, "predict", workload)
-        normalized = _normalized(array, chunks)
         fit = _fit(self._pool(states).observations())  # as recommend() pools them
+        return self._predict(states, array, _normalized(array, chunks), fit, workload)
+
+    def _predict(self, states, array, normalized, fit, workload=None) -> dict[str, Any]:
+        """:meth:`predict` for Dask's normal-form chunks, with the model already fitted."""
         if fit is None and math.prod(array.shape) == 0:
             return {"chunks": tuple(max(c, default=0) for c in normalized),
                     "chunk_size_mb": 0.0, "predicted_peak_memory_mb": 0.0,

@@ -32,7 +32,6 @@ __all__ = ["Recording"]
 logger = logging.getLogger("dask.array.adaptive_chunking")
 _PREFIX = _config.PREFIX
 _read = _config.setting
-_flag = _config.flag
 MiB = 2**20
 
 
