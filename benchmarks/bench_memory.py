@@ -37,21 +37,22 @@ import numpy as np  # noqa: E402
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 from dask.array import adaptive_chunking as ac  # noqa: E402
-from dask.array._adaptive_chunking import instrument  # noqa: E402
+from dask.array._adaptive_chunking import memory  # noqa: E402
+from dask.array._adaptive_chunking import records  # noqa: E402
 
 MiB = 2**20
 RECORDS = 1_000_000
 BATCH = 10_000
 
 
-def batch(n: int, start: int, name: str) -> instrument.RecordBatch:
-    data = np.zeros(n, instrument.RECORD_DTYPE)
+def batch(n: int, start: int, name: str) -> records.RecordBatch:
+    data = np.zeros(n, records.RECORD_DTYPE)
     data["t0"] = np.arange(n) * 1e-3
     data["t1"] = data["t0"] + 1e-3
     data["nbytes"] = data["logical"] = data["membytes"] = 10**6
     data["rss0"] = data["rss1"] = 100 * MiB
     keys = [(name, start + i, 0) for i in range(n)]  # a 2-d chunk's key, as Dask's
-    return instrument.RecordBatch(data, keys, [(250, 500)] * n, [np.dtype(float)] * n)
+    return records.RecordBatch(data, keys, [(250, 500)] * n, [np.dtype(float)] * n)
 
 
 def folded(ceiling, n_profiles: int) -> dict:
@@ -110,7 +111,7 @@ def computed(computes: int) -> dict:
             "records": stats["total_chunks"],
             "sampled_records": stats["sampled_records"],
             "estimate_mib": engine._held_bytes() / MiB,
-            "rss_mib": instrument.process_rss() / MiB,
+            "rss_mib": memory.process_rss() / MiB,
         })
         print(rows[-1])
     ac.reset_adaptive_engine()

@@ -27,7 +27,9 @@ from dask._task_spec import Task  # noqa: E402
 
 import dask.array as da  # noqa: E402
 from dask.array import adaptive_chunking as ac  # noqa: E402
-from dask.array._adaptive_chunking import instrument  # noqa: E402
+from dask.array._adaptive_chunking import attribution  # noqa: E402
+from dask.array._adaptive_chunking import peaks  # noqa: E402
+from dask.array._adaptive_chunking import tasks  # noqa: E402
 
 
 def workload():
@@ -46,18 +48,18 @@ def wrapper_cost(n: int = 200_000) -> float:
     """Microseconds that measuring adds to one trivial task (MeasuredTask vs Task)."""
 
     class Sink:
-        def _finish(self, c):
+        def finish(self, c):
             pass
 
-        def _late(self, cid, r):
+        def late(self, cid, r):
             pass
 
-        def _abandon(self, records, cid):
+        def abandon(self, records, cid):
             pass
 
     node = Task("k", int, 1)
-    collector = instrument.ComputeCollector(n * 10, Sink())
-    measured = instrument.MeasuredTask.wrap(node, collector, collector.cid, os.getpid(), 0, False)
+    collector = tasks.ComputeCollector(n * 10, Sink())
+    measured = tasks.MeasuredTask.wrap(node, collector, collector.cid, os.getpid(), 0, False)
     best_plain = best_wrapped = float("inf")
     for _ in range(5):
         collector.records.clear()
@@ -69,7 +71,7 @@ def wrapper_cost(n: int = 200_000) -> float:
         for _ in range(n):
             measured()
         best_wrapped = min(best_wrapped, time.perf_counter() - t)
-    instrument.untrack_peak(collector)
+    peaks.untrack_peak(collector)
     return (best_wrapped - best_plain) / n * 1e6
 
 
@@ -83,9 +85,9 @@ def rewrite_cost() -> tuple[float, int]:
     best = float("inf")
     for _ in range(5):
         t = time.perf_counter()
-        out, collector = instrument.instrument(dsk, y.__dask_keys__(), None, engine)
+        out, collector = attribution.instrument(dsk, y.__dask_keys__(), None, engine)
         best = min(best, time.perf_counter() - t)
-        instrument.untrack_peak(collector)
+        peaks.untrack_peak(collector)
         del out, collector
     engine.close()
     return best / len(dsk) * 1e6, len(dsk)

@@ -21,18 +21,18 @@ use_working_tree()
 
 import dask.array as da  # noqa: E402
 from dask.array import adaptive_chunking as ac  # noqa: E402
-from dask.array._adaptive_chunking import instrument  # noqa: E402
+from dask.array._adaptive_chunking import records  # noqa: E402
 
 RECORDS = [1_000, 100_000, 1_000_000]
 
 
-def padding(n: int) -> instrument.RecordBatch:
-    data = np.zeros(n, instrument.RECORD_DTYPE)
+def padding(n: int) -> records.RecordBatch:
+    data = np.zeros(n, records.RECORD_DTYPE)
     data["t0"] = np.arange(n) * 1e-4
     data["t1"] = data["t0"] + 5e-5
     data["nbytes"] = data["logical"] = data["membytes"] = 80_000
     data["mem"] = np.arange(n)
-    return instrument.RecordBatch(data, [("pad", i) for i in range(n)], [(100, 100)] * n,
+    return records.RecordBatch(data, [("pad", i) for i in range(n)], [(100, 100)] * n,
                                   [np.dtype("f8")] * n)
 
 

@@ -49,16 +49,17 @@ import dask
 from dask.array._adaptive_chunking import cluster as _cluster
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
-from dask.array._adaptive_chunking import instrument as _instr
+from dask.array._adaptive_chunking import attribution as _attribution
+from dask.array._adaptive_chunking import calibration as _calibration
+from dask.array._adaptive_chunking import errors as _errors
+from dask.array._adaptive_chunking import peaks as _peaks
+from dask.array._adaptive_chunking import records as _records
+from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import views as _views
 from dask.array._adaptive_chunking import xarray as _xarray
-from dask.array._adaptive_chunking.instrument import (
-    AdaptiveChunkingWarning,
-    cgroup_memory,
-    host_memory,
-    process_rss,
-)
+from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
+from dask.array._adaptive_chunking.memory import cgroup_memory, host_memory, process_rss
 from dask.array._adaptive_chunking.learning import Learning as _Learning
 from dask.array._adaptive_chunking.learning import _cluster_workers, _fingerprint  # noqa: F401
 from dask.array._adaptive_chunking.progress import ProfileProgressBar
@@ -326,8 +327,8 @@ def _metric_from_row(row, key, shape, dtype) -> ChunkMemoryMetric:
     )
 
 
-def _batch_from_metric(m: ChunkMemoryMetric) -> _instr.RecordBatch:
-    data = np.zeros(1, _instr.RECORD_DTYPE)
+def _batch_from_metric(m: ChunkMemoryMetric) -> _records.RecordBatch:
+    data = np.zeros(1, _records.RECORD_DTYPE)
     t1 = m.start_time + m.compute_time_ms / 1e3
     data[0] = (
         m.start_time, t1, m.memory_peak_before_mb * MiB, m.memory_peak_after_mb * MiB,
@@ -338,7 +339,7 @@ def _batch_from_metric(m: ChunkMemoryMetric) -> _instr.RecordBatch:
         0, 0,
     )
     dtype = np.dtype(f"V{m.dtype_size}") if m.dtype_size else None
-    return _instr.RecordBatch(data, [m.chunk_key], [m.chunk_shape], [dtype])
+    return _records.RecordBatch(data, [m.chunk_key], [m.chunk_shape], [dtype])
 
 
 #: Estimated memory of one sampled chunk record (its row, key and list slots) and
@@ -358,7 +359,7 @@ class _Reservoir:
     """A uniform random sample of at most ``cap`` records, kept as columns."""
 
     def __init__(self) -> None:
-        self.data = np.empty(0, _instr.RECORD_DTYPE)
+        self.data = np.empty(0, _records.RECORD_DTYPE)
         self.keys: list = []
         self.shapes: list = []
         self.dtypes: list = []
@@ -369,7 +370,7 @@ class _Reservoir:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, batch: _instr.RecordBatch, cap: int) -> None:
+    def add(self, batch: _records.RecordBatch, cap: int) -> None:
         """Algorithm R over the stream: each record seen is kept with chance cap/seen.
 
         A sample that was thinned (or filled under a lower cap) keeps its size: to
@@ -383,7 +384,7 @@ class _Reservoir:
             size = len(self.keys)
             if size + room > len(self.data):  # grow geometrically, never past cap
                 grown = np.empty(min(cap, max(2 * len(self.data), size + room, 16)),
-                                 _instr.RECORD_DTYPE)
+                                 _records.RECORD_DTYPE)
                 grown[:size] = self.data[:size]
                 self.data = grown
             self.data[size:size + room] = batch.data[:room]
@@ -509,14 +510,14 @@ class ChunkProfiler:
             if slot is not None and slot < len(self._reservoir):
                 self._reservoir.metrics[slot] = metric
 
-    def _record_batch(self, batch: _instr.RecordBatch) -> None:
+    def _record_batch(self, batch: _records.RecordBatch) -> None:
         """Add the records of a compute at once (the engine's path), O(1) per record."""
         if not self.enabled or not len(batch):
             return
         with self._lock:
             self._add_batch(batch)
 
-    def _add_batch(self, batch: _instr.RecordBatch) -> None:
+    def _add_batch(self, batch: _records.RecordBatch) -> None:
         d = batch.data
         logical = d["logical"]
         self._count += len(d)
@@ -608,26 +609,6 @@ class ChunkProfiler:
 # ---------------------------------------------------------------------------
 # Recommendation (the model's arithmetic is in _adaptive_chunking/model.py)
 # ---------------------------------------------------------------------------
-
-
-def _validate_shape(shape: Any, name: str = "array_shape") -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-        shape = (shape,)
-    if not isinstance(shape, (tuple, list)):
-        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
-    out = []
-    for s in shape:
-        if isinstance(s, float) and math.isnan(s):
-            raise ValueError(
-                f"{name} {tuple(shape)!r} has unknown (NaN) sizes; call "
-                "array.compute_chunk_sizes() first"
-            )
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"{name} must contain ints, got {s!r} in {tuple(shape)!r}")
-        if s < 0:
-            raise ValueError(f"{name} must not contain negative sizes, got {tuple(shape)!r}")
-        out.append(int(s))
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -803,21 +784,6 @@ def _check_cluster(cluster) -> None:
                 _nbytes_setting(f"cluster[{address!r}][{name!r}]", value, allow_none=True)
 
 
-def _check_chunks(chunks, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """``chunks`` in Dask's normal form: one tuple of lengths per dimension."""
-    bad = not isinstance(chunks, (tuple, list)) or len(chunks) != len(shape) or any(
-        not isinstance(c, (tuple, list)) or any(
-            isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in c
-        ) for c in chunks
-    )
-    if bad or any(sum(c) != n for c, n in zip(chunks, shape)):
-        raise ValueError(
-            f"current_chunks {chunks!r} are not chunks of shape {shape!r}: pass one tuple "
-            "of non-negative lengths per dimension, summing to its length (array.chunks)"
-        )
-    return tuple(tuple(int(n) for n in c) for c in chunks)
-
-
 def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
     """Why a worker saturation was chosen, in a sentence."""
     value = "inf" if math.isinf(sat.value) else f"{sat.value:g}"
@@ -839,32 +805,6 @@ def _saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
     return out
 
 
-def _normalized(array, chunks) -> tuple[tuple[int, ...], ...]:
-    """``chunks`` for ``array`` in Dask's normal form, or a ValueError saying why not.
-
-    A dict by axis changes only the axes it names, as ``array.rechunk`` does.
-    """
-    from dask.array.core import normalize_chunks
-
-    if isinstance(chunks, Mapping):
-        given = {}
-        for axis, size in chunks.items():
-            if (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))
-                    or not -array.ndim <= axis < array.ndim):
-                raise ValueError(
-                    f"chunks {chunks!r} names axis {axis!r}, which an array of {array.ndim} "
-                    f"dimensions does not have; use axes 0 to {array.ndim - 1}"
-                )
-            given[int(axis) % array.ndim] = size
-        chunks = tuple(given.get(i, c) for i, c in enumerate(array.chunks))
-    try:
-        return normalize_chunks(chunks, array.shape, dtype=array.dtype)
-    except Exception as e:
-        raise ValueError(
-            f"invalid chunks {chunks!r} for an array of shape {array.shape}: {e}"
-        ) from e
-
-
 def _pooled(states) -> list[_model.Observation]:
     """The per-compute observations of several profiles (pilots of one workload)."""
     return [o for s in states for o in s.profiler.observations()]
@@ -873,9 +813,9 @@ def _pooled(states) -> list[_model.Observation]:
 def _fit(observations: Sequence[_model.Observation]) -> _model.WorkloadModel | None:
     """Fit the model, with this machine's page-fault cost and BLAS threads."""
     contracts = any(t[0] in _model.CONTRACTIONS for o in observations for t in o.terms)
-    threads, penalty = _instr.blas_profile() if contracts else (1, 1.0)
+    threads, penalty = _calibration.blas_profile() if contracts else (1, 1.0)
     return _model.fit_workload(
-        observations, _instr.fault_seconds_per_byte(), threads, penalty
+        observations, _calibration.fault_seconds_per_byte(), threads, penalty
     )
 
 
@@ -1031,7 +971,7 @@ class ChunkSizeRecommender:
             raise TypeError(
                 f"profiler must be a ChunkProfiler, got {type(profiler).__name__}"
             )
-        shape = _validate_shape(array_shape)
+        shape = _shapes.validate_shape(array_shape)
         if isinstance(dtype_size, bool) or not isinstance(dtype_size, (int, np.integer)):
             raise TypeError(f"dtype_size must be an int number of bytes, got {dtype_size!r}")
         if dtype_size < 1:
@@ -1042,7 +982,7 @@ class ChunkSizeRecommender:
                 f"with {len(shape)} dimensions; pass num_dimensions={len(shape)} or omit it"
             )
         if storage_chunks is not None:
-            storage_chunks = _validate_shape(storage_chunks, "storage_chunks")
+            storage_chunks = _shapes.validate_shape(storage_chunks, "storage_chunks")
             if len(storage_chunks) != len(shape) or 0 in storage_chunks:
                 raise ValueError(
                     f"storage_chunks {storage_chunks!r} must give one positive length per "
@@ -1051,7 +991,7 @@ class ChunkSizeRecommender:
         if concurrency is not None:  # 0: as measured
             concurrency = _config.count("concurrency", concurrency, low=0) or None
         if current_chunks is not None:
-            current_chunks = _check_chunks(current_chunks, shape)
+            current_chunks = _shapes.check_chunks(current_chunks, shape)
         if downstream is not None and not isinstance(downstream, _graph.Downstream):
             raise TypeError(
                 f"downstream must be a Downstream (from "
@@ -1070,7 +1010,7 @@ class ChunkSizeRecommender:
         if array_bytes == 0:  # nothing to learn or to chunk: no measurement needed
             conc = concurrency or workers.threads or (fit.concurrency if fit else 1)
             peak = _model.predict(fit, 1, 1, conc).peak_bytes if fit else 0.0
-            return Recommendation(_model.chunk_shape(shape, itemsize, 1), 0, "array", True,
+            return Recommendation(_shapes.chunk_shape(shape, itemsize, 1), 0, "array", True,
                                   budget, limit, peak, 0.0, 1, conc, fit,
                                   reason="the array is empty")
         if fit is None:
@@ -1088,7 +1028,7 @@ class ChunkSizeRecommender:
         upper = max(s["max_chunk_bytes"] or budget, 1)
         lower = min(s["min_chunk_bytes"], upper)
         def shape_for(target: float) -> tuple[tuple[int, ...], int, int, bool]:
-            chunks = _model.chunk_shape(
+            chunks = _shapes.chunk_shape(
                 shape, itemsize, target, whole_dims=sorted(whole),
                 min_bytes=lower, max_bytes=upper, multiple_of=storage_chunks,
             )
@@ -1276,13 +1216,13 @@ class _GraphFacts:
 
     def dependencies_of(self, keys) -> dict:
         if self.collector is not None:
-            return _instr.dependencies_of(self.collector, keys)
+            return _attribution.dependencies_of(self.collector, keys)
         deps = self.dependencies
         return {k: deps[k] for k in keys if k in deps}
 
     def fused_ops(self, keys) -> dict:
         if self.collector is not None:
-            return _instr.fused_ops(self.collector, keys, _model.CONTRACTIONS)
+            return _attribution.fused_ops(self.collector, keys, _model.CONTRACTIONS)
         fused = self.fused
         return {k: fused[k] for k in keys if k in fused}
 
@@ -1410,7 +1350,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
             except KeyError:
                 pass  # dropped meanwhile
             except Exception as e:  # a history problem never breaks the compute
-                _instr.warn_once("history", "adaptive chunking could not store a profile "
+                _errors.warn_once("history", "adaptive chunking could not store a profile "
                                  f"in its history ({type(e).__name__}: {e})")
         _sync_auto_rechunk(self)
 
@@ -1848,7 +1788,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
         self._drain()
         states = self._source(array, profile_id, "predict", workload)
         fit = _fit(self._pool(states).observations())  # as recommend() pools them
-        return self._predict(states, array, _normalized(array, chunks), fit, workload)
+        return self._predict(states, array, _shapes.normalized(array, chunks), fit, workload)
 
     def _predict(self, states, array, normalized, fit, workload=None) -> dict[str, Any]:
         """:meth:`predict` for Dask's normal-form chunks, with the model already fitted."""
@@ -1933,7 +1873,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
             chunks = self.recommend(array, chunks).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
-        normalized = _normalized(array, chunks)
+        normalized = _shapes.normalized(array, chunks)
         if normalized == array.chunks:
             return array
         return array.rechunk(normalized)
@@ -1953,7 +1893,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
         if not isinstance(value, str):
             return False
         try:  # "auto" and "128 MiB" are chunks
-            _normalized(array, value)
+            _shapes.normalized(array, value)
             return False
         except ValueError as e:
             try:
@@ -2145,14 +2085,14 @@ class _ProfilingOptimizer:
                     plans.append((engine, plan))
             chosen = next((p for p in plans if p[1][0]), plans[0] if plans else None)
         except Exception as e:
-            _instr.warn_engine_error(e)
+            _errors.warn_engine_error(e)
         out = self.base()(dsk, keys, **kwargs)
         if chosen is not None:
             engine, plan = chosen
             try:
                 out = engine._instrument(out, keys, plan)
             except Exception as e:
-                _instr.warn_engine_error(e)
+                _errors.warn_engine_error(e)
                 for state in plan[0]:  # say why, where the profile is read
                     state.error = f"{type(e).__name__}: {e}"
         return out
@@ -2173,7 +2113,7 @@ class _ProfilingOptimizer:
                     engine._sent(cid, client)
                     return remote.__reduce__()
         except Exception as e:  # profiling must never break the compute
-            _instr.warn_engine_error(e)
+            _errors.warn_engine_error(e)
         return _plain_optimizer, (base,)
 
 
@@ -2350,7 +2290,7 @@ def reset_adaptive_engine() -> None:
     _chunk_size.restore("the engine was reset")
     _warned_no_history.clear()
     _uninstall_hook()
-    _instr.sampler.join()
+    _peaks.sampler.join()
 
 
 # Installed on import, so that setting ``array.adaptive-chunking.enabled`` (in code,

@@ -51,6 +51,8 @@ def _structure() -> OrderedDict[str, dict[str, Any]]:
 def _plugin_class():
     from distributed.diagnostics.plugin import SchedulerPlugin
 
+    from dask.array._adaptive_chunking.records import cluster_record
+
     class ProfilingPlugin(SchedulerPlugin):
         """Records the annotated tasks of profiled computes on the scheduler."""
 
@@ -175,8 +177,8 @@ def _plugin_class():
                     t0, t1 = ss["start"], ss["stop"]
             worker = kwargs.get("worker") or ""
             profiles = entry["tags"].setdefault(tuple(profiles), tuple(profiles))
-            record = (key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
-                      kwargs.get("thread") or 0, profiles, finish == "erred")
+            record = cluster_record(key, t0, t1, int(kwargs.get("nbytes") or 0), worker,
+                                    kwargs.get("thread") or 0, profiles, finish == "erred")
             index, records = entry["index"], entry["records"]
             if finish == "erred":  # known even if its record is not kept
                 entry["failed"] = True
@@ -294,7 +296,7 @@ class RemoteOptimizer:
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
         from dask.array._adaptive_chunking import graph as _graph
-        from dask.array._adaptive_chunking import instrument as _instr
+        from dask.array._adaptive_chunking import attribution as _attribution
         from dask.array._adaptive_chunking.model import CONTRACTIONS
 
         names = [n for n in getattr(dsk, "layers", {}) if n in self.named]
@@ -302,7 +304,7 @@ class RemoteOptimizer:
         if not names and not self.everything:
             return out
         try:
-            flat, tasks, aliases, outputs = _instr.measured_tasks(out, keys)
+            flat, tasks, aliases, outputs = _attribution.measured_tasks(out, keys)
             named = {n: frozenset(self.named[n]) for n in names}
             if len(names) == 1 and isinstance(dsk, HighLevelGraph) and \
                     _graph.whole_lineage(dsk.dependencies, names[0]):
@@ -310,7 +312,7 @@ class RemoteOptimizer:
                 # fusion left none of its keys.
                 tag_of, tags = dict.fromkeys(tasks, 0), [named[names[0]]]
             else:
-                tag_of, tags = _instr.assign_tags(flat, list(tasks), named)
+                tag_of, tags = _attribution.assign_tags(flat, list(tasks), named)
             if self.everything:  # profile every task, for the engine's aggregate at least
                 tags = [t | {""} for t in tags]
             counted = [k for k in tasks if tags[tag_of[k]]]
@@ -328,8 +330,8 @@ class RemoteOptimizer:
                 "tags": {k: (self.cid, tuple(sorted(tags[tag_of[k]] - {""})), len(counted))
                          for k in counted},
                 "profiles": sorted(set().union(*tags) - {""}),
-                "dependencies": list(_instr.dependencies_of(graph, counted).items()),
-                "fused": list(_instr.fused_ops(graph, counted, CONTRACTIONS).items()),
+                "dependencies": list(_attribution.dependencies_of(graph, counted).items()),
+                "fused": list(_attribution.fused_ops(graph, counted, CONTRACTIONS).items()),
                 "outputs": [k for k in counted if k in outputs],
                 "hints": hints,
                 # the names of the expression's layers: the workload's signature
@@ -426,7 +428,7 @@ def ensure_plugin(client, max_records: int) -> bool:
     if not client.run_on_scheduler(_importable):
         import warnings
 
-        from dask.array._adaptive_chunking.instrument import AdaptiveChunkingWarning
+        from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 
         client._adaptive_chunking_plugin = False
         warnings.warn(

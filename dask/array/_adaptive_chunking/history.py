@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dask.array._adaptive_chunking.instrument import AdaptiveChunkingWarning
+from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 
 __all__ = [
     "SCHEMA_VERSION", "HistoryStore", "check_row", "default_path", "fingerprint",

@@ -23,7 +23,7 @@ import dask
 from dask.array._adaptive_chunking import cluster as _cluster
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
-from dask.array._adaptive_chunking import instrument as _instr
+from dask.array._adaptive_chunking import errors as _errors
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import public as _ac
 
@@ -163,7 +163,7 @@ class Learning:
                 out += [history.observation_from_json(r["data"]["observation"])
                         for r in reversed(rows) if "observation" in r["data"]]
         except Exception as e:  # an unreadable history: recommend from the profiles alone
-            _instr.warn_once("history-read", "adaptive chunking could not read its history "
+            _errors.warn_once("history-read", "adaptive chunking could not read its history "
                              f"({type(e).__name__}: {e}); recommending from this process's "
                              "profiles only")
             return []

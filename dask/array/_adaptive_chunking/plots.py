@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from dask.array._adaptive_chunking import instrument as _instr
+from dask.array._adaptive_chunking import tasks as _tasks
 from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import shapes as _shapes
 
 __all__ = [
     "plot_profile",
@@ -182,7 +183,7 @@ def prediction_curve(
     """Predicted time and peak memory for a sweep of chunk sizes.
 
     Each size (bytes) is turned into a chunk shape as the recommender does
-    (:func:`model.chunk_shape`) and given to ``predict`` (the engine's
+    (:func:`shapes.chunk_shape`) and given to ``predict`` (the engine's
     :meth:`~dask.array.adaptive_chunking.AdaptiveChunkingEngine.predict` for the
     profiled array), so the curve is the model's own prediction; shapes that come
     out equal are predicted once.
@@ -217,7 +218,7 @@ def prediction_curve(
     shape = tuple(int(n) for n in shape)
     out: dict[tuple[int, ...], Mapping[str, Any]] = {}
     for size in sizes:
-        chunks = _model.chunk_shape(shape, itemsize, size)
+        chunks = _shapes.chunk_shape(shape, itemsize, size)
         if chunks not in out:
             out[chunks] = predict(chunks)
     rows = sorted(out.items(), key=lambda kv: (kv[1]["chunk_size_mb"], kv[0]))
@@ -707,12 +708,12 @@ def _check_graphviz() -> None:
 def _unprofiled() -> Iterator[None]:
     """Optimize graphs in this thread without the engine instrumenting them (as it
     does not inside a measured task): drawing a graph is no compute."""
-    depth = getattr(_instr.in_task, "depth", 0)
-    _instr.in_task.depth = depth + 1
+    depth = getattr(_tasks.in_task, "depth", 0)
+    _tasks.in_task.depth = depth + 1
     try:
         yield
     finally:
-        _instr.in_task.depth = depth
+        _tasks.in_task.depth = depth
 
 
 def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,

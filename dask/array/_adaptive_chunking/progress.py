@@ -18,7 +18,7 @@ from typing import Any
 
 from dask.diagnostics import ProgressBar
 
-from dask.array._adaptive_chunking.instrument import process_rss
+from dask.array._adaptive_chunking.memory import process_rss
 
 __all__ = ["ProfileProgressBar", "compute_on_cluster"]
 

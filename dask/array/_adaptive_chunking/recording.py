@@ -22,7 +22,11 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.array._adaptive_chunking import cluster as _cluster
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
-from dask.array._adaptive_chunking import instrument as _instr
+from dask.array._adaptive_chunking import attribution as _attribution
+from dask.array._adaptive_chunking import errors as _errors
+from dask.array._adaptive_chunking import peaks as _peaks
+from dask.array._adaptive_chunking import records as _records
+from dask.array._adaptive_chunking import tasks as _tasks
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import public as _ac
 from dask.array._adaptive_chunking.learning import _cluster_workers, _fingerprint
@@ -45,7 +49,7 @@ class Recording:
         this compute and, per profiled array name in it, its profiles (tasks are
         attributed from these by ``instrument.assign_tags``).
         """
-        if getattr(_instr.in_task, "depth", 0):
+        if getattr(_tasks.in_task, "depth", 0):
             return None  # a compute nested inside a measured task
         self._drain()
         names: list[str] = []
@@ -73,7 +77,7 @@ class Recording:
     def _instrument(self, dsk, keys, plan):
         states, named, hints, signatures = plan
         interval, method = _read("sample-interval"), _read("peak-method")
-        out, collector = _instr.instrument(dsk, keys, named, self)
+        out, collector = _attribution.instrument(dsk, keys, named, self)
         if not collector.n_tasks and states:
             # Only data and aliases: no task will run, so this compute is already over.
             with self._lock:
@@ -84,18 +88,18 @@ class Recording:
         collector.states, collector.method, collector.interval = states, method, interval
         collector.hints, collector.signatures = hints, signatures
         if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
-            return _instr.same_layers(dsk, out)
+            return _attribution.same_layers(dsk, out)
         return out
 
-    def _start(self, collector) -> None:
+    def start(self, collector) -> None:
         """The first task of a compute starts: track it and mark its profiles."""
         with self._lock:
             self._pending[collector.cid] = (collector.tags, set(collector.states))
             for state in collector.states:
                 state.status = "running"
-        _instr.track_peak(collector, collector.method, collector.interval)
+        _peaks.track_peak(collector, collector.method, collector.interval)
 
-    def _register_failed(self, cid: str) -> None:
+    def register_failed(self, cid: str) -> None:
         """A task of this compute raised: later records are folded as they come."""
         with self._lock:
             entry = self._pending.get(cid)
@@ -104,7 +108,7 @@ class Recording:
                 while len(self._failed_computes) > 64:
                     self._failed_computes.popitem(last=False)
 
-    def _finish(self, collector) -> None:
+    def finish(self, collector) -> None:
         with self._lock:
             entry = self._pending.pop(collector.cid, None)
         if entry is None:
@@ -112,7 +116,7 @@ class Recording:
         tags, states = entry
         records = collector.records
         k = len(records)
-        batch = _instr.batch_from_records(records[:k])
+        batch = _records.batch_from_records(records[:k])
         failed = bool(batch.data["failed"].any())
         baseline = collector.baseline
         if collector.include_children:
@@ -129,20 +133,20 @@ class Recording:
         self._fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
                    collector=collector, hardware=lambda: _fingerprint(kind))
         for record in records[k:]:  # appended while the compute was being finalized
-            self._late(collector.cid, record)
+            self.late(collector.cid, record)
 
-    def _late(self, cid: str, record: tuple) -> None:
+    def late(self, cid: str, record: tuple) -> None:
         """A task that finished after its compute failed: add its chunk record."""
         with self._lock:
             entry = self._failed_computes.get(cid)
         if entry is None or not self.profile_chunks:
             return
-        batch = _instr.batch_from_records([record])
-        for state in entry[0][record[_instr.R_TAG]]:
+        batch = _records.batch_from_records([record])
+        for state in entry[0][int(batch.data["tag"][0])]:
             state.profiler._record_batch(batch)
         self.profiler._record_batch(batch)
 
-    def _abandon(self, records: list, cid: str) -> None:
+    def abandon(self, records: list, cid: str) -> None:
         """The collector of an unfinished compute was garbage collected.
 
         Called by ``weakref.finalize``, possibly in the middle of another engine
@@ -188,7 +192,7 @@ class Recording:
                 else:
                     continue
             for cid, entry in found.items():
-                failed = entry.get("failed") or any(r[7] for r in entry["records"])
+                failed = entry.get("failed") or any(map(_records.cluster_failed, entry["records"]))
                 if entry.get("gone") and not entry["records"] and not entry.get("closed") and (
                     time.monotonic() - sent_at.get(cid, 0) < _cluster.SUBMIT_GRACE
                 ):
@@ -202,7 +206,7 @@ class Recording:
                 try:
                     self._fold_remote(entry, status, client)
                 except Exception as e:  # profiling must never break the caller
-                    _instr.warn_engine_error(e)
+                    _errors.warn_engine_error(e)
 
     def _running(self, profile_ids) -> None:
         """Profiles whose compute is in flight on a cluster are ``running``."""
@@ -223,13 +227,7 @@ class Recording:
             states = {s.id: s for s in self._profiles.values()}
         structure = entry.get("structure") or {}
         outputs = set(map(_cluster.as_key, structure.get("outputs", ())))
-        groups: dict[tuple, int] = {}
-        tuples = []
-        for key, t0, t1, nbytes, worker, thread, profiles, failed in records:
-            key = _cluster.as_key(key)
-            tag = groups.setdefault(tuple(profiles), len(groups))
-            tuples.append((key, t0, t1, 0, 0, nbytes, None, None, hash((worker, thread)),
-                           tag, key in outputs, failed, nbytes, 0, nbytes))
+        batch, groups = _records.batch_from_cluster(records, outputs, _cluster.as_key)
         tags = [frozenset(states[i] for i in profiles if i in states) for profiles in groups]
         involved = set().union(*tags) if tags else set()
         if not records:  # the compute ended before any task of it finished
@@ -249,7 +247,6 @@ class Recording:
         workers = entry.get("workers", {})
         top = max(workers.values(), key=lambda w: w["process"], default=None)
         peak, baseline = (top["process"], top["baseline"]) if top else (0, 0)
-        batch = _instr.batch_from_records(tuples)
         graph = None
         if structure:
             as_key = _cluster.as_key
@@ -287,10 +284,10 @@ class Recording:
                 continue  # finished normally, or optimized and never run
             tags, states = entry
             try:
-                batch = _instr.batch_from_records(list(records))
+                batch = _records.batch_from_records(list(records))
                 self._fold(batch, tags, states, "incomplete", peak=0, baseline=0)
             except Exception as e:  # profiling must never break the caller
-                _instr.warn_engine_error(e)
+                _errors.warn_engine_error(e)
 
     def _fold(self, batch, tags, states, status, *, peak, baseline, collector=None,
               graph=None, hardware=None) -> None:
@@ -310,7 +307,7 @@ class Recording:
             try:
                 fingerprint = hardware()
             except Exception as e:  # the history's problem, never the profile's
-                _instr.warn_once("history", "adaptive chunking could not describe this "
+                _errors.warn_once("history", "adaptive chunking could not describe this "
                                  f"machine for its history ({type(e).__name__}: {e})")
         profile_chunks = self.profile_chunks
         d = batch.data
@@ -319,7 +316,7 @@ class Recording:
             wall = float(d["t1"].max() - d["t0"].min())
             peak = max(peak, float(d["rss1"].max()))
             workers = len(np.unique(d["worker"]))
-            concurrency = max(1, min(_instr.max_overlap(d["t0"], d["t1"]), workers))
+            concurrency = max(1, min(_records.max_overlap(d["t0"], d["t1"]), workers))
             results = int(d["nbytes"][d["out"]].sum())
         else:
             wall, concurrency, results = 0.0, 1, 0
@@ -342,7 +339,7 @@ class Recording:
                 replay = (part.keys, p["t0"], p["t1"], p["nbytes"], p["out"], deps)
                 memory = {"mem": p["mem"], "mem_bytes": p["membytes"]}
                 held, largest = _model.replay_memory(*replay, **memory)
-                rechunked = _instr.read_only_by_rechunks(deps)
+                rechunked = _attribution.read_only_by_rechunks(deps)
                 held_aligned = (
                     _model.replay_memory(*replay, rechunked, **memory)[0] if rechunked else held
                 )

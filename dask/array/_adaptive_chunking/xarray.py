@@ -25,6 +25,7 @@ from typing import Any
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import public as _ac
+from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import views as _views
 
 __all__ = [
@@ -371,7 +372,7 @@ class Labelled:
             in_memory = [n for n in obj.data_vars if n not in lazy]
             return obj.chunk(dict(chunks)).assign({n: obj[n] for n in in_memory})
         dims = tuple(obj.dims)
-        normalized = _ac._normalized(data, axis_chunks(dims, chunks))
+        normalized = _shapes.normalized(data, axis_chunks(dims, chunks))
         if normalized == data.chunks:
             return obj
         return obj.chunk(dict(zip(dims, normalized)))

@@ -639,13 +639,13 @@ def test_failing_task_marks_profile_failed(engine):
 
 
 def _no_engine_thread_left():
-    from dask.array._adaptive_chunking import instrument
+    from dask.array._adaptive_chunking import peaks
 
     for _ in range(200):  # the sampler thread exits on its next tick
         if not any(t.name == "adaptive-chunking-sampler" for t in threading.enumerate()):
             break
         threading.Event().wait(0.01)
-    assert not instrument.high_water_mark.active
+    assert not peaks.high_water_mark.active
     assert not any(t.name == "adaptive-chunking-sampler" for t in threading.enumerate())
 
 
@@ -1087,15 +1087,15 @@ def test_measurement_error_still_completes(engine):
 
 
 def test_optimized_graph_tracks_nothing_until_run(engine):
-    from dask.array._adaptive_chunking import instrument
+    from dask.array._adaptive_chunking import peaks
 
     x = da.ones((300, 300), chunks=100)
     engine.profile_array(x)
     (y,) = dask.optimize(x)
-    assert not instrument.high_water_mark.active
-    assert instrument.sampler.last_rss is None
+    assert not peaks.high_water_mark.active
+    assert peaks.sampler.last_rss is None
     assert y.compute().shape == (300, 300)
-    assert not instrument.high_water_mark.active
+    assert not peaks.high_water_mark.active
 
 
 def test_eight_threads_each_get_exactly_their_tasks(engine):

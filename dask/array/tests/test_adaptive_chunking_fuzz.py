@@ -1640,7 +1640,7 @@ def test_config_unknown_key_spelling(engine, key):
                                  math.nan, math.inf, "lots", None, [1]]))
 def test_sampler_survives_any_sample_interval(engine, interval):
     """peak-method=sampler with any sample-interval: compute unchanged, no thread dies."""
-    from dask.array._adaptive_chunking import instrument as _instr
+    from dask.array._adaptive_chunking import peaks
 
     tried("sampler interval")
     died = []
@@ -1654,13 +1654,13 @@ def test_sampler_survives_any_sample_interval(engine, interval):
                               f"{PREFIX}.sample-interval": interval}):
             out = call("compute", x.sum().compute, scheduler="threads")
             prof = call("get_profile", engine.get_profile, pid)
-        _instr.sampler.join(timeout=2)
-        thread = _instr.sampler._thread
+        peaks.sampler.join(timeout=2)
+        thread = peaks.sampler._thread
         stuck = thread is not None and not thread.is_alive()
     finally:
         threading.excepthook = old_hook
-        if _instr.sampler._thread is not None and not _instr.sampler._thread.is_alive():
-            _instr.sampler._thread = None  # hygiene: let later tests sample again
+        if peaks.sampler._thread is not None and not peaks.sampler._thread.is_alive():
+            peaks.sampler._thread = None  # hygiene: let later tests sample again
     assert out.ok and same_result(out.result, plain), repr(out)
     assert prof.ok, repr(prof)
     assert not died, (

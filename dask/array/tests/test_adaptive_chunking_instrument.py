@@ -10,13 +10,13 @@ import pytest
 
 import dask
 import dask.array as da
-from dask.array._adaptive_chunking import instrument
-from dask.array._adaptive_chunking.instrument import (
-    batch_from_records,
-    cgroup_memory,
-    max_overlap,
-    process_rss,
-)
+from dask.array._adaptive_chunking import attribution
+from dask.array._adaptive_chunking import errors
+from dask.array._adaptive_chunking import memory
+from dask.array._adaptive_chunking import peaks
+from dask.array._adaptive_chunking import tasks
+from dask.array._adaptive_chunking.memory import cgroup_memory, process_rss
+from dask.array._adaptive_chunking.records import batch_from_records, max_overlap
 
 GiB = 2**30
 
@@ -61,7 +61,7 @@ def test_cgroup_unlimited_and_missing(tmp_path):
 @pytest.fixture
 def fresh_warnings(monkeypatch):
     """Fallback warnings are given once per process: start this test with none given."""
-    monkeypatch.setattr(instrument, "_warned", set())
+    monkeypatch.setattr(errors, "_warned", set())
 
 
 def fallback_warnings(record):
@@ -90,18 +90,18 @@ def test_psutil_failing_falls_back_to_sysconf_then_assumes(monkeypatch, fresh_wa
 
     monkeypatch.setattr(psutil, "virtual_memory", broken)
     with pytest.warns() as record:
-        total, available = instrument.host_memory()
+        total, available = memory.host_memory()
         assert memory_limit() > 0
     (w,) = fallback_warnings(record)
     assert "no /proc/meminfo" in str(w.message) and "sysconf" in str(w.message)
     assert total == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert 0 <= available <= total
 
-    monkeypatch.setattr(instrument, "_warned", set())
+    monkeypatch.setattr(errors, "_warned", set())
     monkeypatch.setattr(os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
     with pytest.warns() as record:
-        assert instrument.host_memory() == (instrument.ASSUMED_MEMORY,) * 2
-        assert instrument.host_memory() == (instrument.ASSUMED_MEMORY,) * 2
+        assert memory.host_memory() == (memory.ASSUMED_MEMORY,) * 2
+        assert memory.host_memory() == (memory.ASSUMED_MEMORY,) * 2
     (w,) = fallback_warnings(record)
     assert "assuming 4 GiB" in str(w.message) and "memory-limit" in str(w.message)
 
@@ -113,13 +113,13 @@ def test_unreadable_process_memory_warns_once_and_computes(engine, monkeypatch,
     def broken(*args, **kwargs):
         raise psutil.AccessDenied()
 
-    monkeypatch.setattr(instrument, "_statm_fd", -1)  # as if /proc/self/statm were gone
-    monkeypatch.setattr(instrument, "_forget_statm_fd", lambda: None)
+    monkeypatch.setattr(memory, "_statm_fd", -1)  # as if /proc/self/statm were gone
+    monkeypatch.setattr(memory, "_forget_statm_fd", lambda: None)
     monkeypatch.setattr(psutil.Process, "memory_info", broken)
     x = da.random.random((400, 400), chunks=100)
     pid = engine.profile_array(x)
     with pytest.warns() as record:
-        assert instrument.process_rss() == 0
+        assert memory.process_rss() == 0
         for _ in range(3):
             np.testing.assert_array_equal(x.compute(scheduler="threads"), x.compute())
     (w,) = fallback_warnings(record)
@@ -172,7 +172,7 @@ def test_peak_methods(method):
         with pytest.warns(Warning, match="peak-method"):
             assert x.sum().compute() == 250000
     reset_adaptive_engine()
-    assert not instrument.high_water_mark.active
+    assert not peaks.high_water_mark.active
 
 
 def test_records_to_batch():
@@ -223,13 +223,13 @@ def test_measured_task_copies_are_plain():
     from dask.array.adaptive_chunking import AdaptiveChunkingEngine
 
     engine = AdaptiveChunkingEngine()
-    out, collector = instrument.instrument({"a": Task("a", sum, [1, 2])}, ["a"],
+    out, collector = attribution.instrument({"a": Task("a", sum, [1, 2])}, ["a"],
                                            None, engine)
     node = out["a"]
-    assert type(node) is instrument.MeasuredTask
+    assert type(node) is tasks.MeasuredTask
     assert node.copy()() == 3  # unmeasured copy still computes
     assert node.plain()() == 3
-    instrument.untrack_peak(collector)
+    peaks.untrack_peak(collector)
     engine.close()
     del out, collector, node
     gc.collect()
@@ -242,13 +242,13 @@ def test_measured_task_equals_and_hashes_as_its_task():
 
     engine = AdaptiveChunkingEngine()
     task = Task("a", sum, [1, 2])
-    out, collector = instrument.instrument({"a": task}, ["a"], None, engine)
+    out, collector = attribution.instrument({"a": task}, ["a"], None, engine)
     node = out["a"]
-    assert type(node) is instrument.MeasuredTask
+    assert type(node) is tasks.MeasuredTask
     assert node == task and task == node and node == node.plain()
     assert hash(node) == hash(task)
     assert node != Task("a", sum, [1, 3])
-    instrument.untrack_peak(collector)
+    peaks.untrack_peak(collector)
     engine.close()
 
 

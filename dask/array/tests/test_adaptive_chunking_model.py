@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 import dask.array as da
 from dask.array._adaptive_chunking import graph, model
+from dask.array._adaptive_chunking.shapes import chunk_shape
 from dask.array._adaptive_chunking.model import (
     FRESH_PAGES_BYTES,
     GRAPH_BYTES_PER_TASK,
     Observation,
     WorkloadModel,
     choose_chunk_bytes,
-    chunk_shape,
     fit_workload,
     predict,
     replay_memory,

@@ -204,7 +204,7 @@ def test_measured_peak_within_predicted(engine):
     the full expression as ``workload``, then the full array computed in the
     recommended chunks while the kernel's high-water mark is watched.
     """
-    from dask.array._adaptive_chunking.instrument import HighWaterMark, _read_hwm
+    from dask.array._adaptive_chunking.peaks import HighWaterMark, _read_hwm
 
     if not HighWaterMark()._reset():
         pytest.skip("needs /proc/self/clear_refs (Linux)")

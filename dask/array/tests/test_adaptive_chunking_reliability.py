@@ -12,20 +12,20 @@ import pytest
 import dask
 import dask.array as da
 from dask.array import adaptive_chunking as ac
-from dask.array._adaptive_chunking import instrument
+from dask.array._adaptive_chunking import records
 
 MiB = 2**20
 
 
-def batch(n: int, start: int = 0, name: str = "x") -> instrument.RecordBatch:
+def batch(n: int, start: int = 0, name: str = "x") -> records.RecordBatch:
     """``n`` records of 1 MB chunks, as the engine would fold them."""
-    data = np.zeros(n, instrument.RECORD_DTYPE)
+    data = np.zeros(n, records.RECORD_DTYPE)
     data["t0"] = np.arange(n) * 1e-3
     data["t1"] = data["t0"] + 1e-3
     data["nbytes"] = data["logical"] = data["membytes"] = 10**6
     data["rss0"] = data["rss1"] = 100 * MiB
     keys = [(name, start + i) for i in range(n)]
-    return instrument.RecordBatch(data, keys, [(125_000,)] * n, [np.dtype(float)] * n)
+    return records.RecordBatch(data, keys, [(125_000,)] * n, [np.dtype(float)] * n)
 
 
 def test_reservoir_shrink_keeps_a_uniform_sample():

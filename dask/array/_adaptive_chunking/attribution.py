@@ -1,0 +1,275 @@
+"""Which tasks of a compute belong to which profile, and the plan of one compute.
+
+Pure functions of task graphs. :func:`measured_tasks` finds the tasks a compute
+runs, :func:`assign_tags` attributes each to the profiles it works for, and
+:func:`instrument` applies that to a local compute (each task becomes a
+:class:`~.tasks.MeasuredTask`); the distributed scheduler's optimizer
+(``cluster_scheduler.RemoteOptimizer``) applies the same attribution with
+annotations instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from dask._task_spec import Alias, Task, _execute_subgraph, convert_legacy_graph
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
+from dask.utils import ensure_dict
+
+from dask.array._adaptive_chunking.tasks import (
+    ComputeCollector,
+    ComputeSink,
+    MeasuredTask,
+    current_pid,
+)
+
+__all__ = [
+    "layer_name", "assign_tags", "measured_tasks", "same_layers", "instrument",
+    "dependencies_of", "fused_ops", "read_only_by_rechunks",
+]
+
+
+def dependencies_of(collector, keys) -> dict:
+    """The keys each of ``keys`` reads, with aliases resolved to the tasks behind them.
+
+    ``collector`` is anything with the ``tasks`` and ``aliases`` of
+    :func:`measured_tasks`.
+    """
+    tasks, aliases = collector.tasks, collector.aliases
+    out = {}
+    for key in keys:
+        node = tasks.get(key)
+        if node is not None:
+            out[key] = [aliases.get(d, d) for d in node.dependencies]
+    return out
+
+
+def fused_ops(collector, keys, ops: frozenset) -> dict:
+    """For tasks that fuse one of ``ops`` inside them, the name of that op.
+
+    Blockwise fusion names a fused task after its last layer: a matmul fused into
+    the sum of its products is a ``chunk_sum`` task. The fused task keeps its inner
+    keys, which still name the matmul.
+    """
+    from dask.utils import key_split
+
+    out = {}
+    tasks = collector.tasks
+    for key in keys:
+        node = tasks.get(key)
+        if node is None:
+            continue
+        for inner in _inner_keys(node):
+            op = key_split(layer_name(inner))
+            if op in ops:
+                out[key] = op
+                break
+    return out
+
+
+def read_only_by_rechunks(dependencies: dict) -> set:
+    """Keys whose every reader (in ``dependencies``: key -> keys it reads) is a rechunk.
+
+    >>> sorted(read_only_by_rechunks({("rechunk-merge-1", 0): ["a", "b"], ("sum-2", 0): ["b"]}))
+    ['a']
+    """
+    only: dict = {}
+    for key, deps in dependencies.items():
+        rechunk = "rechunk" in str(layer_name(key))
+        for d in deps:
+            only[d] = rechunk and only.get(d, True)
+    return {d for d, flag in only.items() if flag}
+
+
+
+def layer_name(key: Hashable) -> Hashable:
+    return key[0] if isinstance(key, tuple) and key else key
+
+
+def _is_finalize(key) -> bool:
+    return str(layer_name(key)).startswith("finalize-")
+
+
+def _inner_keys(node) -> tuple:
+    """Keys fused inside a task (``Task.fuse`` keeps them in its subgraph), at any
+    depth: a fused subgraph may hold tasks that are fused subgraphs themselves."""
+    if node.func is _execute_subgraph and node.args and isinstance(node.args[0], dict):
+        inner = node.args[0]
+        keys = list(inner)
+        for value in inner.values():
+            if isinstance(value, Task):
+                keys.extend(_inner_keys(value))
+        return tuple(keys)
+    return ()
+
+
+def assign_tags(dsk, task_keys, named: dict) -> tuple[dict, list[frozenset]]:
+    """Attribute each task of an optimized graph to the profiles it works for.
+
+    ``named`` maps a profiled array's name to its profiles. A task works for a
+    profile when it computes one of the array's keys (its own key, a key fused
+    inside it, or a key that aliases it), depends on such a task, or is a
+    dependency of one. Tasks of unrelated arrays in the same compute belong to no
+    profile. Returns the index of each task's set of profiles and the distinct sets.
+    """
+    empty: frozenset = frozenset()
+    seeds: dict = {}
+
+    def seed(key, found):
+        if found:
+            seeds[key] = seeds.get(key, empty) | found
+
+    def inner_profiles(inner) -> frozenset:
+        # Blockwise fusion names inner keys "<layer>_.<i>_.<j>": match by prefix.
+        name = layer_name(inner)
+        found = named.get(name)
+        if found is not None:
+            return found
+        if isinstance(name, str):
+            for n, group in named.items():
+                if name.startswith(n):
+                    return group
+        return empty
+
+    for key, node in dsk.items():
+        found = named.get(layer_name(key), empty)
+        if type(node) is Alias:
+            seed(node.target, found)
+        elif isinstance(node, Task):
+            for inner in _inner_keys(node):
+                found = found | inner_profiles(inner)
+        seed(key, found)
+
+    # Dependencies before dependents (iterative depth-first post-order).
+    order: list = []
+    seen: set = set()
+    for root in dsk:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(dsk[root].dependencies))]
+        while stack:
+            key, deps = stack[-1]
+            for d in deps:
+                if d not in seen and d in dsk:
+                    seen.add(d)
+                    stack.append((d, iter(dsk[d].dependencies)))
+                    break
+            else:
+                stack.pop()
+                order.append(key)
+
+    down: dict = {}  # profiles of the seeds a task depends on (or is)
+    for key in order:
+        tag = seeds.get(key, empty)
+        for d in dsk[key].dependencies:
+            t = down.get(d, empty)
+            if t and not t <= tag:
+                tag = tag | t
+        down[key] = tag
+    up: dict = {}  # profiles of the seeds that depend on a task
+    for key in reversed(order):
+        tag = seeds.get(key, empty) | up.get(key, empty)
+        if tag:
+            for d in dsk[key].dependencies:
+                t = up.get(d, empty)
+                if not tag <= t:
+                    up[d] = t | tag
+
+    tags: list[frozenset] = []
+    index: dict[frozenset, int] = {}
+    out = {}
+    for key in task_keys:
+        group = down.get(key, empty) | up.get(key, empty)
+        i = index.get(group)
+        if i is None:
+            i = index[group] = len(tags)
+            tags.append(group)
+        out[key] = i
+    return out, tags
+
+
+def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
+    """The tasks of an optimized graph that a compute of ``keys`` runs and measures.
+
+    Returns the graph as a flat dict of task-spec nodes, its plain ``Task`` nodes
+    that ``keys`` depend on (key -> node; an already measured task as its plain
+    task), its aliases (key -> target key) and the keys whose outputs the compute
+    returns (through an alias or Dask's finalize step). See :func:`instrument`
+    for what is left out and why.
+    """
+    if isinstance(dsk, HighLevelGraph):
+        dsk = ensure_dict(dsk)
+    dsk = convert_legacy_graph(dsk)
+    requested = list(flatten(keys)) if keys is not None else list(dsk)
+    outputs: set = set()
+    tasks = {}
+    aliases = {}
+    stack = [(k, True) for k in requested]
+    seen: set = set()
+    while stack:
+        key, is_output = stack.pop()
+        if key in seen:
+            if is_output:
+                outputs.add(key)
+            continue
+        seen.add(key)
+        node = dsk.get(key)
+        if node is None:
+            continue
+        kind = type(node)
+        # What an alias or the finalize step points at is still an output.
+        passes_output = is_output and (kind is Alias or _is_finalize(key))
+        if is_output and not passes_output:
+            outputs.add(key)
+        stack.extend((d, passes_output) for d in node.dependencies)
+        if kind is Alias:
+            aliases[key] = node.target
+        if kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)
+            node = node.plain()
+        elif kind is not Task or _is_finalize(key):
+            continue
+        tasks[key] = node
+    return dsk, tasks, aliases, outputs
+
+
+def same_layers(hlg: HighLevelGraph, tasks: dict) -> HighLevelGraph:
+    """``hlg``'s layers and dependencies, materialized with the nodes of ``tasks``."""
+    from dask.highlevelgraph import MaterializedLayer
+
+    layers = {}
+    for name, layer in hlg.layers.items():
+        layers[name] = MaterializedLayer(
+            {k: tasks[k] if k in tasks else layer[k] for k in layer},
+            annotations=layer.annotations,
+            collection_annotations=layer.collection_annotations,
+        )
+    return HighLevelGraph(layers, {k: set(v) for k, v in hlg.dependencies.items()})
+
+
+def instrument(dsk, keys, named, sink: ComputeSink) -> tuple[dict, ComputeCollector]:
+    """Replace every plain ``Task`` of an optimized graph by a :class:`MeasuredTask`.
+
+    Only tasks the local schedulers will run are measured: those the requested
+    ``keys`` depend on (a task nothing needs is skipped by the scheduler, and its
+    compute would never look finished). ``named`` (see :func:`assign_tags`)
+    attributes tasks to profiles; a frozenset gives every task to those profiles,
+    and None to no profile (the engine's aggregate only). Aliases and data nodes are
+    left alone (they do no work, and counting them would double bytes); so are
+    ``Task`` subclasses such as p2p barriers, whose type the scheduler relies on.
+    Dask's finalize step only joins results: it is not measured, and what it joins
+    counts as the results the compute holds.
+    """
+    dsk, tasks, aliases, outputs = measured_tasks(dsk, keys)
+    if named is None or isinstance(named, frozenset):  # no profile, or all tasks one's
+        tag_of, tags = dict.fromkeys(tasks, 0), [named or frozenset()]
+    else:
+        tag_of, tags = assign_tags(dsk, list(tasks), named)
+    collector = ComputeCollector(len(tasks), sink, tags)
+    collector.tasks, collector.aliases = tasks, aliases
+    out = dict(dsk)
+    cid, pid, wrap = collector.cid, current_pid(), MeasuredTask.wrap
+    for key, node in tasks.items():
+        out[key] = wrap(node, collector, cid, pid, tag_of[key], key in outputs)
+    return out, collector

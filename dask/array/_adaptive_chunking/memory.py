@@ -1,0 +1,238 @@
+"""The memory a process may use, and how much it uses now.
+
+:func:`cgroup_memory` and :func:`host_memory` give the limit a process lives under
+(a container's cgroup limit is often far below the host's memory);
+:func:`process_rss` reads this process's resident memory in about a microsecond,
+fast enough to read around tasks; :func:`memory_limit` combines them with the
+configured limit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dask.array._adaptive_chunking.errors import warn_once
+
+__all__ = [
+    "ASSUMED_MEMORY", "cgroup_memory", "host_memory", "memory_limit", "process_rss",
+    "children_rss",
+]
+
+
+_UNLIMITED = 2**60
+
+def _unreadable(path: Path, e: OSError) -> None:
+    warn_once(
+        "cgroup",
+        f"adaptive chunking cannot read the cgroup file {path} ({e}); the memory limit "
+        "falls back to physical memory: set 'array.adaptive-chunking.memory-limit' "
+        "if this process runs under a tighter limit",
+    )
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None  # no such control at this level: no limit here
+    except OSError as e:
+        _unreadable(path, e)
+        return None
+    if text in ("", "max"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value < _UNLIMITED else None
+
+
+def cgroup_memory(
+    proc_cgroup: str | None = None, root: str | os.PathLike = "/sys/fs/cgroup"
+) -> tuple[int | None, int | None]:
+    """The memory limit and usage of this process's cgroup, in bytes.
+
+    Reads ``/proc/self/cgroup`` (or ``proc_cgroup``, its text) and the cgroup v2
+    (``memory.max``, ``memory.current``) or v1 (``memory.limit_in_bytes``,
+    ``memory.usage_in_bytes``) files of the process's own cgroup and of its
+    ancestors; the tightest limit wins. Usage excludes inactive page cache, as the
+    kernel would reclaim it before an out-of-memory kill. Either value is None
+    where it cannot be read (not Linux, no limit).
+
+    >>> cgroup_memory("0::/\\n", root="/nonexistent")
+    (None, None)
+    """
+    if proc_cgroup is None:
+        try:
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except FileNotFoundError:
+            return None, None  # not Linux
+        except OSError as e:
+            _unreadable(Path("/proc/self/cgroup"), e)
+            return None, None
+    root = Path(root)
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = path.strip().lstrip("/")
+        if controllers == "":  # cgroup v2
+            base, limit_name, usage_name, stat_key = (
+                root, "memory.max", "memory.current", "inactive_file"
+            )
+        elif "memory" in controllers.split(","):  # cgroup v1
+            base, limit_name, usage_name, stat_key = (
+                root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                "total_inactive_file",
+            )
+        else:
+            continue
+        # Without a cgroup namespace the process's own path is not under the mount:
+        # walk up to the mount root; usage is read where the tightest limit is.
+        limits = []
+        d = base / rel
+        where = None
+        while True:
+            value = _read_int(d / limit_name)
+            if value is not None and (not limits or value < min(limits)):
+                where = d
+            if value is not None:
+                limits.append(value)
+            if d == base or base not in d.parents:
+                break
+            d = d.parent
+        own = where if where is not None else base / rel
+        usage = _read_int(own / usage_name)
+        if usage is not None:
+            try:
+                for stat in (own / "memory.stat").read_text().splitlines():
+                    name, _, value = stat.partition(" ")
+                    if name == stat_key:
+                        usage = max(0, usage - int(value))
+                        break
+            except (OSError, ValueError):
+                pass
+        if limits or usage is not None:
+            return (min(limits) if limits else None), usage
+    return None, None
+
+
+#: What :func:`host_memory` assumes when nothing can tell it the machine's memory.
+ASSUMED_MEMORY = 4 * 2**30
+
+
+def host_memory() -> tuple[int, int]:
+    """Total and available physical memory, in bytes.
+
+    From ``psutil``; where it fails, from ``os.sysconf``, and where that fails too,
+    :data:`ASSUMED_MEMORY` with nothing in use. Each fallback warns once.
+    """
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.total), int(vm.available)
+    except Exception as e:
+        reason = f"psutil cannot read memory ({type(e).__name__}: {e})"
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        available = os.sysconf("SC_AVPHYS_PAGES") * page
+        if total > 0:
+            warn_once("host-memory", f"adaptive chunking: {reason}; using os.sysconf: "
+                      f"{total / 2**30:.1f} GiB physical memory")
+            return int(total), int(min(max(available, 0), total))
+    except (AttributeError, ValueError, OSError) as e:
+        reason += f", nor os.sysconf ({e})"
+    warn_once(
+        "host-memory",
+        f"adaptive chunking: {reason}; assuming {ASSUMED_MEMORY / 2**30:.0f} GiB: set "
+        "'array.adaptive-chunking.memory-limit' to this machine's memory",
+    )
+    return ASSUMED_MEMORY, ASSUMED_MEMORY
+
+
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_statm_fd: int | None = None  # open /proc/self/statm of this process; -1: unavailable
+
+
+def _forget_statm_fd() -> None:
+    global _statm_fd
+    _statm_fd = None  # a forked child must open its own /proc/self/statm
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_statm_fd)
+
+
+def _psutil_rss() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception as e:
+        warn_once(
+            "rss",
+            f"adaptive chunking cannot read process memory ({type(e).__name__}: {e}); "
+            "memory measurements will read 0",
+        )
+        return 0
+
+
+def process_rss() -> int:
+    """Resident memory of this process in bytes (under a microsecond on Linux).
+
+    Reads an open ``/proc/self/statm`` with ``pread``; falls back to ``psutil``
+    where that file does not exist.
+    """
+    global _statm_fd
+    fd = _statm_fd
+    if fd is None:
+        try:
+            fd = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            fd = -1
+        _statm_fd = fd
+    if fd < 0:
+        return _psutil_rss()
+    try:
+        return int(os.pread(fd, 64, 0).split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        _statm_fd = -1
+        return _psutil_rss()
+
+
+def children_rss() -> int:
+    """Resident memory of this process's children (processes scheduler), in bytes."""
+    try:
+        import psutil
+
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    except Exception:
+        return 0
+
+
+def memory_limit(configured: int | None = None) -> int:
+    """The memory this process may use, in bytes.
+
+    ``configured`` (the ``memory-limit`` setting) when given, else the smaller of
+    physical memory and this process's cgroup limit.
+
+    >>> memory_limit(2 * 2**30)
+    2147483648
+    """
+    if configured is not None:
+        return configured
+    total, _ = host_memory()
+    limit, _ = cgroup_memory()
+    return min(total, limit) if limit else total

@@ -1,0 +1,165 @@
+"""The record of one measured task, and its codecs.
+
+A record travels as a plain tuple while tasks run (building a tuple costs the least
+of anything in the per-task path); this module alone knows its field order
+(:func:`local_record`, the ``R_*`` indices). When a compute ends its tuples become
+a :class:`RecordBatch` of columns, as do the records a distributed scheduler sends
+back (:func:`batch_from_cluster`), so one fold serves both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "RECORD_DTYPE", "RecordBatch", "local_record", "batch_from_records",
+    "batch_from_cluster", "max_overlap", "record_failed", "cluster_record",
+    "cluster_failed",
+]
+
+
+
+# Record layout: plain tuples keep the per-task cost near a microsecond. Only this
+# module reads them by position; the hot path builds them with local_record.
+(
+    R_KEY, R_T0, R_T1, R_RSS0, R_RSS1, R_NBYTES, R_SHAPE, R_DTYPE, R_WORKER, R_TAG, R_OUT,
+    R_FAILED, R_LOGICAL, R_MEM, R_MEMBYTES,
+) = range(15)
+#: R_NBYTES is the memory the output holds (``dask.sizeof``); R_LOGICAL its logical size
+#: (``.nbytes``: a broadcast view of one element holds 8 bytes but is a chunk of many).
+#: R_MEM identifies the memory behind the output (a view's base array; 0 when unknown)
+#: and R_MEMBYTES is its size: a small slice keeps its whole base alive.
+
+
+
+
+def local_record(key, t0, t1, rss0, rss1, nbytes, shape, dtype, worker, tag, out, failed,
+                 logical, mem, membytes) -> tuple:
+    """One task's record as the hot path keeps it (a plain tuple, in this order).
+
+    ``t0``/``t1`` are ``perf_counter`` seconds, ``rss0``/``rss1`` process memory in
+    bytes, ``worker`` the thread ident (or process id), ``tag`` the index of the
+    task's set of profiles and ``out`` whether the compute returns its output.
+    """
+    return (key, t0, t1, rss0, rss1, nbytes, shape, dtype, worker, tag, out, failed,
+            logical, mem, membytes)
+
+
+def record_failed(record: tuple) -> bool:
+    """Whether the task of a :func:`local_record` raised."""
+    return record[R_FAILED]
+
+
+def cluster_record(key, t0, t1, nbytes: int, worker: str, thread: int, profiles: tuple,
+                   failed: bool) -> tuple:
+    """One task's record as the distributed scheduler keeps it until it is drained.
+
+    ``t0``/``t1`` come from the worker's ``startstops`` (seconds), ``profiles`` are
+    the ids of the profiles the task works for.
+    """
+    return (key, t0, t1, nbytes, worker, thread, profiles, failed)
+
+
+def cluster_failed(record: tuple) -> bool:
+    """Whether the task of a :func:`cluster_record` failed."""
+    return record[7]
+
+
+#: Numeric columns of a RecordBatch.
+RECORD_DTYPE = np.dtype(
+    [
+        ("t0", "f8"), ("t1", "f8"), ("rss0", "f8"), ("rss1", "f8"),
+        ("nbytes", "i8"), ("logical", "i8"), ("worker", "i8"), ("tag", "i8"),
+        ("out", "?"), ("failed", "?"), ("mem", "i8"), ("membytes", "i8"),
+    ]
+)
+
+
+class RecordBatch:
+    """Task records as columns: a structured array plus keys, shapes and dtypes.
+
+    Columns keep a compute's records out of the garbage collector's way: a tuple
+    per task would add thousands of tracked objects, and the extra collections of
+    a large graph's heap cost more than the measurement itself.
+    """
+
+    __slots__ = ("data", "keys", "shapes", "dtypes")
+
+    def __init__(self, data: np.ndarray, keys: list, shapes: list, dtypes: list):
+        self.data, self.keys, self.shapes, self.dtypes = data, keys, shapes, dtypes
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def take(self, index) -> RecordBatch:
+        """The records selected by an index array or boolean mask."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return RecordBatch(
+            self.data[index],
+            [self.keys[i] for i in index],
+            [self.shapes[i] for i in index],
+            [self.dtypes[i] for i in index],
+        )
+
+
+def batch_from_records(records: list[tuple]) -> RecordBatch:
+    """Turn record tuples (see the ``R_*`` indices) into a :class:`RecordBatch`."""
+    n = len(records)
+    data = np.empty(n, RECORD_DTYPE)
+    if n:
+        numbers = np.array(
+            [
+                (r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1], r[R_NBYTES], r[R_LOGICAL],
+                 r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG], r[R_OUT], r[R_FAILED],
+                 r[R_MEM] & 0x7FFFFFFFFFFFFFFF, r[R_MEMBYTES])
+                for r in records
+            ],
+            dtype=object,
+        )
+        for j, name in enumerate(RECORD_DTYPE.names):
+            data[name] = numbers[:, j]
+    shapes: dict = {}
+    return RecordBatch(
+        data,
+        [r[R_KEY] for r in records],
+        [shapes.setdefault(r[R_SHAPE], r[R_SHAPE]) if type(r[R_SHAPE]) is tuple
+         else r[R_SHAPE] for r in records],
+        [r[R_DTYPE] for r in records],
+    )
+
+
+def max_overlap(t0: np.ndarray, t1: np.ndarray) -> int:
+    """Largest number of ``[t0, t1]`` intervals that overlap at one time.
+
+    >>> max_overlap(np.array([0.0, 1.0, 2.0]), np.array([1.5, 3.0, 4.0]))
+    2
+    """
+    if len(t0) == 0:
+        return 0
+    starts = np.sort(t0)
+    stops = np.sort(t1)
+    running = np.arange(1, len(starts) + 1) - np.searchsorted(stops, starts, side="right")
+    return int(running.max())
+
+
+def batch_from_cluster(records: list[tuple], outputs: set, as_key=lambda k: k
+                       ) -> tuple[RecordBatch, list[tuple]]:
+    """A :class:`RecordBatch` of :func:`cluster_record` tuples, and each tag's profile ids.
+
+    A cluster reports neither memory around a task nor shapes: those columns are
+    zero, and the output's bytes stand for its logical and held size. ``outputs``
+    are the keys the compute returns; ``as_key`` turns the keys messages carry
+    (lists for tuples) back into Dask's.
+    """
+    groups: dict[tuple, int] = {}
+    tuples = []
+    for key, t0, t1, nbytes, worker, thread, profiles, failed in records:
+        key = as_key(key)
+        tag = groups.setdefault(tuple(profiles), len(groups))
+        tuples.append(local_record(
+            key, t0, t1, 0, 0, nbytes, None, None, hash((worker, thread)), tag,
+            key in outputs, failed, nbytes, 0, nbytes,
+        ))
+    return batch_from_records(tuples), list(groups)
