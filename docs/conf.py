@@ -48,7 +48,8 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+# `_generated` holds the pictures and `graph.md`, a part of a page, not a page itself
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 
 # MyST: `[text](page.md#a-heading)` links resolve to the heading's anchor; tables,
 # `$` and the like stay plain Markdown.
@@ -91,7 +92,8 @@ RESULTS = (ROOT / "benchmarks" / "results").resolve()
 def make_images(app) -> None:
     """Draw the pictures the pages show (``docs/make_images.py``: the engine's
     ``plot_profile`` and ``visualize`` of a real compute) into ``docs/_generated``,
-    before any page is read; a few seconds."""
+    before any page is read; a few seconds. Without Graphviz's ``dot`` the graph is
+    left out and its page shows a note instead, so the site builds anywhere."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_images", HERE / "make_images.py")

@@ -5,6 +5,7 @@ Skipped unless the ``docs`` extra is installed (``pip install ".[docs]"``).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,20 @@ def test_benchmark_links_lead_to_the_included_results(site):
     assert 'href="benchmark-results.html#results-overhead"' in benchmarks
     assert 'id="results-overhead"' in results
     assert "median profiled / unprofiled ratio" in results  # the table itself
+
+
+def test_notebook_page_shows_the_pictures_it_can_draw(site):
+    # the profile is matplotlib's; the graph needs Graphviz's dot, and without it the
+    # page says the picture is left out rather than the build failing
+    page = (site / "notebook.html").read_text()
+    assert 'src="_images/profile.png"' in page
+    assert (site / "_images" / "profile.png").is_file()
+    if shutil.which("dot") is None:
+        assert 'src="_images/graph.svg"' not in page
+        assert not (site / "_images" / "graph.svg").exists()
+        assert "The picture of the graph is left out" in page
+        assert '<div class="admonition note">' in page
+    else:
+        assert 'src="_images/graph.svg"' in page
+        assert (site / "_images" / "graph.svg").is_file()
+        assert "left out" not in page
