@@ -48,6 +48,7 @@ from dask.utils import format_bytes, key_split
 import dask
 from dask.array._adaptive_chunking import cluster as _cluster
 from dask.array._adaptive_chunking import config as _config
+from dask.array._adaptive_chunking import expressions as _expressions
 from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import attribution as _attribution
 from dask.array._adaptive_chunking import calibration as _calibration
@@ -1313,6 +1314,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
         ["variables"]``), and its recommendations give one chunk size per
         dimension.
         """
+        _expressions.check_supported(array, "profile_array")
         if _xarray.is_xarray(array):
             return self._profile_xarray(array)
         return self._start_profile(array).id
@@ -1733,6 +1735,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
         and each variable's own recommendation. Data opened from Zarr or netCDF
         keeps chunks that are whole multiples of the store's chunks.
         """
+        _expressions.check_supported(array, "recommend")
         if _xarray.is_xarray(array):
             return self._recommend_xarray(array, profile_id, workload)
         return self._recommendation(array, profile_id, workload)
@@ -1777,6 +1780,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
 
         For an xarray ``DataArray``, ``chunks`` may be keyed by dimension name.
         """
+        _expressions.check_supported(array, "predict")
         if _xarray.is_xarray(array):
             if _xarray.is_dataset(array):
                 raise TypeError("predict takes one array; pass one variable of the Dataset, "
@@ -1856,6 +1860,7 @@ class AdaptiveChunkingEngine(_Learning, _Recording, _Labelled):
         memory); ``recommendation`` may then also be chunks by dimension name or a
         ``DatasetRecommendation``.
         """
+        _expressions.check_supported(array, "apply_recommendation")
         from dask.array.core import Array
 
         if _xarray.is_xarray(array):
@@ -2195,6 +2200,8 @@ def _sync_auto_rechunk(engine: AdaptiveChunkingEngine | None = None) -> None:
             if _chunk_size.applied is not None:
                 _chunk_size.restore(f"'{_PREFIX}.auto-rechunk' is false")
             return
+        if _expressions.skip_auto_rechunk():
+            return
         engine = engine if engine is not None else _engine
         if engine is None:
             engine = get_adaptive_engine()  # which syncs
@@ -2252,6 +2259,7 @@ def enable_adaptive_chunking(auto_rechunk: bool | None = None) -> AdaptiveChunki
     True
     >>> disable_adaptive_chunking()
     """
+    _expressions.warn_unprofiled()
     if auto_rechunk is not None:
         auto_rechunk = _config.flag_value("auto-rechunk", auto_rechunk)
     _config.validate()

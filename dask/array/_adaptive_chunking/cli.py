@@ -14,6 +14,8 @@ import sys
 
 import click
 
+from dask.array._adaptive_chunking import expressions as _expressions
+
 __all__ = ["adaptive_chunking", "main"]
 
 PREFIX = "array.adaptive-chunking"
@@ -26,7 +28,8 @@ def _engine():
 
 
 def _fail_cleanly(fn):
-    """Run ``fn``; a ValueError, TypeError, OSError or KeyError becomes one error line."""
+    """Run ``fn``; a ValueError, TypeError, OSError, KeyError or the error for array
+    expressions (``array.query-planning``) becomes one error line."""
     import functools
 
     @functools.wraps(fn)
@@ -36,7 +39,8 @@ def _fail_cleanly(fn):
         except BrokenPipeError:  # `... | head`: the reader is gone, which is no error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
-        except (ValueError, TypeError, OSError, KeyError) as e:
+        except (ValueError, TypeError, OSError, KeyError,
+                _expressions.QueryPlanningNotSupportedError) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise click.ClickException(str(message)) from None
 
@@ -117,6 +121,7 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
     import dask
     import dask.array as da
 
+    _expressions.require_classic_arrays("dask adaptive-chunking recommend")
     dims = _shape(shape)
     try:
         np_dtype = np.dtype(dtype)

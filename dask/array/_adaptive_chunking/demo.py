@@ -12,6 +12,7 @@ import pprint
 import sys
 import time
 
+from dask.array._adaptive_chunking import expressions as _expressions
 from dask.array._adaptive_chunking import views as _views
 
 __all__ = ["main", "run_demo"]
@@ -70,6 +71,7 @@ def run_demo(
     import dask.array as da
     from dask.array.adaptive_chunking import get_adaptive_engine
 
+    _expressions.require_classic_arrays("the demo")
     out = out or sys.stdout
     engine = get_adaptive_engine()
 
