@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from dask.callbacks import Callback
 
 import dask
+
+# The fuzz modules import their shared harness (adaptive_chunking_fuzz_harness.py, not a
+# test module) by name: in --import-mode=importlib pytest puts no test directory on
+# sys.path, and ``dask.array.tests`` is the installed Dask's package, not this folder.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+# Imported by the fuzz modules, never collected itself (not even for doctests).
+collect_ignore = ["adaptive_chunking_fuzz_harness.py"]
 
 
 @pytest.fixture
