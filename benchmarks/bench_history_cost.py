@@ -29,7 +29,8 @@ def measure(rows: int, repeats: int) -> dict:
     import dask
     import dask.array as da
     from dask.array import adaptive_chunking as ac
-    from dask.array._adaptive_chunking import history
+    from dask.array._adaptive_chunking import config, history
+    from dask.array._adaptive_chunking.history_service import HistoryService
 
     ac.reset_adaptive_engine()
     prefix = "array.adaptive-chunking"
@@ -41,7 +42,7 @@ def measure(rows: int, repeats: int) -> dict:
     (x + 1).sum().compute()
     (row,) = engine.load_history()
     obs = history.observation_from_json(row["data"]["observation"])
-    engine._store().add_many([
+    HistoryService().store(config.snapshot()).add_many([
         dict(row, created=float(i), data={
             "observation": history.observation_to_json(
                 dataclasses.replace(obs, n_tasks=obs.n_tasks + i % 5)),

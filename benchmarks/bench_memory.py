@@ -7,7 +7,7 @@ Two parts.
    N profiles, for several ``array.adaptive-chunking.max-memory`` ceilings and
    without one. Memory is traced exactly (``tracemalloc``: everything allocated and
    still alive afterwards, keys included), and compared with the ceiling and with
-   the engine's own estimate (``engine._held_bytes()``).
+   the recorder's own estimate (``ProfileRegistry.held_bytes``).
 2. **Real computes**: a profiled ``x.sum()`` with 102,400 chunks, computed 10 times
    on the threaded scheduler (over 1,000,000 task records), with the default
    ceiling. Reports the engine's estimate, the sampled records, and the process's
@@ -37,8 +37,11 @@ import numpy as np  # noqa: E402
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 from dask.array import adaptive_chunking as ac  # noqa: E402
-from dask.array._adaptive_chunking import memory  # noqa: E402
-from dask.array._adaptive_chunking import records  # noqa: E402
+from dask.array._adaptive_chunking import config, folding, memory, records  # noqa: E402
+from dask.array._adaptive_chunking.aggregate import Aggregate  # noqa: E402
+from dask.array._adaptive_chunking.history_service import HistoryService  # noqa: E402
+from dask.array._adaptive_chunking.profiles import ProfileRegistry  # noqa: E402
+from dask.array._adaptive_chunking.recorder import ComputeRecorder  # noqa: E402
 
 MiB = 2**20
 RECORDS = 1_000_000
@@ -56,39 +59,39 @@ def batch(n: int, start: int, name: str) -> records.RecordBatch:
 
 
 def folded(ceiling, n_profiles: int) -> dict:
-    ac.reset_adaptive_engine()
-    engine = ac.get_adaptive_engine()
-    settings = {"array.adaptive-chunking.max-memory": ceiling}
-    with dask.config.set(settings):
-        pids = [engine.profile_array(da.ones(1000, chunks=10) + i) for i in range(n_profiles)]
-        gc.collect()
-        tracemalloc.start()
-        base = tracemalloc.get_traced_memory()[0]
-        for step in range(RECORDS // BATCH):
-            pid = pids[step % n_profiles]
-            if pid not in engine._profiles:  # dropped by the ceiling: fold into the newest
-                pid = engine.profile_ids[-1]
-            state = engine._profiles[pid]
-            records = batch(BATCH, step * BATCH, f"x-{step}")
-            engine._fold(records, [frozenset({state})], {state}, "complete",
-                         peak=0, baseline=0)
-            del records
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - base
-        tracemalloc.stop()
-        sampled = sum(engine.get_profiler(p).get_stats()["sampled_records"]
-                      for p in engine.profile_ids)
-        chunks = engine.profiler.get_stats()["total_chunks"]
-        out = {
-            "ceiling_mib": None if ceiling is None else ceiling / MiB,
-            "profiles": n_profiles,
-            "profiles_kept": len(engine.profile_ids),
-            "records": chunks,
-            "sampled_records": sampled + len(engine.profiler._reservoir),
-            "held_mib": held / MiB,
-            "estimate_mib": engine._held_bytes() / MiB,
-        }
-    ac.reset_adaptive_engine()
+    """Fold the records into profiles through the recorder, as a finished compute is."""
+    profiles, engine_wide = ProfileRegistry(), Aggregate()
+    recorder = ComputeRecorder(profiles, lambda: engine_wide, HistoryService(),
+                               lambda settings: None)
+    with dask.config.set({"array.adaptive-chunking.max-memory": ceiling,
+                          "array.adaptive-chunking.history": False}):
+        settings = config.snapshot()
+    states = [profiles.add(da.ones(1000, chunks=10) + i, settings.max_profiles)
+              for i in range(n_profiles)]
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for step in range(RECORDS // BATCH):
+        state = states[step % n_profiles]
+        if not profiles.knows(state.id):  # dropped by the ceiling: fold into the newest
+            state = profiles.all()[-1]
+        records = batch(BATCH, step * BATCH, f"x-{step}")
+        recorder.apply(folding.fold(records, [frozenset({state})], [state], "complete",
+                                    peak=0, baseline=0), settings)
+        del records
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    kept = profiles.all()
+    out = {
+        "ceiling_mib": None if ceiling is None else ceiling / MiB,
+        "profiles": n_profiles,
+        "profiles_kept": len(kept),
+        "records": engine_wide.stats()["total_chunks"],
+        "sampled_records": sum(s.aggregate.sampled for s in kept) + engine_wide.sampled,
+        "held_mib": held / MiB,
+        "estimate_mib": profiles.held_bytes(engine_wide) / MiB,
+    }
     print(out)
     return out
 
@@ -110,7 +113,7 @@ def computed(computes: int) -> dict:
             "seconds": seconds,
             "records": stats["total_chunks"],
             "sampled_records": stats["sampled_records"],
-            "estimate_mib": engine._held_bytes() / MiB,
+            "estimate_mib": engine.get_telemetry()["held_memory_mb"],
             "rss_mib": memory.process_rss() / MiB,
         })
         print(rows[-1])

@@ -64,11 +64,19 @@ class Reservoir:
         self.shapes: list = []
         self.dtypes: list = []
         self.seen = 0
-        self.rng = np.random.default_rng(0)
+        self._rng: np.random.Generator | None = None
         self.given: dict[int, Any] = {}  # slot -> the exact object it was given as
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The sample's random numbers, made when first needed: a generator takes more
+        memory than an empty profile, and most profiles never thin their sample."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(0)
+        return self._rng
 
     def add(self, batch: RecordBatch, cap: int) -> None:
         """Algorithm R over the stream: each record seen is kept with chance cap/seen.

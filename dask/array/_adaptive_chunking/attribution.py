@@ -10,13 +10,15 @@ annotations instead.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable, Mapping
+from typing import NamedTuple
 
 from dask._task_spec import Alias, Task, _execute_subgraph, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import ensure_dict
 
+from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking.tasks import (
     ComputeCollector,
     ComputeSink,
@@ -25,6 +27,7 @@ from dask.array._adaptive_chunking.tasks import (
 )
 
 __all__ = [
+    "GraphPlan", "plan_graph", "Attribution", "attribute",
     "layer_name", "assign_tags", "measured_tasks", "same_layers", "instrument",
     "dependencies_of", "fused_ops", "read_only_by_rechunks",
 ]
@@ -261,15 +264,69 @@ def instrument(dsk, keys, named, sink: ComputeSink) -> tuple[dict, ComputeCollec
     Dask's finalize step only joins results: it is not measured, and what it joins
     counts as the results the compute holds.
     """
-    dsk, tasks, aliases, outputs = measured_tasks(dsk, keys)
+    found = attribute(dsk, keys, named)
+    collector = ComputeCollector(len(found.tasks), sink, found.tags)
+    collector.tasks, collector.aliases = found.tasks, found.aliases
+    out = dict(found.graph)
+    cid, pid, wrap = collector.cid, current_pid(), MeasuredTask.wrap
+    tag_of, outputs = found.tag_of, found.outputs
+    for key, node in found.tasks.items():
+        out[key] = wrap(node, collector, cid, pid, tag_of[key], key in outputs)
+    return out, collector
+
+
+class GraphPlan(NamedTuple):
+    """What the high-level graph of one compute says before it is optimized.
+
+    ``names`` are the profiled arrays in it, ``whole`` whether every task works for
+    the only one of them (then tasks need no attribution one by one) and
+    ``downstream`` what the later operations want of each one's chunks.
+    """
+
+    names: list[str]
+    whole: bool
+    downstream: dict[str, _graph.Downstream]
+
+
+def plan_graph(hlg, names: Iterable[str], shapes: Mapping[str, tuple]) -> GraphPlan:
+    """The plan of one compute, for the local hook and the scheduler's optimizer alike.
+
+    ``names`` are the profiled array names found in ``hlg`` (a HighLevelGraph) and
+    ``shapes`` their shapes (the downstream hints depend on them).
+    """
+    names = list(names)
+    layered = isinstance(hlg, HighLevelGraph)
+    whole = layered and len(names) == 1 and _graph.whole_lineage(hlg.dependencies, names[0])
+    downstream = {n: _graph.downstream(hlg, n, tuple(shapes[n]))
+                  for n in names if layered and n in shapes}
+    return GraphPlan(names, whole, downstream)
+
+
+class Attribution(NamedTuple):
+    """The tasks of an optimized graph that a compute runs, and whom each works for.
+
+    ``graph`` is the flat graph, ``tasks`` its measured plain tasks, ``aliases``
+    (key -> target) and ``outputs`` as :func:`measured_tasks` gives them;
+    ``tag_of[key]`` indexes ``tags``, the distinct sets of profiles.
+    """
+
+    graph: dict
+    tasks: dict
+    aliases: dict
+    outputs: set
+    tag_of: dict
+    tags: list[frozenset]
+
+
+def attribute(dsk, keys, named) -> Attribution:
+    """Attribute the tasks a compute of ``keys`` runs to profiles.
+
+    ``named`` maps profiled array names to their profiles (see :func:`assign_tags`);
+    a frozenset gives every task to those profiles, and None to no profile.
+    """
+    flat, tasks, aliases, outputs = measured_tasks(dsk, keys)
     if named is None or isinstance(named, frozenset):  # no profile, or all tasks one's
         tag_of, tags = dict.fromkeys(tasks, 0), [named or frozenset()]
     else:
-        tag_of, tags = assign_tags(dsk, list(tasks), named)
-    collector = ComputeCollector(len(tasks), sink, tags)
-    collector.tasks, collector.aliases = tasks, aliases
-    out = dict(dsk)
-    cid, pid, wrap = collector.cid, current_pid(), MeasuredTask.wrap
-    for key, node in tasks.items():
-        out[key] = wrap(node, collector, cid, pid, tag_of[key], key in outputs)
-    return out, collector
+        tag_of, tags = assign_tags(flat, list(tasks), named)
+    return Attribution(flat, tasks, aliases, outputs, tag_of, tags)

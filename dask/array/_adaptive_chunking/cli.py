@@ -134,23 +134,9 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
                                  f"{len(dims)}", param_hint="--chunks")
     settings = {f"{PREFIX}.memory-limit": memory_limit} if memory_limit else {}
     with dask.config.set(settings):
-        engine = _engine()
-        x = da.empty(dims, dtype=np_dtype, chunks=block)
-        if signature is None:
-            row = engine._newest_workload(len(dims), np_dtype)
-            if row is None:
-                raise click.ClickException(
-                    f"the history holds no {len(dims)}-dimensional {np_dtype} workload "
-                    "from hardware like this; profile one first (see `dask "
-                    "adaptive-chunking history list`)")
-            signature = row["signature"]
-        states = engine._stand_in(x, signature)
-        if not states:
-            raise click.ClickException(
-                f"the history holds nothing of workload {signature!r} from hardware like "
-                "this; `dask adaptive-chunking history list` shows what it holds")
-        rec = engine._recommend(states, x)
-    click.echo(f"workload {signature} ({states[0].computes} stored computes)")
+        rec, signature, computes = _from_history(da.empty(dims, dtype=np_dtype,
+                                                          chunks=block), signature)
+    click.echo(f"workload {signature} ({computes} stored computes)")
     click.echo(f"chunks: {rec.chunks}")
     click.echo(f"chunk size: {rec.chunk_bytes / 2**20:.1f} MiB "
                f"(array.chunk-size: {rec.array_chunk_size})")
@@ -158,6 +144,39 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
     click.echo(f"predicted: peak {rec.predicted_peak_bytes / 2**20:.0f} MiB of a "
                f"{rec.memory_budget_bytes / 2**20:.0f} MiB budget, "
                f"{rec.predicted_seconds:.2f} s, {rec.predicted_tasks} tasks")
+
+
+def _from_history(x, signature: str | None):
+    """The recommendation for ``x`` from the stored computes of ``signature`` (default:
+    the newest stored workload of its number of dimensions and dtype), with the
+    signature and how many computes it rests on: the engine's own advisor and history
+    service, over the configured history file, without a profile."""
+    from dask.array._adaptive_chunking import config as _config
+    from dask.array._adaptive_chunking.advisor import Advisor
+    from dask.array._adaptive_chunking.history_service import HistoryService
+    from dask.array._adaptive_chunking.profiles import ProfileRegistry
+    from dask.array.adaptive_chunking import get_adaptive_engine
+
+    recommender = get_adaptive_engine().recommender
+    settings, history = _config.snapshot(strict=False), HistoryService()
+    try:
+        if signature is None:
+            row = history.newest_workload(settings, x.ndim, x.dtype)
+            if row is None:
+                raise click.ClickException(
+                    f"the history holds no {x.ndim}-dimensional {x.dtype} workload "
+                    "from hardware like this; profile one first (see `dask "
+                    "adaptive-chunking history list`)")
+            signature = row["signature"]
+        states = history.stand_in(x, signature, settings)
+        if not states:
+            raise click.ClickException(
+                f"the history holds nothing of workload {signature!r} from hardware like "
+                "this; `dask adaptive-chunking history list` shows what it holds")
+        advisor = Advisor(ProfileRegistry(), history, recommender.plan_settings)
+        return advisor.recommend_for(states, settings, x), signature, states[0].computes
+    finally:
+        history.close()
 
 
 @adaptive_chunking.group()

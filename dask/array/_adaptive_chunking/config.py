@@ -7,10 +7,8 @@ value is read when it is used, so ``dask.config.set`` applies at once.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +84,8 @@ def check_keys() -> None:
 
     A typo would otherwise be ignored silently, and its default used instead.
     """
+    if not KEYS:  # imported on its own (a doctest, a tool): the defaults say the keys
+        register_defaults()
     array = dask.config.config.get("array")
     if not isinstance(array, dict):
         return
@@ -287,101 +287,80 @@ def flag(key: str, override: Any = None) -> bool:
 
 def validate() -> None:
     """Raise ValueError or TypeError for any unknown or invalid setting, naming it."""
-    check_keys()
-    for key in RULES:
-        setting(key)
+    snapshot()
 
 
-_ABSENT = object()
+class Settings:
+    """Every setting of ``array.adaptive-chunking``, validated, at one moment.
 
-
-class ChunkSizeOverride:
-    """Dask's ``array.chunk-size`` while auto-rechunk sets it, and the value to give back.
-
-    :meth:`apply` writes a byte target; :meth:`restore` gives back exactly what was
-    there before (the same value, or no key where there was none). It writes only
-    over its own value: one set by the user meanwhile (in code or by a
-    ``dask.config.set`` block) is left alone, and is not overwritten on restore.
-    Each change is logged at INFO with its reason.
-
-    >>> override = ChunkSizeOverride()
-    >>> before = dask.config.get("array.chunk-size")
-    >>> override.apply(2**20, "an example")
-    True
-    >>> dask.config.get("array.chunk-size")
-    1048576
-    >>> override.restore("the example is over")
-    True
-    >>> dask.config.get("array.chunk-size") == before
-    True
+    Taken once per operation (:func:`snapshot`) and passed down as plain values, so
+    one compute or one recommendation sees one configuration and checks it once.
+    Attribute names are the keys with ``-`` as ``_``. In a lenient snapshot an
+    invalid setting raises its ValueError or TypeError where it is read, as a
+    setting read at its use would: a compute is still profiled with a bad
+    ``memory-limit``, and only what needs the limit fails (and warns).
     """
 
-    def __init__(self) -> None:
-        self.saved: Any = _ABSENT  # what was there before the first apply
-        self.applied: int | None = None  # what apply wrote last, while in effect
-        self.yielded = False  # the user's value is in place of ours
-        self.lock = threading.Lock()
+    __slots__ = (
+        "enabled", "profile", "auto_rechunk", "target_memory_percent", "min_chunk_bytes",
+        "max_chunk_bytes", "safety_factor", "memory_limit", "overhead_target",
+        "pressure_threshold", "max_records", "max_profiles", "max_memory", "peak_method",
+        "sample_interval", "history", "history_path", "history_max_rows", "_errors",
+    )
 
-    @staticmethod
-    def _current() -> Any:
-        section = dask.config.config.get("array")
-        return section.get("chunk-size", _ABSENT) if isinstance(section, dict) else _ABSENT
+    def __init__(self, values: dict[str, Any], errors: dict[str, Exception]) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_errors", errors)
 
-    def apply(self, nbytes: int, reason: str) -> bool:
-        """Set ``array.chunk-size`` to ``nbytes``; False if left as it is."""
-        from dask.utils import format_bytes
+    def __getattr__(self, name: str) -> Any:  # only for a setting that did not validate
+        errors = object.__getattribute__(self, "_errors")
+        if name in errors:
+            e = errors[name]
+            raise type(e)(*e.args)
+        raise AttributeError(name)
 
-        with self.lock:
-            current = self._current()
-            if self.applied is None:
-                self.saved = current
-            elif current != self.applied:
-                if not self.yielded:
-                    self.yielded = True
-                    _log.info("adaptive chunking: array.chunk-size is %r, set outside the "
-                              "engine; auto-rechunk leaves it", current)
-                return False
-            elif current == nbytes:
-                return False
-            dask.config.set({"array.chunk-size": int(nbytes)})
-            self.applied, self.yielded = int(nbytes), False
-            _log.info("adaptive chunking: auto-rechunk set array.chunk-size to %s (was %s): %s",
-                      format_bytes(nbytes), _shown(current), reason)
-            return True
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("settings are a snapshot: use dask.config.set")
 
-    def restore(self, reason: str) -> bool:
-        """Give back the value :meth:`apply` replaced; False if there is nothing to do.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and all(
+            _slot(self, n) == _slot(other, n) for n in self.__slots__)
 
-        While a value set outside the engine is in place it stays, and the engine's
-        value is given back by a later call once it is there again (a
-        ``dask.config.set`` block that ends puts it back).
-        """
-        with self.lock:
-            if self.applied is None:
-                return False
-            current, saved = self._current(), self.saved
-            if current != self.applied:
-                if not self.yielded:
-                    self.yielded = True
-                    _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size "
-                              "%r was set outside the engine and stays", reason, current)
-                return False
-            self.applied, self.saved, self.yielded = None, _ABSENT, False
-            if saved is _ABSENT:
-                dask.config.config.get("array", {}).pop("chunk-size", None)
-            else:
-                dask.config.set({"array.chunk-size": saved})
-            _log.info("adaptive chunking: auto-rechunk is off (%s); array.chunk-size is %s "
-                      "again", reason, _shown(saved))
-            return True
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={_slot(self, n)!r}" for n in self.__slots__[:-1])
+        return f"Settings({shown})"
 
 
-def _shown(value: Any) -> str:
-    from dask.utils import format_bytes
+def _slot(settings: Settings, name: str) -> Any:
+    try:
+        return object.__getattribute__(settings, name)
+    except AttributeError:
+        return object.__getattribute__(settings, "_errors").get(name)
 
-    if value is _ABSENT:
-        return "unset"
-    return format_bytes(value) if isinstance(value, int) else repr(value)
+
+def snapshot(strict: bool = True) -> Settings:
+    """The settings now, each validated.
+
+    ``strict``: a ValueError or TypeError names the first bad setting now. Lenient
+    (``strict=False``, what a compute takes): a bad setting raises where it is read.
+    A misspelled key raises either way.
+
+    >>> snapshot().max_records >= 0
+    True
+    """
+    check_keys()
+    values, errors = {}, {}
+    for key, rule in RULES.items():
+        name = key.replace("-", "_")
+        try:
+            values[name] = rule(key, dask.config.get(f"{PREFIX}.{key}"))
+        except (TypeError, ValueError) as e:
+            if strict:
+                raise
+            errors[name] = e
+    return Settings(values, errors)
 
 
-_log = logging.getLogger("dask.array.adaptive_chunking")

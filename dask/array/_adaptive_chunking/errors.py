@@ -25,11 +25,11 @@ _UNLIMITED = 2**60
 _warned: set[str] = set()  # kinds of fallback already announced in this process
 
 
-def warn_once(kind: str, message: str) -> None:
+def warn_once(kind: str, message: str, stacklevel: int = 3) -> None:
     """Warn with ``message`` the first time a fallback of ``kind`` is taken."""
     if kind not in _warned:
         _warned.add(kind)
-        warnings.warn(message, AdaptiveChunkingWarning, stacklevel=3)
+        warnings.warn(message, AdaptiveChunkingWarning, stacklevel=stacklevel)
 
 
 

@@ -20,7 +20,6 @@ once. The public module only calls into here, one line per entry point.
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 import dask
@@ -189,12 +188,9 @@ def check_supported(array: Any, what: str) -> None:
 
 
 def _warn_once(stacklevel: int) -> None:
-    from dask.array._adaptive_chunking import instrument as _instr
+    from dask.array._adaptive_chunking.errors import warn_once
 
-    if _WARNED_KIND in _instr._warned:
-        return
-    _instr._warned.add(_WARNED_KIND)
-    warnings.warn(WARNING, _instr.AdaptiveChunkingWarning, stacklevel=stacklevel + 1)
+    warn_once(_WARNED_KIND, WARNING, stacklevel=stacklevel + 2)
 
 
 def warn_unprofiled() -> None:

@@ -16,7 +16,7 @@ from dask.array._adaptive_chunking.errors import warn_once
 
 __all__ = [
     "ASSUMED_MEMORY", "cgroup_memory", "host_memory", "memory_limit", "process_rss",
-    "children_rss",
+    "children_rss", "usage",
 ]
 
 
@@ -236,3 +236,26 @@ def memory_limit(configured: int | None = None) -> int:
     total, _ = host_memory()
     limit, _ = cgroup_memory()
     return min(total, limit) if limit else total
+
+
+def usage(configured: int | None = None) -> tuple[int, int]:
+    """The memory limit this process lives under and what is in use against it, in bytes.
+
+    The host's memory, or the cgroup's limit where tighter (usage then from the
+    cgroup); with ``configured`` (the ``memory-limit`` setting), that limit against
+    this process's own resident memory.
+
+    >>> total, used = usage(2**40)
+    >>> total == 2**40 and 0 <= used <= total
+    True
+    """
+    total, available = host_memory()
+    used = total - available
+    cg_limit, cg_usage = cgroup_memory()
+    if cg_limit is not None and cg_limit < total:
+        total = cg_limit
+        used = cg_usage if cg_usage is not None else used
+    if configured is not None:
+        total = configured
+        used = process_rss()
+    return total, min(used, total)

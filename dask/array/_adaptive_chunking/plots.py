@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import html
+import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,21 +234,27 @@ def prediction_curve(
     }
 
 
-def _measured(engine, profile_id: str, what: str):
-    """The profile's state, or why it cannot be drawn yet."""
-    engine._drain()
-    with engine._lock:
-        state = engine._state(profile_id)  # KeyError for an unknown id
-    if state.computes == 0:
+def _measured(engine, profile_id: str, what: str) -> tuple[dict[str, Any], list]:
+    """The profile (``engine.get_profile``), its sampled task records and per-compute
+    observations, or why it cannot be drawn yet."""
+    profiler = engine.get_profiler(profile_id)  # KeyError for an unknown id
+    metrics = profiler.metrics
+    with warnings.catch_warnings():  # a budget no chunking fits is drawn, not warned
+        warnings.simplefilter("ignore", UserWarning)
+        profile = engine.get_profile(profile_id)
+    if profile["computes"] == 0:
         raise ValueError(
             f"profile {profile_id!r} has no computes yet: compute the profiled array (or "
             f"an expression of it) first, then call {what}()"
         )
-    return state
+    return profile, metrics, profiler.observations()
 
 
 def profile_data(engine, profile_id: str) -> dict[str, Any]:
     """Everything :func:`plot_profile` draws, as plain values.
+
+    Only the engine's public methods are used: ``get_profile``, ``get_profiler``,
+    ``predict`` and its recommender's ``min_chunk_bytes``.
 
     Returns
     -------
@@ -261,13 +269,13 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
     """
     import dask.array as da
 
-    state = _measured(engine, profile_id, "plot_profile")
-    metrics = state.profiler.metrics
-    stats = state.profiler.get_stats()
-    observations = state.profiler.observations()
-    largest = tuple(max(c, default=0) for c in state.chunks)
+    profile, metrics, observations = _measured(engine, profile_id, "plot_profile")
+    stats = profile["profiler_stats"]
+    shape, dtype = tuple(profile["array_shape"]), np.dtype(profile["array_dtype"])
+    chunks = profile["current_chunks"]
+    largest = tuple(max(c, default=0) for c in chunks)
     data: dict[str, Any] = {
-        "profile_id": state.id,
+        "profile_id": profile_id,
         "tasks": task_points(metrics),
         "timeline": memory_timeline(metrics),
         "sampled": len(metrics),
@@ -280,31 +288,33 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
         "note": "",
     }
     data["title"] = (
-        f"Profile {state.id}: {state.shape} {state.dtype} in {largest} chunks, "
-        f"{state.computes} compute(s), {len(metrics):,} of {stats['total_chunks']:,} "
+        f"Profile {profile_id}: {shape} {dtype} in {largest} chunks, "
+        f"{profile['computes']} compute(s), {len(metrics):,} of {stats['total_chunks']:,} "
         "tasks sampled"
     )
     notes = []
     if not metrics:
         notes.append("no per-task records (array.adaptive-chunking.profile is off, or no "
                      "task of the profiled computes worked on this array)")
-    rec = engine._recommend(state, warn=False)
-    if rec is None or rec.model is None or not state.nbytes:
-        notes.append("no prediction: " + (engine._unavailable(state) if rec is None
-                                          else "the array is empty"))
+    rec = profile["recommendation"]
+    nbytes = math.prod(shape) * dtype.itemsize
+    if rec is None or rec["chunk_size_mb"] == 0 or not nbytes:
+        notes.append("no prediction: " + (profile["recommendation_unavailable"]
+                                          if rec is None else "the array is empty"))
         data["note"] = "; ".join(notes)
         return data
-    stand_in = da.empty(state.shape, dtype=state.dtype, chunks=state.chunks)
+    stand_in = da.empty(shape, dtype=dtype, chunks=chunks)
 
     def predict(chunks):
         return engine.predict(stand_in, chunks, profile_id)
 
-    itemsize = max(1, state.dtype.itemsize)
-    now = predict(state.chunks)
+    itemsize = max(1, dtype.itemsize)
+    now = predict(chunks)
     current_bytes = now["chunk_size_mb"] * MiB
-    low = max(1.0, min(current_bytes, rec.chunk_bytes, engine.recommender.min_chunk_bytes) / 2)
-    high = max(low, float(state.nbytes))
-    data["curve"] = prediction_curve(predict, state.shape, itemsize, candidate_sizes(low, high))
+    rec_bytes = rec["chunk_size_mb"] * MiB
+    low = max(1.0, min(current_bytes, rec_bytes, engine.recommender.min_chunk_bytes) / 2)
+    high = max(low, float(nbytes))
+    data["curve"] = prediction_curve(predict, shape, itemsize, candidate_sizes(low, high))
     data["current"] = {
         "chunks": largest,
         "chunk_bytes": current_bytes,
@@ -312,12 +322,12 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
         "peak_bytes": now["predicted_peak_memory_mb"] * MiB,
     }
     data["recommended"] = {
-        "chunks": tuple(rec.chunks),
-        "chunk_bytes": float(rec.chunk_bytes),
-        "seconds": rec.predicted_seconds,
-        "peak_bytes": rec.predicted_peak_bytes,
+        "chunks": tuple(rec["chunks"]),
+        "chunk_bytes": float(rec_bytes),
+        "seconds": rec["predicted_time_s"],
+        "peak_bytes": rec["predicted_peak_memory_mb"] * MiB,
     }
-    data["budget_bytes"] = float(rec.memory_budget_bytes)
+    data["budget_bytes"] = float(rec["memory_budget_mb"] * MiB)
     data["note"] = "; ".join(notes)
     return data
 
@@ -718,7 +728,7 @@ def _unprofiled() -> Iterator[None]:
 
 def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
               collection=None, color_by: str = "output", optimize_graph: bool = True,
-              **kwargs):
+              profiled: Callable[[], Any] | None = None, **kwargs):
     """Draw the profiled array's task graph, measured tasks coloured.
 
     Tasks are matched to the profile's sampled records by key, in the graph as
@@ -749,6 +759,8 @@ def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
         See :func:`task_attributes`.
     optimize_graph : bool
         Draw the optimized graph (default), whose keys the profile recorded.
+    profiled : callable, optional
+        Returns the profiled array while it exists (the engine passes it).
     **kwargs
         Passed on to ``dask.visualize`` / ``dask.dot.to_graphviz`` (``rankdir``,
         ``format``...; ``function_attributes`` and ``data_attributes`` given here
@@ -781,9 +793,9 @@ def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
     _check_graphviz()
     from dask.base import collections_to_expr, unpack_collections, visualize_dsk
 
-    state = _measured(engine, profile_id, "visualize")
+    _, metrics, _ = _measured(engine, profile_id, "visualize")
     if collection is None:
-        collection = state.array()
+        collection = profiled() if profiled is not None else None
         if collection is None:
             raise ValueError(
                 f"the array profiled as {profile_id!r} no longer exists: pass "
@@ -795,7 +807,7 @@ def visualize(engine, profile_id: str, filename="adaptive-chunking.svg", *,
         if not args:
             raise TypeError(f"collection must be a dask collection, got {collection!r}")
         dsk = collections_to_expr(args, optimize_graph=optimize_graph).__dask_graph__()
-    attrs = task_attributes(state.profiler.metrics, color_by, graph_keys=dsk.keys())
+    attrs = task_attributes(metrics, color_by, graph_keys=dsk.keys())
     what, unit = MEASURES[color_by]
     legend = (
         f"profile {profile_id}: measured tasks coloured by {what}, light yellow 0 {unit} "

@@ -9,12 +9,16 @@ back (:func:`batch_from_cluster`), so one fold serves both.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+MiB = 2**20
 
 __all__ = [
     "RECORD_DTYPE", "RecordBatch", "local_record", "batch_from_records",
     "batch_from_cluster", "max_overlap", "record_failed", "cluster_record",
-    "cluster_failed",
+    "cluster_failed", "single", "fields",
 ]
 
 
@@ -163,3 +167,52 @@ def batch_from_cluster(records: list[tuple], outputs: set, as_key=lambda k: k
             key in outputs, failed, nbytes, 0, nbytes,
         ))
     return batch_from_records(tuples), list(groups)
+
+
+def single(key, shape, itemsize: int, t0: float, seconds: float, rss0: float, rss1: float,
+           logical: int, nbytes: int | None, worker, failed: bool) -> RecordBatch:
+    """A batch of one record given field by field (``ChunkProfiler.record_chunk``).
+
+    ``nbytes`` (the memory the output holds) defaults to ``logical``; a worker that
+    is no int counts as 0; the dtype is only known by its ``itemsize``.
+
+    >>> b = single("k", (10,), 8, 0.0, 0.5, 0.0, 0.0, 80, None, None, False)
+    >>> float(b.data["t1"][0]), int(b.data["nbytes"][0])
+    (0.5, 80)
+    """
+    data = np.zeros(1, RECORD_DTYPE)
+    row = data[0]
+    row["t0"], row["t1"] = t0, t0 + seconds
+    row["rss0"], row["rss1"] = rss0, rss1
+    row["nbytes"] = logical if nbytes is None else nbytes
+    row["logical"] = logical
+    row["worker"] = worker & 0x7FFFFFFFFFFFFFFF if isinstance(worker, (int, np.integer)) else 0
+    row["failed"] = failed
+    dtype = np.dtype(f"V{itemsize}") if itemsize else None
+    return RecordBatch(data, [key], [shape], [dtype])
+
+
+def fields(sampled) -> dict:
+    """The fields of ``ChunkMemoryMetric`` for one sampled record (``aggregate.SampledRecord``):
+    times in milliseconds, memory in MiB, sizes in bytes."""
+    row, shape = sampled.row, sampled.shape
+    if isinstance(shape, tuple) and all(isinstance(n, (int, np.integer)) for n in shape):
+        shape = tuple(int(n) for n in shape)
+        elements = math.prod(shape)
+    else:
+        shape, elements = (), 0
+    itemsize = getattr(sampled.dtype, "itemsize", 0)
+    return dict(
+        chunk_key=sampled.key,
+        chunk_shape=shape,
+        element_count=elements,
+        dtype_size=int(itemsize) if isinstance(itemsize, (int, np.integer)) else 0,
+        estimated_bytes=int(row["logical"]),
+        output_bytes=int(row["nbytes"]),
+        compute_time_ms=max(0.0, float(row["t1"] - row["t0"]) * 1e3),
+        memory_peak_before_mb=float(row["rss0"]) / MiB,
+        memory_peak_after_mb=float(row["rss1"]) / MiB,
+        worker=int(row["worker"]),
+        start_time=float(row["t0"]),
+        failed=bool(row["failed"]),
+    )

@@ -21,7 +21,7 @@ import uuid
 import weakref
 from threading import get_ident
 from time import perf_counter
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dask._task_spec import Task
 from dask.sizeof import sizeof
@@ -32,9 +32,18 @@ from dask.array._adaptive_chunking.memory import children_rss, process_rss
 from dask.array._adaptive_chunking.peaks import readings, rss_at, sampler, untrack_peak
 from dask.array._adaptive_chunking.records import local_record, record_failed
 
-__all__ = ["ComputeSink", "ComputeCollector", "MeasuredTask", "Shipped", "in_task"]
+__all__ = ["TaskError", "ComputeSink", "ComputeCollector", "MeasuredTask", "Shipped",
+           "in_task"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
+
+
+class TaskError(NamedTuple):
+    """The first exception a task of a compute raised."""
+
+    key: Any
+    message: str  # "Type: message", cut to 300 characters
+    interrupted: bool  # KeyboardInterrupt or SystemExit: the compute was stopped
 
 
 class ComputeSink(Protocol):
@@ -78,7 +87,7 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "sink", "interval",
-        "method", "tags", "states", "tasks", "aliases", "hints", "signatures", "error",
+        "method", "tags", "states", "tasks", "aliases", "hints", "signatures", "error", "settings",
         "caller", "finished",
         "__weakref__",
     )
@@ -90,6 +99,7 @@ class ComputeCollector:
         self.aliases: dict = {}  # alias key -> target key
         self.hints: dict = {}  # profile -> what its downstream operations want
         self.signatures: dict = {}  # profile -> the workload signature of this compute
+        self.settings = None  # the settings snapshot of the hook that planned it
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks
         self.records: list[tuple] = []
@@ -318,7 +328,7 @@ class MeasuredTask(Task):
             )
             if local:
                 if exc is not None and collector.error is None:
-                    collector.error = (self.key, f"{type(exc).__name__}: {exc}"[:300],
+                    collector.error = TaskError(self.key, f"{type(exc).__name__}: {exc}"[:300],
                                        not isinstance(exc, Exception))
                 collector.add(record, exc is not None)
             elif not _child_of(self.pid):

@@ -413,3 +413,30 @@ class Telemetry(_Shown):
 
     __slots__ = ()
     _html = staticmethod(telemetry_html)
+
+
+def profile_of(state: Any, rec: Any, current: dict | None, unavailable: str | None
+               ) -> Profile:
+    """The dict ``get_profile`` returns for one profile (``state``), with its
+    recommendation ``rec`` (None: ``unavailable`` says why) and the prediction for
+    its current chunks."""
+    return Profile({
+        "profile_id": state.id,
+        "array_name": state.name,
+        "array_shape": state.shape,
+        "array_dtype": str(state.dtype),
+        "current_chunks": state.chunks,
+        "execution_time_s": state.wall_seconds,
+        "profiler_stats": state.aggregate.stats(),
+        "recommended_chunks": None if rec is None else rec.chunks,
+        "recommendation_unavailable": unavailable if rec is None else None,
+        "recommendation": None if rec is None else rec.to_dict(),
+        "status": state.status,
+        "error": state.error,
+        "computes": state.computes,
+        "last_compute": dict(state.last),
+        "workers": {w: dict(v) for w, v in state.workers.items()},
+        "dims": state.dims,
+        "recommended_chunks_by_dim": None if rec is None else rec.chunks_by_dim,
+        "current_prediction": current,
+    })

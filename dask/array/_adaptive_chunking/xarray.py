@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import math
 import sys
-import uuid
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
-from dask.array._adaptive_chunking import public as _ac
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import views as _views
+from dask.array._adaptive_chunking.recommendation import DatasetRecommendation, Recommendation
+
+if TYPE_CHECKING:
+    from dask.array._adaptive_chunking.advisor import Advisor
+    from dask.array._adaptive_chunking.config import Settings
+    from dask.array._adaptive_chunking.profiles import Profile, ProfileRegistry
 
 __all__ = [
-    "DatasetRecommendation",
+    "XarrayAdapter",
     "axis_chunks",
     "dask_data",
     "dask_variables",
@@ -212,118 +215,84 @@ def merged_chunks(
     return out
 
 
-@dataclass(frozen=True)
-class DatasetRecommendation:
-    """Recommended chunks for a Dataset: one size per dimension, and why.
+class XarrayAdapter:
+    """The engine's operations for xarray objects: they take the objects apart into
+    Dask arrays, and put the answers back in terms of dimension names.
 
-    ``chunks`` is what ``Dataset.chunk`` takes (:func:`merged_chunks` of the
-    variables' recommendations); ``variables`` holds each variable's own
-    :class:`~dask.array.adaptive_chunking.Recommendation` (its ``chunks_by_dim``),
-    and ``unavailable`` the variables that got none, with the reason.
+    Parameters
+    ----------
+    profiles : ProfileRegistry
+    advisor : Advisor
+    start : callable
+        ``(dask array, settings) -> Profile``: how the engine starts a profile.
+    profile_of : callable
+        ``(profile id, settings) -> dict``: the engine's ``get_profile`` of one variable.
     """
 
-    chunks: dict[Hashable, int]
-    variables: dict[Hashable, Any]
-    unavailable: dict[Hashable, str] = field(default_factory=dict)
+    def __init__(self, profiles: ProfileRegistry, advisor: Advisor,
+                 start: Callable[[Any, Settings], Profile],
+                 profile_of: Callable[[str, Settings], dict]) -> None:
+        self.profiles, self.advisor = profiles, advisor
+        self.start, self.profile_of = start, profile_of
 
-    @property
-    def fits_budget(self) -> bool:
-        """Whether every variable's recommended chunks are predicted to fit."""
-        return all(r.fits_budget for r in self.variables.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values: the chunks by dimension, each variable's summary, what is missing."""
-        return {
-            "chunks": dict(self.chunks),
-            "fits_budget": self.fits_budget,
-            "variables": {name: r.to_dict() for name, r in self.variables.items()},
-            "unavailable": dict(self.unavailable),
-        }
-
-    def __repr__(self) -> str:
-        from dask.array._adaptive_chunking.views import dataset_text
-
-        return dataset_text(self)
-
-    def _repr_html_(self) -> str:
-        from dask.array._adaptive_chunking.views import dataset_html
-
-        return dataset_html(self)
-
-
-class Labelled:
-    """The engine's methods for xarray objects, a mixin of
-    :class:`~dask.array.adaptive_chunking.AdaptiveChunkingEngine`: they take the
-    objects apart into Dask arrays, and put the answers back in terms of dimension
-    names."""
-
-    def _profile_xarray(self, obj) -> str:
+    def profile(self, obj, settings: Settings) -> str:
+        """Profile a DataArray (one profile) or a Dataset (one per Dask-backed variable)."""
         if is_dataset(obj):
-            members = {name: self._profile_xarray(var)
+            members = {name: self.profile(var, settings)
                        for name, var in dask_variables(obj, "profile_array").items()}
-            gid = f"dataset-{uuid.uuid4().hex[:8]}"
-            with self._lock:
-                for old in [g for g, m in self._groups.items()
-                            if not any(pid in self._profiles for pid in m.values())]:
-                    del self._groups[old]  # every variable's profile was dropped
-                self._groups[gid] = members
-                while len(self._groups) > _config.setting("max-profiles"):
-                    self._groups.popitem(last=False)
-            return gid
-        state = self._start_profile(dask_data(obj, "profile_array"))
+            return self.profiles.add_group(members, settings.max_profiles)
+        state = self.start(dask_data(obj, "profile_array"), settings)
         state.dims = tuple(obj.dims)
         state.storage = state.storage or storage_chunks(obj, state.chunks)
         return state.id
 
-    def _dataset_profile(self, gid: str, members: dict) -> dict[str, Any]:
+    def dataset_profile(self, gid: str, members: dict, settings: Settings) -> dict[str, Any]:
         """A Dataset's profile: each variable's, and the chunks by dimension."""
         variables, missing = {}, []
         for name, pid in members.items():
             try:
-                variables[name] = self.get_profile(pid)
+                variables[name] = self.profile_of(pid, settings)
             except KeyError:
                 missing.append(name)  # dropped beyond max-profiles / max-memory
         by_dim = {n: p["recommended_chunks_by_dim"] for n, p in variables.items()
                   if p["recommended_chunks_by_dim"]}
-        order = ("failed", "running", "incomplete", "pending", "dropped", "complete")
-        statuses = [p["status"] for p in variables.values()] + ["dropped"] * bool(missing)
         return _views.Profile({
             "profile_id": gid,
             "variables": variables,
             "dropped_variables": missing,
             "recommended_chunks": merged_chunks(by_dim) if by_dim else None,
-            "status": next((s for s in order if s in statuses), "dropped"),
+            "status": self.profiles.group_status([p["status"] for p in variables.values()],
+                                                 bool(missing)),
         })
 
-    def _member_ids(self, profile_id, name):
+    def member_ids(self, profile_id, name):
         """``profile_id`` with each Dataset id replaced by its variable ``name``'s id."""
         if profile_id is None:
             return None
         ids = list(profile_id) if isinstance(profile_id, (list, tuple)) else [profile_id]
         out = []
-        with self._lock:
-            for i in ids:
-                members = self._groups.get(i) if isinstance(i, str) else None
-                if members is None:
-                    out.append(i)
-                elif name in members:
-                    out.append(members[name])
-                else:
-                    raise ValueError(
-                        f"profile {i!r} (a Dataset's) has no variable named {name!r}, only "
-                        f"{list(members)}; pass the id of a profile of that variable"
-                    )
+        for i in ids:
+            members = self.profiles.group(i)
+            if members is None:
+                out.append(i)
+            elif name in members:
+                out.append(members[name])
+            else:
+                raise ValueError(
+                    f"profile {i!r} (a Dataset's) has no variable named {name!r}, only "
+                    f"{list(members)}; pass the id of a profile of that variable"
+                )
         return out if isinstance(profile_id, (list, tuple)) else out[0]
 
-    def _recommend_xarray(self, obj, profile_id, workload=None, newest: bool = False,
-                          what: str = "recommend"):
+    def recommend(self, obj, profile_id, settings: Settings, workload=None,
+                  newest: bool = False, what: str = "recommend"):
         """A Recommendation for a DataArray, a DatasetRecommendation for a Dataset."""
         if is_dataset(obj):
             recs, unavailable = {}, {}
             for name, var in dask_variables(obj, what).items():
                 try:
-                    recs[name] = self._recommend_xarray(
-                        var, self._member_ids(profile_id, name), workload, newest, what)
+                    recs[name] = self.recommend(var, self.member_ids(profile_id, name),
+                                                settings, workload, newest, what)
                 except (ValueError, KeyError) as e:  # never computed, or dropped since
                     unavailable[name] = str(e).strip('"')
             if not recs:
@@ -338,41 +307,54 @@ class Labelled:
             return DatasetRecommendation(merged, recs, unavailable)
         data = dask_data(obj, what)
         storage = _graph.storage_chunks(data) or storage_chunks(obj, data.chunks)
-        rec = self._recommendation(data, self._member_ids(profile_id, obj.name), workload,
-                                   newest, what, storage=storage)
+        rec = self.advisor.recommendation(data, self.member_ids(profile_id, obj.name),
+                                          settings, workload, newest, what, storage=storage)
         return replace(rec, dims=tuple(obj.dims))
 
-    def _apply_xarray(self, obj, recommendation):
+    def predict_args(self, obj, chunks, profile_id) -> tuple[Any, Any, Any]:
+        """A DataArray's Dask array, chunks by axis and profile id, for ``predict``."""
+        if is_dataset(obj):
+            raise TypeError("predict takes one array; pass one variable of the Dataset, "
+                            "e.g. ds['name']")
+        return (dask_data(obj, "predict"), axis_chunks(tuple(obj.dims), chunks),
+                self.member_ids(profile_id, obj.name))
+
+    def apply(self, obj, recommendation, settings: Settings):
+        """``obj`` rechunked to ``recommendation``, as the same xarray type."""
         what = "apply_recommendation"
         chunks = recommendation
         data = None if is_dataset(obj) else dask_data(obj, what)
         probe = data if data is not None else next(
             iter(dask_variables(obj, what).values())).data
-        if chunks is None or self._are_ids(chunks, probe):
-            chunks = self._recommend_xarray(obj, chunks, newest=chunks is None and _config.flag(
-                "auto-rechunk"), what=what)
+        if chunks is None or self.advisor.are_ids(chunks, probe):
+            chunks = self.recommend(obj, chunks, settings,
+                                    newest=chunks is None and settings.auto_rechunk, what=what)
         if isinstance(chunks, DatasetRecommendation):
             chunks = chunks.chunks
-        elif isinstance(chunks, _ac.Recommendation):
+        elif isinstance(chunks, Recommendation):
             chunks = chunks.chunks_by_dim or chunks.chunks
         if is_dataset(obj):
-            if not isinstance(chunks, Mapping):
-                raise TypeError(
-                    f"{what} for a Dataset takes chunks by dimension name (a dict such as "
-                    f"{dict(obj.sizes)}), a DatasetRecommendation or a profile id; got "
-                    f"{chunks!r}"
-                )
-            unknown = [d for d in chunks if d not in obj.dims]
-            if unknown:
-                raise ValueError(f"chunks names dimensions {unknown} that the Dataset does "
-                                 f"not have; its dimensions are {tuple(obj.dims)}")
-            # Data variables held in memory stay there; everything else is recut as
-            # Dataset.chunk does (Dask-backed coordinates included)
-            lazy = dask_variables(obj, what)
-            in_memory = [n for n in obj.data_vars if n not in lazy]
-            return obj.chunk(dict(chunks)).assign({n: obj[n] for n in in_memory})
+            return self._apply_dataset(obj, chunks, what)
         dims = tuple(obj.dims)
         normalized = _shapes.normalized(data, axis_chunks(dims, chunks))
         if normalized == data.chunks:
             return obj
         return obj.chunk(dict(zip(dims, normalized)))
+
+    @staticmethod
+    def _apply_dataset(obj, chunks, what: str):
+        if not isinstance(chunks, Mapping):
+            raise TypeError(
+                f"{what} for a Dataset takes chunks by dimension name (a dict such as "
+                f"{dict(obj.sizes)}), a DatasetRecommendation or a profile id; got "
+                f"{chunks!r}"
+            )
+        unknown = [d for d in chunks if d not in obj.dims]
+        if unknown:
+            raise ValueError(f"chunks names dimensions {unknown} that the Dataset does "
+                             f"not have; its dimensions are {tuple(obj.dims)}")
+        # Data variables held in memory stay there; everything else is recut as
+        # Dataset.chunk does (Dask-backed coordinates included)
+        lazy = dask_variables(obj, what)
+        in_memory = [n for n in obj.data_vars if n not in lazy]
+        return obj.chunk(dict(chunks)).assign({n: obj[n] for n in in_memory})

@@ -96,8 +96,9 @@ def test_memory_pressure_snapshot_and_threshold():
 def test_memory_pressure_honours_cgroup_limit(monkeypatch):
     # a 64 GiB host whose process lives in a 2 GiB cgroup using 1 GiB
     host = (64 * 2**30, 60 * 2**30)
-    monkeypatch.setattr("dask.array.adaptive_chunking.host_memory", lambda: host)
-    monkeypatch.setattr("dask.array.adaptive_chunking.cgroup_memory", lambda: (2 * 2**30, 2**30))
+    monkeypatch.setattr("dask.array._adaptive_chunking.memory.host_memory", lambda: host)
+    monkeypatch.setattr("dask.array._adaptive_chunking.memory.cgroup_memory",
+                        lambda: (2 * 2**30, 2**30))
     p = MemoryPressure.snapshot()
     assert p.total_mb == 2048
     assert p.used_mb == 1024 and p.percent_used == 50.0
@@ -511,7 +512,8 @@ def test_engine_error_never_breaks_compute(engine, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("engine bug")
 
-    monkeypatch.setattr(engine, "_fold", broken)
+    # the fold of a finished compute (a pure function the recorder calls) fails
+    monkeypatch.setattr("dask.array._adaptive_chunking.recorder.fold", broken)
     x = da.arange(100, chunks=10)
     engine.profile_array(x)
     with pytest.warns(AdaptiveChunkingWarning, match="engine bug"):
@@ -519,7 +521,9 @@ def test_engine_error_never_breaks_compute(engine, monkeypatch):
 
 
 def test_planner_error_never_breaks_compute(engine, monkeypatch):
-    monkeypatch.setattr(engine, "_plan", lambda *a: 1 / 0)
+    from dask.array._adaptive_chunking.recorder import ComputeRecorder
+
+    monkeypatch.setattr(ComputeRecorder, "plan", lambda *a: 1 / 0)
     x = da.arange(100, chunks=10)
     engine.profile_array(x)
     with pytest.warns(AdaptiveChunkingWarning, match="ZeroDivisionError"):
@@ -826,9 +830,9 @@ def test_fused_expressions_attributed_to_their_arrays(engine):
 
 def test_config_key_alone_enables_profiling(engine):
     reset_adaptive_engine()  # no engine object exists; only the hook from the import
-    from dask.array import adaptive_chunking as ac
+    from dask.array._adaptive_chunking import hook
 
-    ac._install_hook()
+    hook.install()
     with dask.config.set({"array.adaptive-chunking.enabled": True}):
         da.ones((200, 200), chunks=100).sum().compute()
     assert get_adaptive_engine().get_telemetry()["computes_profiled"] == 1
@@ -847,14 +851,14 @@ def test_recommendation_follows_settings(engine):
 
 def test_falsy_array_optimize_means_no_optimization(engine):
     with dask.config.set(array_optimize=False):
-        from dask.array import adaptive_chunking as ac
+        from dask.array._adaptive_chunking import hook
 
         reset_adaptive_engine()
-        ac._install_hook()
+        hook.install()
         x = da.ones(10, chunks=5) + 1
         opt = x.__dask_optimize__(x.__dask_graph__(), x.__dask_keys__())
         assert opt is x.__dask_graph__() or len(opt) == len(x.__dask_graph__())
-        ac._uninstall_hook()
+        hook.uninstall()
         assert dask.config.get("array_optimize") is False
 
 

@@ -153,10 +153,10 @@ def test_profiling_everything_on_a_cluster(engine, client):
 
 
 def test_scheduler_without_the_package_computes_unprofiled(engine, client, monkeypatch):
-    from dask.array._adaptive_chunking import cluster
+    from dask.array._adaptive_chunking import cluster_scheduler
     from dask.array.adaptive_chunking import AdaptiveChunkingWarning
 
-    monkeypatch.setattr(cluster, "_importable", lambda dask_scheduler=None: False)
+    monkeypatch.setattr(cluster_scheduler, "importable", lambda dask_scheduler=None: False)
     monkeypatch.delattr(client, "_adaptive_chunking_plugin", raising=False)
     x = da.ones((1000, 1000), chunks=250)
     with pytest.warns(AdaptiveChunkingWarning, match="cannot import"):
@@ -383,7 +383,7 @@ def test_first_profiled_compute_does_not_block_the_client(engine):
 
 
 def test_the_scheduler_holds_records_within_max_memory(engine, client, caplog):
-    from dask.array.adaptive_chunking import REMOTE_RECORD_COST
+    from dask.array._adaptive_chunking.cluster_client import REMOTE_RECORD_COST
 
     def cap():
         return client.run_on_scheduler(

@@ -13,11 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from dask.array._adaptive_chunking import history
+from dask.array import adaptive_chunking as ac
+from dask.array._adaptive_chunking import config, history
+from dask.array._adaptive_chunking.advisor import Advisor
 from dask.array._adaptive_chunking.history import HistoryStore
+from dask.array._adaptive_chunking.history_service import HistoryService
+from dask.array._adaptive_chunking.profiles import Profile, ProfileRegistry
 from dask.array.adaptive_chunking import AdaptiveChunkingWarning
 
 FP = '{"cores": 2}'
+
+
+def advisor():
+    """An advisor of its own over the configured history (what an engine's does)."""
+    return Advisor(ProfileRegistry(), HistoryService(),
+                   ac.ChunkSizeRecommender().plan_settings)
+
+
+def auto_target():
+    """The byte target auto-rechunk takes from the history now, and why."""
+    return advisor().auto_target(config.snapshot())
 
 
 def add(store, i=0, signature="sig", fingerprint=FP):
@@ -388,7 +403,7 @@ def test_the_fingerprint_names_the_scheduler_that_ran(engine, tmp_path, schedule
 
 def test_the_chunk_size_override_gives_back_exactly_what_was_there():
     import dask
-    from dask.array._adaptive_chunking.config import ChunkSizeOverride
+    from dask.array._adaptive_chunking.auto_rechunk import ChunkSizeOverride
 
     before = dask.config.get("array.chunk-size")
     override = ChunkSizeOverride()
@@ -468,7 +483,7 @@ def test_auto_rechunk_gives_auto_chunking_the_learned_size_and_gives_it_back(eng
         ac.get_adaptive_engine()
     assert dask.config.get("array.chunk-size") == dask_default  # exactly Dask's again
     assert target != dask_default
-    rec = engine._auto_target()
+    rec = auto_target()
     assert rec is not None and rec[0] == target
     # Learned from a 1600^2 run, the target is what a large array of that workload
     # gets, not the small one's split for its threads
@@ -567,7 +582,14 @@ x = da.random.random((8000, 8000))
 engine = get_adaptive_engine()
 work = (x + x.T).mean(axis=0)
 rec = engine.recommend(x, workload=work)
-print(dask.config.get("array.chunk-size"), engine._auto_target()[0], rec.array_chunk_size,
+from dask.array._adaptive_chunking import config
+from dask.array._adaptive_chunking.advisor import Advisor
+from dask.array._adaptive_chunking.history_service import HistoryService
+from dask.array._adaptive_chunking.profiles import ProfileRegistry
+from dask.array.adaptive_chunking import ChunkSizeRecommender
+target = Advisor(ProfileRegistry(), HistoryService(),
+                 ChunkSizeRecommender().plan_settings).auto_target(config.snapshot())
+print(dask.config.get("array.chunk-size"), target[0], rec.array_chunk_size,
       x.chunks == default, engine.predict(x, x.chunks, workload=work)["fits_budget"],
       engine.predict(x, default, workload=work)["fits_budget"])
 """
@@ -688,7 +710,7 @@ def test_a_long_history_does_not_crowd_out_the_profiles_own_computes(engine):
     (x + 1).sum().compute()
     (row,) = engine.load_history()
     obs = history.observation_from_json(row["data"]["observation"])
-    store = engine._store()
+    store = HistoryService().store(config.snapshot())  # the engine's file, opened anew
     store.add_many([dict(row, created=float(i), data={
         "observation": history.observation_to_json(dataclasses.replace(obs, n_tasks=1000 + i)),
         "profile": "elsewhere"}) for i in range(400)])
@@ -696,7 +718,14 @@ def test_a_long_history_does_not_crowd_out_the_profiles_own_computes(engine):
     pid2 = engine.profile_array(y)
     (y + 1).sum().compute()
     own = engine.get_profiler(pid2).observations()[-1]
-    pooled = engine._pool([engine._state(pid2)]).observations()
+    # what the advisor pools for that profile: the stored computes of its workload
+    # on this hardware, then its own
+    (mine,) = [r for r in engine.load_history() if r["data"].get("profile") == pid2]
+    state = Profile(pid2, y)
+    state.signature, state.fingerprint, state.computes = (
+        mine["signature"], mine["fingerprint"], 1)
+    state.aggregate.add_compute(own)
+    pooled = advisor().pool([state], config.snapshot()).observations()
     assert pooled[-1] == own  # the profile's own, kept
     stored = [o.n_tasks for o in pooled[:-1]]
     assert stored == sorted(stored) and max(stored) == 1399  # the newest stored, in order

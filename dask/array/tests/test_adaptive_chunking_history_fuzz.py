@@ -32,7 +32,9 @@ import dask
 import dask.array as da
 from dask.array import adaptive_chunking as ac
 from dask.array._adaptive_chunking import history as hist
-from dask.array._adaptive_chunking.config import ChunkSizeOverride
+from dask.array._adaptive_chunking import config
+from dask.array._adaptive_chunking.auto_rechunk import ChunkSizeOverride
+from dask.array._adaptive_chunking.history_service import HistoryService, fingerprint
 from dask.array._adaptive_chunking.history import HistoryStore
 from dask.array._adaptive_chunking.model import Observation
 
@@ -582,13 +584,13 @@ def test_history_export_onto_the_history_file_keeps_the_rows(engine, stored):
     tried("engine.export_history (own file)")
     with tempfile.TemporaryDirectory() as where:
         before = history_with_rows(engine, Path(where), stored)
-    own = str(engine._store().path)
-    engine._store().close()  # as a new process finds it: all rows in the main file
+    own = str(HistoryService().store(config.snapshot()).path)
+    engine.close()  # its history file as a new process finds it: all rows in the main file
     out = call("export_history", engine.export_history, own)
     if not out.ok:
         expect_rejection(out, names=("path", "history"), values=(own,),
                          allowed=(OSError, ValueError, TypeError))
-    engine._store().close()
+    engine.close()
     after = call("load_history", engine_rows, engine)
     assert after.ok and not after.warnings, (repr(after),
                                              [str(w.message)[:200] for w in after.warnings])
@@ -656,7 +658,7 @@ def test_history_load_history_comparable(engine, comparable):
     """comparable= is a flag: a value the package reads as one acts as that bool; any
     other value is rejected by name."""
     tried("engine.load_history (comparable)")
-    here = json.loads(ac._fingerprint())
+    here = json.loads(fingerprint(config.snapshot()))
     here_fp = hist.fingerprint(**here)
     with tempfile.TemporaryDirectory() as where:
         rows = [{"created": float(i), "signature": "s", "fingerprint": fp, "shape": [1],

@@ -10,11 +10,7 @@ import pytest
 
 import dask
 import dask.array as da
-from dask.array._adaptive_chunking import attribution
-from dask.array._adaptive_chunking import errors
-from dask.array._adaptive_chunking import memory
-from dask.array._adaptive_chunking import peaks
-from dask.array._adaptive_chunking import tasks
+from dask.array._adaptive_chunking import attribution, errors, memory, peaks, tasks
 from dask.array._adaptive_chunking.memory import cgroup_memory, process_rss
 from dask.array._adaptive_chunking.records import batch_from_records, max_overlap
 
@@ -24,6 +20,28 @@ GiB = 2**30
 def write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+class Sink:
+    """A ComputeSink that keeps the records of the compute it hears of."""
+
+    def __init__(self):
+        self.records = []
+
+    def start(self, collector):
+        pass
+
+    def register_failed(self, cid):
+        pass
+
+    def finish(self, collector):
+        self.records = list(collector.records)
+
+    def late(self, cid, record):
+        pass
+
+    def abandon(self, records, cid):
+        pass
 
 
 def test_cgroup_v2_own_limit_and_usage(tmp_path):
@@ -198,11 +216,16 @@ def test_views_record_the_memory_they_keep(engine):
     import dask
     import dask.array as da
 
+    from dask.array.optimization import optimize
+
     x = da.random.random((100, 100), chunks=50)
-    pid = engine.profile_array(x)
     # x's chunks are results; slices of more than half a chunk stay views of them.
-    dask.compute(x[:30], x)
-    data = engine.get_profiler(pid)._reservoir.data
+    keys = [x[:30].__dask_keys__(), x.__dask_keys__()]
+    graph = optimize(dask.base.collections_to_expr([x[:30], x]).__dask_graph__(), keys)
+    sink = Sink()
+    out, collector = attribution.instrument(graph, keys, None, sink)
+    dask.get(out, keys)
+    data = batch_from_records(sink.records).data
     views = data[data["nbytes"] == 30 * 50 * 8]
     chunks = data[data["nbytes"] == 50 * 50 * 8]
     assert len(views) and len(chunks)
@@ -220,17 +243,14 @@ def test_measured_task_copies_are_plain():
     """Task.copy()/substitute() of a measured task yield a task that runs unmeasured."""
     from dask._task_spec import Task
 
-    from dask.array.adaptive_chunking import AdaptiveChunkingEngine
 
-    engine = AdaptiveChunkingEngine()
     out, collector = attribution.instrument({"a": Task("a", sum, [1, 2])}, ["a"],
-                                           None, engine)
+                                           None, Sink())
     node = out["a"]
     assert type(node) is tasks.MeasuredTask
     assert node.copy()() == 3  # unmeasured copy still computes
     assert node.plain()() == 3
     peaks.untrack_peak(collector)
-    engine.close()
     del out, collector, node
     gc.collect()
 
@@ -238,18 +258,15 @@ def test_measured_task_copies_are_plain():
 def test_measured_task_equals_and_hashes_as_its_task():
     from dask._task_spec import Task
 
-    from dask.array.adaptive_chunking import AdaptiveChunkingEngine
 
-    engine = AdaptiveChunkingEngine()
     task = Task("a", sum, [1, 2])
-    out, collector = attribution.instrument({"a": task}, ["a"], None, engine)
+    out, collector = attribution.instrument({"a": task}, ["a"], None, Sink())
     node = out["a"]
     assert type(node) is tasks.MeasuredTask
     assert node == task and task == node and node == node.plain()
     assert hash(node) == hash(task)
     assert node != Task("a", sum, [1, 3])
     peaks.untrack_peak(collector)
-    engine.close()
 
 
 def test_optimize_keeps_the_graph_type_and_layers(engine):

@@ -12,7 +12,11 @@ import pytest
 import dask
 import dask.array as da
 from dask.array import adaptive_chunking as ac
-from dask.array._adaptive_chunking import records
+from dask.array._adaptive_chunking import config, folding, records
+from dask.array._adaptive_chunking.aggregate import PROFILE_COST, Aggregate, Reservoir
+from dask.array._adaptive_chunking.history_service import HistoryService
+from dask.array._adaptive_chunking.profiles import ProfileRegistry
+from dask.array._adaptive_chunking.recorder import ComputeRecorder
 
 MiB = 2**20
 
@@ -29,10 +33,10 @@ def batch(n: int, start: int = 0, name: str = "x") -> records.RecordBatch:
 
 
 def test_reservoir_shrink_keeps_a_uniform_sample():
-    r = ac._Reservoir()
+    r = Reservoir()
     r.add(batch(10_000), cap=10_000)
     exact = ac.ChunkMemoryMetric(("x", 3), (1,), 8, 8, 8, 1.0, 1.0, 1.0)
-    r.metrics[3] = exact
+    r.given[3] = exact
     r.shrink(1_000)
     assert len(r) == len(r.data) == len(r.shapes) == len(r.dtypes) == 1_000
     index = np.array([k[1] for k in r.keys])
@@ -40,20 +44,25 @@ def test_reservoir_shrink_keeps_a_uniform_sample():
     # uniform: each tenth of the stream keeps about a tenth of the sample
     counts = np.bincount(index // 1_000, minlength=10)
     assert counts.min() > 60 and counts.max() < 140
-    assert all(r.metrics[j] is exact for j in r.metrics)
-    assert all(r.keys[j] == ("x", 3) for j in r.metrics)
+    assert all(r.given[j] is exact for j in r.given)
+    assert all(r.keys[j] == ("x", 3) for j in r.given)
     r.shrink(5_000)  # never grows
     assert len(r) == 1_000
 
 
 def test_a_thinned_sample_stays_uniform_as_it_goes_on():
-    r = ac._Reservoir()
+    r = Reservoir()
     r.add(batch(10_000), cap=10_000)
     r.shrink(1_000)
     r.add(batch(10_000, start=10_000), cap=10_000)  # room again: it must not refill
     assert len(r) == 1_000
     newer = sum(k[1] >= 10_000 for k in r.keys)
     assert 400 < newer < 600  # half the stream, half the sample
+
+
+def held_bytes(engine) -> float:
+    """What the engine estimates its profiles hold, as its telemetry reports it."""
+    return engine.get_telemetry()["held_memory_mb"] * MiB
 
 
 def test_max_memory_thins_the_samples(engine):
@@ -64,22 +73,22 @@ def test_max_memory_thins_the_samples(engine):
         for a in arrays:
             for _ in range(3):
                 a.sum().compute(scheduler="sync")
-        assert engine._held_bytes() <= ceiling
+        assert held_bytes(engine) <= ceiling
         assert engine.profile_ids == ids  # the summaries fit: every profile is kept
         for pid in (ids[0], ids[-1]):
             stats = engine.get_profile(pid)["profiler_stats"]
             tasks = engine.get_profile(pid)["last_compute"]["tasks"]
             assert stats["total_chunks"] == 3 * tasks  # aggregates stay exact
             assert 0 < stats["sampled_records"] < stats["total_chunks"]  # thinned
-        limited = engine.get_profiler(ids[0])._limit
-        assert limited is not None
+        # held below the configured sample size to share the ceiling
+        assert engine.get_profiler(ids[0]).max_records < config.setting("max-records")
         # a profile that saw few records keeps them all
         few = da.ones(10, chunks=5)
         pid = engine.profile_array(few)
         few.compute(scheduler="sync")
         stats = engine.get_profile(pid)["profiler_stats"]
         assert stats["sampled_records"] == stats["total_chunks"] > 0
-        assert engine._held_bytes() <= ceiling
+        assert held_bytes(engine) <= ceiling
 
 
 def test_no_ceiling_any_more_lifts_the_shares(engine):
@@ -87,11 +96,11 @@ def test_no_ceiling_any_more_lifts_the_shares(engine):
     pid = engine.profile_array(x)
     with dask.config.set({"array.adaptive-chunking.max-memory": 20_000}):
         x.sum().compute(scheduler="sync")
-        assert engine.get_profiler(pid)._limit is not None
+        assert engine.get_profiler(pid).max_records < config.setting("max-records")
     with dask.config.set({"array.adaptive-chunking.max-memory": None}):
         x.sum().compute(scheduler="sync")
-        assert engine.get_profiler(pid)._limit is None
-        assert engine.profiler._limit is None
+        assert engine.get_profiler(pid).max_records == config.setting("max-records")
+        assert engine.profiler.max_records == config.setting("max-records")
 
 
 def test_summaries_beyond_half_the_ceiling_drop_the_oldest_profiles(engine, caplog):
@@ -102,7 +111,7 @@ def test_summaries_beyond_half_the_ceiling_drop_the_oldest_profiles(engine, capl
             for a in arrays:
                 for _ in range(20):
                     a.compute(scheduler="sync")
-        assert engine._held_bytes() <= 300 * 2**10
+        assert held_bytes(engine) <= 300 * 2**10
         kept = engine.profile_ids
         assert 1 <= len(kept) < len(ids)
         assert kept == ids[len(ids) - len(kept):]  # the newest are kept
@@ -148,34 +157,39 @@ def test_thousands_of_profiled_arrays_stay_bounded(engine):
     assert len(engine.profile_ids) == 200
     # 2,000 more profiles leave the engine's memory where 1,000 did
     assert after_3k - after_1k < 2**14, (after_1k, after_3k)
-    assert after_3k < 200 * ac.PROFILE_COST
+    assert after_3k < 200 * PROFILE_COST
 
 
 @pytest.mark.slow
-def test_a_million_chunk_records_stay_under_the_ceiling(engine):
-    """1,000,000 records folded into 20 profiles keep the engine under max-memory."""
+def test_a_million_chunk_records_stay_under_the_ceiling():
+    """1,000,000 records folded into 20 profiles keep the recorder under max-memory."""
     ceiling = 8 * MiB
+    profiles, engine_wide = ProfileRegistry(), Aggregate()
+    recorder = ComputeRecorder(profiles, lambda: engine_wide, HistoryService(),
+                               lambda settings: None)
     with dask.config.set({"array.adaptive-chunking.max-memory": ceiling,
-                          "array.adaptive-chunking.max-records": 100_000}):
-        arrays = [da.ones(1000, chunks=10) + i for i in range(20)]
-        pids = [engine.profile_array(a) for a in arrays]
+                          "array.adaptive-chunking.max-records": 100_000,
+                          "array.adaptive-chunking.history": False}):
+        settings = config.snapshot()
+    states = [profiles.add(da.ones(1000, chunks=10) + i, settings.max_profiles)
+              for i in range(20)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for step in range(100):
+            state = states[step % 20]
+            records = batch(10_000, start=step * 10_000, name=f"x-{step}")
+            recorder.apply(folding.fold(records, [frozenset({state})], [state], "complete",
+                                        peak=0, baseline=0), settings)
+            del records
         gc.collect()
-        tracemalloc.start()
-        try:
-            base = tracemalloc.get_traced_memory()[0]
-            for step in range(100):
-                state = engine._profiles[pids[step % 20]]
-                records = batch(10_000, start=step * 10_000, name=f"x-{step}")
-                engine._fold(records, [frozenset({state})], {state}, "complete",
-                             peak=0, baseline=0)
-                del records
-            gc.collect()
-            held = tracemalloc.get_traced_memory()[0] - base
-        finally:
-            tracemalloc.stop()
-    total = sum(engine.get_profile(p)["profiler_stats"]["total_chunks"] for p in pids)
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    total = sum(s.aggregate.stats()["total_chunks"] for s in states)
     assert total == 1_000_000
-    assert engine._held_bytes() <= ceiling
+    assert profiles.held_bytes(engine_wide) <= ceiling
     assert held <= ceiling, f"{held / MiB:.1f} MiB held for an {ceiling / MiB:.0f} MiB ceiling"
 
 

@@ -200,7 +200,7 @@ def test_a_dropped_variable_is_reported_and_the_others_still_recommended(engine)
     _, ds = _small()
     gid = engine.profile_array(ds)
     (ds + 1).sum().compute()
-    engine.remove_profile(engine._groups[gid]["a"])
+    engine.remove_profile(engine.get_profile(gid)["variables"]["a"]["profile_id"])
     profile = engine.get_profile(gid)
     assert profile["dropped_variables"] == ["a"] and profile["status"] == "dropped"
     rec = engine.recommend(ds, gid)

@@ -1,0 +1,423 @@
+"""The advisor: which measurements decide for an array, and what they recommend.
+
+The :class:`Advisor` picks the profiles (and the stored computes of their workloads)
+that speak for an array, fits the cost model to them, and asks the pure planner
+(``planning.plan``) for a chunking; it also predicts any other chunking and finds
+the byte target auto-rechunk gives Dask. It reads no config itself: each call gets
+the engine's settings snapshot, and the recommender's settings come from the
+``plan_settings`` callable the engine gives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+
+import dask
+from dask.array._adaptive_chunking import calibration as _calibration
+from dask.array._adaptive_chunking import graph as _graph
+from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import planning as _planning
+from dask.array._adaptive_chunking import shapes as _shapes
+from dask.array._adaptive_chunking.aggregate import Aggregate, pooled
+from dask.array._adaptive_chunking.config import PREFIX, Settings
+from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
+from dask.array._adaptive_chunking.history_service import HistoryService, fingerprint
+from dask.array._adaptive_chunking.memory import memory_limit
+from dask.array._adaptive_chunking.profiles import Profile, ProfileRegistry, unavailable
+from dask.array._adaptive_chunking.recommendation import Recommendation, scheduler_config
+
+__all__ = ["Advisor", "fit_observations", "hints_for", "downstream_of"]
+
+logger = logging.getLogger("dask.array.adaptive_chunking")
+MiB = 2**20
+
+#: Array sizes (times the stored one) at which auto-rechunk's target is looked for.
+PLATEAU_FACTORS = (1, 4, 16, 64, 256)
+
+
+def fit_observations(observations: Sequence[_model.Observation]
+                     ) -> _model.WorkloadModel | None:
+    """Fit the model, with this machine's page-fault cost and (for contractions) BLAS."""
+    contracts = any(t[0] in _model.CONTRACTIONS for o in observations for t in o.terms)
+    threads, penalty = _calibration.blas_profile() if contracts else (1, 1.0)
+    return _model.fit_workload(
+        observations, _calibration.fault_seconds_per_byte(), threads, penalty
+    )
+
+
+def hints_for(states: list[Profile], shape: tuple) -> _graph.Downstream:
+    """What the profiled computes said the later operations want, for ``shape``.
+
+    Hints of every profile are merged. Whole dimensions only carry over to an array
+    of the profiled arrays' number of dimensions, and not when they are all of them
+    (a small pilot rechunked to "auto" fits in one chunk, which says nothing about
+    the full array: pass ``workload=`` for that).
+    """
+    merged = _graph.Downstream.merge(
+        s.downstream if len(s.shape) == len(shape)
+        else _graph.Downstream(frozenset(), s.downstream.square, s.downstream.ops)
+        for s in states
+    )
+    if len(merged.whole_dims) >= len(shape):
+        merged = _graph.Downstream(frozenset(), merged.square, merged.ops)
+    return merged
+
+
+def downstream_of(array, workload) -> _graph.Downstream | None:
+    """What the operations of ``workload`` applied to ``array`` want (None: no workload)."""
+    if workload is None:
+        return None
+    if not isinstance(workload, (list, tuple)):
+        workload = [workload]
+    if not workload:
+        raise ValueError(
+            "workload is empty: pass the expression computed from the array, or "
+            "leave workload out to use what the profiled computes showed"
+        )
+    found = []
+    for collection in workload:
+        if not dask.is_dask_collection(collection):
+            raise TypeError(
+                f"workload must be a dask collection (or a list of them) computed "
+                f"from the array, got {type(collection).__name__}"
+            )
+        graph = collection.__dask_graph__()
+        if not isinstance(graph, HighLevelGraph) or array.name not in graph.layers:
+            raise ValueError(
+                "workload does not use this array: pass the expression that will be "
+                "computed from it, e.g. engine.recommend(x, pid, workload=(x + 1).sum())"
+            )
+        found.append(_graph.downstream(graph, array.name, array.shape))
+    return _graph.Downstream.merge(found)
+
+
+def _cluster_of(states: list[Profile]) -> dict | None:
+    """The workers of the newest of ``states`` profiled on a cluster, if any."""
+    return next((s.workers for s in reversed(states) if s.workers), None)
+
+
+def _check_array(array, what: str) -> None:
+    from dask.array.core import Array
+
+    if not isinstance(array, Array):
+        raise TypeError(f"{what} expects a dask.array.Array, got {type(array).__name__}")
+    if any(math.isnan(s) for s in array.shape):
+        raise ValueError(
+            f"the array's shape {array.shape} has unknown (NaN) sizes; call "
+            "array.compute_chunk_sizes() first"
+        )
+
+
+class Advisor:
+    """Recommendations and predictions from an engine's profiles and history.
+
+    Parameters
+    ----------
+    profiles : ProfileRegistry
+    history : HistoryService
+    plan_settings : callable
+        Settings -> :class:`~.planning.PlanSettings`: the engine's recommender's.
+    """
+
+    def __init__(self, profiles: ProfileRegistry, history: HistoryService,
+                 plan_settings: Callable[[Settings], _planning.PlanSettings]) -> None:
+        self.profiles = profiles
+        self.history = history
+        self.plan_settings = plan_settings
+        self._target: tuple | None = None  # (cache key, auto-rechunk's target or None)
+
+    # -- which measurements decide ----------------------------------------
+
+    def pool(self, states: list[Profile], settings: Settings) -> Aggregate:
+        """The observations of ``states`` and the stored ones of their workloads; the
+        stored go in first, so that of the newest 256 an aggregate keeps, the
+        profiles' own are never the ones left out."""
+        stored = self.history.stored(states, settings)
+        if len(states) == 1 and not stored:
+            return states[0].aggregate
+        return pooled(stored + [o for s in states for o in s.aggregate.observations()])
+
+    def sources(self, array, profile_id, what: str, settings: Settings, workload=None,
+                newest: bool = False) -> list[Profile]:
+        """The profiles whose measurements decide for ``array``."""
+        _check_array(array, what)
+        if profile_id is not None:
+            ids = list(profile_id) if isinstance(profile_id, (list, tuple)) else [profile_id]
+            if not ids:
+                raise ValueError("profile_id is an empty list; pass at least one profile id")
+            states = [self.profiles.get(i) for i in ids]
+            for i, state in zip(ids, states):
+                if state.computes == 0:
+                    raise ValueError(
+                        f"profile {i!r} has no measurements yet; compute the profiled "
+                        "array first"
+                    )
+            return states
+        states = [s for s in self.profiles.named(array.name) if s.computes]
+        if not states and workload is not None:
+            states = self.history.from_workload(array, workload, settings)
+        elif not states and newest:  # the newest workload of this kind run on this hardware
+            states = self._newest(array, what, settings)
+        if not states:
+            raise ValueError(
+                "no profile measured this array: profile it with profile_array() and "
+                "compute it, or pass the profile_id of a pilot (the same workload on a "
+                "smaller array), or pass workload= (what you will compute from it) to "
+                "use the history of that workload"
+            )
+        return states[-1:]
+
+    def _newest(self, array, what: str, settings: Settings) -> list[Profile]:
+        row = self.history.newest_workload(settings, array.ndim, array.dtype)
+        if row is None:
+            return []
+        logger.info(
+            "adaptive chunking: %s for %s %s from the history of the newest workload of "
+            "its kind run here (signature %s, stored for %s); pass workload= to name "
+            "another", what, array.shape, array.dtype, row["signature"], tuple(row["shape"]),
+        )
+        return self.history.stand_in(array, row["signature"], settings)
+
+    # -- recommending ------------------------------------------------------
+
+    def recommend_for(self, states, settings: Settings, array=None, downstream=None, *,
+                      warn: bool = True, storage: tuple[int, ...] | None = None
+                      ) -> Recommendation | None:
+        """The recommendation for ``array`` (default: the profiled one), made now.
+
+        ``states`` is one profile or a list of them (pilots of one workload at
+        several chunk sizes), pooled with the stored computes of their workloads.
+        """
+        states = states if isinstance(states, list) else [states]
+        state = states[-1]
+        if state.computes == 0 or state.unknown_shape:
+            return None
+        if array is None:
+            shape, dtype, chunks, storage = state.shape, state.dtype, state.chunks, state.storage
+        else:
+            shape, dtype, chunks = array.shape, array.dtype, array.chunks
+            storage = storage or _graph.storage_chunks(array)
+        plan = self.plan_settings(settings)
+        workers = _planning.Workers.of(_cluster_of(states))
+        rec = _planning.plan(
+            fit_observations(self.pool(states, settings).observations()),
+            tuple(shape), max(1, dtype.itemsize), plan,
+            limit=plan.memory_limit or workers.memory_limit or memory_limit(None),
+            current_chunks=chunks, storage_chunks=storage,
+            downstream=downstream if downstream is not None else hints_for(states, shape),
+            workers=workers,
+            worker_saturation=next((s.saturation for s in reversed(states) if s.workers),
+                                   None),
+        )
+        if rec is not None and not rec.fits_budget and warn:
+            warnings.warn(_planning.budget_warning(rec, plan), AdaptiveChunkingWarning,
+                          stacklevel=3)
+        return rec
+
+    def recommendation(self, array, profile_id, settings: Settings, workload=None,
+                       newest: bool = False, what: str = "recommend", storage=None
+                       ) -> Recommendation:
+        """:meth:`recommend_for` the profiles that decide for ``array``, or a ValueError."""
+        states = self.sources(array, profile_id, what, settings, workload, newest)
+        rec = self.recommend_for(states, settings, array, downstream_of(array, workload),
+                                 storage=storage)
+        if rec is None:
+            raise ValueError(
+                f"profile {[s.id for s in states]} cannot recommend chunks: "
+                f"{unavailable(states[-1])}"
+            )
+        return rec
+
+    def for_profile(self, state: Profile, settings: Settings, warn: bool = True
+                    ) -> Recommendation | None:
+        """The recommendation of one profile for its own array (with its dimension names)."""
+        rec = self.recommend_for(state, settings, warn=warn)
+        if rec is not None and state.dims is not None:
+            rec = replace(rec, dims=state.dims)
+        return rec
+
+    # -- predicting --------------------------------------------------------
+
+    def predict(self, array, chunks, profile_id, settings: Settings, workload=None
+                ) -> dict[str, Any]:
+        """Predicted time, tasks and peak memory of ``array`` in ``chunks``."""
+        states = self.sources(array, profile_id, "predict", settings, workload)
+        fit = fit_observations(self.pool(states, settings).observations())
+        return self.predict_normalized(states, array, _shapes.normalized(array, chunks), fit,
+                                       settings, workload)
+
+    def predict_normalized(self, states, array, normalized, fit, settings: Settings,
+                           workload=None) -> dict[str, Any]:
+        """:meth:`predict` for Dask's normal-form chunks, with the model already fitted."""
+        plan = self.plan_settings(settings)
+        workers = _planning.Workers.of(_cluster_of(states))
+        budget = plan.budget(plan.memory_limit or workers.memory_limit or memory_limit(None))
+        if fit is None and math.prod(array.shape) == 0:
+            return {"chunks": _shapes.largest(normalized), "chunk_size_mb": 0.0,
+                    "predicted_peak_memory_mb": 0.0, "predicted_time_s": 0.0,
+                    "predicted_tasks": 0, "predicted_overhead_fraction": 0.0,
+                    "fits_budget": True, "memory_budget_mb": plan.budget(
+                        plan.memory_limit or memory_limit(None)) / MiB, "concurrency": 1}
+        if fit is None:
+            raise ValueError(
+                f"profile {[s.id for s in states]} cannot predict: {unavailable(states[-1])}"
+            )
+        itemsize = max(1, array.dtype.itemsize)
+        largest = _shapes.largest(normalized)
+        chunk_bytes = max(1, math.prod(largest) * itemsize)
+        array_bytes = max(1, math.prod(array.shape) * itemsize)
+        hints = downstream_of(array, workload) or hints_for(states, array.shape)
+        aligned = bool(hints.whole_dims) and all(len(normalized[d]) == 1
+                                                 for d in hints.whole_dims)
+        n_chunks = math.prod(len(c) for c in normalized)
+        pred = _model.predict(fit, array_bytes, chunk_bytes, workers.threads or None,
+                              workers.baseline, aligned=aligned, n_chunks=n_chunks,
+                              processes=workers.processes)
+        out = {
+            "chunks": largest,
+            "chunk_size_mb": chunk_bytes / MiB,
+            "predicted_peak_memory_mb": pred.peak_bytes / MiB,
+            "predicted_time_s": pred.seconds,
+            "predicted_tasks": pred.n_tasks,
+            "predicted_overhead_fraction": pred.overhead_fraction,
+            "fits_budget": pred.peak_bytes <= budget,
+            "memory_budget_mb": budget / MiB,
+            "concurrency": workers.threads or fit.concurrency,
+        }
+        sat = workers.saturation(fit, array_bytes, chunk_bytes, budget=budget,
+                                 n_chunks=n_chunks, aligned=aligned)
+        if sat is not None:
+            out.update({
+                "scheduler_config": scheduler_config(sat),
+                "predicted_queued_peak_memory_mb": sat.peak_bytes / MiB,
+                "predicted_unqueued_peak_memory_mb": sat.unqueued_peak_bytes / MiB,
+            })
+        return out
+
+    def at_current(self, state: Profile, fit, settings: Settings) -> dict[str, Any] | None:
+        """What the model (``fit``, the recommendation's) predicts for the profiled
+        array in its own chunks: set against the measured peak and time, it says how
+        far to trust the model."""
+        import dask.array as da
+
+        if fit is None:
+            return None
+        stand_in = da.empty(state.shape, dtype=state.dtype, chunks=state.chunks)
+        return self.predict_normalized([state], stand_in, state.chunks, fit, settings)
+
+    # -- applying ----------------------------------------------------------
+
+    def apply(self, array, recommendation, settings: Settings):
+        """``array`` rechunked to ``recommendation``: chunks, a Recommendation, profile
+        ids, or None (the newest profile of this array, or with auto-rechunk on, the
+        newest stored workload of its kind)."""
+        from dask.array.core import Array
+
+        if not isinstance(array, Array):
+            raise TypeError(
+                f"apply_recommendation expects a dask.array.Array (or an xarray object "
+                f"backed by Dask), got {type(array).__name__}"
+            )
+        chunks = recommendation
+        if chunks is None:
+            chunks = self.recommendation(array, None, settings, newest=settings.auto_rechunk,
+                                         what="apply_recommendation").chunks
+        elif self.are_ids(chunks, array):
+            chunks = self.recommendation(array, chunks, settings).chunks
+        if isinstance(chunks, Recommendation):
+            chunks = chunks.chunks
+        normalized = _shapes.normalized(array, chunks)
+        return array if normalized == array.chunks else array.rechunk(normalized)
+
+    # -- arguments that may be profile ids ----------------------------------
+
+    def are_ids(self, value, array) -> bool:
+        """Whether ``value`` (an argument that may be chunks) is profile ids: known
+        ones, or a string that is no chunk size, which then fails as an unknown id."""
+        ids = value if isinstance(value, list) or (
+            isinstance(value, tuple) and value and all(isinstance(i, str) for i in value)
+        ) else [value]
+        if not ids or not all(isinstance(i, str) for i in ids):
+            return False
+        if all(self.profiles.knows(i) for i in ids):
+            return True
+        if not isinstance(value, str):
+            return False
+        try:  # "auto" and "128 MiB" are chunks
+            _shapes.normalized(array, value)
+            return False
+        except ValueError as e:
+            try:
+                self.profiles.get(value)
+            except KeyError as unknown:
+                raise ValueError(f"{e}; nor is it a profile id: {unknown.args[0]}") from None
+            raise
+
+    # -- auto-rechunk's target ---------------------------------------------
+
+    def auto_target(self, settings: Settings) -> tuple[int, str] | None:
+        """The byte target auto-rechunk gives Dask's auto-chunking, and why; None
+        without comparable history.
+
+        Learned from the newest workload stored on comparable hardware, from every
+        stored compute of it. The target is a largest chunk size, for arrays of any
+        size: the recommendation for that workload at its stored size, and at sizes
+        growing 4-fold from it while the recommended chunks still grow (a small
+        array is split for its threads, a large one is not limited by its size) and
+        still fit the budget. Cached until the history or the settings change.
+        """
+        if not settings.history:
+            return None
+        store, here = self.history.store(settings), fingerprint(settings)
+        key = (str(store.path), store.generation(), here, repr(dask.config.get(PREFIX)),
+               self.plan_settings(settings))
+        cached = self._target
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        target = None
+        row = self.history.newest_workload(settings, hardware=here)
+        if row is not None:
+            target = self._plateau(row, here, settings)
+        self._target = (key, target)
+        return target
+
+    def _plateau(self, row: dict[str, Any], here: str, settings: Settings
+                 ) -> tuple[int, str] | None:
+        """The recommended chunk bytes of a stored workload once its size stops mattering."""
+        import dask.array as da
+
+        shape, dtype = tuple(row["shape"]), np.dtype(row["dtype"])
+        block = tuple(max(1, max(c, default=1)) for c in row["chunks"])
+        states = self.history.stand_in(da.empty(shape, dtype=dtype, chunks=block),
+                                       row["signature"], settings, here)
+        if not states:
+            return None
+        best, scale = None, 1
+        for factor in PLATEAU_FACTORS:
+            grown = tuple(max(1, round(n * factor ** (1 / max(1, len(shape))))) for n in shape)
+            stand_in = da.empty(grown, dtype=dtype, chunks=block)
+            rec = self.recommend_for(states, settings, stand_in, warn=False)
+            if rec is None or rec.model is None or (best is not None and not rec.fits_budget):
+                break  # not fitting: stop here
+            grew = best is None or rec.chunk_bytes > 1.05 * best.chunk_bytes
+            best, scale = rec, factor
+            if not grew:
+                break
+        if best is None:
+            return None
+        return best.array_chunk_size, (
+            f"recommended for the newest workload stored for this hardware (signature "
+            f"{row['signature']}, {shape} {dtype}, {states[0].computes} stored computes)"
+            + (f" at {scale}x that size, past which larger arrays get the same chunks"
+               if scale > 1 else "")
+            + f": chunks {best.chunks}, predicted peak {best.predicted_peak_bytes / MiB:.0f} "
+            f"MiB of a {best.memory_budget_bytes / MiB:.0f} MiB budget"
+        )

@@ -1,0 +1,200 @@
+"""Pure folding: one compute's records and graph facts in, profile updates out.
+
+A local compute (its collector) and a cluster compute (what the scheduler sent
+back) both arrive here as a :class:`~.records.RecordBatch`, the tags that say which
+profiles each record belongs to, and :class:`GraphFacts`. :func:`fold` turns them
+into a :class:`ComputeFold`: the summary of the compute, the observation for the
+engine's aggregate, and one :class:`ProfileUpdate` per profile. Applying them is
+the recorder's job; nothing here changes a profile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dask.array._adaptive_chunking import attribution as _attribution
+from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking.graph import Downstream
+from dask.array._adaptive_chunking.records import RECORD_DTYPE, RecordBatch, max_overlap  # noqa: F401 (doctest)
+from dask.array._adaptive_chunking.tasks import TaskError
+
+__all__ = ["GraphFacts", "ProfileUpdate", "ComputeFold", "fold", "summarize"]
+
+MiB = 2**20
+
+
+@dataclass
+class GraphFacts:
+    """What a compute's graph says about its tasks, from a local collector or a cluster.
+
+    Locally ``tasks`` (key -> the task before instrumenting) and ``aliases`` come
+    from the collector's graph; from a distributed scheduler ``dependencies`` (key
+    -> keys it reads, aliases resolved) and ``fused`` (key -> contraction fused into
+    it) came with the records. ``hints`` maps each profile to its
+    :class:`~.graph.Downstream` and ``signatures`` to this compute's workload
+    signature.
+    """
+
+    dependencies: dict | None = None
+    fused: dict | None = None
+    hints: dict = field(default_factory=dict)
+    tasks: dict | None = None
+    aliases: dict | None = None
+    signatures: dict = field(default_factory=dict)
+
+    def dependencies_of(self, keys) -> dict:
+        if self.tasks is not None:
+            return _attribution.dependencies_of(self, keys)
+        deps = self.dependencies or {}
+        return {k: deps[k] for k in keys if k in deps}
+
+    def fused_ops(self, keys) -> dict:
+        if self.tasks is not None:
+            return _attribution.fused_ops(self, keys, _model.CONTRACTIONS)
+        fused = self.fused or {}
+        return {k: fused[k] for k in keys if k in fused}
+
+
+@dataclass
+class ProfileUpdate:
+    """What one compute adds to one profile."""
+
+    profile: Any
+    part: RecordBatch  # its records
+    observation: _model.Observation | None  # None: no task worked on its array
+    downstream: Downstream | None
+    signature: str | None
+    error: str | None
+
+
+@dataclass
+class ComputeFold:
+    """One compute, folded: its summary, the engine-wide observation and the updates."""
+
+    status: str
+    summary: dict[str, Any]
+    batch: RecordBatch
+    observation: _model.Observation | None
+    updates: list[ProfileUpdate]
+
+
+def summarize(batch: RecordBatch, status: str, peak: float, baseline: float
+              ) -> tuple[dict[str, Any], dict[str, float]]:
+    """The compute's summary (as ``last_compute`` shows it) and its raw numbers.
+
+    >>> empty = RecordBatch(np.empty(0, RECORD_DTYPE), [], [], [])
+    >>> summarize(empty, "complete", peak=0, baseline=2**20)[0]["peak_memory_mb"]
+    1.0
+    """
+    d = batch.data
+    wall, concurrency, results = 0.0, 1, 0
+    if len(batch):
+        wall = float(d["t1"].max() - d["t0"].min())
+        peak = max(peak, float(d["rss1"].max()))
+        workers = len(np.unique(d["worker"]))
+        concurrency = max(1, min(max_overlap(d["t0"], d["t1"]), workers))
+        results = int(d["nbytes"][d["out"]].sum())
+    peak = max(peak, baseline)  # the baseline is one moment of the compute
+    summary = {
+        "status": status,
+        "tasks": len(batch),
+        "wall_time_s": wall,
+        "peak_memory_mb": peak / MiB,
+        "baseline_memory_mb": baseline / MiB,
+        "results_memory_mb": results / MiB,
+        "concurrency": concurrency,
+    }
+    numbers = {"wall": wall, "peak": peak, "baseline": baseline, "results": results,
+               "concurrency": concurrency}
+    return summary, numbers
+
+
+def _structure(state, part: RecordBatch, graph: GraphFacts) -> dict[str, Any]:
+    """What the graph tells of a profile's tasks: how tasks grow with the chunks, the
+    outputs that waited for their readers, the largest task's memory."""
+    p = part.data
+    deps = graph.dependencies_of(part.keys)
+    replay = (part.keys, p["t0"], p["t1"], p["nbytes"], p["out"], deps)
+    memory = {"mem": p["mem"], "mem_bytes": p["membytes"]}
+    held, largest = _model.replay_memory(*replay, **memory)
+    rechunked = _attribution.read_only_by_rechunks(deps)
+    held_aligned = _model.replay_memory(*replay, rechunked, **memory)[0] if rechunked else held
+    return {
+        "blocks": max(1, math.prod(len(c) for c in state.chunks)),
+        # One chunk cannot show how tasks grow with the number of chunks.
+        "terms": _model.task_terms(
+            part.keys, state.split_dims, p["t1"] - p["t0"], graph.fused_ops(part.keys),
+        ) if state.split_dims else (),
+        "held_bytes": held,
+        "task_bytes": largest,
+        "held_aligned_bytes": held_aligned,
+    }
+
+
+def _observation(numbers, array_bytes, chunk_bytes, part: RecordBatch, structure=None
+                 ) -> _model.Observation:
+    return _model.Observation(
+        array_bytes=array_bytes,
+        chunk_bytes=chunk_bytes,
+        n_tasks=len(part),
+        task_seconds=float((part.data["t1"] - part.data["t0"]).sum()),
+        wall_seconds=numbers["wall"],
+        peak_bytes=numbers["peak"],
+        baseline_bytes=numbers["baseline"],
+        results_bytes=numbers["results"],
+        concurrency=numbers["concurrency"],
+        **(structure or {}),
+    )
+
+
+def _error(status: str, part: RecordBatch, error: TaskError | None) -> str | None:
+    """What went wrong, as a profile's ``error`` says it (None: nothing)."""
+    if error is not None:  # the task and what it raised, as one
+        if error.interrupted:
+            return f"task {error.key!r} was interrupted ({error.message})"
+        return f"task {error.key!r} raised {error.message}"
+    if status == "failed":  # from another process or a cluster: the task only
+        bad = np.flatnonzero(part.data["failed"])
+        return f"task {part.keys[bad[0]]!r} raised" if len(bad) else "a task raised"
+    return None
+
+
+def fold(batch: RecordBatch, tags: Sequence[frozenset], states, status: str, *,
+         peak: float, baseline: float, graph: GraphFacts | None = None,
+         error: TaskError | None = None) -> ComputeFold:
+    """Fold one compute's records into an update for each of ``states``.
+
+    ``tags[i]`` is the set of profiles of the records tagged ``i``; ``peak`` and
+    ``baseline`` are the process (or worker) memory in bytes; ``error`` the
+    :class:`~.tasks.TaskError` of a task that raised, when known. With
+    ``graph`` each profile also learns the compute's structure.
+    """
+    summary, numbers = summarize(batch, status, peak, baseline)
+    n = len(batch)
+    engine_observation = None
+    if n:
+        total = int(batch.data["logical"].sum())
+        engine_observation = _observation(numbers, total, total / n, batch)
+    updates = []
+    for state in states:
+        if len(tags) == 1 and state in tags[0]:
+            part = batch
+        else:
+            mine = [i for i, group in enumerate(tags) if state in group]
+            part = batch.take(np.isin(batch.data["tag"], mine))
+        measured = None
+        if len(part) and state.nbytes:
+            structure = _structure(state, part, graph) if graph is not None else None
+            measured = _observation(numbers, state.nbytes, state.chunk_bytes, part, structure)
+        updates.append(ProfileUpdate(
+            profile=state, part=part, observation=measured,
+            downstream=graph.hints.get(state) if graph is not None else None,
+            signature=graph.signatures.get(state) if graph is not None else None,
+            error=_error(status, part, error) if status == "failed" or error else None,
+        ))
+    return ComputeFold(status, summary, batch, engine_observation, updates)

@@ -1,0 +1,275 @@
+"""Pure planning: from a fitted model, settings and workers to a :class:`Recommendation`.
+
+As ``dask/array/rechunk.py`` keeps its planners apart from graph building, nothing
+here reads config, clocks or memory: the caller passes a :class:`PlanSettings`
+snapshot, the memory limit and the cluster's :class:`Workers`, and gets back the
+chunks with the numbers and words behind them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from dataclasses import dataclass
+
+from dask.utils import format_bytes
+
+from dask.array._adaptive_chunking import config as _config
+from dask.array._adaptive_chunking import graph as _graph
+from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import shapes as _shapes
+from dask.array._adaptive_chunking.recommendation import (
+    REASONS,
+    Recommendation,
+    saturation_reason,
+)
+
+__all__ = ["PlanSettings", "Workers", "check_cluster", "checked_arguments", "plan",
+           "budget_warning"]
+
+PREFIX = _config.PREFIX
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """The recommender's settings for one recommendation, validated (bytes, fractions).
+
+    >>> PlanSettings(50.0, 2**20, None, 0.8, 0.1, None).budget(10 * 2**30) == 4 * 2**30
+    True
+    """
+
+    target_memory_percent: float
+    min_chunk_bytes: int
+    max_chunk_bytes: int | None
+    safety_factor: float
+    overhead_target: float
+    memory_limit: int | None  # configured; None: the limit the process lives under
+
+    def budget(self, limit: int) -> int:
+        """Bytes a computation may reach at its peak: limit x percent x safety factor."""
+        return int(limit * self.target_memory_percent / 100 * self.safety_factor)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """What a recommendation needs of a cluster's workers (all zero/None locally)."""
+
+    threads: int = 0  # of the whole cluster
+    most_threads: int = 0  # of one worker
+    processes: int = 1
+    baseline: float | None = None  # the largest worker's memory at its first task
+    memory_limit: int | None = None  # the tightest worker's
+
+    @classmethod
+    def of(cls, cluster: Mapping[str, Mapping[str, int]] | None) -> Workers:
+        """From a cluster description (address -> ``nthreads``, ``memory_limit``,
+        ``baseline``), as a cluster profile's ``workers`` gives it.
+
+        >>> Workers.of({"w": {"nthreads": 2, "memory_limit": "1GiB"}}).memory_limit
+        1073741824
+        """
+        if cluster is not None:
+            check_cluster(cluster)
+        workers = [w for w in (cluster or {}).values() if w.get("nthreads")]
+        if not workers:
+            return cls()
+
+        def nbytes(w, name):  # bytes, or a size string such as "4GiB"
+            return (_config.nbytes_setting(name, w.get(name), allow_none=True)
+                    if w.get(name) else 0)
+
+        limits = [nbytes(w, "memory_limit") for w in workers if w.get("memory_limit")]
+        return cls(
+            threads=sum(int(w["nthreads"]) for w in workers),
+            most_threads=max(int(w["nthreads"]) for w in workers),
+            processes=len(workers),
+            baseline=max(nbytes(w, "baseline") for w in workers),
+            memory_limit=min(limits) if limits else None,
+        )
+
+    def saturation(self, fit, array_bytes, chunk_bytes, *, budget, n_chunks,
+                   aligned) -> _model.Saturation | None:
+        """The worker saturation for a chunking on these workers (None locally)."""
+        if not self.threads:
+            return None
+        return _model.worker_saturation(
+            fit, array_bytes, chunk_bytes, budget_bytes=budget,
+            threads_per_worker=self.most_threads, workers=self.processes,
+            n_chunks=n_chunks, baseline_bytes=self.baseline, aligned=aligned,
+        )
+
+
+def check_cluster(cluster) -> None:
+    """A cluster description: address -> nthreads, memory_limit, baseline (bytes)."""
+    fix = ("pass cluster as {address: {'nthreads': int >= 1, 'memory_limit': bytes or "
+           "None, 'baseline': bytes}}, as a cluster profile's 'workers' gives it")
+    if not isinstance(cluster, Mapping):
+        raise TypeError(f"cluster must be a mapping, got {cluster!r}; {fix}")
+    for address, worker in cluster.items():
+        if not isinstance(worker, Mapping):
+            raise TypeError(f"cluster[{address!r}] must be a mapping, got {worker!r}; {fix}")
+        _config.count(f"cluster[{address!r}]['nthreads']", worker.get("nthreads", 0), low=0)
+        for name in ("memory_limit", "baseline"):
+            value = worker.get(name)
+            if value:
+                _config.nbytes_setting(f"cluster[{address!r}][{name!r}]", value,
+                                       allow_none=True)
+
+
+def whole_dims(shape: tuple[int, ...], downstream: _graph.Downstream,
+               current_chunks) -> tuple[set[int], set[int]]:
+    """The dimensions to keep whole, and those of them a later operation wants whole.
+
+    What the downstream operations want wins; without it, dimensions that are one
+    chunk now stay so, unless a transpose or matmul wants square chunks.
+
+    >>> whole_dims((10, 10), _graph.Downstream(), ((5, 5), (10,)))
+    ({1}, set())
+    """
+    wanted = {d for d in downstream.whole_dims if 0 <= d < len(shape)}
+    whole = set(wanted)
+    if current_chunks is not None and not downstream.square and not whole:
+        whole = {d for d, (n, c) in enumerate(zip(shape, current_chunks))
+                 if len(c) == 1 and n > 1}
+    return whole, wanted
+
+
+def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[int],
+            storage_chunks) -> str:
+    """Why these chunks, in a sentence: the binding constraint and the shape rules."""
+    reason = REASONS[binding].format(conc=conc)
+    notes = []
+    if downstream.whole_dims:
+        notes.append(
+            f"dimension(s) {sorted(downstream.whole_dims)} whole because a later "
+            f"{'/'.join(o for o in downstream.ops if o.startswith(_graph.WHOLE_AXIS_OPS))}"
+            " needs them in one chunk"
+        )
+    elif downstream.square:
+        notes.append("square chunks for the transpose/matmul that follows")
+    elif whole:
+        notes.append(f"dimension(s) {sorted(whole)} kept whole as they were")
+    if storage_chunks is not None:
+        notes.append(f"multiples of the storage chunks {storage_chunks}")
+    return reason + ("; " + "; ".join(notes) if notes else "")
+
+
+def _empty(fit, shape, itemsize, budget, limit, concurrency, workers) -> Recommendation:
+    """The recommendation for an array with no elements: nothing to measure or chunk."""
+    conc = concurrency or workers.threads or (fit.concurrency if fit else 1)
+    peak = _model.predict(fit, 1, 1, conc).peak_bytes if fit else 0.0
+    return Recommendation(_shapes.chunk_shape(shape, itemsize, 1), 0, "array", True,
+                          budget, limit, peak, 0.0, 1, conc, fit,
+                          reason="the array is empty")
+
+
+def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int,
+         settings: PlanSettings, *, limit: int, current_chunks=None,
+         concurrency: int | None = None, storage_chunks: tuple[int, ...] | None = None,
+         downstream: _graph.Downstream | None = None, workers: Workers = Workers(),
+         worker_saturation: float | None = None) -> Recommendation | None:
+    """The recommended chunking of an array of ``shape`` under a fitted model.
+
+    ``limit`` is the memory limit in bytes (the budget follows from ``settings``),
+    ``concurrency`` the tasks that run at once (default: the cluster's threads, else
+    as measured). None when nothing was measured (``fit`` is None) and the array is
+    not empty.
+    """
+    budget = settings.budget(limit)
+    array_bytes = math.prod(shape) * itemsize
+    if array_bytes == 0:
+        return _empty(fit, shape, itemsize, budget, limit, concurrency, workers)
+    if fit is None:
+        return None
+    conc = concurrency or workers.threads or fit.concurrency
+    downstream = downstream or _graph.Downstream()
+    whole, wanted = whole_dims(shape, downstream, current_chunks)
+    upper = max(settings.max_chunk_bytes or budget, 1)
+    lower = min(settings.min_chunk_bytes, upper)
+
+    def realize(target: float) -> tuple[tuple[int, ...], int, int, bool]:
+        chunks = _shapes.chunk_shape(shape, itemsize, target, whole_dims=sorted(whole),
+                                     min_bytes=lower, max_bytes=upper,
+                                     multiple_of=storage_chunks)
+        blocks = math.prod(-(-n // c) for n, c in zip(shape, chunks))
+        # The layout a downstream rechunk wants: then what only it reads never waits.
+        aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
+        return chunks, math.prod(chunks) * itemsize, blocks, aligned
+
+    choice = _model.choose_chunk_bytes(
+        fit, array_bytes, budget_bytes=budget, min_chunk_bytes=lower,
+        max_chunk_bytes=upper, overhead_target=settings.overhead_target,
+        concurrency=conc, baseline_bytes=workers.baseline,
+        realize=lambda target: realize(target)[1:], processes=workers.processes,
+    )
+    chunks, chunk_bytes, blocks, aligned = realize(choice.chunk_bytes)
+    pred = _model.predict(fit, array_bytes, chunk_bytes, conc, workers.baseline,
+                          aligned=aligned, n_chunks=blocks, processes=workers.processes)
+    binding = choice.binding
+    if whole and any(chunks[d] != shape[d] for d in whole):
+        binding = "shape"
+    saturation = workers.saturation(fit, array_bytes, chunk_bytes, budget=budget,
+                                    n_chunks=blocks, aligned=aligned)
+    return Recommendation(
+        chunks=chunks, chunk_bytes=chunk_bytes, binding=binding,
+        fits_budget=pred.peak_bytes <= budget, memory_budget_bytes=budget,
+        memory_limit_bytes=limit, predicted_peak_bytes=pred.peak_bytes,
+        predicted_seconds=pred.seconds, predicted_tasks=pred.n_tasks, concurrency=conc,
+        model=fit, reason=_reason(binding, conc, downstream, whole, storage_chunks),
+        overhead_fraction=pred.overhead_fraction, downstream=downstream.ops,
+        storage_chunks=storage_chunks, saturation=saturation,
+        scheduler_reason="" if saturation is None
+        else saturation_reason(saturation, budget, worker_saturation),
+        shape=tuple(int(n) for n in shape),
+        current_chunks=None if current_chunks is None else _shapes.largest(current_chunks),
+    )
+
+
+def budget_warning(rec: Recommendation, settings: PlanSettings) -> str:
+    """What to tell a user whose array fits no chunking within the memory budget."""
+    return (
+        f"no chunking of this {rec.shape} array fits the memory budget of "
+        f"{format_bytes(rec.memory_budget_bytes)} ({settings.target_memory_percent:g}% x "
+        f"{settings.safety_factor:g} of {format_bytes(rec.memory_limit_bytes)}); the "
+        f"smallest predicted peak is {format_bytes(rec.predicted_peak_bytes)}. Raise "
+        f"'{PREFIX}.memory-limit' or '{PREFIX}.target-memory-percent', or lower "
+        "min-chunk-bytes"
+    )
+
+
+def checked_arguments(shape, dtype_size, num_dimensions, storage_chunks,
+                            concurrency, current_chunks, downstream, worker_saturation):
+    """The arguments of ``ChunkSizeRecommender.recommend`` checked, in order (a
+    TypeError or ValueError names the first bad one): storage chunks, concurrency
+    and current chunks as the planner takes them."""
+    if isinstance(dtype_size, bool) or not isinstance(dtype_size, (int, np.integer)):
+        raise TypeError(f"dtype_size must be an int number of bytes, got {dtype_size!r}")
+    if dtype_size < 1:
+        raise ValueError(f"dtype_size must be at least 1 byte, got {dtype_size!r}")
+    if num_dimensions is not None and num_dimensions != len(shape):
+        raise ValueError(
+            f"num_dimensions={num_dimensions!r} does not match array_shape {shape!r} "
+            f"with {len(shape)} dimensions; pass num_dimensions={len(shape)} or omit it"
+        )
+    if storage_chunks is not None:
+        storage_chunks = _shapes.validate_shape(storage_chunks, "storage_chunks")
+        if len(storage_chunks) != len(shape) or 0 in storage_chunks:
+            raise ValueError(
+                f"storage_chunks {storage_chunks!r} must give one positive length per "
+                f"dimension of array_shape {shape!r}"
+            )
+    if concurrency is not None:  # 0: as measured
+        concurrency = _config.count("concurrency", concurrency, low=0) or None
+    if current_chunks is not None:
+        current_chunks = _shapes.check_chunks(current_chunks, shape)
+    if downstream is not None and not isinstance(downstream, _graph.Downstream):
+        raise TypeError(
+            f"downstream must be a Downstream (from "
+            f"dask.array._adaptive_chunking.graph.downstream), got {downstream!r}"
+        )
+    if worker_saturation is not None:
+        _config.number("worker_saturation", worker_saturation, low=0, high=math.inf,
+                       low_open=True)
+    return storage_chunks, concurrency, current_chunks
