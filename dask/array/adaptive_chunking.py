@@ -21,7 +21,8 @@ and delegation. The work is done by the private package
 ``dask.array._adaptive_chunking`` (``docs/design.md`` has a table of its modules):
 the engine owns a profile registry, a compute recorder, an advisor, a history
 service and an xarray adapter, and the ``array_optimize`` hook (``hook``) feeds the
-recorders. Nothing in that package imports this module.
+recorders. Only the command line and the demo, loaded lazily, import this module
+back, as users do.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,7 +52,7 @@ from dask.array._adaptive_chunking import records as _records
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import views as _views
 from dask.array._adaptive_chunking import xarray as _xarray
-from dask.array._adaptive_chunking.advisor import Advisor, fit_observations
+from dask.array._adaptive_chunking.advisor import Advisor, RecommenderPort, fit_observations
 from dask.array._adaptive_chunking.aggregate import Aggregate
 from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 from dask.array._adaptive_chunking.graph import Downstream
@@ -298,6 +300,19 @@ class ChunkProfiler:
         """The public face of an aggregate the engine holds (a profile's)."""
         face = cls.__new__(cls)
         face._aggregate = aggregate
+        return face
+
+    @classmethod
+    def from_observations(cls, observations) -> ChunkProfiler:
+        """A profiler of per-compute summaries only (``model.Observation``), e.g.
+        stored computes or several pilots pooled: what a recommendation learns from.
+
+        >>> ChunkProfiler.from_observations([]).observations()
+        []
+        """
+        face = cls()
+        for o in observations:
+            face._aggregate.add_compute(o)
         return face
 
     @property
@@ -628,18 +643,20 @@ class AdaptiveChunkingEngine:
         self.recommender = recommender if recommender is not None else ChunkSizeRecommender()
         self._profiles = ProfileRegistry()
         self._history = HistoryService()
-        self._advisor = Advisor(self._profiles, self._history,
-                                lambda settings: self.recommender.plan_settings(settings))
-        self._recorder = ComputeRecorder(self._profiles, lambda: self.profiler._aggregate,
-                                         self._history, self._stored)
-        self._xarray = _xarray.XarrayAdapter(self._profiles, self._advisor, self._start,
-                                             self._get_profile)
+        # The collaborators call back through a weak reference: a dropped engine is
+        # freed at once (no cycle to wait for) and its recorder stops profiling.
+        engine = weakref.ref(self)
+        self._advisor = Advisor(self._profiles, self._history, lambda: RecommenderPort(
+            engine().recommender, ChunkProfiler._over))
+        self._recorder = ComputeRecorder(
+            self._profiles, lambda: getattr(engine(), "profiler", _GONE)._aggregate,
+            self._history, lambda settings: _auto_rechunk.sync(
+                settings, engine()._advisor.auto_target) if engine() is not None else None)
+        self._xarray = _xarray.XarrayAdapter(
+            self._profiles, self._advisor, lambda *a: engine()._start(*a),
+            lambda *a: engine()._get_profile(*a))
         self.profile_chunks = profile_chunks
         _hook.runtime.recorders.add(self._recorder)
-
-    def _stored(self, settings: _config.Settings) -> None:
-        """A compute was stored: the auto-rechunk target may have moved."""
-        _auto_rechunk.sync(settings, self._advisor.auto_target)
 
     # -- settings ---------------------------------------------------------
 
@@ -781,10 +798,12 @@ class AdaptiveChunkingEngine:
             itself that has been computed. Several ids pool their measurements:
             a pilot computed at two chunk sizes tells the fixed cost of a task
             from its cost per byte.
-        workload : dask collection or list of them, optional
+        workload : dask collection or list of them, or str, optional
             What will be computed from ``array``. Its graph says what the later
             operations want (a rechunk to rows, an FFT axis, a transpose), at this
-            array's size; by default the profiled computes tell.
+            array's size; by default the profiled computes tell. A string is the
+            signature of a stored workload (a history row's ``signature``): the
+            recommendation then comes from its stored computes.
 
         Returns
         -------
@@ -867,11 +886,16 @@ class AdaptiveChunkingEngine:
         ``DatasetRecommendation``.
         """
         _expressions.check_supported(array, "apply_recommendation")
-        settings = _config.snapshot(strict=False)
-        self._recorder.drain(settings)
         if _xarray.is_xarray(array):
-            return self._xarray.apply(array, recommendation, settings)
-        return self._advisor.apply(array, recommendation, settings)
+            return self._xarray.apply(array, recommendation, self._settings_now)
+        return self._advisor.apply(array, recommendation, self._settings_now)
+
+    def _settings_now(self) -> _config.Settings:
+        """The settings, each validated, and the profiles up to date: what making a
+        recommendation starts with."""
+        settings = _config.snapshot()
+        self._recorder.drain(settings)
+        return settings
 
     def apply_scheduler_config(self, recommendation, client=None) -> dict[str, Any]:
         """Set a recommendation's scheduler settings on a running distributed scheduler.
@@ -953,32 +977,13 @@ class AdaptiveChunkingEngine:
         settings = _config.snapshot()
         self._recorder.drain(settings)
         pressure = MemoryPressure.snapshot()
-        return _views.Telemetry({
-            "enabled": settings.enabled,
-            "profile_chunks": self.profile_chunks,
-            "tracked_arrays": len(self._profiles),
-            "profiles": {s.id: s.status for s in self._profiles.all()},
-            "computes_profiled": self._recorder.computes,
-            "memory_pressure": pressure.to_dict(),
-            "under_pressure": pressure.is_pressure(settings.pressure_threshold),
-            "memory_limit_mb": _memory.memory_limit(settings.memory_limit) / MiB,
-            "memory_budget_mb": self.recommender.memory_budget() / MiB,
-            "held_memory_mb": self._profiles.held_bytes(self.profiler._aggregate) / MiB,
-            "profiler_stats": self.profiler.get_stats(),
-            "recent_computes": list(self._recorder.recent)[-10:],
-            "workers": self._worker_pressure(),
-        })
-
-    @staticmethod
-    def _worker_pressure() -> dict[str, dict[str, float]]:
-        """Per-worker memory pressure of the attached distributed cluster, if any."""
-        out = {}
-        for addr, w in _cluster.cluster_workers().items():
-            limit = w.get("memory_limit") or memory_limit()
-            pressure = MemoryPressure.of(w.get("metrics", {}).get("memory", 0), limit)
-            out[addr] = dict(pressure.to_dict(), under_pressure=pressure.is_pressure(),
-                             nthreads=w.get("nthreads", 0))
-        return out
+        workers = {addr: (MemoryPressure.of(used, limit or memory_limit()), nthreads)
+                   for addr, used, limit, nthreads in _cluster.worker_memory()}
+        return _views.telemetry_of(
+            settings, self.profile_chunks, self._profiles, self._recorder, pressure,
+            _memory.memory_limit(settings.memory_limit), self.recommender.memory_budget(),
+            self._profiles.held_bytes(self.profiler._aggregate), self.profiler.get_stats(),
+            workers)
 
     def close(self) -> None:
         """Forget every profile; stop instrumenting if no other engine needs it."""
@@ -995,6 +1000,7 @@ class AdaptiveChunkingEngine:
 
 _engine: AdaptiveChunkingEngine | None = None
 _engine_lock = threading.Lock()
+_GONE = ChunkProfiler()  # the aggregate a recorder still sees once its engine is gone
 
 
 def _global_parts() -> _hook.GlobalEngine:
@@ -1041,13 +1047,11 @@ def enable_adaptive_chunking(auto_rechunk: bool | None = None) -> AdaptiveChunki
     _expressions.warn_unprofiled()
     if auto_rechunk is not None:
         auto_rechunk = _config.flag_value("auto-rechunk", auto_rechunk)
-    _config.validate()
-    settings = {f"{_PREFIX}.enabled": True}
-    if auto_rechunk is not None:
-        settings[f"{_PREFIX}.auto-rechunk"] = auto_rechunk
-    dask.config.set(settings)
+    settings = _config.snapshot()  # a bad setting fails here, before anything is set
+    dask.config.set({f"{_PREFIX}.enabled": True} if auto_rechunk is None else {
+        f"{_PREFIX}.enabled": True, f"{_PREFIX}.auto-rechunk": auto_rechunk})
     engine = get_adaptive_engine()
-    _cluster.prepare(_config.snapshot())
+    _cluster.prepare(settings)
     return engine
 
 

@@ -5,17 +5,16 @@ that speak for an array, fits the cost model to them, and asks the pure planner
 (``planning.plan``) for a chunking; it also predicts any other chunking and finds
 the byte target auto-rechunk gives Dask. It reads no config itself: each call gets
 the engine's settings snapshot, and the recommender's settings come from the
-``plan_settings`` callable the engine gives it.
+recommender the engine gives it (:class:`Recommender`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
@@ -28,13 +27,12 @@ from dask.array._adaptive_chunking import planning as _planning
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking.aggregate import Aggregate, pooled
 from dask.array._adaptive_chunking.config import PREFIX, Settings
-from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 from dask.array._adaptive_chunking.history_service import HistoryService, fingerprint
-from dask.array._adaptive_chunking.memory import memory_limit
 from dask.array._adaptive_chunking.profiles import Profile, ProfileRegistry, unavailable
 from dask.array._adaptive_chunking.recommendation import Recommendation, scheduler_config
 
-__all__ = ["Advisor", "fit_observations", "hints_for", "downstream_of"]
+__all__ = ["Recommender", "RecommenderPort", "Advisor", "fit_observations", "hints_for",
+           "downstream_of"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 MiB = 2**20
@@ -72,8 +70,9 @@ def hints_for(states: list[Profile], shape: tuple) -> _graph.Downstream:
 
 
 def downstream_of(array, workload) -> _graph.Downstream | None:
-    """What the operations of ``workload`` applied to ``array`` want (None: no workload)."""
-    if workload is None:
+    """What the operations of ``workload`` applied to ``array`` want (None: no
+    workload, or a stored workload's signature, whose graph is not here)."""
+    if workload is None or isinstance(workload, str):
         return None
     if not isinstance(workload, (list, tuple)):
         workload = [workload]
@@ -116,6 +115,41 @@ def _check_array(array, what: str) -> None:
         )
 
 
+class Recommender(Protocol):
+    """What the advisor asks of the engine's recommender (``ChunkSizeRecommender``):
+    a subclass that plans otherwise is honoured everywhere the engine recommends."""
+
+    def plan_settings(self, settings: Settings | None = None) -> _planning.PlanSettings:
+        """The recommender's settings under the config snapshot ``settings``."""
+
+    def recommend(self, observations: Aggregate, shape: tuple, itemsize: int,
+                  **kwargs) -> Recommendation | None:
+        """``ChunkSizeRecommender.recommend`` for the measurements ``observations``."""
+
+    def memory_budget(self, limit: int | None = None) -> int:
+        """Bytes a compute may reach at its peak under ``limit``."""
+
+
+class RecommenderPort:
+    """A ``ChunkSizeRecommender`` as the advisor meets it: the measurements handed
+    over as the profiler its ``recommend`` takes (``face`` makes one of an aggregate),
+    so a subclass that recommends otherwise is honoured by the engine."""
+
+    __slots__ = ("recommender", "face")
+
+    def __init__(self, recommender, face: Callable[[Aggregate], Any]) -> None:
+        self.recommender, self.face = recommender, face
+
+    def plan_settings(self, settings: Settings | None = None) -> _planning.PlanSettings:
+        return self.recommender.plan_settings(settings)
+
+    def recommend(self, observations: Aggregate, shape: tuple, itemsize: int, **kwargs):
+        return self.recommender.recommend(self.face(observations), shape, itemsize, **kwargs)
+
+    def memory_budget(self, limit: int | None = None) -> int:
+        return self.recommender.memory_budget(limit)
+
+
 class Advisor:
     """Recommendations and predictions from an engine's profiles and history.
 
@@ -123,15 +157,15 @@ class Advisor:
     ----------
     profiles : ProfileRegistry
     history : HistoryService
-    plan_settings : callable
-        Settings -> :class:`~.planning.PlanSettings`: the engine's recommender's.
+    recommender : callable
+        Returns the engine's :class:`Recommender` now (a user may replace it).
     """
 
     def __init__(self, profiles: ProfileRegistry, history: HistoryService,
-                 plan_settings: Callable[[Settings], _planning.PlanSettings]) -> None:
+                 recommender: Callable[[], Recommender]) -> None:
         self.profiles = profiles
         self.history = history
-        self.plan_settings = plan_settings
+        self.recommender = recommender
         self._target: tuple | None = None  # (cache key, auto-rechunk's target or None)
 
     # -- which measurements decide ----------------------------------------
@@ -162,7 +196,9 @@ class Advisor:
                     )
             return states
         states = [s for s in self.profiles.named(array.name) if s.computes]
-        if not states and workload is not None:
+        if not states and isinstance(workload, str):  # a stored workload's signature
+            states = self.history.stand_in(array, workload, settings)
+        elif not states and workload is not None:
             states = self.history.from_workload(array, workload, settings)
         elif not states and newest:  # the newest workload of this kind run on this hardware
             states = self._newest(array, what, settings)
@@ -174,6 +210,16 @@ class Advisor:
                 "use the history of that workload"
             )
         return states[-1:]
+
+    def _check_workload(self, workload, settings: Settings) -> None:
+        """A string workload must be a stored workload's signature."""
+        if isinstance(workload, str) and not self.history.rows(workload, None, settings,
+                                                               limit=1):
+            raise ValueError(
+                f"workload {workload!r} is neither a dask collection nor the signature of "
+                "a stored workload (a history row's 'signature'); pass the expression "
+                "that will be computed from the array"
+            )
 
     def _newest(self, array, what: str, settings: Settings) -> list[Profile]:
         row = self.history.newest_workload(settings, array.ndim, array.dtype)
@@ -205,28 +251,22 @@ class Advisor:
         else:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
             storage = storage or _graph.storage_chunks(array)
-        plan = self.plan_settings(settings)
-        workers = _planning.Workers.of(_cluster_of(states))
-        rec = _planning.plan(
-            fit_observations(self.pool(states, settings).observations()),
-            tuple(shape), max(1, dtype.itemsize), plan,
-            limit=plan.memory_limit or workers.memory_limit or memory_limit(None),
+        return self.recommender().recommend(
+            self.pool(states, settings), shape, max(1, dtype.itemsize),
             current_chunks=chunks, storage_chunks=storage,
             downstream=downstream if downstream is not None else hints_for(states, shape),
-            workers=workers,
+            cluster=_cluster_of(states),
             worker_saturation=next((s.saturation for s in reversed(states) if s.workers),
                                    None),
+            warn=warn,
         )
-        if rec is not None and not rec.fits_budget and warn:
-            warnings.warn(_planning.budget_warning(rec, plan), AdaptiveChunkingWarning,
-                          stacklevel=3)
-        return rec
 
     def recommendation(self, array, profile_id, settings: Settings, workload=None,
                        newest: bool = False, what: str = "recommend", storage=None
                        ) -> Recommendation:
         """:meth:`recommend_for` the profiles that decide for ``array``, or a ValueError."""
         states = self.sources(array, profile_id, what, settings, workload, newest)
+        self._check_workload(workload, settings)
         rec = self.recommend_for(states, settings, array, downstream_of(array, workload),
                                  storage=storage)
         if rec is None:
@@ -250,6 +290,7 @@ class Advisor:
                 ) -> dict[str, Any]:
         """Predicted time, tasks and peak memory of ``array`` in ``chunks``."""
         states = self.sources(array, profile_id, "predict", settings, workload)
+        self._check_workload(workload, settings)
         fit = fit_observations(self.pool(states, settings).observations())
         return self.predict_normalized(states, array, _shapes.normalized(array, chunks), fit,
                                        settings, workload)
@@ -257,15 +298,14 @@ class Advisor:
     def predict_normalized(self, states, array, normalized, fit, settings: Settings,
                            workload=None) -> dict[str, Any]:
         """:meth:`predict` for Dask's normal-form chunks, with the model already fitted."""
-        plan = self.plan_settings(settings)
+        recommender = self.recommender()
         workers = _planning.Workers.of(_cluster_of(states))
-        budget = plan.budget(plan.memory_limit or workers.memory_limit or memory_limit(None))
         if fit is None and math.prod(array.shape) == 0:
             return {"chunks": _shapes.largest(normalized), "chunk_size_mb": 0.0,
                     "predicted_peak_memory_mb": 0.0, "predicted_time_s": 0.0,
                     "predicted_tasks": 0, "predicted_overhead_fraction": 0.0,
-                    "fits_budget": True, "memory_budget_mb": plan.budget(
-                        plan.memory_limit or memory_limit(None)) / MiB, "concurrency": 1}
+                    "fits_budget": True,
+                    "memory_budget_mb": recommender.memory_budget() / MiB, "concurrency": 1}
         if fit is None:
             raise ValueError(
                 f"profile {[s.id for s in states]} cannot predict: {unavailable(states[-1])}"
@@ -278,6 +318,8 @@ class Advisor:
         aligned = bool(hints.whole_dims) and all(len(normalized[d]) == 1
                                                  for d in hints.whole_dims)
         n_chunks = math.prod(len(c) for c in normalized)
+        budget = recommender.memory_budget(
+            None if recommender.plan_settings(settings).memory_limit else workers.memory_limit)
         pred = _model.predict(fit, array_bytes, chunk_bytes, workers.threads or None,
                               workers.baseline, aligned=aligned, n_chunks=n_chunks,
                               processes=workers.processes)
@@ -315,10 +357,11 @@ class Advisor:
 
     # -- applying ----------------------------------------------------------
 
-    def apply(self, array, recommendation, settings: Settings):
+    def apply(self, array, recommendation, settings_now: Callable[[], Settings]):
         """``array`` rechunked to ``recommendation``: chunks, a Recommendation, profile
         ids, or None (the newest profile of this array, or with auto-rechunk on, the
-        newest stored workload of its kind)."""
+        newest stored workload of its kind). ``settings_now`` gives the settings (and
+        brings the profiles up to date) when a recommendation must be made."""
         from dask.array.core import Array
 
         if not isinstance(array, Array):
@@ -328,10 +371,11 @@ class Advisor:
             )
         chunks = recommendation
         if chunks is None:
+            settings = settings_now()
             chunks = self.recommendation(array, None, settings, newest=settings.auto_rechunk,
                                          what="apply_recommendation").chunks
         elif self.are_ids(chunks, array):
-            chunks = self.recommendation(array, chunks, settings).chunks
+            chunks = self.recommendation(array, chunks, settings_now()).chunks
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
         normalized = _shapes.normalized(array, chunks)
@@ -378,7 +422,7 @@ class Advisor:
             return None
         store, here = self.history.store(settings), fingerprint(settings)
         key = (str(store.path), store.generation(), here, repr(dask.config.get(PREFIX)),
-               self.plan_settings(settings))
+               self.recommender().plan_settings(settings))
         cached = self._target
         if cached is not None and cached[0] == key:
             return cached[1]

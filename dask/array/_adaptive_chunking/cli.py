@@ -18,7 +18,7 @@ from dask.array._adaptive_chunking import expressions as _expressions
 
 __all__ = ["adaptive_chunking", "main"]
 
-PREFIX = "array.adaptive-chunking"
+PREFIX = "array.adaptive-chunking"  # as config.PREFIX (not imported: --help stays fast)
 
 
 def _engine():
@@ -149,34 +149,28 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
 def _from_history(x, signature: str | None):
     """The recommendation for ``x`` from the stored computes of ``signature`` (default:
     the newest stored workload of its number of dimensions and dtype), with the
-    signature and how many computes it rests on: the engine's own advisor and history
-    service, over the configured history file, without a profile."""
-    from dask.array._adaptive_chunking import config as _config
-    from dask.array._adaptive_chunking.advisor import Advisor
-    from dask.array._adaptive_chunking.history_service import HistoryService
-    from dask.array._adaptive_chunking.profiles import ProfileRegistry
+    signature and how many computes it rests on, through the engine's public API."""
+    import numpy as np
+
+    from dask.array._adaptive_chunking.history_service import STORED_ROWS
     from dask.array.adaptive_chunking import get_adaptive_engine
 
-    recommender = get_adaptive_engine().recommender
-    settings, history = _config.snapshot(strict=False), HistoryService()
-    try:
+    engine = get_adaptive_engine()
+    rows = engine.load_history(comparable=True)
+    if signature is None:
+        signature = next((r["signature"] for r in rows if len(r["shape"]) == x.ndim
+                          and np.dtype(r["dtype"]) == x.dtype), None)
         if signature is None:
-            row = history.newest_workload(settings, x.ndim, x.dtype)
-            if row is None:
-                raise click.ClickException(
-                    f"the history holds no {x.ndim}-dimensional {x.dtype} workload "
-                    "from hardware like this; profile one first (see `dask "
-                    "adaptive-chunking history list`)")
-            signature = row["signature"]
-        states = history.stand_in(x, signature, settings)
-        if not states:
             raise click.ClickException(
-                f"the history holds nothing of workload {signature!r} from hardware like "
-                "this; `dask adaptive-chunking history list` shows what it holds")
-        advisor = Advisor(ProfileRegistry(), history, recommender.plan_settings)
-        return advisor.recommend_for(states, settings, x), signature, states[0].computes
-    finally:
-        history.close()
+                f"the history holds no {x.ndim}-dimensional {x.dtype} workload "
+                "from hardware like this; profile one first (see `dask "
+                "adaptive-chunking history list`)")
+    stored = sum(r["signature"] == signature and "observation" in r["data"] for r in rows)
+    if not stored:
+        raise click.ClickException(
+            f"the history holds nothing of workload {signature!r} from hardware like "
+            "this; `dask adaptive-chunking history list` shows what it holds")
+    return engine.recommend(x, workload=signature), signature, min(stored, STORED_ROWS)
 
 
 @adaptive_chunking.group()

@@ -24,7 +24,8 @@ from dask.array._adaptive_chunking.graph import Downstream, signature
 __all__ = [
     "PLUGIN_NAME", "ANNOTATION", "SUBMIT_GRACE", "client_for_compute", "snapshot",
     "ensure_plugin", "plugin_ready", "set_worker_saturation", "drain", "as_key",
-    "cluster_workers", "graph_facts", "record_cap", "prepare",
+    "cluster_workers", "graph_facts", "record_cap", "prepare", "worker_memory",
+    "apply_scheduler_config",
 ]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
@@ -260,3 +261,11 @@ def apply_scheduler_config(recommendation, client=None) -> dict[str, Any]:
         )
     old = set_worker_saturation(client, float(value))
     return {SATURATION_KEY: "inf" if math.isinf(old) else old}
+
+
+def worker_memory(client=None) -> list[tuple[str, int, int, int]]:
+    """``(address, memory in use, memory limit, threads)`` of each worker of the
+    attached cluster (none without one); a limit of 0 is unknown."""
+    return [(addr, int(w.get("metrics", {}).get("memory", 0) or 0),
+             int(w.get("memory_limit") or 0), int(w.get("nthreads", 0) or 0))
+            for addr, w in cluster_workers(client).items()]

@@ -20,7 +20,7 @@ import numpy as np
 from dask.array._adaptive_chunking import attribution as _attribution
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking.graph import Downstream
-from dask.array._adaptive_chunking.records import RECORD_DTYPE, RecordBatch, max_overlap  # noqa: F401 (doctest)
+from dask.array._adaptive_chunking.records import RECORD_DTYPE, RecordBatch, max_overlap  # noqa: F401 (RECORD_DTYPE: the doctest's)
 from dask.array._adaptive_chunking.tasks import TaskError
 
 __all__ = ["GraphFacts", "ProfileUpdate", "ComputeFold", "fold", "summarize"]

@@ -197,7 +197,7 @@ class HistoryService:
         """What the history holds of these profiles' workloads, measured on comparable
         hardware by other computes (other profiles, other processes): the newest
         :data:`STORED_ROWS` of each workload, oldest first."""
-        if not settings.history:
+        if not any(s.signature for s in states) or not settings.history:
             return []
         wanted = {(s.signature, s.fingerprint or fingerprint(settings))
                   for s in states if s.signature}

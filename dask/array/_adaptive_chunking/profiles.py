@@ -29,7 +29,7 @@ __all__ = ["UnsavedCompute", "Profile", "ProfileRegistry", "unavailable"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 
-#: Dataset groups kept beyond ``max-profiles`` are dropped oldest first.
+#: A Dataset's status is the first of these that one of its variables has.
 _STATUS_ORDER = ("failed", "running", "incomplete", "pending", "dropped", "complete")
 
 
@@ -114,8 +114,8 @@ def unavailable(state: Profile) -> str:
 class ProfileRegistry:
     """The profiles of one engine, by id and by array name, and Dataset groups.
 
-    Every method takes the registry's lock; :attr:`lock` is for callers that change
-    several profiles at once (a compute's fold).
+    Methods that read or change the profiles take the registry's lock; :attr:`lock`
+    is for callers that change several profiles at once (a compute's fold).
     """
 
     def __init__(self) -> None:

@@ -85,7 +85,8 @@ class ComputeRecorder:
         self.is_global = False  # the process-wide engine's: profiles everything when enabled
         self.profile_chunks: bool | None = None  # None: the ``profile`` setting
         self._lock = threading.RLock()
-        self._pending: dict[str, tuple[list[frozenset], set[Profile]]] = {}
+        # cid -> (tags, profiles, settings) of a compute that started and has not ended
+        self._pending: dict[str, tuple[list[frozenset], set[Profile], _config.Settings]] = {}
         self._failed: OrderedDict[str, tuple] = OrderedDict()
         self._abandoned: deque[tuple] = deque()
         self._remote: OrderedDict[str, Any] = OrderedDict()  # cid -> (client, sent at)
@@ -138,7 +139,8 @@ class ComputeRecorder:
     def start(self, collector: ComputeCollector) -> None:
         """The first task of a compute starts: track it and mark its profiles."""
         with self._lock:
-            self._pending[collector.cid] = (collector.tags, set(collector.states))
+            self._pending[collector.cid] = (collector.tags, set(collector.states),
+                                            collector.settings)
         with self.profiles.lock:
             for state in collector.states:
                 state.status = "running"
@@ -158,7 +160,7 @@ class ComputeRecorder:
             entry = self._pending.pop(collector.cid, None)
         if entry is None:
             return
-        tags, states = entry
+        tags, states, _ = entry
         records = collector.records
         k = len(records)
         batch = _records.batch_from_records(records[:k])
@@ -190,11 +192,11 @@ class ComputeRecorder:
             entry = self._failed.get(cid)
         if entry is None:
             return
-        settings = _config.snapshot(strict=False)
+        tags, _, settings = entry  # the compute's own settings
         if not self._profiling_chunks(settings):
             return
         batch = _records.batch_from_records([record])
-        for state in entry[0][int(batch.data["tag"][0])]:
+        for state in tags[int(batch.data["tag"][0])]:
             state.aggregate.add_batch(batch, settings.max_records)
         self.aggregate().add_batch(batch, settings.max_records)
 
@@ -263,6 +265,8 @@ class ComputeRecorder:
     def _store(self, states: list[Profile], settings: _config.Settings) -> None:
         """Store a finished local compute's profiles in the history."""
         for state in states:
+            if not self.profiles.knows(state.id):
+                continue  # dropped meanwhile (max-memory, remove_profile): forgotten
             try:
                 self.history.save(state, settings)
             except Exception as e:  # a history problem never breaks the compute
@@ -297,7 +301,7 @@ class ComputeRecorder:
                 entry = self._pending.pop(cid, None)
             if entry is None or not records:
                 continue  # finished normally, or optimized and never run
-            tags, states = entry
+            tags, states, _ = entry
             try:
                 batch = _records.batch_from_records(list(records))
                 self.apply(fold(batch, tags, states, "incomplete", peak=0, baseline=0),

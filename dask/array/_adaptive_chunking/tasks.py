@@ -115,9 +115,8 @@ class ComputeCollector:
         self.sink = sink
         self.interval = 0.01
         self.method = "auto"
-        # (key, "Type: message", interrupted) of an exception a task raised; set in one
-        # assignment, so its parts agree. Interrupted: no error but KeyboardInterrupt...
-        self.error: tuple | None = None
+        # The first exception a task raised; set in one assignment, so its parts agree
+        self.error: TaskError | None = None
         self.caller = get_ident()  # the thread that computes (the sync scheduler's)
         collectors[self.cid] = self
         weakref.finalize(self, sink.abandon, self.records, self.cid)

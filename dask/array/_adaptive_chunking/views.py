@@ -440,3 +440,27 @@ def profile_of(state: Any, rec: Any, current: dict | None, unavailable: str | No
         "recommended_chunks_by_dim": None if rec is None else rec.chunks_by_dim,
         "current_prediction": current,
     })
+
+
+def telemetry_of(settings, profile_chunks: bool, profiles, recorder, pressure,
+                 limit: int, budget: int, held: int, stats: dict, workers: dict
+                 ) -> Telemetry:
+    """The dict ``get_telemetry`` returns: the settings in force, the profiles and
+    computes, the memory pressure (``pressure``, and each worker's as ``(pressure,
+    threads)``), the limit, budget and held memory in bytes, the aggregate ``stats``."""
+    return Telemetry({
+        "enabled": settings.enabled,
+        "profile_chunks": profile_chunks,
+        "tracked_arrays": len(profiles),
+        "profiles": {s.id: s.status for s in profiles.all()},
+        "computes_profiled": recorder.computes,
+        "memory_pressure": pressure.to_dict(),
+        "under_pressure": pressure.is_pressure(settings.pressure_threshold),
+        "memory_limit_mb": limit / MiB,
+        "memory_budget_mb": budget / MiB,
+        "held_memory_mb": held / MiB,
+        "profiler_stats": stats,
+        "recent_computes": list(recorder.recent)[-10:],
+        "workers": {addr: dict(p.to_dict(), under_pressure=p.is_pressure(), nthreads=n)
+                    for addr, (p, n) in workers.items()},
+    })

@@ -319,14 +319,16 @@ class XarrayAdapter:
         return (dask_data(obj, "predict"), axis_chunks(tuple(obj.dims), chunks),
                 self.member_ids(profile_id, obj.name))
 
-    def apply(self, obj, recommendation, settings: Settings):
-        """``obj`` rechunked to ``recommendation``, as the same xarray type."""
+    def apply(self, obj, recommendation, settings_now: Callable[[], Settings]):
+        """``obj`` rechunked to ``recommendation``, as the same xarray type
+        (``settings_now`` as in ``Advisor.apply``)."""
         what = "apply_recommendation"
         chunks = recommendation
         data = None if is_dataset(obj) else dask_data(obj, what)
         probe = data if data is not None else next(
             iter(dask_variables(obj, what).values())).data
         if chunks is None or self.advisor.are_ids(chunks, probe):
+            settings = settings_now()
             chunks = self.recommend(obj, chunks, settings,
                                     newest=chunks is None and settings.auto_rechunk, what=what)
         if isinstance(chunks, DatasetRecommendation):

@@ -937,3 +937,24 @@ def test_a_failed_threaded_compute_is_failed_when_the_error_arrives(engine):
         profile = engine.get_profile(pid)
         assert (profile["status"], profile["computes"]) == ("failed", 1)
         engine.remove_profile(pid)
+
+
+def test_a_dropped_engine_is_freed_and_stops_profiling(engine):
+    """Its collaborators call back weakly: no reference cycle keeps it (or its
+    recorder, which the hook knows) alive until the garbage collector runs."""
+    import gc
+
+    from dask.array._adaptive_chunking import hook
+
+    x = da.ones(100, chunks=10)
+    gc.disable()
+    try:
+        before = len(hook.runtime.recorders)
+        other = AdaptiveChunkingEngine()
+        other.profile_array(x)
+        assert len(hook.runtime.recorders) == before + 1
+        del other
+        assert len(hook.runtime.recorders) == before
+    finally:
+        gc.enable()
+    assert x.sum().compute() == 100

@@ -24,10 +24,22 @@ from dask.array.adaptive_chunking import AdaptiveChunkingWarning
 FP = '{"cores": 2}'
 
 
+class Recommender:
+    """A default recommender as the advisor meets it (the engine's, without an engine)."""
+
+    def __init__(self):
+        self.recommender = ac.ChunkSizeRecommender()
+        self.plan_settings, self.memory_budget = (self.recommender.plan_settings,
+                                                  self.recommender.memory_budget)
+
+    def recommend(self, observations, shape, itemsize, **kwargs):
+        profiler = ac.ChunkProfiler.from_observations(observations.observations())
+        return self.recommender.recommend(profiler, shape, itemsize, **kwargs)
+
+
 def advisor():
     """An advisor of its own over the configured history (what an engine's does)."""
-    return Advisor(ProfileRegistry(), HistoryService(),
-                   ac.ChunkSizeRecommender().plan_settings)
+    return Advisor(ProfileRegistry(), HistoryService(), Recommender)
 
 
 def auto_target():
@@ -586,9 +598,18 @@ from dask.array._adaptive_chunking import config
 from dask.array._adaptive_chunking.advisor import Advisor
 from dask.array._adaptive_chunking.history_service import HistoryService
 from dask.array._adaptive_chunking.profiles import ProfileRegistry
-from dask.array.adaptive_chunking import ChunkSizeRecommender
-target = Advisor(ProfileRegistry(), HistoryService(),
-                 ChunkSizeRecommender().plan_settings).auto_target(config.snapshot())
+from dask.array.adaptive_chunking import ChunkProfiler, ChunkSizeRecommender
+
+class Recommender:  # the default recommender, as the advisor meets it
+    plan_settings = ChunkSizeRecommender().plan_settings
+    memory_budget = ChunkSizeRecommender().memory_budget
+    def recommend(self, observations, shape, itemsize, **kwargs):
+        return ChunkSizeRecommender().recommend(
+            ChunkProfiler.from_observations(observations.observations()), shape, itemsize,
+            **kwargs)
+
+target = Advisor(ProfileRegistry(), HistoryService(), Recommender).auto_target(
+    config.snapshot())
 print(dask.config.get("array.chunk-size"), target[0], rec.array_chunk_size,
       x.chunks == default, engine.predict(x, x.chunks, workload=work)["fits_budget"],
       engine.predict(x, default, workload=work)["fits_budget"])
