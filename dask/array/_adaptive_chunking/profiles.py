@@ -245,6 +245,14 @@ class ProfileRegistry:
             shapes = {n: states[0].shape for n, states in self._by_name.items() if states}
         return named, shapes
 
+    def ended_empty(self, states, status: str) -> None:
+        """``states`` took part in a compute that ended (``status``) with no task run."""
+        with self.lock:
+            for state in states:
+                state.status = status
+                state.computes += 1
+                state.last = {"status": status, "tasks": 0}
+
     def group_status(self, statuses: list[str], dropped: bool) -> str:
         """A Dataset's status: the most telling of its variables'."""
         statuses = statuses + ["dropped"] * dropped

@@ -121,11 +121,7 @@ class ComputeRecorder:
         out, collector = _attribution.instrument(dsk, keys, plan.named, self)
         if not collector.n_tasks and plan.states:
             # Only data and aliases: no task will run, so this compute is already over.
-            with self.profiles.lock:
-                for state in plan.states:
-                    state.status = "complete"
-                    state.computes += 1
-                    state.last = {"status": "complete", "tasks": 0}
+            self.profiles.ended_empty(plan.states, "complete")
         collector.states, collector.settings = plan.states, plan.settings
         collector.method = plan.settings.peak_method
         collector.interval = plan.settings.sample_interval
@@ -397,11 +393,8 @@ class ComputeRecorder:
         there (or had no profiled array) says nothing about any profile.
         """
         known = {states[i] for i in structure.get("profiles", ()) if i in states}
+        self.profiles.ended_empty(known, status)
         with self.profiles.lock:
-            for state in known:
-                state.status = status
-                state.computes += 1
-                state.last = {"status": status, "tasks": 0}
             if entry.get("closed"):  # what was sent on a closed client is lost
                 for state in self.profiles.all():
                     if state.status in ("pending", "running") and state.computes == 0:
