@@ -70,7 +70,7 @@ def test_failing_task_marks_the_profile_failed(engine, client):
 
 
 def test_recommendation_follows_the_workers_memory(engine):
-    """Two workers of 600 MiB get smaller chunks than two of 4 GiB, same workload.
+    """Two workers of 600 MiB never get bigger chunks than two of 4 GiB, same workload.
 
     (A worker starts near 165 MiB once xarray is installed: dask.array imports it.)
     """
@@ -91,7 +91,12 @@ def test_recommendation_follows_the_workers_memory(engine):
     small, large = recs["600MiB"], recs["4GiB"]
     assert small.memory_limit_bytes == 600 * 2**20
     assert large.memory_limit_bytes == 4 * 2**30
-    assert small.chunk_bytes < large.chunk_bytes
+    assert small.memory_budget_bytes < large.memory_budget_bytes
+    # The small workers' chunks are smaller, unless the fastest chunks (which
+    # depend on the measured timings) already fit the small workers' budget.
+    assert small.chunk_bytes <= large.chunk_bytes
+    if small.chunk_bytes == large.chunk_bytes:
+        assert large.predicted_peak_bytes <= small.memory_budget_bytes
     assert small.concurrency == large.concurrency == 2
     assert small.fits_budget and small.predicted_peak_bytes <= small.memory_budget_bytes
 
