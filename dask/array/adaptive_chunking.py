@@ -16,17 +16,15 @@ low.
 True
 >>> engine.remove_profile(pid)
 
-This module is the public face: the spec's names, each a docstring, validation
-and delegation. The work is done by the private package
-``dask.array._adaptive_chunking`` (``docs/design.md`` has a table of its modules):
-the engine owns a profile registry, a compute recorder, an advisor, a history
-service and an xarray adapter, and the ``array_optimize`` hook (``hook``) feeds the
-recorders. Only the command line and the demo, loaded lazily, import this module
-back, as users do.
+This module is the public face (the spec's names: docstrings, validation and
+delegation); the private package ``dask.array._adaptive_chunking`` does the work
+(``docs/design.md`` maps its modules). Only the command line and the demo, loaded
+lazily, import this module back, as users do.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import threading
@@ -34,7 +32,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,7 +50,8 @@ from dask.array._adaptive_chunking import records as _records
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import views as _views
 from dask.array._adaptive_chunking import xarray as _xarray
-from dask.array._adaptive_chunking.advisor import Advisor, RecommenderPort, fit_observations
+from dask.array._adaptive_chunking.advisor import (Advisor, RecommenderPort, fit_observations,
+                                                   workers_for)
 from dask.array._adaptive_chunking.aggregate import Aggregate
 from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 from dask.array._adaptive_chunking.graph import Downstream
@@ -177,7 +176,6 @@ class MemoryPressure:
     def to_dict(self) -> dict[str, float]:
         """The snapshot as a plain dictionary."""
         return asdict(self)
-
 
 
 _MAX_MB = 2.0**53  # finite, and still a float that counts whole bytes
@@ -457,7 +455,7 @@ class ChunkSizeRecommender:
                 f"min_chunk_bytes ({values['min_chunk_bytes']}); raise max-chunk-bytes or "
                 "lower min-chunk-bytes"
             )
-        return _planning.PlanSettings(**values)
+        return _planning.PlanSettings(**values, default_chunk_bytes=_auto_rechunk.dask_default())
 
     def memory_budget(self, limit: int | None = None) -> int:
         """Bytes a computation may reach at its peak: limit x percent x safety factor."""
@@ -509,6 +507,7 @@ class ChunkSizeRecommender:
         cluster: Mapping[str, Mapping[str, int]] | None = None,
         worker_saturation: float | None = None,
         warn: bool = True,
+        reach: float | None = _planning.PlanSettings.reach,
     ) -> Recommendation | None:
         """Like :meth:`recommend_chunk_size`, with the explanation.
 
@@ -537,8 +536,10 @@ class ChunkSizeRecommender:
             The cluster's current ``distributed.scheduler.worker-saturation``, for
             the explanation only.
         warn : bool
-            Warn (:class:`AdaptiveChunkingWarning`) when no chunking fits the
-            budget; the recommendation's ``fits_budget`` says it either way.
+            Warn when no chunking fits the budget (``fits_budget`` says it anyway).
+        reach : float or None
+            How many times a measured chunk size the chunks may be, unless the
+            budget forces them further (None: anywhere the model predicts best).
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
@@ -548,10 +549,10 @@ class ChunkSizeRecommender:
         storage_chunks, concurrency, current_chunks = _planning.checked_arguments(
             shape, dtype_size, num_dimensions, storage_chunks, concurrency, current_chunks,
             downstream, worker_saturation)
-        s = self.plan_settings()
-        workers = _planning.Workers.of(cluster)
-        rec = _planning.plan(
-            fit_observations(profiler.observations()), shape, int(dtype_size), s,
+        s = replace(self.plan_settings(), reach=reach)
+        fit = fit_observations(profiler.observations())
+        workers = workers_for(cluster, fit)
+        rec = _planning.plan(fit, shape, int(dtype_size), s,
             limit=s.memory_limit or workers.memory_limit or _memory.memory_limit(None),
             current_chunks=current_chunks, concurrency=concurrency,
             storage_chunks=storage_chunks, downstream=downstream, workers=workers,
@@ -759,12 +760,10 @@ class AdaptiveChunkingEngine:
         return ChunkProfiler._over(self._profiles.get(profile_id).aggregate)
 
     def plot_profile(self, profile_id: str, filename=None):
-        """Pictures of a profile: per-task time and memory, process memory over the
-        computes, and predicted time and peak memory against chunk size.
-
-        ``filename`` ending ``.html`` is written with bokeh, ``.png``, ``.svg`` or
-        ``.pdf`` with matplotlib; returns the bokeh layout or matplotlib Figure. See
-        ``dask.array._adaptive_chunking.plots.plot_profile``.
+        """Pictures of a profile: per-task time and memory, process memory, and the
+        predicted time and peak against chunk size. ``filename`` ``.html`` is drawn
+        by bokeh, ``.png``/``.svg``/``.pdf`` by matplotlib (returned: the layout or
+        Figure); see ``dask.array._adaptive_chunking.plots.plot_profile``.
         """
         from dask.array._adaptive_chunking import plots
 
@@ -783,9 +782,8 @@ class AdaptiveChunkingEngine:
 
     # -- recommendations ----------------------------------------------------
 
-    def recommend(
-        self, array, profile_id: str | None = None, *, workload=None
-    ) -> Recommendation:
+    def recommend(self, array, profile_id: str | None = None, *, workload=None,
+                  probe: bool | float = False) -> Recommendation:
         """Recommend chunks for ``array`` from what a profile measured.
 
         Parameters
@@ -803,7 +801,13 @@ class AdaptiveChunkingEngine:
             operations want (a rechunk to rows, an FFT axis, a transpose), at this
             array's size; by default the profiled computes tell. A string is the
             signature of a stored workload (a history row's ``signature``): the
-            recommendation then comes from its stored computes.
+            recommendation then comes from its stored computes. A function of the
+            array (``lambda a: a.mean(axis=0)``) stands for the collection it returns.
+        probe : bool or float
+            Before recommending chunks far from the measured sizes, run
+            ``workload`` (a function) at them on a sample of the array. A number
+            is the time budget in seconds (True: 1 s, or a tenth of the predicted
+            compute if longer); ``rec.probes`` says what ran and what it cost.
 
         Returns
         -------
@@ -824,31 +828,30 @@ class AdaptiveChunkingEngine:
         (True, True)
         >>> engine.close()
 
-        An xarray ``DataArray`` gets a recommendation that also gives its chunks by
-        dimension name (``rec.chunks_by_dim``); a ``Dataset`` gets a
-        ``DatasetRecommendation`` with one size per dimension for ``Dataset.chunk``
-        and each variable's own recommendation. Data opened from Zarr or netCDF
-        keeps chunks that are whole multiples of the store's chunks.
+        A ``DataArray``'s recommendation also has chunks by dimension name
+        (``rec.chunks_by_dim``); a ``Dataset`` gets a ``DatasetRecommendation``
+        (one size per dimension, for ``Dataset.chunk``). Arrays read from Zarr,
+        HDF5 or netCDF get whole multiples of the stored chunks.
         """
         _expressions.check_supported(array, "recommend")
         settings = _config.snapshot()
         self._recorder.drain(settings)
         if _xarray.is_xarray(array):
             return self._xarray.recommend(array, profile_id, settings, workload)
-        return self._advisor.recommendation(array, profile_id, settings, workload)
+        return self._advisor.recommendation(
+            array, profile_id, settings, workload, probe=probe,
+            run_profiled=functools.partial(_hook.profiled_run, self._profiles, self._recorder))
 
     def predict(self, array, chunks, profile_id: str | None = None, *, workload=None
                 ) -> dict[str, Any]:
         """Predicted time, tasks and peak memory of computing ``array`` in ``chunks``.
 
         ``chunks`` is anything ``array.rechunk`` accepts; ``profile_id`` and
-        ``workload`` as in :meth:`recommend` (with ``workload`` alone, the
-        prediction comes from the history of that workload). The keys match the
-        recommendation's (``predicted_peak_memory_mb``, ``predicted_time_s``,
-        ``predicted_tasks``...). From a profile made on a ``dask.distributed``
-        cluster the peak is one worker's, and ``scheduler_config`` gives the
-        ``worker-saturation`` for these chunks, with the worker's predicted peak
-        with it (``predicted_queued_peak_memory_mb``) and with queuing off
+        ``workload`` as in :meth:`recommend` (``workload`` alone: from its history).
+        The keys are the recommendation's (``predicted_peak_memory_mb``,
+        ``predicted_time_s``...). From a cluster's profile the peak is one
+        worker's, with the ``worker-saturation`` for these chunks
+        (``scheduler_config``) and the peak with queuing off
         (``predicted_unqueued_peak_memory_mb``, an upper bound).
 
         >>> import dask.array as da
@@ -913,10 +916,9 @@ class AdaptiveChunkingEngine:
         dict
             The settings as they were, to restore them later with this method.
 
-        The setting takes effect for the next tasks the scheduler assigns; apply it
-        between computes (it raises ``RuntimeError`` while root tasks are queued).
-        A new cluster takes it from ``dask.config.set(rec.scheduler_config)``
-        made before it starts.
+        It holds for the tasks the scheduler assigns next: apply it between
+        computes (``RuntimeError`` while root tasks are queued), or give a new
+        cluster ``dask.config.set(rec.scheduler_config)`` before it starts.
         """
         if isinstance(recommendation, str):  # a profile id: its recommendation now
             settings = _config.snapshot(strict=False)
@@ -933,12 +935,10 @@ class AdaptiveChunkingEngine:
     def save_profile(self, profile_id: str) -> int:
         """Store the complete computes of a profile not stored yet; returns how many.
 
-        Done after each profiled compute while ``array.adaptive-chunking.history`` is
-        on; call it to store a profile's computes made with it off (the newest 256
-        are kept until then). Each compute is one row: the workload's signature and
-        the hardware fingerprint of that compute, the array's shape, dtype and
-        chunks, and what the compute measured (JSON). Failed and interrupted
-        computes are not stored.
+        Computes are stored as they end while ``history`` is on; this stores those
+        made with it off (the newest 256 are kept). A row per compute: the
+        workload's signature, the hardware's fingerprint, the array's shape, dtype
+        and chunks, and the measurements. Failed computes are not stored.
         """
         return self._history.save(self._profiles.get(profile_id),
                                   _config.snapshot(strict=False))
@@ -1000,7 +1000,7 @@ class AdaptiveChunkingEngine:
 
 _engine: AdaptiveChunkingEngine | None = None
 _engine_lock = threading.Lock()
-_GONE = ChunkProfiler()  # the aggregate a recorder still sees once its engine is gone
+_GONE = ChunkProfiler()  # the aggregate a recorder sees once its engine is gone
 
 
 def _global_parts() -> _hook.GlobalEngine:

@@ -22,8 +22,10 @@ from dask.highlevelgraph import HighLevelGraph
 import dask
 from dask.array._adaptive_chunking import calibration as _calibration
 from dask.array._adaptive_chunking import graph as _graph
+from dask.array._adaptive_chunking import memory as _memory
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import planning as _planning
+from dask.array._adaptive_chunking import probe as _probe
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking.aggregate import Aggregate, pooled
 from dask.array._adaptive_chunking.config import PREFIX, Settings
@@ -32,11 +34,15 @@ from dask.array._adaptive_chunking.profiles import Profile, ProfileRegistry, una
 from dask.array._adaptive_chunking.recommendation import Recommendation, scheduler_config
 
 __all__ = ["Recommender", "RecommenderPort", "Advisor", "fit_observations", "hints_for",
-           "downstream_of"]
+           "downstream_of", "workers_for"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 MiB = 2**20
 
+#: A probe may take this long by default, or this share of the compute's predicted
+#: time when that is longer.
+PROBE_SECONDS = 1.0
+PROBE_SHARE = 0.1
 #: Array sizes (times the stored one) at which auto-rechunk's target is looked for.
 PLATEAU_FACTORS = (1, 4, 16, 64, 256)
 
@@ -49,6 +55,15 @@ def fit_observations(observations: Sequence[_model.Observation]
     return _model.fit_workload(
         observations, _calibration.fault_seconds_per_byte(), threads, penalty
     )
+
+
+def workers_for(cluster, fit: _model.WorkloadModel | None) -> _planning.Workers:
+    """The workers a plan is for: a cluster's, or this process, whose memory now
+    (grown since it was profiled, or larger in a pilot's history) is the baseline.
+    """
+    if cluster or fit is None:
+        return _planning.Workers.of(cluster)
+    return _planning.Workers(baseline=max(fit.baseline_bytes, _memory.process_rss()))
 
 
 def hints_for(states: list[Profile], shape: tuple) -> _graph.Downstream:
@@ -96,6 +111,28 @@ def downstream_of(array, workload) -> _graph.Downstream | None:
             )
         found.append(_graph.downstream(graph, array.name, array.shape))
     return _graph.Downstream.merge(found)
+
+
+def _identity(o: _model.Observation) -> tuple:
+    """What tells one compute's observation from another's (a stored copy loses
+    nothing of these)."""
+    return (o.array_bytes, o.chunk_bytes, o.n_tasks, round(o.task_seconds, 9))
+
+
+def _check_probe(probe, function, run_profiled) -> None:
+    if isinstance(probe, bool):
+        pass
+    elif not isinstance(probe, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"probe must be True, False or a time budget in seconds, got {probe!r}")
+    elif not 0 < probe < math.inf:
+        raise ValueError(f"probe's time budget must be a number of seconds > 0, got {probe!r}")
+    if function is None:
+        raise ValueError(
+            "probe needs the workload as a function of the array, to run it on "
+            "samples: pass e.g. workload=lambda a: a.mean(axis=0)")
+    if run_profiled is None:
+        raise ValueError("probing needs an engine to profile the samples with")
 
 
 def _cluster_of(states: list[Profile]) -> dict | None:
@@ -170,14 +207,21 @@ class Advisor:
 
     # -- which measurements decide ----------------------------------------
 
-    def pool(self, states: list[Profile], settings: Settings) -> Aggregate:
-        """The observations of ``states`` and the stored ones of their workloads; the
-        stored go in first, so that of the newest 256 an aggregate keeps, the
-        profiles' own are never the ones left out."""
+    def pool(self, states: list[Profile], settings: Settings,
+             extra: Sequence[_model.Observation] = ()) -> Aggregate:
+        """The observations of ``states`` and the stored ones of their workloads, and
+        ``extra`` ones (a probe's); the stored go in first, so that of the newest 256
+        an aggregate keeps, the profiles' own are never the ones left out. A stored
+        copy of an extra observation (a probe is saved like any compute) counts once.
+        """
         stored = self.history.stored(states, settings)
-        if len(states) == 1 and not stored:
+        if extra:
+            mine = {_identity(o) for o in extra}
+            stored = [o for o in stored if _identity(o) not in mine]
+        elif len(states) == 1 and not stored:
             return states[0].aggregate
-        return pooled(stored + [o for s in states for o in s.aggregate.observations()])
+        return pooled(stored + [o for s in states for o in s.aggregate.observations()]
+                      + list(extra))
 
     def sources(self, array, profile_id, what: str, settings: Settings, workload=None,
                 newest: bool = False) -> list[Profile]:
@@ -235,12 +279,14 @@ class Advisor:
     # -- recommending ------------------------------------------------------
 
     def recommend_for(self, states, settings: Settings, array=None, downstream=None, *,
-                      warn: bool = True, storage: tuple[int, ...] | None = None
-                      ) -> Recommendation | None:
+                      warn: bool = True, storage: tuple[int, ...] | None = None,
+                      extra: Sequence[_model.Observation] = (),
+                      reach: float | None = _model.REACH) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``states`` is one profile or a list of them (pilots of one workload at
-        several chunk sizes), pooled with the stored computes of their workloads.
+        several chunk sizes), pooled with the stored computes of their workloads
+        and the ``extra`` observations; ``reach`` as the recommender takes it.
         """
         states = states if isinstance(states, list) else [states]
         state = states[-1]
@@ -252,29 +298,82 @@ class Advisor:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
             storage = storage or _graph.storage_chunks(array)
         return self.recommender().recommend(
-            self.pool(states, settings), shape, max(1, dtype.itemsize),
+            self.pool(states, settings, extra), shape, max(1, dtype.itemsize),
             current_chunks=chunks, storage_chunks=storage,
             downstream=downstream if downstream is not None else hints_for(states, shape),
             cluster=_cluster_of(states),
             worker_saturation=next((s.saturation for s in reversed(states) if s.workers),
                                    None),
-            warn=warn,
+            warn=warn, **({} if reach == _model.REACH else {"reach": reach}),
         )
 
     def recommendation(self, array, profile_id, settings: Settings, workload=None,
-                       newest: bool = False, what: str = "recommend", storage=None
-                       ) -> Recommendation:
-        """:meth:`recommend_for` the profiles that decide for ``array``, or a ValueError."""
+                       newest: bool = False, what: str = "recommend", storage=None,
+                       probe: bool | float = False, run_profiled=None) -> Recommendation:
+        """:meth:`recommend_for` the profiles that decide for ``array``, or a ValueError.
+
+        ``workload`` may be a function of the array (it is called on ``array`` for
+        its graph); with ``probe`` it is run on samples (see :meth:`tuned`).
+        """
+        function = workload if callable(workload) and not dask.is_dask_collection(
+            workload) else None
+        if function is not None:
+            workload = function(array)
+        if probe is not False and probe is not None:
+            _check_probe(probe, function, run_profiled)
+        else:
+            probe = False
         states = self.sources(array, profile_id, what, settings, workload, newest)
         self._check_workload(workload, settings)
-        rec = self.recommend_for(states, settings, array, downstream_of(array, workload),
-                                 storage=storage)
+        downstream = downstream_of(array, workload)
+        if probe:
+            rec = self.tuned(states, settings, array, downstream, storage, function, probe,
+                             run_profiled)
+        else:
+            rec = self.recommend_for(states, settings, array, downstream, storage=storage)
         if rec is None:
             raise ValueError(
                 f"profile {[s.id for s in states]} cannot recommend chunks: "
                 f"{unavailable(states[-1])}"
             )
         return rec
+
+    def tuned(self, states, settings: Settings, array, downstream, storage, function,
+              probe: bool | float, run_profiled) -> Recommendation | None:
+        """The recommendation after probing ``function`` at the best chunks that
+        were not measured (``probe.tune``): ``probe`` is the time budget in
+        seconds, or True for the larger of :data:`PROBE_SECONDS` and
+        :data:`PROBE_SHARE` of the compute's predicted time."""
+        def recommend(extra, reach, warn=False):
+            return self.recommend_for(states, settings, array, downstream, warn=warn,
+                                      storage=storage, extra=extra, reach=reach)
+
+        first = recommend([], _model.REACH)
+        if first is None or first.model is None:
+            return first
+        budget = (max(PROBE_SECONDS, PROBE_SHARE * first.predicted_seconds)
+                  if probe is True else float(probe))
+        blocks = _probe.SAMPLE_WAVES * max(1, first.concurrency)
+        itemsize = max(1, array.dtype.itemsize)
+
+        def estimate(rec: Recommendation) -> float:
+            shape = _shapes.sample_shape(array.shape, rec.chunks, blocks)
+            n = math.prod(-(-s // max(1, c)) for s, c in zip(shape, rec.chunks))
+            p = _model.predict(rec.model, math.prod(shape) * itemsize, rec.chunk_bytes,
+                               rec.concurrency, n_chunks=n)
+            return p.seconds * (1 + 1 / n)  # the sample, and one task traced
+
+        extra, runs, why = _probe.tune(
+            recommend,
+            lambda chunks: _probe.measure(array, function, chunks, blocks, run_profiled),
+            estimate, budget)
+        # What a probe measured is trusted near it only: a sample's tasks are the
+        # real ones, but its compute is not the whole array's.
+        measured = any(r.error is None for r in runs)
+        rec = recommend(extra, _probe.CLOSE if measured else _model.REACH, warn=True)
+        spent = sum(r.seconds for r in runs)
+        return None if rec is None else replace(
+            rec, probes=runs, probe_note=f"{why}; {spent:.2g} s of a {budget:.2g} s budget")
 
     def for_profile(self, state: Profile, settings: Settings, warn: bool = True
                     ) -> Recommendation | None:
@@ -299,7 +398,7 @@ class Advisor:
                            workload=None) -> dict[str, Any]:
         """:meth:`predict` for Dask's normal-form chunks, with the model already fitted."""
         recommender = self.recommender()
-        workers = _planning.Workers.of(_cluster_of(states))
+        workers = workers_for(_cluster_of(states), fit)
         if fit is None and math.prod(array.shape) == 0:
             return {"chunks": _shapes.largest(normalized), "chunk_size_mb": 0.0,
                     "predicted_peak_memory_mb": 0.0, "predicted_time_s": 0.0,

@@ -279,7 +279,8 @@ class Aggregate:
                 "avg_compute_time_ms": self._seconds / n * 1e3 if n else 0.0,
                 "peak_memory_mb": self._peak / MiB,
                 "avg_throughput_mb_per_sec": (
-                    self._bytes / MiB / self._seconds if self._seconds > 0 else 0.0
+                    # below a picosecond no time was measured (the rate would overflow)
+                    self._bytes / MiB / self._seconds if self._seconds > 1e-12 else 0.0
                 ),
                 "computes": self._computes,
                 "wall_time_s": self._wall,

@@ -19,7 +19,7 @@ from dask.array._adaptive_chunking import expressions as _expressions
 from dask.array._adaptive_chunking.config import PREFIX, Settings
 from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 
-__all__ = ["ChunkSizeOverride", "override", "sync", "forget"]
+__all__ = ["ChunkSizeOverride", "override", "dask_default", "sync", "forget"]
 
 _log = logging.getLogger("dask.array.adaptive_chunking")
 
@@ -119,6 +119,28 @@ def _shown(value: Any) -> str:
 #: ``array.chunk-size`` as auto-rechunk sets it, and what to give back.
 override = ChunkSizeOverride()
 _warned_no_history = threading.Event()
+
+
+def dask_default() -> int | None:
+    """The bytes Dask's ``"auto"`` chunks aim at as the user set them: ``array.chunk-size``
+    without auto-rechunk's value in it (None: not a size).
+
+    >>> with dask.config.set({"array.chunk-size": "64MiB"}):
+    ...     dask_default()
+    67108864
+    """
+    from dask.utils import parse_bytes
+
+    with override.lock:
+        current = override._current()
+        if override.applied is not None and current == override.applied:
+            current = override.saved
+    if current is _ABSENT:
+        current = dask.config.get("array.chunk-size", "128MiB")
+    try:
+        return int(parse_bytes(current))
+    except (TypeError, ValueError):
+        return None
 
 
 def sync(settings: Settings, target: Callable[[Settings], tuple[int, str] | None]) -> None:

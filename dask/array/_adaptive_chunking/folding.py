@@ -19,6 +19,7 @@ import numpy as np
 
 from dask.array._adaptive_chunking import attribution as _attribution
 from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import summary as _summary
 from dask.array._adaptive_chunking.graph import Downstream
 from dask.array._adaptive_chunking.records import RECORD_DTYPE, RecordBatch, max_overlap  # noqa: F401 (RECORD_DTYPE: the doctest's)
 from dask.array._adaptive_chunking.tasks import TaskError
@@ -121,13 +122,13 @@ def _structure(state, part: RecordBatch, graph: GraphFacts) -> dict[str, Any]:
     deps = graph.dependencies_of(part.keys)
     replay = (part.keys, p["t0"], p["t1"], p["nbytes"], p["out"], deps)
     memory = {"mem": p["mem"], "mem_bytes": p["membytes"]}
-    held, largest = _model.replay_memory(*replay, **memory)
+    held, largest = _summary.replay_memory(*replay, **memory)
     rechunked = _attribution.read_only_by_rechunks(deps)
-    held_aligned = _model.replay_memory(*replay, rechunked, **memory)[0] if rechunked else held
+    held_aligned = _summary.replay_memory(*replay, rechunked, **memory)[0] if rechunked else held
     return {
         "blocks": max(1, math.prod(len(c) for c in state.chunks)),
         # One chunk cannot show how tasks grow with the number of chunks.
-        "terms": _model.task_terms(
+        "terms": _summary.task_terms(
             part.keys, state.split_dims, p["t1"] - p["t0"], graph.fused_ops(part.keys),
         ) if state.split_dims else (),
         "held_bytes": held,

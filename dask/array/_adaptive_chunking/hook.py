@@ -29,7 +29,7 @@ from dask.array._adaptive_chunking.recorder import ComputeRecorder
 
 __all__ = [
     "GlobalEngine", "Runtime", "runtime", "ProfilingOptimizer", "install", "uninstall",
-    "installed", "sync_auto_rechunk",
+    "installed", "sync_auto_rechunk", "profiled_run",
 ]
 
 _MISSING = object()
@@ -200,6 +200,24 @@ def uninstall() -> None:
             dask.config.config.pop("array_optimize", None)
         else:
             dask.config.set(array_optimize=current.previous)
+
+
+def profiled_run(profiles, recorder: ComputeRecorder, sample, collection) -> list:
+    """Compute ``collection`` with ``sample`` profiled (a probe): the observations
+    that compute made. The sample's profile is temporary and does not count
+    against ``max-profiles``."""
+    settings = _config.snapshot()
+    state = profiles.add(sample, settings.max_profiles + 1)
+    was_installed = installed()
+    install()
+    try:
+        dask.compute(collection)
+        recorder.drain(settings)
+        return state.aggregate.observations()
+    finally:
+        profiles.remove(state.id)
+        if not was_installed:
+            uninstall()
 
 
 def installed() -> bool:

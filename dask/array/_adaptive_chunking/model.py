@@ -2,8 +2,8 @@
 
 Everything here is a pure function of numbers and task keys: no clocks, no
 ``psutil``, no Dask config. Measurement (``dask.array.adaptive_chunking``) turns a
-profiled compute into an :class:`Observation` (with :func:`task_terms` and
-:func:`replay_memory` summarizing its task records); this module fits a
+profiled compute into an :class:`Observation` (with :mod:`.summary` reducing its
+task records); this module fits a
 :class:`WorkloadModel` to observations, predicts peak memory and wall time for any
 chunk size, chooses the chunk size with the best predicted time that fits a memory
 budget, and turns a byte target into a chunk shape.
@@ -23,23 +23,19 @@ All sizes are in bytes and all durations in seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 __all__ = [
     "Observation",
     "WorkloadModel",
     "Prediction",
     "Choice",
-    "task_terms",
-    "replay_memory",
     "fit_workload",
     "held_share",
     "predict",
     "choose_chunk_bytes",
-    "Saturation",
-    "worker_saturation",
-    "water_level",
+    "correction",
 ]
 
 #: Scheduler bookkeeping per task (graph node, state dicts), in bytes.
@@ -66,6 +62,25 @@ FRESH_PAGES_BYTES = 32 * 2**20
 #: Tasks start and end out of step, so the threads also finish out of step: on
 #: average this many chunks' compute time is left with some threads idle at the end.
 TAIL_CHUNKS = 0.5
+#: What a task costs whatever its chunk (calling the function, setting up a random
+#: generator, opening a file) is rarely more than this. With one measured chunk
+#: size, a task's time beyond it is taken to grow with the chunk: reading and
+#: decompressing a storage chunk is work per byte, not a fixed cost that larger
+#: chunks would spread.
+MAX_FIXED_SECONDS = 1e-3
+#: How far from a measured chunk size a prediction is trusted: a chunk more than
+#: this many times larger or smaller than every measured one is a guess (cache
+#: and page effects, a library's different algorithm) until a compute or a probe
+#: measures it.
+REACH = 4.0
+#: The relative uncertainty of a predicted time at a measured chunk size (the
+#: spread of repeated computes on a busy machine), and what it grows by for every
+#: doubling of the distance to the nearest measured size.
+UNCERTAINTY = 0.10
+UNCERTAINTY_PER_DOUBLING = 0.05
+#: Calibration ratios (measured / modelled) are kept within these bounds: a model
+#: further off than that is not rescued by scaling.
+MIN_CORRECTION, MAX_CORRECTION = 0.1, 10.0
 #: Candidate chunk sizes are spaced by this factor.
 GRID_STEP = 2 ** 0.25
 #: A candidate within this fraction of the best predicted time counts as equally fast;
@@ -101,7 +116,7 @@ class Observation:
         Number of chunks of the profiled array (default ``array_bytes / chunk_bytes``).
     terms : tuple of (str, int, float, float), optional
         Per operation: its name, tasks, how its task count grows with the number
-        of chunks, and the compute seconds of those tasks (see :func:`task_terms`).
+        of chunks, and the compute seconds of those tasks (see :func:`.summary.task_terms`).
     held_bytes : float, optional
         Largest amount of task outputs waiting for their consumers at once.
     held_aligned_bytes : float, optional
@@ -110,6 +125,12 @@ class Observation:
         ``held_bytes``).
     task_bytes : float, optional
         Largest output of one task.
+    task_peak_bytes : float, optional
+        The most memory one task allocated beyond its inputs (its output and
+        temporaries), traced on a probe; 0 when not traced.
+    processes : int, optional
+        Worker processes the compute ran on; ``peak_bytes`` and ``baseline_bytes``
+        are then one worker's (default 1: one process).
     """
 
     array_bytes: float
@@ -126,6 +147,8 @@ class Observation:
     held_bytes: float = 0.0
     task_bytes: float = 0.0
     held_aligned_bytes: float | None = None
+    processes: int = 1
+    task_peak_bytes: float = 0.0
 
     @property
     def n_chunks(self) -> int:
@@ -197,6 +220,11 @@ class WorkloadModel:
     fault_seconds_per_byte : float
         Cost of touching a fresh page, per byte (paid by chunks of at least
         :data:`FRESH_PAGES_BYTES`).
+    corrections : tuple of (float, float, float)
+        ``(chunk_bytes, time_ratio, memory_ratio)`` per measured chunk size: what
+        was measured over what the model says for that very chunking, for time and
+        for the memory above the baseline. Predictions are scaled by them, so the
+        model reproduces what it measured (see :func:`correction`).
     """
 
     tasks_per_chunk: float
@@ -217,6 +245,39 @@ class WorkloadModel:
     held_exponent: float = 0.0
     blas_threads: int = 1
     blas_penalty: float = 1.0
+    corrections: tuple[tuple[float, float, float], ...] = ()
+
+    @property
+    def measured_bytes(self) -> tuple[float, ...]:
+        """The chunk sizes the model was measured at, smallest first (empty: unknown)."""
+        return tuple(c for c, _, _ in self.corrections)
+
+    def distance(self, chunk_bytes: float) -> float:
+        """How many times larger or smaller ``chunk_bytes`` is than the nearest
+        measured chunk size (1: measured; ``inf`` when no size is known).
+
+        >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 1, 1, corrections=((1e6, 1, 1), (4e6, 1, 1)))
+        >>> m.distance(2e6), m.distance(32e6), m.distance(2.5e5)
+        (1.0, 8.0, 4.0)
+        """
+        sizes = self.measured_bytes
+        if not sizes or not chunk_bytes > 0:
+            return math.inf
+        if sizes[0] <= chunk_bytes <= sizes[-1]:
+            return 1.0
+        return max(sizes[0] / chunk_bytes, chunk_bytes / sizes[-1])
+
+    def uncertainty(self, chunk_bytes: float) -> float:
+        """The relative uncertainty of a predicted time at ``chunk_bytes``.
+
+        >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 1, 1, corrections=((1e6, 1, 1),))
+        >>> round(m.uncertainty(1e6), 2), round(m.uncertainty(8e6), 2)
+        (0.1, 0.25)
+        """
+        d = self.distance(chunk_bytes)
+        if math.isinf(d):
+            return 1.0
+        return UNCERTAINTY + UNCERTAINTY_PER_DOUBLING * math.log2(d)
 
     def n_tasks(self, n_chunks: int) -> int:
         """Tasks of a compute over ``n_chunks`` chunks.
@@ -274,8 +335,10 @@ class Choice:
     ``"speed"`` (the predicted time is best here: smaller chunks pay more
     overhead, larger ones lose parallelism or pay for fresh pages),
     ``"parallelism"`` (larger chunks would leave threads idle),
-    ``"min_chunk_bytes"``, ``"max_chunk_bytes"`` or ``"array"`` (the whole array is
-    one chunk). ``fits`` is False when no candidate fits the budget; the choice is
+    ``"min_chunk_bytes"``, ``"smallest"`` (no smaller chunking has the shape the
+    chunks must have), ``"max_chunk_bytes"``, ``"array"`` (the whole array is
+    one chunk) or ``"reach"`` (a size further from the measured ones is predicted
+    faster, but is not measured). ``fits`` is False when no candidate fits the budget; the choice is
     then the one with the smallest predicted peak.
     """
 
@@ -288,149 +351,6 @@ class Choice:
 
 def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
-
-
-def task_terms(
-    keys: Sequence[Hashable],
-    ndim: int,
-    seconds: Sequence[float] | None = None,
-    ops: dict | None = None,
-) -> tuple[tuple[str, int, float, float], ...]:
-    """How the tasks of a compute scale with the number of chunks, per operation.
-
-    Tasks are grouped by layer (the name in their key). A layer whose keys vary
-    along ``d`` block indices grows like ``n ** (d / ndim)`` when an array split
-    along ``ndim`` dimensions gets ``n`` chunks: an elementwise layer like ``n``, a
-    reduction's final step not at all, and a matmul's partial products (indexed
-    by ``i, k, j``) like ``n ** 1.5``. Layers of the same operation and exponent
-    are then merged (a tree reduction has several). Returns, per operation,
-    ``(name, tasks, exponent, seconds)`` with the summed task ``seconds``. ``ops``
-    names the operation of keys whose layer name hides it (a fused task).
-
-    >>> keys = [("add-1", i, j) for i in range(4) for j in range(4)] + [("sum-2",)]
-    >>> task_terms(keys, 2)
-    (('add', 16, 1.0, 0.0), ('sum', 1, 0.0, 0.0))
-    >>> mm = [("matmul-3", i, k, j) for i in range(3) for k in range(3) for j in range(3)]
-    >>> task_terms(mm, 2, [0.5] * 27)
-    (('matmul', 27, 1.5, 13.5),)
-    """
-    from dask.utils import key_split
-
-    ops = ops or {}
-    layers: dict = {}
-    for pos, key in enumerate(keys):
-        if isinstance(key, tuple) and key:
-            name, index = key[0], key[1:]
-        else:
-            name, index = key, ()
-        entry = layers.get(name)
-        if entry is None:
-            entry = layers[name] = [0, 0.0, [], ops.get(key)]
-        entry[0] += 1
-        if seconds is not None:
-            entry[1] += float(seconds[pos])
-        seen = entry[2]
-        if len(seen) < len(index):
-            seen.extend(set() for _ in range(len(index) - len(seen)))
-        for s, i in zip(seen, index):
-            s.add(i)
-    ndim = max(1, ndim)
-    ops: dict = {}
-    for name, (count, secs, seen, op) in layers.items():
-        e = sum(len(s) > 1 for s in seen) / ndim
-        op = op or key_split(name)
-        entry = ops.setdefault((op, e), [0, 0.0])
-        entry[0] += count
-        entry[1] += secs
-    return tuple((op, count, e, secs) for (op, e), (count, secs) in ops.items())
-
-
-def replay_memory(
-    keys: Sequence[Hashable],
-    t0: Sequence[float],
-    t1: Sequence[float],
-    nbytes: Sequence[float],
-    is_output: Sequence[bool],
-    dependencies: dict,
-    skip: set | frozenset = frozenset(),
-    *,
-    mem: Sequence[int] | None = None,
-    mem_bytes: Sequence[float] | None = None,
-) -> tuple[float, float]:
-    """Replay a compute's task outputs over time: what waited, and the largest output.
-
-    A task's output lives from the task's end until its last consumer ends (the
-    end of the compute for results): it waits for, or is being read by, its
-    consumers. Returns the largest total of such outputs alive at once and the
-    largest single output, in bytes. ``dependencies`` maps a key to the keys it
-    reads; keys outside ``keys`` are ignored, and so are the outputs of the tasks
-    in ``skip`` when adding up what waits.
-
-    ``mem`` and ``mem_bytes`` name the memory behind each output and its size: a
-    slice of a chunk is a view that keeps the whole chunk alive, so outputs that
-    share memory count once, at the memory's size, for as long as any of them
-    lives. Only memory some task of the compute produced counts so: a view of data
-    the graph already held (``da.from_array`` of a NumPy array) counts at its own
-    size, and ``mem`` 0 means unknown (its own memory).
-
-    >>> keys = ["a", "b", "c"]
-    >>> deps = {"c": {"a", "b"}}
-    >>> replay_memory(keys, [0, 1, 2], [1, 2, 3], [10, 20, 5], [False, False, True], deps)
-    (30.0, 20.0)
-
-    Two small views of one 100-byte chunk, read until times 3 and 4:
-
-    >>> keys = ["x", "v1", "v2", "s1", "s2"]
-    >>> deps = {"v1": ["x"], "v2": ["x"], "s1": ["v1"], "s2": ["v2"]}
-    >>> replay_memory(keys, [0, 1, 1, 2, 3], [1, 2, 2, 3, 4], [100, 10, 10, 0, 0],
-    ...               [False, False, False, True, True], deps,
-    ...               mem=[7, 7, 7, 8, 9], mem_bytes=[100, 100, 100, 0, 0])
-    (100.0, 100.0)
-    """
-    n = len(keys)
-    if n == 0:
-        return 0.0, 0.0
-    index = {k: i for i, k in enumerate(keys)}
-    end = [float(v) for v in t1]
-    stop = max(end)
-    for i, key in enumerate(keys):
-        for d in dependencies.get(key, ()):
-            j = index.get(d)
-            if j is not None and t1[i] > end[j]:
-                end[j] = float(t1[i])
-        if is_output[i]:
-            end[i] = stop
-    if mem is None or mem_bytes is None:
-        mem, mem_bytes = [0] * n, nbytes
-    # Memory a task produced: an output that is its own base.
-    produced = {int(mem[i]) for i in range(n) if mem[i] and mem_bytes[i] == nbytes[i]}
-    # Lifetimes per piece of memory: overlapping lifetimes of outputs that share it
-    # are one lifetime (ids of freed memory can be reused later).
-    spans: dict = {}
-    for i in range(n):
-        if int(mem[i]) in produced:
-            ident, size = int(mem[i]), max(float(nbytes[i]), float(mem_bytes[i]))
-        else:
-            ident, size = ("own", i), float(nbytes[i])
-        if end[i] > t1[i] and size and keys[i] not in skip:
-            spans.setdefault(ident, []).append((float(t1[i]), end[i], size))
-    events = []
-    for group in spans.values():
-        group.sort()
-        start, stop_, size = group[0]
-        for a, b, sz in group[1:]:
-            if a <= stop_:
-                stop_, size = max(stop_, b), max(size, sz)
-            else:
-                events += [(start, size), (stop_, -size)]
-                start, stop_, size = a, b, sz
-        events += [(start, size), (stop_, -size)]
-    events.sort(key=lambda e: (e[0], e[1]))  # releases before allocations at a tie
-    held = peak = 0.0
-    for _, delta in events:
-        held += delta
-        peak = max(peak, held)
-    return float(peak), float(max(nbytes))
 
 
 def fit_workload(
@@ -487,12 +407,18 @@ def fit_workload(
             if working >= VISIBLE_BYTES and parallel * o.chunk_bytes * 4 >= VISIBLE_BYTES:
                 measured_amp.append(working / (parallel * o.chunk_bytes))
     overhead = sum(overheads) / len(overheads) if overheads else DEFAULT_OVERHEAD_SECONDS
+    # What a task held beyond its inputs, where a probe traced it: measured, so it
+    # replaces the assumption when the process's memory could not show it.
+    traced = [o.task_peak_bytes / o.chunk_bytes for o in usable
+              if o.task_peak_bytes > 0 and o.chunk_bytes > 0]
     if measured_amp:
-        amplification = max(measured_amp)
+        amplification = max(measured_amp + traced)
+    elif traced:
+        amplification = max(traced + structural_amp)
     else:
         amplification = max([DEFAULT_AMPLIFICATION, *structural_amp])
     terms = _fit_terms(usable, fixed, seconds_per_byte)
-    return WorkloadModel(
+    model = WorkloadModel(
         tasks_per_chunk=tasks_per_chunk,
         seconds_per_byte=seconds_per_byte,
         overhead_seconds=overhead,
@@ -512,6 +438,76 @@ def fit_workload(
         blas_threads=max(1, int(blas_threads)),
         blas_penalty=max(1.0, float(blas_penalty)),
     )
+    return replace(model, corrections=_corrections(model, usable))
+
+
+def _corrections(model: WorkloadModel, observations: Sequence[Observation]
+                 ) -> tuple[tuple[float, float, float], ...]:
+    """What was measured over what ``model`` predicts for the same chunking, per
+    measured chunk size (see :attr:`WorkloadModel.corrections`).
+
+    Computes at one chunk size (within 7%) are one point: the geometric mean of
+    their time ratios, and the largest of their memory ratios (a budget must hold
+    for the worst compute seen).
+    """
+    points: dict = {}
+    for o in observations:
+        if not o.chunk_bytes > 0:
+            continue
+        p = predict(model, o.array_bytes, o.chunk_bytes, o.concurrency, o.baseline_bytes,
+                    n_chunks=o.n_chunks, processes=o.processes)
+        times, memory = points.setdefault(round(math.log2(o.chunk_bytes) * 10), ([], []))
+        if o.wall_seconds > 0 and p.seconds > 0:
+            times.append((o.chunk_bytes, o.wall_seconds / p.seconds))
+        above = p.peak_bytes - o.baseline_bytes
+        if o.peak_bytes > o.baseline_bytes and above > 0:
+            memory.append((o.chunk_bytes, (o.peak_bytes - o.baseline_bytes) / above))
+        elif not times:
+            times.append((o.chunk_bytes, 1.0))
+    out = []
+    for times, memory in points.values():
+        sizes = [c for c, _ in times + memory]
+        time_ratio = math.exp(sum(math.log(r) for _, r in times) / len(times)) if times else 1.0
+        memory_ratio = max((r for _, r in memory), default=1.0)
+        out.append((math.exp(sum(map(math.log, sizes)) / len(sizes)),
+                    _clamp(time_ratio, MIN_CORRECTION, MAX_CORRECTION),
+                    _clamp(memory_ratio, MIN_CORRECTION, MAX_CORRECTION)))
+    return tuple(sorted(out))
+
+
+def correction(model: WorkloadModel, chunk_bytes: float) -> tuple[float, float]:
+    """The ``(time, memory)`` scale of a prediction at ``chunk_bytes``.
+
+    Between measured chunk sizes the ratios are interpolated (in the logarithm of
+    the size); beyond them the time ratio of the nearest size holds (a bias of the
+    model, like its overhead estimate, stays), while a memory ratio below 1 fades
+    back to the model's own figure within :data:`REACH` (a measurement that used
+    less memory than modelled says nothing of a chunk that was not run; one that
+    used more is kept).
+
+    >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 1, 1,
+    ...                   corrections=((1e6, 2.0, 0.5), (4e6, 1.0, 0.5)))
+    >>> correction(m, 1e6), correction(m, 4e6)
+    ((2.0, 0.5), (1.0, 0.5))
+    >>> [round(r, 3) for r in correction(m, 2e6)]  # halfway, in the logarithm
+    [1.414, 0.5]
+    >>> correction(m, 32e6)  # 8x the largest measured: memory as modelled
+    (1.0, 1.0)
+    """
+    points = model.corrections
+    if not points or not chunk_bytes > 0:
+        return 1.0, 1.0
+    if chunk_bytes <= points[0][0] or chunk_bytes >= points[-1][0]:
+        c, t, m = points[0] if chunk_bytes <= points[0][0] else points[-1]
+        if m < 1:
+            fade = max(0.0, 1 - abs(math.log(chunk_bytes / c)) / math.log(REACH))
+            m = m ** fade
+        return t, m
+    for (c1, t1, m1), (c2, t2, m2) in zip(points, points[1:]):
+        if c1 <= chunk_bytes <= c2:
+            f = math.log(chunk_bytes / c1) / math.log(c2 / c1) if c2 > c1 else 0.0
+            return t1 ** (1 - f) * t2 ** f, m1 ** (1 - f) * m2 ** f
+    return 1.0, 1.0  # pragma: no cover - the points are sorted
 
 
 #: Operations whose tasks do ``side**3`` work on ``side**2`` blocks (contractions).
@@ -574,7 +570,8 @@ def _fit_terms(observations, fixed: float, per_byte: float) -> tuple:
         if a is None:
             # One size: the share of this operation's time that grows with the chunk
             # is at most what the whole compute's split gives per byte of chunk.
-            variable = min(t0, per_byte * c0) if g > 0 and c0 > 0 else 0.0
+            variable = (min(t0, max(per_byte * c0, t0 - MAX_FIXED_SECONDS))
+                        if g > 0 and c0 > 0 else 0.0)
             a = t0 - variable
             w = variable / c0**g if variable else 0.0
         terms.append((count / n0**e, e, a, w, g))
@@ -638,7 +635,16 @@ def _split_task_time(observations: Sequence[Observation]) -> tuple[float, float]
     ``task_seconds = fixed * n_tasks + per_byte * array_bytes`` is fitted by least
     squares when the observations used different chunk sizes; with one chunk size
     the per-byte cost is taken as :data:`PRIOR_SECONDS_PER_BYTE` (or less, if the
-    measured time is less) and the rest is fixed cost.
+    measured time is less), the rest is fixed cost up to :data:`MAX_FIXED_SECONDS`
+    per task, and any time beyond that is per byte too.
+
+    One size, 20 tasks of 64 ms on 32 MB chunks (reading a stored chunk): almost
+    all of it grows with the chunk.
+
+    >>> fixed, per_byte = _split_task_time([Observation(6.4e8, 3.2e7, 20, 1.28, 0.7, 0, 0,
+    ...                                                 0, 2)])
+    >>> round(fixed * 1e3, 1), round(per_byte * 1e9, 2)  # ms per task, ns per byte
+    (1.0, 1.97)
 
     >>> obs = [Observation(8e6, 8e4, 100, 0.058, 0.1, 0, 0, 0, 2),  # 100 chunks
     ...        Observation(8e6, 2e6, 4, 0.010, 0.01, 0, 0, 0, 2)]   # 4 chunks
@@ -668,6 +674,8 @@ def _split_task_time(observations: Sequence[Observation]) -> tuple[float, float]
                 return 0.0, total_s / total_b
             return total_s / total_t, 0.0
     per_byte = min(PRIOR_SECONDS_PER_BYTE, total_s / total_b)
+    # A task's fixed cost is at most MAX_FIXED_SECONDS: the rest grows with the chunk.
+    per_byte = max(per_byte, (total_s - MAX_FIXED_SECONDS * total_t) / total_b)
     return max(0.0, total_s - per_byte * total_b) / total_t, per_byte
 
 
@@ -747,19 +755,20 @@ def predict(
     held = held_share(model, n_chunks, aligned)
     processes = max(1, int(processes))
     per_process = min(math.ceil(concurrency / processes), n_chunks)
-    peak = (
-        baseline
-        + (model.results_fraction * array_bytes + n_tasks * GRAPH_BYTES_PER_TASK
-           if processes == 1 else 0.0)  # on a cluster the client holds those
+    above = (
+        (model.results_fraction * array_bytes + n_tasks * GRAPH_BYTES_PER_TASK
+         if processes == 1 else 0.0)  # on a cluster the client holds those
         + held * array_bytes / processes
         + per_process * model.amplification * chunk_bytes
     )
+    # Scaled to what the measured chunkings really took (see `correction`).
+    time_ratio, memory_ratio = correction(model, chunk_bytes)
     return Prediction(
         chunk_bytes=chunk_bytes,
         n_chunks=n_chunks,
         n_tasks=n_tasks,
-        seconds=seconds,
-        peak_bytes=peak,
+        seconds=seconds * time_ratio,
+        peak_bytes=baseline + above * memory_ratio,
         overhead_fraction=per_task / seconds if seconds > 0 else 0.0,
     )
 
@@ -792,6 +801,7 @@ def choose_chunk_bytes(
     aligned: bool = False,
     realize=None,
     processes: int = 1,
+    reach: float | None = REACH,
 ) -> Choice:
     """Choose the chunk size, in bytes, for an array of ``array_bytes``.
 
@@ -800,7 +810,11 @@ def choose_chunk_bytes(
     ones within :data:`TIME_TOLERANCE` of the fastest are equally good; of those,
     take the smallest whose overhead fraction is at most ``overhead_target`` (the
     smallest of all, if none is). When nothing fits, take the size with the
-    smallest predicted peak. ``realize`` maps a candidate size to the chunking a
+    smallest predicted peak. Only candidates within ``reach`` times a measured
+    chunk size (:meth:`WorkloadModel.distance`) are taken while one of them fits
+    the budget (or the nearest that fit, when none is that near): a faster size
+    further out is a guess, and the choice is then bound by ``"reach"`` (None: no
+    limit). ``realize`` maps a candidate size to the chunking a
     shape can really have, ``(largest chunk bytes, number of chunks, aligned)``;
     each candidate is then predicted as that chunking. The returned ``chunk_bytes`` is
     the candidate (give it to :func:`chunk_shape` as the target).
@@ -835,9 +849,15 @@ def choose_chunk_bytes(
     if not fitting:
         best = min(preds, key=lambda p: p.peak_bytes)
         return Choice(targets[id(best)], "memory", best, budget_bytes, False)
+    # The budget may force a size far from the measured ones; speed alone may not.
+    # When no chunking a shape can have is within reach, the nearest ones are.
+    dist = {id(p): model.distance(p.chunk_bytes) for p in fitting}
+    limit = math.inf if reach is None else max(reach, min(dist.values())) * (1 + 1e-9)
+    near = [p for p in fitting if dist[id(p)] <= limit]
+    far = [p for p in fitting if p not in near]
 
-    fastest = min(p.seconds for p in fitting)
-    fast = [p for p in fitting if p.seconds <= fastest * (1 + TIME_TOLERANCE)]
+    fastest = min(p.seconds for p in near)
+    fast = [p for p in near if p.seconds <= fastest * (1 + TIME_TOLERANCE)]
     cheap = [p for p in fast if p.overhead_fraction <= overhead_target]
     chosen = min(cheap or fast, key=lambda p: p.chunk_bytes)
 
@@ -847,13 +867,17 @@ def choose_chunk_bytes(
     conc = concurrency or model.concurrency
     if chosen.n_chunks == 1:
         binding = "array"
+    elif any(p.seconds < chosen.seconds * (1 - TIME_TOLERANCE) for p in far):
+        binding = "reach"
     elif any(p.peak_bytes > budget_bytes and p.seconds < chosen.seconds * (1 - TIME_TOLERANCE)
              for p in larger):
         binding = "memory"
     elif not larger:
         binding = "max_chunk_bytes"
     elif not smaller:
-        binding = "min_chunk_bytes"
+        # Below the smallest chunking a shape can have (whole storage chunks, whole
+        # dimensions) there is nothing to choose; only a bound at it binds.
+        binding = "min_chunk_bytes" if chosen.chunk_bytes <= low * (1 + 1e-9) else "smallest"
     elif cheap and smaller[-1] in fast and smaller[-1].overhead_fraction > overhead_target:
         binding = "overhead"
     elif chosen.n_chunks <= 4 * conc and larger[0].seconds > chosen.seconds:
@@ -861,105 +885,3 @@ def choose_chunk_bytes(
     else:
         binding = "speed"
     return Choice(targets[id(chosen)], binding, chosen, budget_bytes, True)
-
-
-@dataclass(frozen=True)
-class Saturation:
-    """The ``distributed.scheduler.worker-saturation`` to run a chunking with, and why.
-
-    On a ``dask.distributed`` cluster with queuing off (saturation ``inf``) every
-    root task (a task that creates a chunk) is sent to a worker at once, and a worker
-    may create chunks faster than their consumers, which wait for data from other
-    workers, use them. With a finite saturation ``s`` the scheduler sends a worker
-    a root task only while fewer than ``ceil(s * nthreads)`` tasks are processing
-    there. ``value`` is the largest setting
-    whose predicted peak fits the budget (``inf`` when even every root output of a
-    worker fits, or when no output waits for other tasks, so queuing would only add
-    round trips). ``reason`` is ``"nothing-waits"``, ``"fits"`` or ``"memory"``;
-    ``peak_bytes`` is one worker's predicted peak with ``value`` and
-    ``unqueued_peak_bytes`` its upper bound with queuing off.
-    """
-
-    value: float
-    reason: str
-    peak_bytes: float
-    unqueued_peak_bytes: float
-
-
-def worker_saturation(
-    model: WorkloadModel,
-    array_bytes: float,
-    chunk_bytes: float,
-    *,
-    budget_bytes: float,
-    threads_per_worker: int,
-    workers: int,
-    n_chunks: int | None = None,
-    baseline_bytes: float | None = None,
-    aligned: bool = False,
-) -> Saturation:
-    """The worker saturation that keeps root tasks from outrunning a worker's memory.
-
-    One worker's peak with queued roots is :func:`predict`'s (its running tasks, its
-    share of what waits, its baseline) plus, for every root task it may hold beyond
-    its threads, the finished chunk and what it lets run early: the outputs of its
-    consumers and the copies that consumers on other workers fetch, taken as one
-    task's working set (``amplification`` chunks; measured in a transpose on two
-    workers: 2.7 chunks per root held ahead). With queuing off a worker may, at
-    worst, create all of its ``n_chunks / workers`` chunks before their consumers
-    run.
-
-    >>> m = WorkloadModel(1, 1e-9, 1e-4, 2.0, 0.0, 0.0, 2, 2, held_fraction=0.5)
-    >>> s = worker_saturation(m, 1e9, 1e7, budget_bytes=4e8, threads_per_worker=1,
-    ...                       workers=2)
-    >>> s.reason, s.value, s.peak_bytes <= 4e8 < s.unqueued_peak_bytes
-    ('memory', 5.0, True)
-    >>> worker_saturation(m, 1e9, 1e7, budget_bytes=4e9, threads_per_worker=1,
-    ...                   workers=2).value
-    inf
-    """
-    threads = max(1, int(threads_per_worker))
-    workers = max(1, int(workers))
-    chunk_bytes = min(chunk_bytes, max(array_bytes, 1.0))
-    if n_chunks is None:
-        n_chunks = math.ceil(array_bytes / chunk_bytes)
-    n_chunks = max(1, int(n_chunks))
-    pred = predict(model, array_bytes, chunk_bytes, threads * workers, baseline_bytes,
-                   aligned=aligned, n_chunks=n_chunks, processes=workers)
-    running = min(threads, math.ceil(n_chunks / workers))
-    spare = max(0, math.ceil(n_chunks / workers) - running)  # roots that could run ahead
-    per_root = chunk_bytes * (1 + model.amplification)  # the chunk, and what it feeds
-    unqueued = pred.peak_bytes + spare * per_root
-    if held_share(model, n_chunks, aligned) * n_chunks < 1:
-        return Saturation(math.inf, "nothing-waits", pred.peak_bytes, pred.peak_bytes)
-    if unqueued <= budget_bytes:
-        return Saturation(math.inf, "fits", unqueued, unqueued)
-    ahead = max(0, int((budget_bytes - pred.peak_bytes) // per_root))
-    ahead = min(ahead, spare)
-    return Saturation((threads + ahead) / threads, "memory",
-                      pred.peak_bytes + ahead * per_root, unqueued)
-
-
-def water_level(demands: Sequence[int], budget: int) -> int | None:
-    """The largest per-holder cap that fits ``budget`` items among ``demands``.
-
-    Each holder keeps ``min(demand, cap)`` items. Holders that want less than an
-    equal share keep all they want; the rest share what is left equally. None when
-    every demand fits (no cap is needed).
-
-    >>> water_level([10, 10, 1000], 300)  # the two small ones keep theirs
-    280
-    >>> water_level([10, 10], 300) is None
-    True
-    >>> water_level([500, 500, 500], 300)
-    100
-    """
-    if sum(demands) <= budget:
-        return None
-    remaining, n = budget, len(demands)
-    for i, demand in enumerate(sorted(demands)):
-        share = remaining // (n - i)
-        if demand > share:
-            return share
-        remaining -= demand
-    return None  # pragma: no cover - the sum exceeds the budget: a demand exceeds its share

@@ -19,6 +19,7 @@ from dask.utils import format_bytes
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import saturation as _saturation
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking.recommendation import (
     REASONS,
@@ -46,6 +47,8 @@ class PlanSettings:
     safety_factor: float
     overhead_target: float
     memory_limit: int | None  # configured; None: the limit the process lives under
+    reach: float | None = _model.REACH  # see model.choose_chunk_bytes; None: no limit
+    default_chunk_bytes: int | None = None  # what Dask's "auto" aims at (None: not compared)
 
     def budget(self, limit: int) -> int:
         """Bytes a computation may reach at its peak: limit x percent x safety factor."""
@@ -90,11 +93,11 @@ class Workers:
         )
 
     def saturation(self, fit, array_bytes, chunk_bytes, *, budget, n_chunks,
-                   aligned) -> _model.Saturation | None:
+                   aligned) -> _saturation.Saturation | None:
         """The worker saturation for a chunking on these workers (None locally)."""
         if not self.threads:
             return None
-        return _model.worker_saturation(
+        return _saturation.worker_saturation(
             fit, array_bytes, chunk_bytes, budget_bytes=budget,
             threads_per_worker=self.most_threads, workers=self.processes,
             n_chunks=n_chunks, baseline_bytes=self.baseline, aligned=aligned,
@@ -137,9 +140,10 @@ def whole_dims(shape: tuple[int, ...], downstream: _graph.Downstream,
 
 
 def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[int],
-            storage_chunks) -> str:
+            storage_chunks, reach: float | None = _model.REACH, **numbers) -> str:
     """Why these chunks, in a sentence: the binding constraint and the shape rules."""
-    reason = REASONS[binding].format(conc=conc)
+    reason = REASONS[binding].format(conc=conc, reach=numbers.pop("shown", None)
+                                     or reach or _model.REACH, **numbers)
     notes = []
     if downstream.whole_dims:
         notes.append(
@@ -198,18 +202,46 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
         return chunks, math.prod(chunks) * itemsize, blocks, aligned
 
+    def predicted(chunks, blocks, aligned):
+        return _model.predict(fit, array_bytes, math.prod(chunks) * itemsize, conc,
+                              workers.baseline, aligned=aligned, n_chunks=blocks,
+                              processes=workers.processes)
+
     choice = _model.choose_chunk_bytes(
         fit, array_bytes, budget_bytes=budget, min_chunk_bytes=lower,
         max_chunk_bytes=upper, overhead_target=settings.overhead_target,
         concurrency=conc, baseline_bytes=workers.baseline,
         realize=lambda target: realize(target)[1:], processes=workers.processes,
+        reach=settings.reach,
     )
     chunks, chunk_bytes, blocks, aligned = realize(choice.chunk_bytes)
-    pred = _model.predict(fit, array_bytes, chunk_bytes, conc, workers.baseline,
-                          aligned=aligned, n_chunks=blocks, processes=workers.processes)
+    pred = predicted(chunks, blocks, aligned)
     binding = choice.binding
     if whole and any(chunks[d] != shape[d] for d in whole):
         binding = "shape"
+    elif binding == "smallest":
+        binding = "storage" if storage_chunks is not None else "speed"
+    numbers = {}
+    kept = _keep_current(fit, pred, current_chunks, shape, itemsize, wanted, budget,
+                         lower, upper, predicted)
+    if kept is not None and tuple(kept[0]) != tuple(chunks):
+        gain = 1 - pred.seconds / kept[1].seconds
+        numbers = {"other": chunks, "uncertainty": kept[2],
+                   "gain": f"{gain:.0%} faster" if gain >= 0.005 else "no faster"}
+        (chunks, pred), binding = kept[:2], "current"
+        chunk_bytes, blocks = math.prod(chunks) * itemsize, pred.n_chunks
+        aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
+    elif (auto := _dask_default(fit, chunks, pred, shape, itemsize, whole, wanted,
+                                storage_chunks, settings.default_chunk_bytes, budget, lower,
+                                upper, predicted)) is not None:
+        numbers = {"other": chunks, "uncertainty": auto[2],
+                   "gain": f"{1 - auto[1].seconds / pred.seconds:.0%}"}
+        (chunks, pred), binding = auto[:2], "default"
+        chunk_bytes, blocks = math.prod(chunks) * itemsize, pred.n_chunks
+        aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
+    elif binding == "reach":
+        numbers = {"measured": ", ".join(format_bytes(c) for c in fit.measured_bytes[-3:]),
+                   "shown": max(settings.reach or _model.REACH, fit.distance(chunk_bytes))}
     saturation = workers.saturation(fit, array_bytes, chunk_bytes, budget=budget,
                                     n_chunks=blocks, aligned=aligned)
     return Recommendation(
@@ -217,7 +249,9 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         fits_budget=pred.peak_bytes <= budget, memory_budget_bytes=budget,
         memory_limit_bytes=limit, predicted_peak_bytes=pred.peak_bytes,
         predicted_seconds=pred.seconds, predicted_tasks=pred.n_tasks, concurrency=conc,
-        model=fit, reason=_reason(binding, conc, downstream, whole, storage_chunks),
+        model=fit,
+        reason=_reason(binding, conc, downstream, whole, storage_chunks, settings.reach,
+                       **numbers),
         overhead_fraction=pred.overhead_fraction, downstream=downstream.ops,
         storage_chunks=storage_chunks, saturation=saturation,
         scheduler_reason="" if saturation is None
@@ -225,6 +259,67 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         shape=tuple(int(n) for n in shape),
         current_chunks=None if current_chunks is None else _shapes.largest(current_chunks),
     )
+
+
+def _keep_current(fit, pred, current_chunks, shape, itemsize, wanted, budget, lower,
+                  upper, predicted):
+    """``(chunks, prediction, uncertainty)`` of the current chunks when the
+    recommendation is not predicted faster than them by more than the model's
+    uncertainty, and they fit the budget and the chunk-size bounds; else None.
+
+    Doing nothing is the user's safe choice: a move must be predicted to pay by more
+    than the model can be wrong by, at the farther of the two sizes from what was
+    measured.
+    """
+    if current_chunks is None:
+        return None
+    chunks = _shapes.largest(current_chunks)
+    chunk_bytes = math.prod(chunks) * itemsize
+    if not chunk_bytes or not lower <= chunk_bytes <= upper:
+        return None
+    blocks = math.prod(len(c) for c in current_chunks)
+    aligned = bool(wanted) and all(len(current_chunks[d]) == 1 for d in wanted)
+    now = predicted(chunks, blocks, aligned)
+    if now.peak_bytes > budget:
+        return None
+    margin = max(fit.uncertainty(pred.chunk_bytes), fit.uncertainty(chunk_bytes))
+    if pred.seconds < now.seconds * (1 - margin):
+        return None
+    return chunks, now, margin
+
+
+def _dask_default(fit, mine, pred, shape, itemsize, whole, wanted, storage_chunks, target,
+                  budget, lower, upper, predicted):
+    """``(chunks, prediction, uncertainty)`` of Dask's ``"auto"`` chunks (the
+    dimensions kept whole stay whole) when they are predicted faster than ``mine``
+    (the recommendation, predicted ``pred``) by more than the model's uncertainty,
+    and fit the budget and the chunk-size bounds; else None. A user who does
+    nothing gets them."""
+    # Dask spells "auto" chunks out block by block (and the storage's too): an array
+    # of millions of blocks is no case a user runs with the default chunks.
+    blocks_of = (lambda unit: max((n // max(1, c) for n, c in zip(shape, unit)), default=1))
+    if not target or math.prod(shape) * itemsize / target > 1e6 or (
+            storage_chunks is not None and blocks_of(storage_chunks) > 1e6):
+        return None
+    from dask.array.core import normalize_chunks
+
+    try:
+        chunks = _shapes.largest(normalize_chunks(
+            tuple(-1 if d in whole else "auto" for d in range(len(shape))), shape,
+            limit=target, dtype=np.dtype((np.void, itemsize)),
+            previous_chunks=storage_chunks))
+    except ValueError:  # no "auto" chunking within the limit: Dask would refuse too
+        return None
+    chunk_bytes = math.prod(chunks) * itemsize
+    if tuple(chunks) == tuple(mine) or not lower <= chunk_bytes <= upper:
+        return None
+    blocks = math.prod(-(-n // c) for n, c in zip(shape, chunks))
+    aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
+    auto = predicted(chunks, blocks, aligned)
+    margin = max(fit.uncertainty(pred.chunk_bytes), fit.uncertainty(chunk_bytes))
+    if auto.peak_bytes > budget or not auto.seconds < pred.seconds * (1 - margin):
+        return None
+    return chunks, auto, margin
 
 
 def budget_warning(rec: Recommendation, settings: PlanSettings) -> str:

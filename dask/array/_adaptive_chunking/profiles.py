@@ -16,6 +16,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from dask.utils import key_split
@@ -25,7 +26,7 @@ from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking.aggregate import PROFILE_COST, RECORD_COST, Aggregate
 from dask.array._adaptive_chunking.config import PREFIX
 
-__all__ = ["UnsavedCompute", "Profile", "ProfileRegistry", "unavailable"]
+__all__ = ["UnsavedCompute", "Profile", "ProfileRegistry", "unavailable", "water_level"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 
@@ -274,7 +275,7 @@ class ProfileRegistry:
         profiles are dropped. The rest is shared by the record samples, which are
         thinned (they stay uniform samples; aggregates stay exact): a profile that
         has seen few records keeps them all, and the others share what is left
-        equally (:func:`model.water_level`). No ceiling: no sample is held back.
+        equally (:func:`water_level`). No ceiling: no sample is held back.
         """
         with self.lock:
             states = list(self._profiles.values())
@@ -292,7 +293,32 @@ class ProfileRegistry:
                 self.drop(oldest.id, "max-memory")
             aggregates = [s.aggregate for s in states] + [engine_aggregate]
             budget = max(0, int((ceiling - fixed) // RECORD_COST))
-            cap = _model.water_level([min(a.seen, max_records) for a in aggregates], budget)
+            cap = water_level([min(a.seen, max_records) for a in aggregates], budget)
             for a in aggregates:
                 if a.limit != cap:
                     a.set_limit(cap)
+
+
+def water_level(demands: Sequence[int], budget: int) -> int | None:
+    """The largest per-holder cap that fits ``budget`` items among ``demands``.
+
+    Each holder keeps ``min(demand, cap)`` items. Holders that want less than an
+    equal share keep all they want; the rest share what is left equally. None when
+    every demand fits (no cap is needed).
+
+    >>> water_level([10, 10, 1000], 300)  # the two small ones keep theirs
+    280
+    >>> water_level([10, 10], 300) is None
+    True
+    >>> water_level([500, 500, 500], 300)
+    100
+    """
+    if sum(demands) <= budget:
+        return None
+    remaining, n = budget, len(demands)
+    for i, demand in enumerate(sorted(demands)):
+        share = remaining // (n - i)
+        if demand > share:
+            return share
+        remaining -= demand
+    return None  # pragma: no cover - the sum exceeds the budget: a demand exceeds its share

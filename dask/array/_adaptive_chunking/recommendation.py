@@ -16,6 +16,7 @@ from typing import Any
 from dask.utils import format_bytes
 
 from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import saturation as _saturation
 
 __all__ = [
     "SATURATION_KEY", "REASONS", "Recommendation", "DatasetRecommendation",
@@ -54,11 +55,42 @@ class Recommendation:
     overhead_fraction: float = 0.0
     downstream: tuple[str, ...] = ()
     storage_chunks: tuple[int, ...] | None = None
-    saturation: _model.Saturation | None = None
+    saturation: _saturation.Saturation | None = None
     scheduler_reason: str = ""
     shape: tuple[int, ...] = ()  # the array it is for
     current_chunks: tuple[int, ...] | None = None  # its chunk shape now, if known
     dims: tuple | None = None  # dimension names, for an xarray object
+    probes: tuple = ()  # the probe.ProbeRun of each probe run for it
+    probe_note: str = ""  # why probing stopped (empty: not asked to probe)
+
+    @property
+    def distance(self) -> float:
+        """How many times larger or smaller the chunks are than the nearest chunk
+        size measured (1: within the measured sizes; ``inf``: nothing measured)."""
+        return math.inf if self.model is None else self.model.distance(self.chunk_bytes)
+
+    @property
+    def uncertainty(self) -> float:
+        """The relative uncertainty of ``predicted_seconds`` (it grows with
+        :attr:`distance`)."""
+        return 1.0 if self.model is None else self.model.uncertainty(self.chunk_bytes)
+
+    @property
+    def evidence(self) -> str:
+        """How sure the recommendation is, in words: what its chunks rest on."""
+        d = self.distance
+        sizes = () if self.model is None else self.model.measured_bytes
+        if not sizes:
+            return "no chunk size measured"
+        where = (f"measured at {', '.join(format_bytes(c) for c in sizes[:4])}"
+                 + (" and more" if len(sizes) > 4 else ""))
+        if d <= 1.0:
+            how = "within the chunk sizes measured"
+        else:
+            how = f"{d:.1f}x {'beyond' if self.chunk_bytes > sizes[-1] else 'below'} " \
+                  "the nearest chunk size measured"
+        probed = f", {len(self.probes)} probe(s)" if self.probes else ""
+        return f"{how} ({where}{probed}); time +/-{self.uncertainty:.0%}"
 
     @property
     def chunks_by_dim(self) -> dict | None:
@@ -115,6 +147,13 @@ class Recommendation:
             "storage_chunks": self.storage_chunks,
             "scheduler_config": self.scheduler_config,
             "scheduler_reason": self.scheduler_reason,
+            "measured_chunk_sizes_mb": [c / MiB for c in self.model.measured_bytes]
+            if self.model else [],
+            "distance_from_measured": None if math.isinf(self.distance) else self.distance,
+            "uncertainty": self.uncertainty,
+            "evidence": self.evidence,
+            "probes": [r.to_dict() for r in self.probes],
+            "probe_note": self.probe_note,
         }
 
 
@@ -132,10 +171,21 @@ REASONS = {
     "array": "the whole array fits in one chunk",
     "shape": "the dimensions that should stay whole do not fit the chunk-size bounds "
              "whole; this is the nearest shape within them",
+    "storage": "one task per storage chunk: larger chunks are predicted no faster, "
+               "and smaller ones would read each stored chunk more than once",
+    "reach": "the fastest size within {reach:.3g}x of the chunk sizes measured ({measured}); "
+             "chunks further out are predicted faster but have not been run: compute at "
+             "these chunks, or recommend with probe=True, to go further",
+    "default": "Dask's \"auto\" chunks (array.chunk-size): predicted {gain} faster than "
+               "{other}, the best chunking near the sizes measured, which is more than "
+               "the model's uncertainty (+/-{uncertainty:.0%})",
+    "current": "keeps the current chunks: the best other chunking, {other}, is "
+               "predicted {gain}; a change must gain more than the model's uncertainty "
+               "there (+/-{uncertainty:.0%})",
 }
 
 
-def scheduler_config(saturation: _model.Saturation | None) -> dict[str, float | str]:
+def scheduler_config(saturation: _saturation.Saturation | None) -> dict[str, float | str]:
     """Distributed config for a saturation choice (``"inf"`` as distributed spells it).
 
     >>> scheduler_config(None)
@@ -148,7 +198,7 @@ def scheduler_config(saturation: _model.Saturation | None) -> dict[str, float | 
 
 
 
-def saturation_reason(sat: _model.Saturation, budget: float, current) -> str:
+def saturation_reason(sat: _saturation.Saturation, budget: float, current) -> str:
     """Why a worker saturation was chosen, in a sentence."""
     value = "inf" if math.isinf(sat.value) else f"{sat.value:g}"
     if sat.reason == "nothing-waits":

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["chunk_shape", "validate_shape", "check_chunks", "normalized", "largest"]
+__all__ = ["chunk_shape", "validate_shape", "check_chunks", "normalized", "largest",
+           "sample_shape"]
 
 
 def chunk_shape(
@@ -290,3 +291,28 @@ def largest(chunks) -> tuple[int, ...]:
     (100, 30)
     """
     return tuple(max(c, default=0) for c in chunks)
+
+
+def sample_shape(shape: Sequence[int], chunks: Sequence[int], blocks: int) -> tuple[int, ...]:
+    """The shape of a corner of an array of ``shape`` holding about ``blocks`` chunks
+    of ``chunks``, for a probe that runs the workload on a sample.
+
+    Dimensions that are one chunk stay whole (a tall-skinny QR needs its columns
+    whole); the others keep the same number of chunks each, so a square array
+    stays square (``x + x.T`` still adds).
+
+    >>> sample_shape((400_000, 100), (10_000, 100), 4)
+    (40000, 100)
+    >>> sample_shape((8000, 8000), (1000, 1000), 4)
+    (2000, 2000)
+    >>> sample_shape((100, 100), (60, 60), 16)  # no more than the array
+    (100, 100)
+    """
+    split = [d for d, (n, c) in enumerate(zip(shape, chunks)) if 0 < c < n]
+    out = [int(n) for n in shape]
+    if not split:
+        return tuple(out)
+    per = max(1, math.ceil(max(1, blocks) ** (1 / len(split)) - 1e-9))
+    for d in split:
+        out[d] = min(out[d], per * int(chunks[d]))
+    return tuple(out)

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "Profile",
     "Telemetry",
+    "chunk_stats",
     "dataset_html",
     "dict_text",
     "dataset_text",
@@ -415,6 +416,34 @@ class Telemetry(_Shown):
     _html = staticmethod(telemetry_html)
 
 
+def chunk_stats(state: Any) -> dict[str, Any]:
+    """A profile's ``profiler_stats``: the chunk sizes are the profiled array's
+    chunks; what its tasks returned (a fused read-and-reduce task returns far less
+    than the chunk it read) is under ``task_output_*``.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace as S
+    >>> from dask.array._adaptive_chunking.aggregate import Aggregate
+    >>> s = S(aggregate=Aggregate(), chunks=((100, 100, 50), (250,)), unknown_shape=False,
+    ...       dtype=np.dtype("f8"), nbytes=250 * 250 * 8)
+    >>> stats = chunk_stats(s)
+    >>> [round(stats[k], 3) for k in ("avg_chunk_size_mb", "min_chunk_size_mb",
+    ...                               "max_chunk_size_mb")]
+    [0.159, 0.095, 0.191]
+    """
+    stats = state.aggregate.stats()
+    for kind in ("avg", "min", "max"):
+        stats[f"task_output_{kind}_mb"] = stats[f"{kind}_chunk_size_mb"]
+    chunks = state.chunks
+    if chunks and not state.unknown_shape and all(chunks):
+        itemsize = max(1, state.dtype.itemsize)
+        blocks = math.prod(len(c) for c in chunks)
+        stats["avg_chunk_size_mb"] = state.nbytes / max(1, blocks) / MiB
+        stats["min_chunk_size_mb"] = math.prod(min(c) for c in chunks) * itemsize / MiB
+        stats["max_chunk_size_mb"] = math.prod(max(c) for c in chunks) * itemsize / MiB
+    return stats
+
+
 def profile_of(state: Any, rec: Any, current: dict | None, unavailable: str | None
                ) -> Profile:
     """The dict ``get_profile`` returns for one profile (``state``), with its
@@ -427,7 +456,7 @@ def profile_of(state: Any, rec: Any, current: dict | None, unavailable: str | No
         "array_dtype": str(state.dtype),
         "current_chunks": state.chunks,
         "execution_time_s": state.wall_seconds,
-        "profiler_stats": state.aggregate.stats(),
+        "profiler_stats": chunk_stats(state),
         "recommended_chunks": None if rec is None else rec.chunks,
         "recommendation_unavailable": unavailable if rec is None else None,
         "recommendation": None if rec is None else rec.to_dict(),

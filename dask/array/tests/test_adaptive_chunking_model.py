@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 
 import dask.array as da
 from dask.array._adaptive_chunking import graph, model
+from dask.array._adaptive_chunking.profiles import water_level
+from dask.array._adaptive_chunking.saturation import worker_saturation
 from dask.array._adaptive_chunking.shapes import chunk_shape
+from dask.array._adaptive_chunking.summary import replay_memory, task_terms
 from dask.array._adaptive_chunking.model import (
     FRESH_PAGES_BYTES,
     GRAPH_BYTES_PER_TASK,
@@ -20,9 +23,6 @@ from dask.array._adaptive_chunking.model import (
     choose_chunk_bytes,
     fit_workload,
     predict,
-    replay_memory,
-    task_terms,
-    worker_saturation,
 )
 
 MiB = 2**20
@@ -537,7 +537,7 @@ def test_saturation_fits_and_shrinks_with_the_budget(held, chunk, budget, thread
 @given(st.lists(st.integers(0, 10**6), min_size=1, max_size=50), st.integers(0, 10**7))
 @settings(max_examples=300, deadline=None)
 def test_water_level_is_the_largest_cap_that_fits(demands, budget):
-    level = model.water_level(demands, budget)
+    level = water_level(demands, budget)
     if level is None:
         assert sum(demands) <= budget
         return

@@ -1,0 +1,262 @@
+"""Are recommendations never worse than doing nothing, on workloads the model was not
+tuned on?
+
+For each workload a user's first compute is profiled at the workload's start chunks
+(what the user had), then the engine recommends in three ways:
+
+* ``one-shot``: from that one compute (``engine.recommend(x, pid, workload=f)``);
+* ``probe``: the same with ``probe=True`` (short computes on samples first);
+* ``two-round``: compute at the one-shot chunks, profiled, and recommend again.
+
+Every chunking (the start chunks, Dask's ``"auto"``, the three recommendations and
+a grid of alternatives) is then timed with the engine off, ``--repeats`` rounds in
+which every chunking runs once, in a shuffled order (the machine's noise hits all
+of them alike). A chunking's time is its median; the spread is its
+interquartile range over the median.
+
+Workloads: two Zarr stores (coarse chunks of 30 MiB, fine of 0.8 MiB) reduced along
+the first axis, a tall-skinny QR, and an in-memory ``(x + x.T).mean(axis=0)``.
+
+Run alone on a quiet machine::
+
+    python benchmarks/bench_trust.py            # all workloads, 5 rounds
+    python benchmarks/bench_trust.py --repeats 3 --only qr
+
+Results go to ``benchmarks/results/trust.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _util import in_fresh_process, machine, use_working_tree, write
+
+MiB = 2**20
+
+
+def _zarr_sum(a):
+    return a.mean(axis=0)
+
+
+def _qr(a):
+    import dask.array as da
+
+    q, r = da.linalg.qr(a)
+    return q.sum(axis=0), r
+
+
+def _transpose(a):
+    return (a + a.T).mean(axis=0)
+
+
+#: name -> (kind, shape, start chunks, store chunks or None, workload, grid, text)
+WORKLOADS = {
+    "zarr-coarse": ("zarr", (400, 400, 400), (100, 200, 200), (100, 200, 200), _zarr_sum,
+                    [(50, 200, 200), (100, 400, 400), (200, 400, 400), (400, 400, 400)],
+                    "from_zarr(store of (100, 200, 200) chunks).mean(axis=0)"),
+    "zarr-fine": ("zarr", (400, 400, 400), (10, 100, 100), (10, 100, 100), _zarr_sum,
+                  [(20, 200, 200), (40, 200, 200), (40, 400, 400), (100, 400, 400),
+                   (200, 400, 400)],
+                  "from_zarr(store of (10, 100, 100) chunks).mean(axis=0)"),
+    "qr": ("random", (4_000_000, 16), (50_000, 16), None, _qr,
+           [(12_500, 16), (25_000, 16), (100_000, 16), (250_000, 16), (500_000, 16),
+            (1_000_000, 16)],
+           "q, r = da.linalg.qr(random((4e6, 16))); (q.sum(axis=0), r)"),
+    "transpose": ("random", (8000, 8000), (250, 250), None, _transpose,
+                  [(500, 500), (1000, 1000), (2000, 2000), (4000, 4000)],
+                  "(x + x.T).mean(axis=0) on random((8000, 8000))"),
+}
+
+
+def make(spec: dict, chunks):
+    """The workload's input array in ``chunks`` (a tuple, or "auto")."""
+    import dask.array as da
+
+    kind, shape, *_ = WORKLOADS[spec["name"]]
+    if kind == "zarr":
+        return da.from_zarr(spec["store"], chunks=chunks)
+    if chunks == "auto":
+        chunks = {0: "auto", 1: -1} if spec["name"] == "qr" else "auto"
+    return da.random.random(shape, chunks=chunks)
+
+
+def prepare_store(spec: dict) -> None:
+    import numpy as np
+    import zarr
+
+    _, shape, _, store_chunks, *_ = WORKLOADS[spec["name"]]
+    z = zarr.open_array(spec["store"], mode="w", shape=shape, chunks=store_chunks,
+                        dtype="f8")
+    rng = np.random.default_rng(0)
+    for i in range(0, shape[0], store_chunks[0]):
+        z[i:i + store_chunks[0]] = rng.random((min(store_chunks[0], shape[0] - i),)
+                                              + shape[1:])
+
+
+def _chunks_of(rec) -> list[int]:
+    return [int(c) for c in rec.chunks]
+
+
+def recommend(spec: dict) -> dict:
+    """The user's first compute, profiled, and the three recommendations."""
+    import dask
+    from dask.array import adaptive_chunking as ac
+
+    _, _, start, _, f, *_ = WORKLOADS[spec["name"]]
+    with dask.config.set({"array.adaptive-chunking.history-path": spec["history"]}):
+        engine = ac.get_adaptive_engine()
+        x = make(spec, start)
+        pid = engine.profile_array(x)
+        began = time.perf_counter()
+        dask.compute(f(x))
+        first = time.perf_counter() - began
+        began = time.perf_counter()
+        one = engine.recommend(x, pid, workload=f)
+        one_s = time.perf_counter() - began
+        began = time.perf_counter()
+        probed = engine.recommend(x, pid, workload=f, probe=True)
+        probe_s = time.perf_counter() - began
+        y = make(spec, one.chunks)
+        pid2 = engine.profile_array(y)
+        dask.compute(f(y))
+        two = engine.recommend(x, [pid, pid2], workload=f)
+        ac.disable_adaptive_chunking()
+    out = {"first_compute_s": first, "recommend_s": one_s, "probe_recommend_s": probe_s}
+    for label, rec in (("one-shot", one), ("probe", probed), ("two-round", two)):
+        out[label] = {"chunks": _chunks_of(rec), "binding": rec.binding,
+                      "evidence": rec.evidence, "predicted_s": rec.predicted_seconds,
+                      "probes": len(rec.probes), "probe_note": rec.probe_note}
+    return out
+
+
+def timed(spec: dict, chunkings: dict, repeats: int) -> dict:
+    """Each chunking's wall times, ``repeats`` shuffled rounds after a warm-up."""
+    import dask
+
+    f = WORKLOADS[spec["name"]][4]
+    built = {label: f(make(spec, c if c == "auto" else tuple(c)))
+             for label, c in chunkings.items()}
+    for y in built.values():  # warm-up: thread pool, heap, the store's page cache
+        dask.compute(y)
+    times: dict = {label: [] for label in built}
+    order = list(built)
+    rng = random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for label in order:
+            gc.collect()
+            began = time.perf_counter()
+            dask.compute(built[label])
+            times[label].append(time.perf_counter() - began)
+    return times
+
+
+def child(spec: dict) -> dict:
+    use_working_tree()
+    import dask
+
+    dask.config.set({"array.adaptive-chunking.enabled": True})
+    name = spec["name"]
+    kind, _, start, _, _, grid, _ = WORKLOADS[name]
+    if kind == "zarr":
+        prepare_store(spec)
+    recs = recommend(spec)
+    dask.config.set({"array.adaptive-chunking.enabled": False})
+    chunkings = {"start": list(start), "auto": "auto"}
+    chunkings.update({label: recs[label]["chunks"]
+                      for label in ("one-shot", "probe", "two-round")})
+    chunkings.update({str(tuple(c)): list(c) for c in grid})
+    auto = make(spec, "auto")
+    recs["auto_chunks"] = [int(c) for c in auto.chunksize]
+    recs["times"] = timed(spec, chunkings, spec["repeats"])
+    recs["chunkings"] = chunkings
+    return recs
+
+
+def summarize(times: list[float]) -> dict:
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    median = statistics.median(times)
+    return {"median": median, "spread": (q[2] - q[0]) / median}
+
+
+def analyse(res: dict) -> dict:
+    stats = {label: summarize(t) for label, t in res["times"].items()}
+    best_label = min(stats, key=lambda k: stats[k]["median"])
+    best = stats[best_label]["median"]
+    out = {"best": best_label, "stats": stats}
+    for label in ("one-shot", "probe", "two-round"):
+        m = stats[label]["median"]
+        out[label] = {"vs_best": m / best, "vs_start": m / stats["start"]["median"],
+                      "vs_auto": m / stats["auto"]["median"]}
+    return out
+
+
+def markdown(results: dict, args) -> str:
+    lines = ["# Trust: recommendations on workloads the model was not tuned on", "",
+             f"{args.repeats} shuffled rounds per chunking, threaded scheduler, engine off "
+             "while timing; time = median, spread = interquartile range / median.", ""]
+    worst = 1.0
+    for name, res in results.items():
+        a = res["analysis"]
+        lines += [f"## {name}: `{WORKLOADS[name][6]}`", "",
+                  f"First compute (profiled) {res['first_compute_s']:.2f} s; recommend "
+                  f"{res['recommend_s'] * 1e3:.0f} ms; with probe "
+                  f"{res['probe_recommend_s']:.2f} s. Dask's auto chunks: "
+                  f"{tuple(res['auto_chunks'])}.", "",
+                  "| chunking | chunks | time (s) | spread | vs best | vs start | vs auto |",
+                  "|---|---|---|---|---|---|---|"]
+        start = a["stats"]["start"]["median"]
+        auto = a["stats"]["auto"]["median"]
+        best = a["stats"][a["best"]]["median"]
+        for label, s in sorted(a["stats"].items(), key=lambda kv: kv[1]["median"]):
+            chunks = res["chunkings"][label]
+            chunks = "auto" if chunks == "auto" else tuple(chunks)
+            lines.append(f"| {label} | {chunks} | {s['median']:.3f} | {s['spread']:.0%} | "
+                         f"{s['median'] / best:.2f} | {s['median'] / start:.2f} | "
+                         f"{s['median'] / auto:.2f} |")
+        lines.append("")
+        for label in ("one-shot", "probe", "two-round"):
+            r = res[label]
+            lines.append(f"- {label}: {tuple(r['chunks'])} by {r['binding']}; "
+                         f"{r['evidence']}" + (f"; {r['probe_note']}" if r["probe_note"]
+                                               else ""))
+            worst = max(worst, a[label]["vs_start"], a[label]["vs_auto"])
+        lines.append("")
+    lines += [f"Worst recommendation against the better-known of start and auto: "
+              f"{worst:.2f}x (1.00 means never slower).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=list(WORKLOADS))
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            spec = {"name": name, "repeats": args.repeats,
+                    "store": str(Path(tmp) / f"{name}.zarr"),
+                    "history": str(Path(tmp) / f"{name}.sqlite3")}
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            res = in_fresh_process(__file__, spec)
+            res["analysis"] = analyse(res)
+            results[name] = res
+    write("trust", {"machine": machine(), "repeats": args.repeats, "results": results},
+          markdown(results, args))
+
+
+if __name__ == "__main__":
+    main()

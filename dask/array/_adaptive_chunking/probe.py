@@ -1,0 +1,187 @@
+"""Probes: measure a workload at a chunk size no profiled compute ran, on a sample.
+
+A recommendation far from every measured chunk size is a guess (``model.REACH``):
+caches, fresh pages and a library's choice of algorithm change the cost per byte
+in ways a fit to other sizes cannot see. A probe settles it by running the user's
+workload (a function of the array) on a corner of the array rechunked to the
+candidate, profiled like any compute, and adding what it measured to the
+observations the recommendation rests on. One chunk's worth is also run a task at
+a time under :mod:`tracemalloc`, which NumPy reports its allocations to: what a
+running task holds beyond its inputs (its output and temporaries) is then measured
+rather than assumed, which the process's memory readings cannot separate from
+everything else a compute holds.
+
+:func:`tune` is the loop (probe the best size, refit, until the recommendation is
+near what was measured or the time budget is spent); the advisor gives it the
+ways to recommend and to measure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dask.array._adaptive_chunking import model as _model
+from dask.array._adaptive_chunking import shapes as _shapes
+
+__all__ = ["ProbeRun", "SAMPLE_WAVES", "CLOSE", "MAX_PROBES", "sample_of", "traced_task_peak",
+           "measure", "tune"]
+
+#: A probe's sample holds this many waves of tasks (each as many chunks as run at
+#: once): one wave would time the slowest task, not the typical one.
+SAMPLE_WAVES = 2
+#: A recommendation within this factor of a measured chunk size needs no probe.
+CLOSE = 2.0
+#: Probes per recommendation at most (each refits and may move the best size).
+MAX_PROBES = 3
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """One probe: the chunks it ran, on which sample, and what it cost and found.
+
+    ``seconds`` is the probe's wall time (the sample's compute and the traced
+    task); ``task_peak_bytes`` the most one task held beyond its inputs (0: not
+    traced, because the user's own :mod:`tracemalloc` session is left alone);
+    ``error`` what went wrong when the workload could not run on the sample.
+    """
+
+    chunks: tuple[int, ...]
+    sample_shape: tuple[int, ...]
+    tasks: int
+    seconds: float
+    task_peak_bytes: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (sizes in MiB) for a recommendation's ``to_dict``."""
+        return {"chunks": self.chunks, "sample_shape": self.sample_shape,
+                "tasks": self.tasks, "seconds": self.seconds,
+                "task_peak_mb": self.task_peak_bytes / 2**20, "error": self.error}
+
+
+def sample_of(array, chunks: Sequence[int], blocks: int):
+    """A corner of ``array`` holding about ``blocks`` chunks of ``chunks``, in them.
+
+    >>> import dask.array as da
+    >>> sample_of(da.ones((1000, 10), chunks=(10, 10)), (100, 10), 4).chunks
+    ((100, 100, 100, 100), (10,))
+    """
+    shape = _shapes.sample_shape(array.shape, chunks, blocks)
+    corner = array[tuple(slice(0, n) for n in shape)]
+    return corner.rechunk(tuple(min(c, n) for c, n in zip(chunks, shape)))
+
+
+def traced_task_peak(collection) -> float:
+    """The most memory one task of ``collection`` allocated beyond its inputs.
+
+    The tasks run one at a time (the synchronous scheduler) with
+    :mod:`tracemalloc` reset before each, so a task's peak is its own: its
+    output and its temporaries at their largest. Returns 0 when tracemalloc is
+    already tracing (a user's session is not disturbed).
+
+    >>> import dask.array as da
+    >>> x = da.ones((1000, 1000), chunks=(1000, 1000))
+    >>> traced_task_peak((x + 1) * 2) >= 8e6  # at least the chunk it made
+    True
+    """
+    import tracemalloc
+
+    import dask
+    from dask.callbacks import Callback
+
+    if tracemalloc.is_tracing():
+        return 0.0
+    peaks: list[int] = []
+    start = [0]
+
+    class Trace(Callback):
+        def _pretask(self, key, dsk, state):
+            tracemalloc.reset_peak()
+            start[0] = tracemalloc.get_traced_memory()[0]
+
+        def _posttask(self, key, result, dsk, state, id):
+            peaks.append(tracemalloc.get_traced_memory()[1] - start[0])
+
+    tracemalloc.start()
+    try:
+        with Trace():
+            dask.compute(collection, scheduler="sync")
+    finally:
+        tracemalloc.stop()
+    return float(max(peaks, default=0))
+
+
+def measure(array, workload: Callable, chunks: Sequence[int], blocks: int,
+            run_profiled: Callable[[Any, Any], list[_model.Observation]]
+            ) -> tuple[list[_model.Observation], ProbeRun]:
+    """Probe ``workload`` at ``chunks``: its observations, and the run's record.
+
+    ``run_profiled(sample, collection)`` computes ``collection`` with ``sample``
+    profiled and returns the observations of that compute. An error of the
+    workload on the sample (a shape it cannot take) is returned in the record,
+    not raised: a probe never breaks a recommendation.
+    """
+    chunks = tuple(int(c) for c in chunks)
+    began = time.perf_counter()
+    sample = sample_of(array, chunks, blocks)
+    shape = tuple(int(n) for n in sample.shape)
+    try:
+        observations = run_profiled(sample, workload(sample))
+        peak = traced_task_peak(workload(sample_of(array, chunks, 1)))
+    except Exception as e:  # the user's workload, on a shape it was not written for
+        return [], ProbeRun(chunks, shape, 0, time.perf_counter() - began,
+                            error=f"{type(e).__name__}: {e}")
+    observations = [replace(o, task_peak_bytes=peak) for o in observations]
+    tasks = sum(o.n_tasks for o in observations)
+    return observations, ProbeRun(chunks, shape, tasks, time.perf_counter() - began, peak)
+
+
+def tune(recommend: Callable[[list, float | None], Any],
+         measure_at: Callable[[tuple[int, ...]], tuple[list, ProbeRun]],
+         estimate: Callable[[Any], float], budget_seconds: float
+         ) -> tuple[list[_model.Observation], tuple[ProbeRun, ...], str]:
+    """Probe until the recommendation rests on measurements near it.
+
+    ``recommend(extra, reach)`` recommends from the profiles and the ``extra``
+    observations, within ``reach`` (None: anywhere); ``measure_at(chunks)`` probes
+    a chunking; ``estimate(rec)`` is the predicted cost of probing ``rec``'s
+    chunks. Each round probes the best chunking found anywhere, when it is further
+    than :data:`CLOSE` from every measured size and its probe fits what is left of
+    ``budget_seconds``. Returns the observations the probes made (to recommend
+    from, within the usual reach of what is now measured), the probes run, and
+    why probing stopped.
+    """
+    extra: list = []
+    runs: list[ProbeRun] = []
+    spent, why = 0.0, "no probe needed: the best chunks are near a measured size"
+    for _ in range(MAX_PROBES):
+        best = recommend(extra, None)
+        if best is None or best.model is None:
+            why = "nothing measured to probe from"
+            break
+        if best.model.distance(best.chunk_bytes) <= CLOSE:
+            if runs:
+                why = "the best chunks are near a measured size"
+            break
+        if any(r.chunks == tuple(best.chunks) for r in runs):
+            why = "the best chunks were probed already"
+            break
+        cost = estimate(best)
+        if spent + cost > budget_seconds:
+            why = (f"a probe of {best.chunks} would take about {cost:.2g} s, more than "
+                   f"the {max(0.0, budget_seconds - spent):.2g} s left of its budget")
+            break
+        observations, run = measure_at(tuple(best.chunks))
+        runs.append(run)
+        spent += run.seconds
+        if run.error is not None:
+            why = f"the workload failed on the probe's sample ({run.error})"
+            break
+        extra.extend(observations)
+        why = f"probed {len(runs)} chunking(s) in {spent:.2g} s"
+    else:
+        why = f"stopped after {MAX_PROBES} probes ({spent:.2g} s)"
+    return extra, tuple(runs), why

@@ -1,0 +1,157 @@
+"""What a profiled compute's task records say, reduced to a few numbers.
+
+Two pure reductions feed an :class:`.model.Observation`: how the tasks of each
+operation scale with the number of chunks (:func:`task_terms`), and how many task
+outputs waited for their consumers at once (:func:`replay_memory`). They read keys,
+times and sizes only, so they run the same on a local record or one a cluster
+worker sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+__all__ = ["task_terms", "replay_memory"]
+
+
+def task_terms(
+    keys: Sequence[Hashable],
+    ndim: int,
+    seconds: Sequence[float] | None = None,
+    ops: dict | None = None,
+) -> tuple[tuple[str, int, float, float], ...]:
+    """How the tasks of a compute scale with the number of chunks, per operation.
+
+    Tasks are grouped by layer (the name in their key). A layer whose keys vary
+    along ``d`` block indices grows like ``n ** (d / ndim)`` when an array split
+    along ``ndim`` dimensions gets ``n`` chunks: an elementwise layer like ``n``, a
+    reduction's final step not at all, and a matmul's partial products (indexed
+    by ``i, k, j``) like ``n ** 1.5``. Layers of the same operation and exponent
+    are then merged (a tree reduction has several). Returns, per operation,
+    ``(name, tasks, exponent, seconds)`` with the summed task ``seconds``. ``ops``
+    names the operation of keys whose layer name hides it (a fused task).
+
+    >>> keys = [("add-1", i, j) for i in range(4) for j in range(4)] + [("sum-2",)]
+    >>> task_terms(keys, 2)
+    (('add', 16, 1.0, 0.0), ('sum', 1, 0.0, 0.0))
+    >>> mm = [("matmul-3", i, k, j) for i in range(3) for k in range(3) for j in range(3)]
+    >>> task_terms(mm, 2, [0.5] * 27)
+    (('matmul', 27, 1.5, 13.5),)
+    """
+    from dask.utils import key_split
+
+    ops = ops or {}
+    layers: dict = {}
+    for pos, key in enumerate(keys):
+        if isinstance(key, tuple) and key:
+            name, index = key[0], key[1:]
+        else:
+            name, index = key, ()
+        entry = layers.get(name)
+        if entry is None:
+            entry = layers[name] = [0, 0.0, [], ops.get(key)]
+        entry[0] += 1
+        if seconds is not None:
+            entry[1] += float(seconds[pos])
+        seen = entry[2]
+        if len(seen) < len(index):
+            seen.extend(set() for _ in range(len(index) - len(seen)))
+        for s, i in zip(seen, index):
+            s.add(i)
+    ndim = max(1, ndim)
+    ops: dict = {}
+    for name, (count, secs, seen, op) in layers.items():
+        e = sum(len(s) > 1 for s in seen) / ndim
+        op = op or key_split(name)
+        entry = ops.setdefault((op, e), [0, 0.0])
+        entry[0] += count
+        entry[1] += secs
+    return tuple((op, count, e, secs) for (op, e), (count, secs) in ops.items())
+
+
+def replay_memory(
+    keys: Sequence[Hashable],
+    t0: Sequence[float],
+    t1: Sequence[float],
+    nbytes: Sequence[float],
+    is_output: Sequence[bool],
+    dependencies: dict,
+    skip: set | frozenset = frozenset(),
+    *,
+    mem: Sequence[int] | None = None,
+    mem_bytes: Sequence[float] | None = None,
+) -> tuple[float, float]:
+    """Replay a compute's task outputs over time: what waited, and the largest output.
+
+    A task's output lives from the task's end until its last consumer ends (the
+    end of the compute for results): it waits for, or is being read by, its
+    consumers. Returns the largest total of such outputs alive at once and the
+    largest single output, in bytes. ``dependencies`` maps a key to the keys it
+    reads; keys outside ``keys`` are ignored, and so are the outputs of the tasks
+    in ``skip`` when adding up what waits.
+
+    ``mem`` and ``mem_bytes`` name the memory behind each output and its size: a
+    slice of a chunk is a view that keeps the whole chunk alive, so outputs that
+    share memory count once, at the memory's size, for as long as any of them
+    lives. Only memory some task of the compute produced counts so: a view of data
+    the graph already held (``da.from_array`` of a NumPy array) counts at its own
+    size, and ``mem`` 0 means unknown (its own memory).
+
+    >>> keys = ["a", "b", "c"]
+    >>> deps = {"c": {"a", "b"}}
+    >>> replay_memory(keys, [0, 1, 2], [1, 2, 3], [10, 20, 5], [False, False, True], deps)
+    (30.0, 20.0)
+
+    Two small views of one 100-byte chunk, read until times 3 and 4:
+
+    >>> keys = ["x", "v1", "v2", "s1", "s2"]
+    >>> deps = {"v1": ["x"], "v2": ["x"], "s1": ["v1"], "s2": ["v2"]}
+    >>> replay_memory(keys, [0, 1, 1, 2, 3], [1, 2, 2, 3, 4], [100, 10, 10, 0, 0],
+    ...               [False, False, False, True, True], deps,
+    ...               mem=[7, 7, 7, 8, 9], mem_bytes=[100, 100, 100, 0, 0])
+    (100.0, 100.0)
+    """
+    n = len(keys)
+    if n == 0:
+        return 0.0, 0.0
+    index = {k: i for i, k in enumerate(keys)}
+    end = [float(v) for v in t1]
+    stop = max(end)
+    for i, key in enumerate(keys):
+        for d in dependencies.get(key, ()):
+            j = index.get(d)
+            if j is not None and t1[i] > end[j]:
+                end[j] = float(t1[i])
+        if is_output[i]:
+            end[i] = stop
+    if mem is None or mem_bytes is None:
+        mem, mem_bytes = [0] * n, nbytes
+    # Memory a task produced: an output that is its own base.
+    produced = {int(mem[i]) for i in range(n) if mem[i] and mem_bytes[i] == nbytes[i]}
+    # Lifetimes per piece of memory: overlapping lifetimes of outputs that share it
+    # are one lifetime (ids of freed memory can be reused later).
+    spans: dict = {}
+    for i in range(n):
+        if int(mem[i]) in produced:
+            ident, size = int(mem[i]), max(float(nbytes[i]), float(mem_bytes[i]))
+        else:
+            ident, size = ("own", i), float(nbytes[i])
+        if end[i] > t1[i] and size and keys[i] not in skip:
+            spans.setdefault(ident, []).append((float(t1[i]), end[i], size))
+    events = []
+    for group in spans.values():
+        group.sort()
+        start, stop_, size = group[0]
+        for a, b, sz in group[1:]:
+            if a <= stop_:
+                stop_, size = max(stop_, b), max(size, sz)
+            else:
+                events += [(start, size), (stop_, -size)]
+                start, stop_, size = a, b, sz
+        events += [(start, size), (stop_, -size)]
+    events.sort(key=lambda e: (e[0], e[1]))  # releases before allocations at a tie
+    held = peak = 0.0
+    for _, delta in events:
+        held += delta
+        peak = max(peak, held)
+    return float(peak), float(max(nbytes))

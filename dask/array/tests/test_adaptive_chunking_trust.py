@@ -1,0 +1,306 @@
+"""Trust: a recommendation says what it rests on, stays near what was measured, keeps
+the current chunks unless a move is predicted to pay, and probes when asked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+import dask.array as da
+from dask.array._adaptive_chunking import hook, model, planning, probe
+from dask.array._adaptive_chunking.model import Observation, WorkloadModel
+from dask.array._adaptive_chunking.shapes import sample_shape
+
+MiB = 2**20
+SETTINGS = planning.PlanSettings(50.0, MiB, None, 0.8, 0.1, None)
+
+
+def measured(*sizes, time=1.0, memory=1.0, **kw) -> WorkloadModel:
+    """A model with a large per-task overhead (larger chunks predicted faster),
+    calibrated at ``sizes`` with the given ratios."""
+    base = dict(tasks_per_chunk=1.0, seconds_per_byte=1e-9, overhead_seconds=5e-3,
+                amplification=2.0, results_fraction=0.0, baseline_bytes=100 * MiB,
+                concurrency=2, observations=len(sizes))
+    base.update(kw)
+    return WorkloadModel(**base, corrections=tuple((s, time, memory) for s in sizes))
+
+
+def observations(chunk_bytes: float, n: int, seconds_per_task: float) -> list:
+    return [Observation(
+        array_bytes=chunk_bytes * n, chunk_bytes=chunk_bytes, n_tasks=n,
+        task_seconds=n * seconds_per_task, wall_seconds=n * seconds_per_task / 2,
+        peak_bytes=0, baseline_bytes=100 * MiB, results_bytes=0, concurrency=2)]
+
+
+# -- distance, uncertainty and calibration ------------------------------------------
+
+
+def test_distance_is_one_inside_the_measured_sizes_and_grows_outside():
+    m = measured(MiB, 4 * MiB)
+    assert m.measured_bytes == (MiB, 4 * MiB)
+    assert m.distance(2 * MiB) == 1.0
+    assert m.distance(32 * MiB) == 8.0
+    assert m.distance(MiB / 4) == 4.0
+    assert math.isinf(measured().distance(MiB))  # nothing measured
+    assert math.isinf(m.distance(0))
+
+
+def test_uncertainty_grows_with_every_doubling_away():
+    m = measured(MiB)
+    near, two, eight = m.uncertainty(MiB), m.uncertainty(2 * MiB), m.uncertainty(8 * MiB)
+    assert near == pytest.approx(model.UNCERTAINTY)
+    assert two == pytest.approx(near + model.UNCERTAINTY_PER_DOUBLING)
+    assert eight == pytest.approx(near + 3 * model.UNCERTAINTY_PER_DOUBLING)
+    assert measured().uncertainty(MiB) == 1.0
+
+
+def test_correction_interpolates_and_keeps_the_time_bias_outside():
+    m = measured(MiB, time=2.0)
+    assert model.correction(m, MiB) == (2.0, 1.0)
+    assert model.correction(m, 64 * MiB)[0] == 2.0  # a bias of the model stays
+    assert model.correction(measured(), MiB) == (1.0, 1.0)
+
+
+def test_a_low_memory_ratio_fades_but_a_high_one_is_kept():
+    low, high = measured(MiB, memory=0.5), measured(MiB, memory=1.5)
+    far = model.REACH * MiB
+    assert model.correction(low, MiB)[1] == 0.5
+    assert 0.5 < model.correction(low, 2 * MiB)[1] < 1.0
+    assert model.correction(low, far)[1] == pytest.approx(1.0)
+    assert model.correction(high, far)[1] == 1.5  # more than modelled: kept
+
+
+def test_fit_predicts_the_measured_time_at_the_measured_size():
+    obs = observations(MiB, 200, 0.02) + observations(4 * MiB, 50, 0.05)
+    fit = model.fit_workload(obs, 0.0)
+    assert fit.measured_bytes == pytest.approx((MiB, 4 * MiB))
+    for o in obs:
+        p = model.predict(fit, o.array_bytes, o.chunk_bytes, o.concurrency, n_chunks=o.n_tasks)
+        assert p.seconds == pytest.approx(o.wall_seconds, rel=0.02)
+
+
+def test_one_size_puts_long_task_times_on_the_bytes():
+    # 20 tasks of 64 ms on 32 MiB chunks, e.g. reading and decompressing a store
+    fit = model.fit_workload(observations(32 * MiB, 20, 0.064), 0.0)
+    assert fit.overhead_seconds <= model.MAX_FIXED_SECONDS + model.DEFAULT_OVERHEAD_SECONDS
+    assert fit.seconds_per_byte * 32 * MiB > 0.05
+
+
+# -- choosing within reach ----------------------------------------------------------
+
+
+def choose(m, **kw):
+    args = dict(budget_bytes=64 * 2**30, min_chunk_bytes=MiB / 16, max_chunk_bytes=2**30,
+                overhead_target=0.1)
+    args.update(kw)
+    return model.choose_chunk_bytes(m, 2**36, **args)
+
+
+def test_reach_bounds_a_choice_that_speed_alone_would_take_far():
+    m = measured(MiB)
+    near, anywhere = choose(m), choose(m, reach=None)
+    assert near.binding == "reach"
+    assert near.chunk_bytes <= model.REACH * MiB * 1.001
+    assert anywhere.chunk_bytes > 8 * near.chunk_bytes
+    assert choose(m, reach=16.0).chunk_bytes > near.chunk_bytes
+
+
+def test_nothing_within_reach_takes_the_nearest_size():
+    m = measured(MiB / 1024)  # 1 kiB measured, 1 MiB the smallest allowed
+    c = choose(m, min_chunk_bytes=MiB)
+    assert c.chunk_bytes == pytest.approx(MiB)
+
+
+def test_the_budget_may_force_a_size_far_from_the_measured_ones():
+    m = measured(256 * MiB, overhead_seconds=1e-5)
+    c = choose(m, budget_bytes=300 * MiB)
+    assert c.fits and c.chunk_bytes < 256 * MiB / model.REACH
+
+
+def test_no_measured_size_means_no_reach():
+    assert choose(measured()).chunk_bytes == choose(measured(), reach=None).chunk_bytes
+
+
+# -- planning: keep what works, respect storage ---------------------------------------
+
+
+def fit_at(chunk_bytes, n, seconds_per_task):
+    return model.fit_workload(observations(chunk_bytes, n, seconds_per_task), 0.0)
+
+
+def test_current_chunks_are_kept_unless_a_move_is_predicted_to_pay():
+    fit = fit_at(8 * MiB, 50, 0.02)  # measured at 8 MiB; 8 MiB predicted best
+    plan = lambda current: planning.plan(  # noqa: E731
+        fit, (8192, 8192), 8, SETTINGS, limit=16 * 2**30, current_chunks=current)
+    for current, chunks in [(((2048,) * 4, (1024,) * 8), (2048, 1024)),  # 16 MiB
+                            (((512,) * 16, (512,) * 16), (512, 512))]:  # 2 MiB, 13% slower
+        rec = plan(current)
+        assert rec.binding == "current" and rec.chunks == chunks
+        assert "must gain more than the model's uncertainty" in rec.reason
+    moved = plan(((128,) * 64, (128,) * 64))  # 128 kiB: 4,096 tasks of overhead
+    assert moved.binding != "current" and moved.chunks == (1024, 1024)
+
+
+def test_current_chunks_outside_the_budget_are_not_kept():
+    fit = fit_at(8 * MiB, 50, 0.02)
+    whole = ((8192,), (8192,))  # 512 MiB chunks, a 1 GiB limit
+    rec = planning.plan(fit, (8192, 8192), 8, SETTINGS, limit=2**30, current_chunks=whole)
+    assert rec.binding != "current" and rec.chunks != (8192, 8192)
+
+
+@pytest.mark.parametrize("overhead, default", [(5e-3, True), (1e-4, False)])
+def test_dask_auto_chunks_win_when_predicted_faster_beyond_doubt(overhead, default):
+    m = measured(MiB, overhead_seconds=overhead)  # 1 MiB measured
+    settings = dataclasses.replace(SETTINGS, default_chunk_bytes=128 * MiB)
+    rec = planning.plan(m, (40000, 40000), 8, settings, limit=64 * 2**30)
+    near = planning.plan(m, (40000, 40000), 8, SETTINGS, limit=64 * 2**30)
+    assert near.binding == "reach" and near.chunk_bytes <= model.REACH * MiB * 1.001
+    if default:  # 5 ms a task: 128 MiB chunks are predicted far faster
+        assert rec.binding == "default" and rec.chunks == (4096, 4096)
+        assert rec.predicted_seconds < near.predicted_seconds * (1 - rec.uncertainty)
+        assert "auto" in rec.reason
+    else:  # inside the uncertainty at 128x the measured size: stay near it
+        assert rec.chunks == near.chunks and rec.binding == "reach"
+
+
+def test_storage_bound_when_larger_chunks_are_no_faster():
+    # Reading a store: all time per byte, so larger chunks only add memory.
+    fit = model.fit_workload(observations(30 * MiB, 40, 0.06), 0.0)
+    plan = lambda storage: planning.plan(  # noqa: E731
+        fit, (4000, 200, 200), 8, SETTINGS, limit=16 * 2**30, storage_chunks=storage)
+    coarse = plan((100, 200, 200))  # 30.5 MiB of float64
+    assert coarse.chunks == (100, 200, 200) and coarse.binding == "storage"
+    assert "storage chunk" in coarse.reason
+    fine = plan((10, 100, 100))
+    assert all(c % s == 0 for c, s in zip(fine.chunks, (10, 100, 100)))
+    assert fine.chunk_bytes > 10 * 100 * 100 * 8  # several store chunks per task
+
+
+def test_a_recommendation_says_what_it_rests_on():
+    fit = fit_at(MiB, 400, 1e-2)
+    rec = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=16 * 2**30)
+    d = rec.to_dict()
+    json.dumps(d)  # plain values only
+    assert d["measured_chunk_sizes_mb"] == pytest.approx([1.0])
+    assert d["distance_from_measured"] == pytest.approx(rec.distance)
+    assert d["uncertainty"] >= model.UNCERTAINTY
+    assert "measured at 1.00 MiB" in rec.evidence and "+/-" in rec.evidence
+    assert d["probes"] == [] and d["probe_note"] == ""
+
+
+def test_an_empty_array_rests_on_nothing_and_says_so():
+    rec = planning.plan(None, (0, 10), 8, SETTINGS, limit=2**30)
+    d = rec.to_dict()
+    json.dumps(d)
+    assert d["distance_from_measured"] is None
+    assert rec.evidence == "no chunk size measured"
+
+
+# -- samples -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, chunks, blocks, expected", [
+    ((1000, 10), (100, 10), 4, (400, 10)),
+    ((1000, 1000), (100, 100), 4, (200, 200)),
+    ((50, 50), (100, 100), 4, (50, 50)),  # never more than the array
+])
+def test_sample_shape_holds_about_the_blocks_asked_for(shape, chunks, blocks, expected):
+    assert sample_shape(shape, chunks, blocks) == expected
+
+
+def test_traced_task_peak_sees_a_tasks_temporaries():
+    x = da.ones((1000, 1000), chunks=(1000, 1000))
+    simple = probe.traced_task_peak(x + 1)
+    temporaries = probe.traced_task_peak(((x + 1) * 2 + x ** 2).sum())
+    assert simple >= 8e6
+    assert temporaries > simple  # two 8 MB temporaries at once
+
+
+# -- probing through the engine -----------------------------------------------------
+
+
+@pytest.fixture
+def measured_small(engine):
+    x = da.random.random((2000, 2000), chunks=(100, 100))
+    pid = engine.profile_array(x)
+    x.mean(axis=0).compute()
+    return x, pid
+
+
+def test_probe_measures_the_chunks_it_recommends(engine, measured_small):
+    x, pid = measured_small
+    before, was_installed = engine.profile_ids, hook.installed()
+    plain = engine.recommend(x, pid)
+    rec = engine.recommend(x, pid, workload=lambda a: a.mean(axis=0), probe=5.0)
+    assert engine.profile_ids == before  # the samples' profiles are gone
+    assert hook.installed() == was_installed
+    assert rec.probes and all(r.error is None and r.tasks > 0 for r in rec.probes)
+    assert all(r.task_peak_bytes > 0 for r in rec.probes)
+    assert rec.probe_note
+    assert len(rec.model.measured_bytes) > len(plain.model.measured_bytes)
+    assert rec.distance <= probe.CLOSE * 1.001
+    d = rec.to_dict()
+    json.dumps(d)
+    assert len(d["probes"]) == len(rec.probes)
+    assert np.allclose(rec.predicted_seconds, d["predicted_time_s"])
+
+
+def test_a_workload_that_fails_on_the_sample_leaves_the_recommendation(engine,
+                                                                        measured_small):
+    x, pid = measured_small
+    rec = engine.recommend(x, pid, workload=lambda a: a[1999].sum(), probe=5.0)
+    assert rec.chunks  # a recommendation all the same
+    assert rec.probes[-1].error.startswith("IndexError")
+    assert "failed on the probe's sample" in rec.probe_note
+
+
+def test_probe_time_budget_is_respected(engine, measured_small):
+    x, pid = measured_small
+    rec = engine.recommend(x, pid, workload=lambda a: a.mean(axis=0), probe=1e-6)
+    assert rec.probes == ()
+    assert "would take about" in rec.probe_note
+
+
+@pytest.mark.parametrize("value, error, match", [
+    ("yes", TypeError, "probe must be True, False or a time budget"),
+    (-1.0, ValueError, "got -1.0"),
+    (math.inf, ValueError, "got inf"),
+    (float("nan"), ValueError, "got nan"),
+])
+def test_bad_probe_values_are_refused(engine, measured_small, value, error, match):
+    x, pid = measured_small
+    with pytest.raises(error, match=match):
+        engine.recommend(x, pid, workload=lambda a: a.sum(), probe=value)
+
+
+def test_probe_needs_the_workload_as_a_function(engine, measured_small):
+    x, pid = measured_small
+    with pytest.raises(ValueError, match="workload as a function"):
+        engine.recommend(x, pid, probe=True)
+    with pytest.raises(ValueError, match="workload as a function"):
+        engine.recommend(x, pid, workload=x.sum(), probe=True)
+    assert engine.recommend(x, pid, workload=lambda a: a.sum()).probes == ()
+
+
+# -- arrays read from storage ----------------------------------------------------------
+
+
+def test_chunks_read_from_zarr_are_whole_store_chunks(engine, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    store = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=(200, 400, 400),
+                            chunks=(10, 100, 100), dtype="f8")
+    store[:] = np.random.default_rng(0).random((200, 400, 400))
+    x = da.from_zarr(str(tmp_path / "a.zarr"))
+    assert x.chunks[0][0] == 10
+    pid = engine.profile_array(x)
+    x.mean(axis=0).compute()
+    rec = engine.recommend(x, pid, workload=lambda a: a.mean(axis=0))
+    assert rec.storage_chunks == (10, 100, 100)
+    assert all(c % s == 0 or c == n for c, s, n in zip(rec.chunks, (10, 100, 100), x.shape))
+    assert rec.distance <= model.REACH * 1.001 or rec.binding == "memory"
+    y = da.from_zarr(str(tmp_path / "a.zarr"), chunks=rec.chunks)
+    np.testing.assert_allclose(y.mean(axis=0).compute(), store[:].mean(axis=0))
