@@ -10,12 +10,15 @@ For each workload a user's first compute is profiled at the workload's start chu
 
 Every chunking (the start chunks, Dask's ``"auto"``, the three recommendations and
 a grid of alternatives) is then timed with the engine off, ``--repeats`` rounds in
-which every chunking runs once, in a shuffled order (the machine's noise hits all
+which every distinct chunking runs once, in a shuffled order (the machine's noise hits all
 of them alike). A chunking's time is its median; the spread is its
 interquartile range over the median.
 
-Workloads: two Zarr stores (coarse chunks of 30 MiB, fine of 0.8 MiB) reduced along
-the first axis, a tall-skinny QR, and an in-memory ``(x + x.T).mean(axis=0)``.
+Workloads: Zarr stores on local disk, built here: coarse chunks of 30 MiB and fine
+ones of 0.8 MiB reduced along the first axis, a sharded Zarr v3 store (0.8 MiB chunks
+in 6 MiB shards) with an anomaly, and the coarse store opened with xarray's
+``open_zarr`` (an anomaly of a DataArray); tall-skinny ``qr``, ``svd`` and ``lstsq``;
+and an in-memory ``(x + x.T).mean(axis=0)``.
 
 Run alone on a quiet machine::
 
@@ -57,6 +60,28 @@ def _transpose(a):
     return (a + a.T).mean(axis=0)
 
 
+def _anomaly(a):
+    return (a - a.mean(axis=0)).std(axis=0)
+
+
+def _svd(a):
+    import dask.array as da
+
+    u, s, v = da.linalg.svd(a)
+    return u.sum(axis=0), s, v
+
+
+def _lstsq(a):
+    import dask.array as da
+
+    x, residuals, rank, s = da.linalg.lstsq(a, a.sum(axis=1))
+    return x, residuals
+
+
+#: The sharded store's shards, and the xarray store's dimension names.
+SHARDS = (20, 200, 200)
+DIMS = ("time", "y", "x")
+
 #: name -> (kind, shape, start chunks, store chunks or None, workload, grid, text)
 WORKLOADS = {
     "zarr-coarse": ("zarr", (400, 400, 400), (100, 200, 200), (100, 200, 200), _zarr_sum,
@@ -66,10 +91,25 @@ WORKLOADS = {
                   [(20, 200, 200), (40, 200, 200), (40, 400, 400), (100, 400, 400),
                    (200, 400, 400)],
                   "from_zarr(store of (10, 100, 100) chunks).mean(axis=0)"),
+    "zarr-sharded": ("zarr3", (400, 400, 400), (10, 100, 100), (10, 100, 100), _anomaly,
+                     [(20, 200, 200), (40, 200, 200), (40, 400, 400), (80, 400, 400),
+                      (200, 400, 400)],
+                     "anomaly of from_zarr(v3 store of (10, 100, 100) chunks in "
+                     "(20, 200, 200) shards)"),
+    "xarray-coarse": ("xarray", (400, 400, 400), (100, 200, 200), (100, 200, 200),
+                      _anomaly,
+                      [(50, 200, 200), (100, 400, 400), (200, 400, 400), (400, 200, 200)],
+                      "anomaly of xr.open_zarr(store of (100, 200, 200) chunks).v"),
     "qr": ("random", (4_000_000, 16), (50_000, 16), None, _qr,
            [(12_500, 16), (25_000, 16), (100_000, 16), (250_000, 16), (500_000, 16),
             (1_000_000, 16)],
            "q, r = da.linalg.qr(random((4e6, 16))); (q.sum(axis=0), r)"),
+    "svd": ("random", (2_000_000, 16), (25_000, 16), None, _svd,
+            [(12_500, 16), (50_000, 16), (125_000, 16), (250_000, 16), (500_000, 16)],
+            "u, s, v = da.linalg.svd(random((2e6, 16))); (u.sum(axis=0), s, v)"),
+    "lstsq": ("random", (2_000_000, 16), (25_000, 16), None, _lstsq,
+              [(12_500, 16), (50_000, 16), (125_000, 16), (250_000, 16), (500_000, 16)],
+              "da.linalg.lstsq(a, a.sum(axis=1)) on random((2e6, 16))"),
     "transpose": ("random", (8000, 8000), (250, 250), None, _transpose,
                   [(500, 500), (1000, 1000), (2000, 2000), (4000, 4000)],
                   "(x + x.T).mean(axis=0) on random((8000, 8000))"),
@@ -81,10 +121,15 @@ def make(spec: dict, chunks):
     import dask.array as da
 
     kind, shape, *_ = WORKLOADS[spec["name"]]
-    if kind == "zarr":
+    if kind in ("zarr", "zarr3"):
         return da.from_zarr(spec["store"], chunks=chunks)
+    if kind == "xarray":
+        import xarray as xr
+
+        by_dim = "auto" if chunks == "auto" else dict(zip(DIMS, chunks))
+        return xr.open_zarr(spec["store"], chunks=by_dim, consolidated=False)["v"]
     if chunks == "auto":
-        chunks = {0: "auto", 1: -1} if spec["name"] == "qr" else "auto"
+        chunks = {0: "auto", 1: -1} if len(shape) == 2 and shape[1] < 100 else "auto"
     return da.random.random(shape, chunks=chunks)
 
 
@@ -92,10 +137,22 @@ def prepare_store(spec: dict) -> None:
     import numpy as np
     import zarr
 
-    _, shape, _, store_chunks, *_ = WORKLOADS[spec["name"]]
+    kind, shape, _, store_chunks, *_ = WORKLOADS[spec["name"]]
+    rng = np.random.default_rng(0)
+    if kind == "xarray":
+        import xarray as xr
+
+        data = xr.Dataset({"v": (DIMS, rng.random(shape))})
+        data.to_zarr(spec["store"], mode="w", consolidated=False,
+                     encoding={"v": {"chunks": store_chunks}})
+        return
+    if kind == "zarr3":
+        z = zarr.create_array(spec["store"], shape=shape, chunks=store_chunks,
+                              shards=SHARDS, dtype="f8", overwrite=True)
+        z[:] = rng.random(shape)
+        return
     z = zarr.open_array(spec["store"], mode="w", shape=shape, chunks=store_chunks,
                         dtype="f8")
-    rng = np.random.default_rng(0)
     for i in range(0, shape[0], store_chunks[0]):
         z[i:i + store_chunks[0]] = rng.random((min(store_chunks[0], shape[0] - i),)
                                               + shape[1:])
@@ -142,21 +199,35 @@ def timed(spec: dict, chunkings: dict, repeats: int) -> dict:
     import dask
 
     f = WORKLOADS[spec["name"]][4]
-    built = {label: f(make(spec, c if c == "auto" else tuple(c)))
-             for label, c in chunkings.items()}
+    # A chunking several labels share is timed once: equal chunks, equal times. Dask's
+    # auto chunks count as the chunk shape they come to, when that is the same array.
+    def blocks(a):
+        return getattr(a, "data", a).chunks
+
+    auto = make(spec, "auto")
+    as_tuple = tuple(int(c) for c in getattr(auto, "data", auto).chunksize)
+    auto_key = as_tuple if blocks(make(spec, as_tuple)) == blocks(auto) else "auto"
+
+    def key_of(c):
+        return auto_key if c == "auto" else tuple(c)
+
+    built = {}
+    for c in chunkings.values():
+        if key_of(c) not in built:
+            built[key_of(c)] = f(make(spec, key_of(c)))
     for y in built.values():  # warm-up: thread pool, heap, the store's page cache
         dask.compute(y)
-    times: dict = {label: [] for label in built}
+    times: dict = {key: [] for key in built}
     order = list(built)
     rng = random.Random(0)
     for _ in range(repeats):
         rng.shuffle(order)
-        for label in order:
+        for key in order:
             gc.collect()
             began = time.perf_counter()
-            dask.compute(built[label])
-            times[label].append(time.perf_counter() - began)
-    return times
+            dask.compute(built[key])
+            times[key].append(time.perf_counter() - began)
+    return {label: times[key_of(c)] for label, c in chunkings.items()}
 
 
 def child(spec: dict) -> dict:
@@ -166,7 +237,7 @@ def child(spec: dict) -> dict:
     dask.config.set({"array.adaptive-chunking.enabled": True})
     name = spec["name"]
     kind, _, start, _, _, grid, _ = WORKLOADS[name]
-    if kind == "zarr":
+    if kind in ("zarr", "zarr3", "xarray"):
         prepare_store(spec)
     recs = recommend(spec)
     dask.config.set({"array.adaptive-chunking.enabled": False})
@@ -175,7 +246,7 @@ def child(spec: dict) -> dict:
                       for label in ("one-shot", "probe", "two-round")})
     chunkings.update({str(tuple(c)): list(c) for c in grid})
     auto = make(spec, "auto")
-    recs["auto_chunks"] = [int(c) for c in auto.chunksize]
+    recs["auto_chunks"] = [int(c) for c in getattr(auto, "data", auto).chunksize]
     recs["times"] = timed(spec, chunkings, spec["repeats"])
     recs["chunkings"] = chunkings
     return recs
@@ -230,8 +301,26 @@ def markdown(results: dict, args) -> str:
                                                else ""))
             worst = max(worst, a[label]["vs_start"], a[label]["vs_auto"])
         lines.append("")
-    lines += [f"Worst recommendation against the better-known of start and auto: "
-              f"{worst:.2f}x (1.00 means never slower).", ""]
+    lines += ["## Summary", "",
+              "Each recommendation's time over the best of the grid, and over the faster of "
+              "the start chunks and `chunks=\"auto\"` (doing nothing); probe cost is the "
+              "probing recommend's time over the probed recommendation's run.", "",
+              "| workload | one-shot / best | probe / best | two-round / best | "
+              "worst / doing nothing | probe cost |", "|---|---|---|---|---|---|"]
+    ratios: dict = {label: [] for label in ("one-shot", "probe", "two-round")}
+    for name, res in results.items():
+        a = res["analysis"]
+        row = [a[label]["vs_best"] for label in ratios]
+        for label, r in zip(ratios, row):
+            ratios[label].append(r)
+        nothing = max(max(a[label]["vs_start"], a[label]["vs_auto"]) for label in ratios)
+        cost = res["probe_recommend_s"] / a["stats"]["probe"]["median"]
+        lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in row)
+                     + f" | {nothing:.2f} | {cost:.0%} |")
+    geo = [statistics.geometric_mean(v) for v in ratios.values()]
+    lines += ["| geometric mean | " + " | ".join(f"{g:.2f}" for g in geo) + " | | |", "",
+              f"Worst recommendation against the faster of the start chunks and Dask's "
+              f"auto chunks: {worst:.2f}x (1.00: never slower than doing nothing).", ""]
     return "\n".join(lines)
 
 

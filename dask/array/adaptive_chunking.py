@@ -949,7 +949,7 @@ class AdaptiveChunkingEngine:
 
         With ``comparable=True`` only those measured on hardware comparable to what
         a compute started now would run on: the same scheduler kind, cores and
-        threads, and a memory limit within 25%.
+        threads, at any memory limit (the budget is recomputed for this one).
         """
         return self._history.load(signature, comparable, _config.snapshot(strict=False))
 

@@ -364,8 +364,7 @@ class Advisor:
             return p.seconds * (1 + 1 / n)  # the sample, and one task traced
 
         extra, runs, why = _probe.tune(
-            recommend,
-            lambda chunks: _probe.measure(array, function, chunks, blocks, run_profiled),
+            recommend, self._prober(states, settings, array, function, blocks, run_profiled),
             estimate, budget)
         # What a probe measured is trusted near it only: a sample's tasks are the
         # real ones, but its compute is not the whole array's.
@@ -374,6 +373,38 @@ class Advisor:
         spent = sum(r.seconds for r in runs)
         return None if rec is None else replace(
             rec, probes=runs, probe_note=f"{why}; {spent:.2g} s of a {budget:.2g} s budget")
+
+    def _prober(self, states, settings: Settings, array, function, blocks: int,
+                run_profiled) -> Callable:
+        """``measure_at(chunks)`` for :func:`.probe.tune`. A sample of an array made in
+        memory skips making it; the first probe also runs the same sample at the
+        profiled chunks, whose cost against the profile's is what that skipped (its
+        time is counted in the first probe's)."""
+        itemsize = max(1, array.dtype.itemsize)
+        current = _shapes.largest(array.chunks)
+        here = math.prod(current) * itemsize
+        profiled = [o for o in self.pool(states, settings).observations()
+                    if abs(o.chunk_bytes - here) <= 0.01 * here and o.task_seconds > 0]
+        per_byte: list[float] = []
+
+        def measure_at(chunks):
+            shape = _shapes.sample_shape(array.shape, chunks, blocks)
+            spent = 0.0
+            if not per_byte:
+                per_byte.append(0.0)
+                if profiled and not _probe.stored(array):
+                    # Per byte, so a corner of a few waves of the old chunks is enough.
+                    small = _shapes.sample_shape(array.shape, current, 8 * blocks)
+                    reference, run = _probe.measure(array, function, current, blocks,
+                                                    run_profiled, shape=small, trace=False)
+                    spent = run.seconds
+                    if reference:  # one compute: one observation
+                        per_byte[0] = _probe.production_per_byte(profiled[-1], reference[0])
+            observations, run = _probe.measure(array, function, chunks, blocks,
+                                               run_profiled, shape=shape, per_byte=per_byte[0])
+            return observations, replace(run, seconds=run.seconds + spent)
+
+        return measure_at
 
     def for_profile(self, state: Profile, settings: Settings, warn: bool = True
                     ) -> Recommendation | None:

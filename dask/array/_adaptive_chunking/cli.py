@@ -105,7 +105,8 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--shape", required=True, help="The array's shape, e.g. 20000,20000.")
 @click.option("--dtype", default="float64", show_default=True, help="The array's dtype.")
 @click.option("--chunks", default=None,
-              help="Its current chunk shape, e.g. 100,100 (default: one chunk).")
+              help="Its current chunk shape, e.g. 100,100 (default: Dask's "
+                   "chunks=\"auto\").")
 @click.option("--memory-limit", default=None,
               help="Memory this process may use, e.g. 4GiB (default: the machine's or "
                    "the container's).")
@@ -128,8 +129,8 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
     except TypeError:
         raise click.BadParameter(f"{dtype!r} is not a NumPy dtype",
                                  param_hint="--dtype") from None
-    block = _shape(chunks) if chunks else tuple(max(1, n) for n in dims)
-    if len(block) != len(dims):
+    block = _shape(chunks) if chunks else "auto"  # what da.from_array would choose
+    if chunks and len(block) != len(dims):
         raise click.BadParameter(f"{chunks!r} has {len(block)} dimensions, the shape "
                                  f"{len(dims)}", param_hint="--chunks")
     settings = {f"{PREFIX}.memory-limit": memory_limit} if memory_limit else {}
@@ -163,14 +164,35 @@ def _from_history(x, signature: str | None):
         if signature is None:
             raise click.ClickException(
                 f"the history holds no {x.ndim}-dimensional {x.dtype} workload "
-                "from hardware like this; profile one first (see `dask "
-                "adaptive-chunking history list`)")
+                f"from hardware like this{_mismatch(engine, x=x)}; profile one first "
+                "(see `dask adaptive-chunking history list`)")
     stored = sum(r["signature"] == signature and "observation" in r["data"] for r in rows)
     if not stored:
         raise click.ClickException(
             f"the history holds nothing of workload {signature!r} from hardware like "
-            "this; `dask adaptive-chunking history list` shows what it holds")
+            f"this{_mismatch(engine, signature=signature)}; `dask adaptive-chunking "
+            "history list` shows what it holds")
     return engine.recommend(x, workload=signature), signature, min(stored, STORED_ROWS)
+
+
+def _mismatch(engine, x=None, signature: str | None = None) -> str:
+    """Why the stored computes of ``signature`` (or of ``x``'s dimensions and dtype)
+    do not count here: what of the newest one's hardware differs, or ''."""
+    import numpy as np
+
+    from dask.array._adaptive_chunking import config as _config
+    from dask.array._adaptive_chunking import history as _history
+    from dask.array._adaptive_chunking import history_service as _service
+
+    for row in engine.load_history(signature):
+        if x is None or (len(row["shape"]) == x.ndim and np.dtype(row["dtype"]) == x.dtype):
+            here = _service.fingerprint(_config.snapshot(strict=False))
+            try:
+                differ = _history.differences(row["fingerprint"], here)
+            except (KeyError, ValueError, TypeError):
+                return " (its stored hardware description is unreadable)"
+            return f" (the newest such compute differs: {', '.join(differ)})" if differ else ""
+    return ""
 
 
 @adaptive_chunking.group()

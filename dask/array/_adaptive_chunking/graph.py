@@ -7,9 +7,10 @@ Two questions are answered from Dask's high-level graph, without running anythin
   from the start (the rechunk then only merges, or disappears); a transpose, a
   matmul or a tensordot pairs chunk ``(i, j)`` with ``(j, i)`` and wants square
   chunks, so a dimension that happens to be whole now should not stay whole.
-- :func:`storage_chunks`: the chunks of the storage an array was read from
-  (Zarr, HDF5, anything with a ``chunks`` attribute given to ``da.from_array``),
-  which chunk boundaries should respect.
+- :func:`storage_chunks`: the chunks (or Zarr v3 shards) of the storage an array
+  was read from (Zarr, HDF5, anything with a ``chunks`` attribute given to
+  ``da.from_array``), which chunk boundaries should respect; a probe reads its
+  sample from :func:`storage_source` at the candidate chunks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 
 from dask.utils import key_split
 
-__all__ = ["Downstream", "downstream", "whole_lineage", "storage_chunks", "signature"]
+__all__ = ["Downstream", "downstream", "whole_lineage", "storage_source", "storage_chunks",
+           "signature"]
 
 #: Operations that pair blocks across the diagonal and favour square chunks.
 SQUARE_OPS = frozenset({"transpose", "matmul", "tensordot", "dot", "einsum", "swapaxes"})
@@ -137,24 +139,37 @@ def whole_lineage(dependencies: Mapping[str, Iterable[str]], name: str) -> bool:
     return len(seen) >= len(dependencies)
 
 
-def storage_chunks(array) -> tuple[int, ...] | None:
-    """Chunks of the storage ``array`` was read from with ``da.from_array``, if any.
+def _unit(value, ndim: int) -> tuple[int, ...] | None:
+    """The storage unit of ``value``: a Zarr v3 array's shards, or its chunks."""
+    for attr in ("shards", "chunks"):  # a shard is written whole: it is the unit
+        unit = getattr(value, attr, None)
+        if (
+            isinstance(unit, tuple)
+            and len(unit) == ndim
+            and all(isinstance(c, int) and c > 0 for c in unit)
+        ):
+            return unit
+    return None
 
-    Zarr arrays and HDF5 datasets carry a ``chunks`` attribute; ``from_array`` keeps
-    the source object in the graph under an ``original-`` key.
+
+def storage_source(array):
+    """The chunked storage object ``array`` reads directly with ``da.from_array``.
+
+    ``from_array`` keeps its source in the graph under an ``original-`` key; only
+    a source the array itself reads counts, because through other layers (a
+    transpose, a slice) the storage's chunks need not line up with the array's
+    dimensions. None when there is no such source or it carries no chunks.
 
     >>> import numpy as np, dask.array as da
     >>> class Stored(np.ndarray):
     ...     chunks = (10, 50)
-    >>> x = da.from_array(np.zeros((100, 100)).view(Stored), chunks=(20, 100))
-    >>> storage_chunks(x)
+    >>> source = np.zeros((100, 100)).view(Stored)
+    >>> storage_source(da.from_array(source, chunks=(20, 100))).chunks
     (10, 50)
-    >>> storage_chunks(da.ones((10, 10))) is None
+    >>> storage_source(da.ones((10, 10))) is None
     True
     """
     graph = array.dask
-    # Only the source the array itself reads: through other layers (a transpose, a
-    # slice) the storage's chunks need not line up with the array's dimensions.
     direct = graph.dependencies.get(array.name, set())
     for name, layer in graph.layers.items():
         if not str(name).startswith(("original-", "array-original-")) or name not in direct:
@@ -165,14 +180,33 @@ def storage_chunks(array) -> tuple[int, ...] | None:
             continue
         for value in values:
             value = getattr(value, "value", value)  # a task-spec DataNode
-            chunks = getattr(value, "chunks", None)
-            if (
-                isinstance(chunks, tuple)
-                and len(chunks) == array.ndim
-                and all(isinstance(c, int) and c > 0 for c in chunks)
-            ):
-                return chunks
+            if _unit(value, array.ndim) is not None:
+                return value
     return None
+
+
+def storage_chunks(array) -> tuple[int, ...] | None:
+    """The storage unit ``array`` was read in: the chunks of its Zarr or HDF5 source.
+
+    A sharded Zarr v3 array's unit is its shard, as for ``da.from_array``: chunks
+    that split a shard make every write of one touch the whole shard (and writes
+    from parallel tasks to one shard race).
+
+    >>> import numpy as np, dask.array as da
+    >>> class Stored(np.ndarray):
+    ...     chunks = (10, 50)
+    >>> x = da.from_array(np.zeros((100, 100)).view(Stored), chunks=(20, 100))
+    >>> storage_chunks(x)
+    (10, 50)
+    >>> class Sharded(Stored):
+    ...     shards = (20, 100)
+    >>> storage_chunks(da.from_array(np.zeros((100, 100)).view(Sharded), chunks=(20, 100)))
+    (20, 100)
+    >>> storage_chunks(da.ones((10, 10))) is None
+    True
+    """
+    source = storage_source(array)
+    return None if source is None else _unit(source, array.ndim)
 
 
 def _operation(layer: str) -> str | None:

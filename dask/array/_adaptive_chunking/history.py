@@ -34,7 +34,7 @@ from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 
 __all__ = [
     "SCHEMA_VERSION", "HistoryStore", "check_row", "default_path", "fingerprint",
-    "comparable", "observation_to_json", "observation_from_json",
+    "MATCHED", "differences", "comparable", "observation_to_json", "observation_from_json",
 ]
 
 #: Version of the tables below; :data:`_MIGRATIONS` moves older files forward.
@@ -169,24 +169,36 @@ def fingerprint(*, cores: int, threads: int, memory_limit: int, scheduler: str) 
                       sort_keys=True)
 
 
-def comparable(a: str, b: str, memory_tolerance: float = 1.25) -> bool:
-    """Whether profiles measured on fingerprints ``a`` and ``b`` predict each other.
+#: What must match for stored computes to predict a new one. The memory limit is not
+#: among them: time and memory per chunk byte do not depend on it, and the budget
+#: is recomputed for the limit planned for.
+MATCHED = ("scheduler", "cores", "threads")
 
-    The same scheduler kind, cores and threads, and memory limits within
-    ``memory_tolerance`` of each other (the budget is recomputed for the new limit;
-    what transfers is the per-chunk behaviour, which a very different machine
-    changes).
+
+def differences(stored: str, here: str) -> list[str]:
+    """What of fingerprint ``stored`` does not match ``here``, in words (empty: none).
+
+    >>> f = lambda threads, gib: fingerprint(cores=2, threads=threads,
+    ...                                      memory_limit=gib * 2**30, scheduler="threads")
+    >>> differences(f(2, 16), f(2, 4))
+    []
+    >>> differences(f(1, 16), f(2, 16))
+    ['threads 1 stored, 2 here']
+    """
+    x, y = json.loads(stored), json.loads(here)
+    return [f"{k} {x.get(k)} stored, {y.get(k)} here" for k in MATCHED if x.get(k) != y.get(k)]
+
+
+def comparable(a: str, b: str) -> bool:
+    """Whether profiles measured on fingerprints ``a`` and ``b`` predict each other:
+    the same :data:`MATCHED` scheduler kind, cores and threads, at any memory limit.
 
     >>> f = lambda gib: fingerprint(cores=2, threads=2, memory_limit=gib * 2**30,
     ...                             scheduler="threads")
-    >>> comparable(f(16), f(14)), comparable(f(16), f(4))
-    (True, False)
+    >>> comparable(f(16), f(4))
+    True
     """
-    x, y = json.loads(a), json.loads(b)
-    if any(x.get(k) != y.get(k) for k in ("scheduler", "cores", "threads")):
-        return False
-    low, high = sorted((max(x.get("memory_limit", 0), 1), max(y.get("memory_limit", 0), 1)))
-    return high / low <= memory_tolerance
+    return not differences(a, b)
 
 
 class HistoryStore:

@@ -208,6 +208,7 @@ def profiled_run(profiles, recorder: ComputeRecorder, sample, collection) -> lis
     against ``max-profiles``."""
     settings = _config.snapshot()
     state = profiles.add(sample, settings.max_profiles + 1)
+    state.sample = True
     was_installed = installed()
     install()
     try:

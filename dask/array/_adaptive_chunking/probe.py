@@ -3,10 +3,11 @@
 A recommendation far from every measured chunk size is a guess (``model.REACH``):
 caches, fresh pages and a library's choice of algorithm change the cost per byte
 in ways a fit to other sizes cannot see. A probe settles it by running the user's
-workload (a function of the array) on a corner of the array rechunked to the
-candidate, profiled like any compute, and adding what it measured to the
-observations the recommendation rests on. One chunk's worth is also run a task at
-a time under :mod:`tracemalloc`, which NumPy reports its allocations to: what a
+workload (a function of the array) on a corner of the array at the candidate
+chunks (read again from storage when the array was), profiled like any compute,
+and adding what it measured to the observations the recommendation rests on.
+One chunk's worth is also run a task at a time under :mod:`tracemalloc`, which
+NumPy reports its allocations to: what a
 running task holds beyond its inputs (its output and temporaries) is then measured
 rather than assumed, which the process's memory readings cannot separate from
 everything else a compute holds.
@@ -23,11 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import shapes as _shapes
 
-__all__ = ["ProbeRun", "SAMPLE_WAVES", "CLOSE", "MAX_PROBES", "sample_of", "traced_task_peak",
-           "measure", "tune"]
+__all__ = ["ProbeRun", "SAMPLE_WAVES", "CLOSE", "MAX_PROBES", "stored", "sample_of",
+           "production_per_byte", "with_production", "traced_task_peak", "measure", "tune"]
 
 #: A probe's sample holds this many waves of tasks (each as many chunks as run at
 #: once): one wave would time the slowest task, not the typical one.
@@ -62,16 +64,73 @@ class ProbeRun:
                 "task_peak_mb": self.task_peak_bytes / 2**20, "error": self.error}
 
 
-def sample_of(array, chunks: Sequence[int], blocks: int):
+def stored(array) -> bool:
+    """Whether ``array`` reads its storage directly, so a sample can read it again."""
+    source = _graph.storage_source(array)
+    return source is not None and tuple(getattr(source, "shape", ())) == tuple(array.shape)
+
+
+def _values(corner):
+    """``corner`` computed to memory, unprofiled: its graph culled to the corner's
+    blocks and run without the array optimizer, which profiles."""
+    import dask.array as da
+    from dask.core import flatten
+
+    graph = corner.__dask_graph__().cull(set(flatten(corner.__dask_keys__())))
+    return da.Array(graph, corner.name, corner.chunks, meta=corner._meta).compute(
+        optimize_graph=False)
+
+
+def sample_of(array, chunks: Sequence[int], blocks: int, shape: Sequence[int] | None = None):
     """A corner of ``array`` holding about ``blocks`` chunks of ``chunks``, in them.
+
+    An array read from storage (Zarr, HDF5) is read again at ``chunks``, as a
+    compute at them would. Any other array's corner is made once, unmeasured, and
+    held in memory. Rechunking the array's blocks instead would time what the real
+    compute never runs, the merges and making the blocks at the old size: twice the
+    time per byte for a Zarr mean, seven times for a transpose of random data. What
+    making the array costs is then missing from the sample; :func:`with_production`
+    adds it back. ``shape`` overrides the corner's shape.
 
     >>> import dask.array as da
     >>> sample_of(da.ones((1000, 10), chunks=(10, 10)), (100, 10), 4).chunks
     ((100, 100, 100, 100), (10,))
     """
-    shape = _shapes.sample_shape(array.shape, chunks, blocks)
-    corner = array[tuple(slice(0, n) for n in shape)]
-    return corner.rechunk(tuple(min(c, n) for c, n in zip(chunks, shape)))
+    import dask.array as da
+
+    if shape is None:
+        shape = _shapes.sample_shape(array.shape, chunks, blocks)
+    corner = tuple(slice(0, n) for n in shape)
+    chunks = tuple(min(c, n) for c, n in zip(chunks, shape))
+    if stored(array):
+        return da.from_array(_graph.storage_source(array), chunks=chunks)[corner]
+    return da.from_array(_values(array[corner]), chunks=chunks)
+
+
+def production_per_byte(profiled: _model.Observation, reference: _model.Observation
+                        ) -> float:
+    """Task seconds per byte a real compute spent making the array, which a sample
+    held in memory skips: the profile's cost per byte minus that of a ``reference``
+    sample at the profile's own chunks (never below 0, which would favour the
+    sizes probed).
+
+    >>> from dask.array._adaptive_chunking.model import Observation
+    >>> o = lambda secs: Observation(array_bytes=100.0, chunk_bytes=10.0, n_tasks=10,
+    ...     task_seconds=secs, wall_seconds=secs, peak_bytes=0, baseline_bytes=0,
+    ...     results_bytes=0, concurrency=1)
+    >>> round(production_per_byte(o(3.0), o(1.0)), 6), production_per_byte(o(1.0), o(3.0))
+    (0.02, 0.0)
+    """
+    return max(0.0, profiled.task_seconds / max(profiled.array_bytes, 1.0)
+               - reference.task_seconds / max(reference.array_bytes, 1.0))
+
+
+def with_production(o: _model.Observation, per_byte: float) -> _model.Observation:
+    """``o`` as a compute that also made its array would have measured it, at
+    ``per_byte`` task seconds per byte spread over the tasks that ran at once."""
+    extra = per_byte * o.array_bytes
+    return replace(o, task_seconds=o.task_seconds + extra,
+                   wall_seconds=o.wall_seconds + extra / max(1, min(o.concurrency, o.n_chunks)))
 
 
 def traced_task_peak(collection) -> float:
@@ -115,26 +174,31 @@ def traced_task_peak(collection) -> float:
 
 
 def measure(array, workload: Callable, chunks: Sequence[int], blocks: int,
-            run_profiled: Callable[[Any, Any], list[_model.Observation]]
+            run_profiled: Callable[[Any, Any], list[_model.Observation]],
+            shape: Sequence[int] | None = None, per_byte: float = 0.0, trace: bool = True
             ) -> tuple[list[_model.Observation], ProbeRun]:
     """Probe ``workload`` at ``chunks``: its observations, and the run's record.
 
     ``run_profiled(sample, collection)`` computes ``collection`` with ``sample``
-    profiled and returns the observations of that compute. An error of the
-    workload on the sample (a shape it cannot take) is returned in the record,
-    not raised: a probe never breaks a recommendation.
+    profiled and returns the observations of that compute; ``per_byte`` is what
+    making the array costs a real compute (:func:`with_production`); ``trace``
+    also runs one chunk's task under tracemalloc. An error of the workload on the
+    sample (a shape it cannot take) is returned in the record, not raised: a probe
+    never breaks a recommendation.
     """
     chunks = tuple(int(c) for c in chunks)
     began = time.perf_counter()
-    sample = sample_of(array, chunks, blocks)
-    shape = tuple(int(n) for n in sample.shape)
     try:
+        sample = sample_of(array, chunks, blocks, shape)
+        shape = tuple(int(n) for n in sample.shape)
         observations = run_profiled(sample, workload(sample))
-        peak = traced_task_peak(workload(sample_of(array, chunks, 1)))
+        block = sample[tuple(slice(0, min(c, n)) for c, n in zip(chunks, shape))]
+        peak = traced_task_peak(workload(block)) if trace else 0.0
     except Exception as e:  # the user's workload, on a shape it was not written for
-        return [], ProbeRun(chunks, shape, 0, time.perf_counter() - began,
+        return [], ProbeRun(chunks, tuple(shape or ()), 0, time.perf_counter() - began,
                             error=f"{type(e).__name__}: {e}")
-    observations = [replace(o, task_peak_bytes=peak) for o in observations]
+    observations = [replace(with_production(o, per_byte) if per_byte else o,
+                            task_peak_bytes=peak) for o in observations]
     tasks = sum(o.n_tasks for o in observations)
     return observations, ProbeRun(chunks, shape, tasks, time.perf_counter() - began, peak)
 

@@ -49,7 +49,7 @@ class Profile:
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "aggregate", "status", "error", "computes", "wall_seconds", "last", "downstream",
         "storage", "split_dims", "workers", "saturation", "signature", "unsaved",
-        "fingerprint", "dims", "array",
+        "fingerprint", "dims", "array", "sample",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -79,6 +79,7 @@ class Profile:
         self.unsaved: deque[UnsavedCompute] = deque(maxlen=256)  # not stored yet
         self.fingerprint: str | None = None  # the hardware and scheduler it ran on
         self.dims: tuple | None = None  # dimension names, when profiled as xarray data
+        self.sample = False  # a probe's sample: kept out of the engine-wide profiler
 
     @classmethod
     def stand_in(cls, array, observations: list[_model.Observation], fingerprint: str

@@ -225,7 +225,8 @@ class ComputeRecorder:
                 warn_once("history", "adaptive chunking could not describe this machine "
                           f"for its history ({type(e).__name__}: {e})")
         chunks = self._profiling_chunks(settings)
-        if folded.observation is not None:
+        probe = bool(folded.updates) and all(u.profile.sample for u in folded.updates)
+        if folded.observation is not None and not probe:
             engine = self.aggregate()
             if chunks:
                 engine.add_batch(folded.batch, settings.max_records)

@@ -101,7 +101,8 @@ def storage_chunks(obj: Any, chunks: tuple[tuple[int, ...], ...]
     """The chunks of the store a DataArray was opened from (Zarr, netCDF4/HDF5), if
     they still describe it.
 
-    xarray keeps them in the variable's ``encoding``: ``preferred_chunks`` (by
+    xarray keeps them in the variable's ``encoding``: ``shards`` for a sharded
+    Zarr v3 array (the unit a write must not split), else ``preferred_chunks`` (by
     dimension) when the backend gives it, else ``chunks`` (by axis). The encoding
     survives indexing, so it is trusted only where the array's Dask ``chunks``
     still line up with it (:func:`aligned`): after ``isel(time=slice(5, None))`` the
@@ -117,11 +118,17 @@ def storage_chunks(obj: Any, chunks: tuple[tuple[int, ...], ...]
     True
     >>> storage_chunks(V(dims=("x",), encoding={"chunks": (64,)}, shape=(40,)), ((20, 20),))
     (40,)
+    >>> storage_chunks(V(dims=("x",), encoding={"chunks": (10,), "shards": (20,)},
+    ...                  shape=(40,)), ((20, 20),))
+    (20,)
     """
     encoding = getattr(obj, "encoding", None) or {}
     dims = tuple(obj.dims)
     preferred = encoding.get("preferred_chunks")
-    if isinstance(preferred, Mapping) and all(d in preferred for d in dims):
+    shards = encoding.get("shards")
+    if isinstance(shards, (tuple, list)) and len(shards) == len(dims):
+        stored = tuple(shards)  # Zarr v3: a shard is written whole, so it is the unit
+    elif isinstance(preferred, Mapping) and all(d in preferred for d in dims):
         stored = tuple(preferred[d] for d in dims)
     else:
         stored = encoding.get("chunks")

@@ -140,6 +140,24 @@ def test_zarr_storage_chunks_are_kept(engine, tmp_path):
     assert applied.temperature.chunks == engine.apply_recommendation(t, rec).chunks
 
 
+def test_zarr_v3_shards_are_the_storage_unit(engine, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    if int(zarr.__version__.split(".")[0]) < 3:
+        pytest.skip("shards need Zarr v3")
+    store = str(tmp_path / "sharded.zarr")
+    data = _dataset()[["temperature"]].compute()
+    data.to_zarr(store, zarr_format=3, consolidated=False,
+                 encoding={"temperature": {"chunks": (4, 40, 48), "shards": (8, 80, 96)}})
+    opened = xr.open_zarr(store, consolidated=False, chunks={})
+    t = opened.temperature
+    pid = engine.profile_array(t)
+    _anomaly(t).compute()
+    rec = engine.recommend(t, pid)
+    assert rec.storage_chunks == (8, 80, 96)
+    for size, stored, n in zip(rec.chunks, rec.storage_chunks, t.shape):
+        assert size % stored == 0 or size == n, rec.chunks
+
+
 def test_xarray_mistakes_are_named(engine):
     in_memory = _dataset().mask
     with pytest.raises(TypeError, match=r"DataArray 'mask' holds a numpy.ndarray.*\.chunk\(\)"):
