@@ -10,6 +10,7 @@ recommender the engine gives it (:class:`Recommender`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from dask.highlevelgraph import HighLevelGraph
 import dask
 from dask.array._adaptive_chunking import calibration as _calibration
 from dask.array._adaptive_chunking import graph as _graph
+from dask.array._adaptive_chunking import history as _history
 from dask.array._adaptive_chunking import memory as _memory
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import planning as _planning
@@ -34,7 +36,7 @@ from dask.array._adaptive_chunking.profiles import Profile, ProfileRegistry, una
 from dask.array._adaptive_chunking.recommendation import Recommendation, scheduler_config
 
 __all__ = ["Recommender", "RecommenderPort", "Advisor", "fit_observations", "hints_for",
-           "downstream_of", "workers_for"]
+           "downstream_of", "workers_for", "carried_for"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 MiB = 2**20
@@ -138,6 +140,24 @@ def _check_probe(probe, function, run_profiled) -> None:
 def _cluster_of(states: list[Profile]) -> dict | None:
     """The workers of the newest of ``states`` profiled on a cluster, if any."""
     return next((s.workers for s in reversed(states) if s.workers), None)
+
+
+def carried_for(states: list[Profile], here: str) -> tuple[str, int | None]:
+    """What the newest of ``states`` carries over to the hardware ``here`` (a
+    fingerprint), in words ('' when alike, or on a cluster, where the workers
+    decide), and the tasks at once to plan for (None: as measured). A profile
+    measured with other threads keeps its time and memory per chunk byte; how many
+    tasks run at once is here's."""
+    stored = states[-1].fingerprint
+    if not stored or _cluster_of(states):
+        return "", None
+    try:
+        note = _history.carried_over(stored, here)
+        threads = json.loads(here)["threads"]
+        changed = threads != json.loads(stored)["threads"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return "", None
+    return (note or ""), (int(threads) if note and changed else None)
 
 
 def _check_array(array, what: str) -> None:
@@ -297,7 +317,8 @@ class Advisor:
         else:
             shape, dtype, chunks = array.shape, array.dtype, array.chunks
             storage = storage or _graph.storage_chunks(array)
-        return self.recommender().recommend(
+        carried, threads = carried_for(states, fingerprint(settings))
+        rec = self.recommender().recommend(
             self.pool(states, settings, extra), shape, max(1, dtype.itemsize),
             current_chunks=chunks, storage_chunks=storage,
             downstream=downstream if downstream is not None else hints_for(states, shape),
@@ -305,7 +326,9 @@ class Advisor:
             worker_saturation=next((s.saturation for s in reversed(states) if s.workers),
                                    None),
             warn=warn, **({} if reach == _model.REACH else {"reach": reach}),
+            **({} if threads is None else {"concurrency": threads}),
         )
+        return rec if rec is None or not carried else replace(rec, carried=carried)
 
     def recommendation(self, array, profile_id, settings: Settings, workload=None,
                        newest: bool = False, what: str = "recommend", storage=None,
@@ -430,6 +453,7 @@ class Advisor:
         """:meth:`predict` for Dask's normal-form chunks, with the model already fitted."""
         recommender = self.recommender()
         workers = workers_for(_cluster_of(states), fit)
+        threads = carried_for(states, fingerprint(settings))[1]
         if fit is None and math.prod(array.shape) == 0:
             return {"chunks": _shapes.largest(normalized), "chunk_size_mb": 0.0,
                     "predicted_peak_memory_mb": 0.0, "predicted_time_s": 0.0,
@@ -450,7 +474,7 @@ class Advisor:
         n_chunks = math.prod(len(c) for c in normalized)
         budget = recommender.memory_budget(
             None if recommender.plan_settings(settings).memory_limit else workers.memory_limit)
-        pred = _model.predict(fit, array_bytes, chunk_bytes, workers.threads or None,
+        pred = _model.predict(fit, array_bytes, chunk_bytes, workers.threads or threads,
                               workers.baseline, aligned=aligned, n_chunks=n_chunks,
                               processes=workers.processes)
         out = {
@@ -462,7 +486,7 @@ class Advisor:
             "predicted_overhead_fraction": pred.overhead_fraction,
             "fits_budget": pred.peak_bytes <= budget,
             "memory_budget_mb": budget / MiB,
-            "concurrency": workers.threads or fit.concurrency,
+            "concurrency": workers.threads or threads or fit.concurrency,
         }
         sat = workers.saturation(fit, array_bytes, chunk_bytes, budget=budget,
                                  n_chunks=n_chunks, aligned=aligned)

@@ -110,12 +110,15 @@ def _shape(text: str) -> tuple[int, ...]:
 @click.option("--memory-limit", default=None,
               help="Memory this process may use, e.g. 4GiB (default: the machine's or "
                    "the container's).")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="Tasks to run at once, e.g. a worker's threads (default: this "
+                   "machine's).")
 @click.option("--signature", default=None,
               help="The stored workload to learn from (default: the newest stored one "
                    "of this number of dimensions and dtype).")
 @_fail_cleanly
 def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | None,
-              signature: str | None) -> None:
+              threads: int | None, signature: str | None) -> None:
     """Recommend chunks for an array from the history, without computing anything."""
     import numpy as np
 
@@ -134,10 +137,14 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
         raise click.BadParameter(f"{chunks!r} has {len(block)} dimensions, the shape "
                                  f"{len(dims)}", param_hint="--chunks")
     settings = {f"{PREFIX}.memory-limit": memory_limit} if memory_limit else {}
+    if threads:
+        settings["num_workers"] = threads  # what the threaded scheduler would run at once
     with dask.config.set(settings):
         rec, signature, computes = _from_history(da.empty(dims, dtype=np_dtype,
                                                           chunks=block), signature)
     click.echo(f"workload {signature} ({computes} stored computes)")
+    if rec.carried:
+        click.echo(f"carried over: {rec.carried}")
     click.echo(f"chunks: {rec.chunks}")
     click.echo(f"chunk size: {rec.chunk_bytes / 2**20:.1f} MiB "
                f"(array.chunk-size: {rec.array_chunk_size})")
@@ -153,11 +160,14 @@ def _from_history(x, signature: str | None):
     signature and how many computes it rests on, through the engine's public API."""
     import numpy as np
 
+    from dask.array._adaptive_chunking import config as _config
+    from dask.array._adaptive_chunking import history_service as _service
     from dask.array._adaptive_chunking.history_service import STORED_ROWS
     from dask.array.adaptive_chunking import get_adaptive_engine
 
     engine = get_adaptive_engine()
-    rows = engine.load_history(comparable=True)
+    here = _service.fingerprint(_config.snapshot(strict=False))
+    rows = _service.plannable(engine.load_history(signature), here)
     if signature is None:
         signature = next((r["signature"] for r in rows if len(r["shape"]) == x.ndim
                           and np.dtype(r["dtype"]) == x.dtype), None)
@@ -173,6 +183,7 @@ def _from_history(x, signature: str | None):
             f"this{_mismatch(engine, signature=signature)}; `dask adaptive-chunking "
             "history list` shows what it holds")
     return engine.recommend(x, workload=signature), signature, min(stored, STORED_ROWS)
+
 
 
 def _mismatch(engine, x=None, signature: str | None = None) -> str:

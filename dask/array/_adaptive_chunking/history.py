@@ -34,7 +34,7 @@ from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 
 __all__ = [
     "SCHEMA_VERSION", "HistoryStore", "check_row", "default_path", "fingerprint",
-    "MATCHED", "differences", "comparable", "observation_to_json", "observation_from_json",
+    "MATCHED", "CARRIED", "differences", "carried_over", "comparable", "observation_to_json", "observation_from_json",
 ]
 
 #: Version of the tables below; :data:`_MIGRATIONS` moves older files forward.
@@ -187,6 +187,44 @@ def differences(stored: str, here: str) -> list[str]:
     """
     x, y = json.loads(stored), json.loads(here)
     return [f"{k} {x.get(k)} stored, {y.get(k)} here" for k in MATCHED if x.get(k) != y.get(k)]
+
+
+#: What may differ when stored computes plan for here: time and memory per chunk
+#: byte carry over to other thread and core counts of the same kind of scheduler,
+#: while the plan's parallelism (like its budget) is set for here.
+CARRIED = ("cores", "threads")
+
+
+def carried_over(stored: str, here: str) -> str | None:
+    """What computes measured on fingerprint ``stored`` carry over to ``here``, in
+    words: '' when the hardware is alike, None when they cannot plan for here (another
+    kind of scheduler).
+
+    >>> f = lambda threads, gib: fingerprint(cores=2, threads=threads,
+    ...                                      memory_limit=gib * 2**30, scheduler="threads")
+    >>> carried_over(f(2, 16), f(2, 16))
+    ''
+    >>> print(carried_over(f(2, 16), f(8, 4)))  # doctest: +NORMALIZE_WHITESPACE
+    measured with 2 threads and a 16.0 GiB memory limit, planned for 8 threads and a
+    4.0 GiB memory limit
+    >>> print(carried_over(f(2, 16), fingerprint(cores=2, threads=1, memory_limit=2**34,
+    ...                                          scheduler="sync")))
+    None
+    """
+    x, y = json.loads(stored), json.loads(here)
+    if any(x.get(k) != y.get(k) for k in MATCHED if k not in CARRIED):
+        return None
+    keys = [k for k in (*CARRIED, "memory_limit") if x.get(k) != y.get(k)]
+    if not keys:
+        return ""
+
+    def words(f: dict) -> str:
+        parts = [f"{f.get(k)} {k}" for k in CARRIED if k in keys]
+        if "memory_limit" in keys:
+            parts.append(f"a {int(f.get('memory_limit') or 0) / 2**30:.1f} GiB memory limit")
+        return " and ".join(parts)
+
+    return f"measured with {words(x)}, planned for {words(y)}"
 
 
 def comparable(a: str, b: str) -> bool:

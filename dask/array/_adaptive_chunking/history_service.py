@@ -31,7 +31,7 @@ from dask.array._adaptive_chunking.errors import warn_once
 from dask.array._adaptive_chunking.memory import memory_limit
 from dask.array._adaptive_chunking.profiles import Profile
 
-__all__ = ["HistoryService", "fingerprint", "scheduler_kind", "dtype_text"]
+__all__ = ["HistoryService", "fingerprint", "plannable", "scheduler_kind", "dtype_text"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 
@@ -107,6 +107,40 @@ def _comparable(stored: str, here: str) -> bool:
         return _history.comparable(stored, here)
     except (ValueError, TypeError, AttributeError):
         return False
+
+
+def _carries(stored: str, here: str) -> bool:
+    """Whether ``history.carried_over`` plans for ``here`` from ``stored``; a
+    fingerprint that does not parse does not."""
+    try:
+        return _history.carried_over(stored, here) is not None
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def plannable(rows: list[dict[str, Any]], here: str) -> list[dict[str, Any]]:
+    """Of stored ``rows`` (newest first), those a recommendation for the hardware
+    ``here`` learns from, as :meth:`HistoryService.stand_in` chooses them: of each
+    workload its computes on comparable hardware, else those on the newest hardware
+    whose measurements carry over (another thread or core count).
+
+    >>> f = lambda threads: _history.fingerprint(cores=2, threads=threads,
+    ...                                          memory_limit=0, scheduler="threads")
+    >>> rows = [dict(id=3, signature="a", fingerprint=f(4)),
+    ...         dict(id=2, signature="a", fingerprint=f(1)),
+    ...         dict(id=1, signature="b", fingerprint=f(8))]
+    >>> [r["id"] for r in plannable(rows, f(1))]
+    [2, 1]
+    """
+    workloads: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        workloads.setdefault(r["signature"], []).append(r)
+    out = []
+    for mine in workloads.values():
+        exact = [r for r in mine if _comparable(r["fingerprint"], here)]
+        carried = [r for r in mine if _carries(r["fingerprint"], here)]
+        out += exact or [r for r in carried if r["fingerprint"] == carried[0]["fingerprint"]]
+    return sorted(out, key=lambda r: r["id"], reverse=True)
 
 
 def dtype_text(dtype) -> str:
@@ -218,15 +252,31 @@ class HistoryService:
             return []
         return out
 
+    def carrying(self, signature: str, here: str, settings: Settings) -> str | None:
+        """The fingerprint of the newest stored compute of ``signature`` that can plan
+        for ``here`` (:func:`history.carried_over`), or None."""
+        try:
+            store = self.store(settings)
+            fits = sorted(f for f in store.fingerprints(signature) if _carries(f, here))
+            newest = store.rows(signature=signature, fingerprint=fits, limit=1)
+        except Exception:  # unreadable: stored() warns of it, and nothing carries over
+            return None
+        return newest[0]["fingerprint"] if newest else None
+
     def stand_in(self, array, signature: str, settings: Settings,
                  hardware: str | None = None) -> list[Profile]:
         """A profile of ``array`` made of the stored computes of a workload signature
         on hardware comparable to ``hardware`` (default: where a compute started now
-        would run); empty when there are none."""
+        would run), else on the newest hardware they carry over from (another thread
+        or core count: the stand-in keeps that fingerprint, and the advisor says what
+        it carried over); empty when there are none."""
         probe = Profile("history", array)
         probe.signature = signature
         probe.fingerprint = hardware or fingerprint(settings)
         observations = self.stored([probe], settings)
+        if not observations and settings.history:
+            probe.fingerprint = self.carrying(signature, probe.fingerprint, settings)
+            observations = self.stored([probe], settings) if probe.fingerprint else []
         if not observations:
             return []
         state = Profile.stand_in(array, observations, probe.fingerprint)

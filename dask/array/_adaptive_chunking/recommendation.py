@@ -62,6 +62,7 @@ class Recommendation:
     dims: tuple | None = None  # dimension names, for an xarray object
     probes: tuple = ()  # the probe.ProbeRun of each probe run for it
     probe_note: str = ""  # why probing stopped (empty: not asked to probe)
+    carried: str = ""  # what was measured on other hardware and planned for here
 
     @property
     def distance(self) -> float:
@@ -154,6 +155,7 @@ class Recommendation:
             "evidence": self.evidence,
             "probes": [r.to_dict() for r in self.probes],
             "probe_note": self.probe_note,
+            "carried_over": self.carried,
         }
 
 

@@ -101,6 +101,8 @@ def recommendation_html(rec: Any) -> str:
          f"{rec.concurrency} at once"),
         ("array.chunk-size", str(rec.array_chunk_size)),
     ]
+    if getattr(rec, "carried", ""):
+        rows.append(("Carried over", rec.carried))
     if getattr(rec, "scheduler_config", None):
         rows.append(("Scheduler", ", ".join(f"{k} = {v}" for k, v in
                                             rec.scheduler_config.items())))

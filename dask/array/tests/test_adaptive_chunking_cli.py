@@ -94,11 +94,29 @@ def test_no_comparable_history_names_what_differs(engine):
     import dask
 
     _stored(engine)
-    with dask.config.set(num_workers=7):
+    with dask.config.set(scheduler="sync"):  # computes of another scheduler do not carry
         out = run("recommend", "--shape", "1000,1000")
     assert out.exit_code == 1
-    assert "from hardware like this" in out.output and "here" in out.output
-    assert "threads" in out.output and "7 here" in out.output
+    assert "from hardware like this" in out.output
+    assert "scheduler threads stored, sync here" in out.output
+
+
+def test_recommend_for_other_threads_carries_the_history_over(engine):
+    from dask.array._adaptive_chunking.history_service import local_threads
+
+    _stored(engine)
+    threads = 8 * local_threads()
+    here = run("recommend", "--shape", "8000,8000")
+    more = run("recommend", "--shape", "8000,8000", "--threads", str(threads))
+    assert here.exit_code == 0 and more.exit_code == 0, more.output
+    assert "carried over" not in here.output
+    assert (f"carried over: measured with {local_threads()} threads, planned for "
+            f"{threads} threads") in more.output
+    # More tasks at once hold more chunks in memory than this machine's threads do.
+    peaks = [float(o.output.split("peak ", 1)[1].split()[0]) for o in (here, more)]
+    assert peaks[1] > peaks[0]
+    bad = run("recommend", "--shape", "10,10", "--threads", "0")
+    assert bad.exit_code == 2 and "--threads" in bad.output
 
 
 @pytest.mark.parametrize("args, message", [

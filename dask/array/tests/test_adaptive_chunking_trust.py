@@ -355,3 +355,38 @@ def test_chunks_read_from_zarr_are_whole_store_chunks(engine, tmp_path):
     assert rec.distance <= model.REACH * 1.001 or rec.binding == "memory"
     y = da.from_zarr(str(tmp_path / "a.zarr"), chunks=rec.chunks)
     np.testing.assert_allclose(y.mean(axis=0).compute(), store[:].mean(axis=0))
+
+
+# -- planning for another machine ----------------------------------------------------
+
+
+def test_a_profile_plans_for_the_threads_configured_now(engine):
+    import dask
+    from dask.array._adaptive_chunking.history_service import local_threads
+
+    x = da.random.random((2000, 2000), chunks=100)
+    pid = engine.profile_array(x)
+    x.mean(axis=0).compute()
+    here = engine.recommend(x, pid)
+    assert here.carried == "" and here.to_dict()["carried_over"] == ""
+    threads = 4 * local_threads()
+    with dask.config.set(num_workers=threads):
+        there = engine.recommend(x, pid)
+        predicted = engine.predict(x, x.chunks, pid)
+    assert there.concurrency == threads == predicted["concurrency"]
+    assert there.carried == (f"measured with {local_threads()} threads, planned for "
+                             f"{threads} threads")
+
+
+def test_stored_computes_of_other_threads_carry_over_to_a_new_array(engine):
+    import dask
+
+    x = da.random.random((1000, 1000), chunks=100)
+    engine.profile_array(x)
+    x.mean(axis=0).compute()
+    big = da.random.random((4000, 4000), chunks=250)
+    with dask.config.set(num_workers=5):
+        rec = engine.recommend(big, workload=big.mean(axis=0))
+    assert rec.concurrency == 5 and "planned for 5 threads" in rec.carried
+    with dask.config.set(scheduler="sync"), pytest.raises(ValueError, match="no profile"):
+        engine.recommend(big, workload=big.mean(axis=0))  # another scheduler: no carry
