@@ -34,7 +34,8 @@ from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
 
 __all__ = [
     "SCHEMA_VERSION", "HistoryStore", "check_row", "default_path", "fingerprint",
-    "MATCHED", "CARRIED", "differences", "carried_over", "comparable", "observation_to_json", "observation_from_json",
+    "MATCHED", "CARRIED", "differences", "carried_over", "comparable",
+    "observation_to_json", "observation_from_json",
 ]
 
 #: Version of the tables below; :data:`_MIGRATIONS` moves older files forward.
