@@ -72,12 +72,15 @@ MAX_FIXED_SECONDS = 1e-3
 #: this many times larger or smaller than every measured one is a guess (cache
 #: and page effects, a library's different algorithm) until a compute or a probe
 #: measures it.
-REACH = 4.0
+REACH = 64.0
 #: The relative uncertainty of a predicted time at a measured chunk size (the
 #: spread of repeated computes on a busy machine), and what it grows by for every
 #: doubling of the distance to the nearest measured size.
 UNCERTAINTY = 0.10
 UNCERTAINTY_PER_DOUBLING = 0.05
+#: How far from a measured chunk size a measured memory below the model's still
+#: counts: a task that used less than modelled says little of a chunk far larger.
+FADE = 4.0
 #: Calibration ratios (measured / modelled) are kept within these bounds: a model
 #: further off than that is not rescued by scaling.
 MIN_CORRECTION, MAX_CORRECTION = 0.1, 10.0
@@ -481,7 +484,7 @@ def correction(model: WorkloadModel, chunk_bytes: float) -> tuple[float, float]:
     Between measured chunk sizes the ratios are interpolated (in the logarithm of
     the size); beyond them the time ratio of the nearest size holds (a bias of the
     model, like its overhead estimate, stays), while a memory ratio below 1 fades
-    back to the model's own figure within :data:`REACH` (a measurement that used
+    back to the model's own figure within :data:`FADE` (a measurement that used
     less memory than modelled says nothing of a chunk that was not run; one that
     used more is kept).
 
@@ -500,7 +503,7 @@ def correction(model: WorkloadModel, chunk_bytes: float) -> tuple[float, float]:
     if chunk_bytes <= points[0][0] or chunk_bytes >= points[-1][0]:
         c, t, m = points[0] if chunk_bytes <= points[0][0] else points[-1]
         if m < 1:
-            fade = max(0.0, 1 - abs(math.log(chunk_bytes / c)) / math.log(REACH))
+            fade = max(0.0, 1 - abs(math.log(chunk_bytes / c)) / math.log(FADE))
             m = m ** fade
         return t, m
     for (c1, t1, m1), (c2, t2, m2) in zip(points, points[1:]):
