@@ -551,7 +551,7 @@ class ChunkSizeRecommender:
             downstream, worker_saturation)
         s = replace(self.plan_settings(), reach=reach)
         fit = fit_observations(profiler.observations())
-        workers = workers_for(cluster, fit)
+        workers = workers_for(cluster, fit, current_chunks)
         rec = _planning.plan(fit, shape, int(dtype_size), s,
             limit=s.memory_limit or workers.memory_limit or _memory.memory_limit(None),
             current_chunks=current_chunks, concurrency=concurrency,
