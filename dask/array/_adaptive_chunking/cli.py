@@ -174,30 +174,26 @@ def _from_history(x, signature: str | None):
         if signature is None:
             raise click.ClickException(
                 f"the history holds no {x.ndim}-dimensional {x.dtype} workload "
-                f"from hardware like this{_mismatch(engine, x=x)}; profile one first "
+                f"from hardware like this{_mismatch(engine, here, x=x)}; profile one first "
                 "(see `dask adaptive-chunking history list`)")
     stored = sum(r["signature"] == signature and "observation" in r["data"] for r in rows)
     if not stored:
         raise click.ClickException(
             f"the history holds nothing of workload {signature!r} from hardware like "
-            f"this{_mismatch(engine, signature=signature)}; `dask adaptive-chunking "
+            f"this{_mismatch(engine, here, signature=signature)}; `dask adaptive-chunking "
             "history list` shows what it holds")
     return engine.recommend(x, workload=signature), signature, min(stored, STORED_ROWS)
 
 
-
-def _mismatch(engine, x=None, signature: str | None = None) -> str:
+def _mismatch(engine, here: str, x=None, signature: str | None = None) -> str:
     """Why the stored computes of ``signature`` (or of ``x``'s dimensions and dtype)
-    do not count here: what of the newest one's hardware differs, or ''."""
+    do not count on the hardware ``here``: what of the newest one's differs, or ''."""
     import numpy as np
 
-    from dask.array._adaptive_chunking import config as _config
     from dask.array._adaptive_chunking import history as _history
-    from dask.array._adaptive_chunking import history_service as _service
 
     for row in engine.load_history(signature):
         if x is None or (len(row["shape"]) == x.ndim and np.dtype(row["dtype"]) == x.dtype):
-            here = _service.fingerprint(_config.snapshot(strict=False))
             try:
                 differ = _history.differences(row["fingerprint"], here)
             except (KeyError, ValueError, TypeError):

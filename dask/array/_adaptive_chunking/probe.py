@@ -7,10 +7,9 @@ workload (a function of the array) on a corner of the array at the candidate
 chunks (read again from storage when the array was), profiled like any compute,
 and adding what it measured to the observations the recommendation rests on.
 One chunk's worth is also run a task at a time under :mod:`tracemalloc`, which
-NumPy reports its allocations to: what a
-running task holds beyond its inputs (its output and temporaries) is then measured
-rather than assumed, which the process's memory readings cannot separate from
-everything else a compute holds.
+NumPy reports its allocations to: what a running task holds beyond its inputs
+(its output and temporaries) is then measured rather than assumed, which the
+process's memory readings cannot separate from everything else a compute holds.
 
 :func:`tune` is the loop (probe the best size, refit, until the recommendation is
 near what was measured or the time budget is spent); the advisor gives it the
@@ -64,10 +63,17 @@ class ProbeRun:
                 "task_peak_mb": self.task_peak_bytes / 2**20, "error": self.error}
 
 
+def _rereadable(array):
+    """The storage ``array`` reads whole and directly (a sample can read it again),
+    or None."""
+    source = _graph.storage_source(array)
+    whole = source is not None and tuple(getattr(source, "shape", ())) == tuple(array.shape)
+    return source if whole else None
+
+
 def stored(array) -> bool:
     """Whether ``array`` reads its storage directly, so a sample can read it again."""
-    source = _graph.storage_source(array)
-    return source is not None and tuple(getattr(source, "shape", ())) == tuple(array.shape)
+    return _rereadable(array) is not None
 
 
 def _values(corner):
@@ -102,8 +108,9 @@ def sample_of(array, chunks: Sequence[int], blocks: int, shape: Sequence[int] | 
         shape = _shapes.sample_shape(array.shape, chunks, blocks)
     corner = tuple(slice(0, n) for n in shape)
     chunks = tuple(min(c, n) for c, n in zip(chunks, shape))
-    if stored(array):
-        return da.from_array(_graph.storage_source(array), chunks=chunks)[corner]
+    source = _rereadable(array)
+    if source is not None:
+        return da.from_array(source, chunks=chunks)[corner]
     return da.from_array(_values(array[corner]), chunks=chunks)
 
 
