@@ -20,12 +20,25 @@ in 6 MiB shards) with an anomaly, and the coarse store opened with xarray's
 ``open_zarr`` (an anomaly of a DataArray); tall-skinny ``qr``, ``svd`` and ``lstsq``;
 and an in-memory ``(x + x.T).mean(axis=0)``.
 
+Settings (``--setting``), each in its own results file:
+
+* ``threads``: Dask's threaded scheduler (``trust.{json,md}``);
+* ``sync``: the synchronous scheduler (``trust-sync``);
+* ``budget``: threaded, with ``memory-limit`` 1 GiB and ``target-memory-percent``
+  100, so the budget is 819 MiB; every timed compute's peak (the process's resident
+  high-water mark) is kept, and a recommendation must fit the limit where some
+  grid point does (``trust-budget``);
+* ``distributed``: a ``LocalCluster(n_workers=2, threads_per_worker=1,
+  processes=True, memory_limit="2GiB")``, profiled through the cluster; peak is the
+  larger of the two workers' high-water marks (``trust-distributed``).
+
 Run alone on a quiet machine::
 
     python benchmarks/bench_trust.py            # all workloads, 5 rounds
     python benchmarks/bench_trust.py --repeats 3 --only qr
+    python benchmarks/bench_trust.py --setting distributed --repeats 3
 
-Results go to ``benchmarks/results/trust.{json,md}``.
+Results go to ``benchmarks/results/trust[-setting].{json,md}``.
 """
 
 from __future__ import annotations
@@ -43,6 +56,10 @@ from pathlib import Path
 from _util import in_fresh_process, machine, use_working_tree, write
 
 MiB = 2**20
+SETTINGS = ("threads", "sync", "budget", "distributed")
+#: The budget setting's limit, and the cluster's workers.
+LIMIT = 2**30
+WORKER_LIMIT = "2GiB"
 
 
 def _zarr_sum(a):
@@ -190,12 +207,15 @@ def recommend(spec: dict) -> dict:
     for label, rec in (("one-shot", one), ("probe", probed), ("two-round", two)):
         out[label] = {"chunks": _chunks_of(rec), "binding": rec.binding,
                       "evidence": rec.evidence, "predicted_s": rec.predicted_seconds,
+                      "predicted_peak": rec.predicted_peak_bytes,
+                      "fits_budget": rec.fits_budget,
                       "probes": len(rec.probes), "probe_note": rec.probe_note}
     return out
 
 
-def timed(spec: dict, chunkings: dict, repeats: int) -> dict:
-    """Each chunking's wall times, ``repeats`` shuffled rounds after a warm-up."""
+def timed(spec: dict, chunkings: dict, repeats: int, peak: Peak) -> tuple[dict, dict]:
+    """Each chunking's wall times and peaks, ``repeats`` shuffled rounds after a
+    warm-up."""
     import dask
 
     f = WORKLOADS[spec["name"]][4]
@@ -218,36 +238,85 @@ def timed(spec: dict, chunkings: dict, repeats: int) -> dict:
     for y in built.values():  # warm-up: thread pool, heap, the store's page cache
         dask.compute(y)
     times: dict = {key: [] for key in built}
+    peaks: dict = {key: [] for key in built}
     order = list(built)
     rng = random.Random(0)
     for _ in range(repeats):
         rng.shuffle(order)
         for key in order:
             gc.collect()
+            peak.reset()
             began = time.perf_counter()
             dask.compute(built[key])
             times[key].append(time.perf_counter() - began)
-    return {label: times[key_of(c)] for label, c in chunkings.items()}
+            peaks[key].append(peak.read())
+    return ({label: times[key_of(c)] for label, c in chunkings.items()},
+            {label: peaks[key_of(c)] for label, c in chunkings.items()})
+
+
+class Peak:
+    """The compute's peak memory: this process's high-water mark, or on a cluster the
+    largest of its workers'."""
+
+    def __init__(self, client=None):
+        self.client = client
+
+    def reset(self) -> None:
+        import workloads
+
+        if self.client is None:
+            workloads._reset_hwm()
+        else:
+            self.client.run(workloads._reset_hwm)
+
+    def read(self) -> int:
+        import workloads
+
+        if self.client is None:
+            return workloads._read_hwm()
+        return max(self.client.run(workloads._read_hwm).values())
 
 
 def child(spec: dict) -> dict:
     use_working_tree()
+    import contextlib
+
     import dask
 
-    dask.config.set({"array.adaptive-chunking.enabled": True})
+    setting = spec["setting"]
+    config = {"array.adaptive-chunking.enabled": True}
+    if setting == "sync":
+        config["scheduler"] = "synchronous"
+    if setting == "budget":
+        config.update({"array.adaptive-chunking.memory-limit": LIMIT,
+                       "array.adaptive-chunking.target-memory-percent": 100})
+    dask.config.set(config)
     name = spec["name"]
     kind, _, start, _, _, grid, _ = WORKLOADS[name]
     if kind in ("zarr", "zarr3", "xarray"):
         prepare_store(spec)
-    recs = recommend(spec)
-    dask.config.set({"array.adaptive-chunking.enabled": False})
-    chunkings = {"start": list(start), "auto": "auto"}
-    chunkings.update({label: recs[label]["chunks"]
-                      for label in ("one-shot", "probe", "two-round")})
-    chunkings.update({str(tuple(c)): list(c) for c in grid})
-    auto = make(spec, "auto")
-    recs["auto_chunks"] = [int(c) for c in getattr(auto, "data", auto).chunksize]
-    recs["times"] = timed(spec, chunkings, spec["repeats"])
+    with contextlib.ExitStack() as stack:
+        client = None
+        if setting == "distributed":
+            import cloudpickle
+            import distributed
+            import workloads
+
+            # The workers may not find this directory's modules: send the readers whole.
+            cloudpickle.register_pickle_by_value(workloads)
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True,
+                memory_limit=WORKER_LIMIT, dashboard_address=None))
+            client = stack.enter_context(distributed.Client(cluster))
+        recs = recommend(spec)
+        dask.config.set({"array.adaptive-chunking.enabled": False})
+        chunkings = {"start": list(start), "auto": "auto"}
+        chunkings.update({label: recs[label]["chunks"]
+                          for label in ("one-shot", "probe", "two-round")})
+        chunkings.update({str(tuple(c)): list(c) for c in grid})
+        auto = make(spec, "auto")
+        recs["auto_chunks"] = [int(c) for c in getattr(auto, "data", auto).chunksize]
+        recs["times"], recs["peaks"] = timed(spec, chunkings, spec["repeats"], Peak(client))
     recs["chunkings"] = chunkings
     return recs
 
@@ -258,22 +327,40 @@ def summarize(times: list[float]) -> dict:
     return {"median": median, "spread": (q[2] - q[0]) / median}
 
 
-def analyse(res: dict) -> dict:
+def analyse(res: dict, limit: int | None) -> dict:
+    """Each chunking's median time and peak; the best is the fastest whose peak stays
+    within ``limit`` (the fastest of all when none does)."""
     stats = {label: summarize(t) for label, t in res["times"].items()}
-    best_label = min(stats, key=lambda k: stats[k]["median"])
+    for label, s in stats.items():
+        s["peak"] = statistics.median(res["peaks"][label])
+        s["fits"] = limit is None or s["peak"] <= limit
+    fitting = [k for k in stats if stats[k]["fits"]] or list(stats)
+    best_label = min(fitting, key=lambda k: stats[k]["median"])
     best = stats[best_label]["median"]
-    out = {"best": best_label, "stats": stats}
+    out = {"best": best_label, "stats": stats, "any_fits": any(s["fits"] for s in
+                                                                   stats.values())}
     for label in ("one-shot", "probe", "two-round"):
         m = stats[label]["median"]
         out[label] = {"vs_best": m / best, "vs_start": m / stats["start"]["median"],
-                      "vs_auto": m / stats["auto"]["median"]}
+                      "vs_auto": m / stats["auto"]["median"],
+                      "peak_error": res[label]["predicted_peak"] / stats[label]["peak"] - 1}
     return out
 
 
 def markdown(results: dict, args) -> str:
-    lines = ["# Trust: recommendations on workloads the model was not tuned on", "",
-             f"{args.repeats} shuffled rounds per chunking, threaded scheduler, engine off "
-             "while timing; time = median, spread = interquartile range / median.", ""]
+    where = {"threads": "threaded scheduler",
+             "sync": "synchronous scheduler",
+             "budget": f"threaded scheduler, memory-limit {LIMIT // MiB} MiB with "
+                       "target-memory-percent 100 (budget 80% of it); the best is the "
+                       "fastest whose peak fits the limit",
+             "distributed": "LocalCluster(n_workers=2, threads_per_worker=1, "
+                            f"processes=True, memory_limit={WORKER_LIMIT!r}); peak is "
+                            "the larger worker's"}[args.setting]
+    lines = ["# Trust: recommendations on workloads the model was not tuned on"
+             + ("" if args.setting == "threads" else f" ({args.setting})"), "",
+             f"{args.repeats} shuffled rounds per chunking, {where}, engine off "
+             "while timing; time = median, spread = interquartile range / median, peak = "
+             "median of the computes' resident high-water marks.", ""]
     worst = 1.0
     for name, res in results.items():
         a = res["analysis"]
@@ -282,8 +369,9 @@ def markdown(results: dict, args) -> str:
                   f"{res['recommend_s'] * 1e3:.0f} ms; with probe "
                   f"{res['probe_recommend_s']:.2f} s. Dask's auto chunks: "
                   f"{tuple(res['auto_chunks'])}.", "",
-                  "| chunking | chunks | time (s) | spread | vs best | vs start | vs auto |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| chunking | chunks | time (s) | spread | vs best | vs start | vs auto "
+                  "| peak (MiB) |",
+                  "|---|---|---|---|---|---|---|---|"]
         start = a["stats"]["start"]["median"]
         auto = a["stats"]["auto"]["median"]
         best = a["stats"][a["best"]]["median"]
@@ -292,13 +380,16 @@ def markdown(results: dict, args) -> str:
             chunks = "auto" if chunks == "auto" else tuple(chunks)
             lines.append(f"| {label} | {chunks} | {s['median']:.3f} | {s['spread']:.0%} | "
                          f"{s['median'] / best:.2f} | {s['median'] / start:.2f} | "
-                         f"{s['median'] / auto:.2f} |")
+                         f"{s['median'] / auto:.2f} | {s['peak'] / MiB:.0f}"
+                         + ("" if s["fits"] else " (over)") + " |")
         lines.append("")
         for label in ("one-shot", "probe", "two-round"):
             r = res[label]
             lines.append(f"- {label}: {tuple(r['chunks'])} by {r['binding']}; "
                          f"{r['evidence']}" + (f"; {r['probe_note']}" if r["probe_note"]
-                                               else ""))
+                                               else "")
+                         + f"; predicted peak {r['predicted_peak'] / MiB:.0f} MiB "
+                           f"({a[label]['peak_error']:+.0%} of measured)")
             worst = max(worst, a[label]["vs_start"], a[label]["vs_auto"])
         lines.append("")
     lines += ["## Summary", "",
@@ -306,7 +397,8 @@ def markdown(results: dict, args) -> str:
               "the start chunks and `chunks=\"auto\"` (doing nothing); probe cost is the "
               "probing recommend's time over the probed recommendation's run.", "",
               "| workload | one-shot / best | probe / best | two-round / best | "
-              "worst / doing nothing | probe cost |", "|---|---|---|---|---|---|"]
+              "worst / doing nothing | probe cost | recommended peaks fit | "
+              "worst peak error |", "|---|---|---|---|---|---|---|---|"]
     ratios: dict = {label: [] for label in ("one-shot", "probe", "two-round")}
     for name, res in results.items():
         a = res["analysis"]
@@ -315,10 +407,14 @@ def markdown(results: dict, args) -> str:
             ratios[label].append(r)
         nothing = max(max(a[label]["vs_start"], a[label]["vs_auto"]) for label in ratios)
         cost = res["probe_recommend_s"] / a["stats"]["probe"]["median"]
+        fit = all(a["stats"][label]["fits"] for label in ratios)
+        fit = "yes" if fit else ("no" if a["any_fits"] else "none fits")
+        error = max((a[label]["peak_error"] for label in ratios), key=abs)
         lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in row)
-                     + f" | {nothing:.2f} | {cost:.0%} |")
+                     + f" | {nothing:.2f} | {cost:.0%} | {fit} | {error:+.0%} |")
     geo = [statistics.geometric_mean(v) for v in ratios.values()]
-    lines += ["| geometric mean | " + " | ".join(f"{g:.2f}" for g in geo) + " | | |", "",
+    lines += ["| geometric mean | " + " | ".join(f"{g:.2f}" for g in geo)
+              + " | | | | |", "",
               f"Worst recommendation against the faster of the start chunks and Dask's "
               f"auto chunks: {worst:.2f}x (1.00: never slower than doing nothing).", ""]
     return "\n".join(lines)
@@ -328,6 +424,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=list(WORKLOADS))
+    parser.add_argument("--setting", choices=SETTINGS, default="threads")
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -336,14 +433,16 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only:
-            spec = {"name": name, "repeats": args.repeats,
+            spec = {"name": name, "repeats": args.repeats, "setting": args.setting,
                     "store": str(Path(tmp) / f"{name}.zarr"),
                     "history": str(Path(tmp) / f"{name}.sqlite3")}
             print(f"{name} ...", file=sys.stderr, flush=True)
             res = in_fresh_process(__file__, spec)
-            res["analysis"] = analyse(res)
+            res["analysis"] = analyse(res, LIMIT if args.setting == "budget" else None)
             results[name] = res
-    write("trust", {"machine": machine(), "repeats": args.repeats, "results": results},
+    write("trust" if args.setting == "threads" else f"trust-{args.setting}",
+          {"machine": machine(), "repeats": args.repeats, "setting": args.setting,
+           "results": results},
           markdown(results, args))
 
 

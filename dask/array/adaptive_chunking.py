@@ -63,23 +63,13 @@ from dask.array._adaptive_chunking.recommendation import (
     DatasetRecommendation,
     Recommendation,
 )
-from dask.array._adaptive_chunking.recorder import ComputeRecorder
+from dask.array._adaptive_chunking.recorder import ComputeRecorder, deferred
 
 __all__ = [
-    "ChunkMemoryMetric",
-    "MemoryPressure",
-    "ChunkProfiler",
-    "ChunkSizeRecommender",
-    "AdaptiveChunkingEngine",
-    "AdaptiveChunkingWarning",
-    "Recommendation",
-    "DatasetRecommendation",
-    "get_adaptive_engine",
-    "enable_adaptive_chunking",
-    "disable_adaptive_chunking",
-    "reset_adaptive_engine",
-    "memory_limit",
-    "ProfileProgressBar",
+    "ChunkMemoryMetric", "MemoryPressure", "ChunkProfiler", "ChunkSizeRecommender",
+    "AdaptiveChunkingEngine", "AdaptiveChunkingWarning", "Recommendation",
+    "DatasetRecommendation", "get_adaptive_engine", "enable_adaptive_chunking",
+    "disable_adaptive_chunking", "reset_adaptive_engine", "memory_limit", "ProfileProgressBar",
 ]
 
 MiB = 2**20
@@ -329,14 +319,18 @@ class ChunkProfiler:
         An engine holding many profiles may lower it to keep them all within
         ``array.adaptive-chunking.max-memory``.
         """
-        return self._aggregate.cap(_read("max-records"))
+        return self._aggregate_now().cap(_read("max-records"))
 
     def clear(self) -> None:
         """Forget every measurement."""
         self._aggregate.clear()
 
     def __len__(self) -> int:
-        return len(self._aggregate)
+        return len(self._aggregate_now())
+
+    def _aggregate_now(self) -> Aggregate:
+        deferred.settle()  # the computes that returned are folded in
+        return self._aggregate
 
     def record_chunk(self, metric: ChunkMemoryMetric) -> None:
         """Add the measurement of one chunk."""
@@ -356,12 +350,12 @@ class ChunkProfiler:
     def metrics(self) -> list[ChunkMemoryMetric]:
         """The sampled raw records (all of them while fewer than ``max_records``)."""
         return [r.given if r.given is not None else ChunkMemoryMetric(**_records.fields(r))
-                for r in self._aggregate.sample()]
+                for r in self._aggregate_now().sample()]
 
     def observations(self) -> list:
         """Per-compute summaries (``model.Observation``); synthesized from the chunk
         aggregates if none."""
-        return self._aggregate.observations()
+        return self._aggregate_now().observations()
 
     def get_stats(self) -> dict[str, Any]:
         """Aggregate statistics; sizes in MiB, times in seconds or milliseconds.
@@ -369,7 +363,7 @@ class ChunkProfiler:
         >>> ChunkProfiler().get_stats()["total_chunks"]
         0
         """
-        return self._aggregate.stats()
+        return self._aggregate_now().stats()
 
     def __repr__(self) -> str:
         s = self.get_stats()
@@ -940,8 +934,7 @@ class AdaptiveChunkingEngine:
         workload's signature, the hardware's fingerprint, the array's shape, dtype
         and chunks, and the measurements. Failed computes are not stored.
         """
-        return self._history.save(self._profiles.get(profile_id),
-                                  _config.snapshot(strict=False))
+        return self._history.save(self._profiles.get(profile_id), self._settled())
 
     def load_history(self, signature: str | None = None, *, comparable: bool = False
                      ) -> list[dict[str, Any]]:
@@ -951,19 +944,24 @@ class AdaptiveChunkingEngine:
         a compute started now would run on: the same scheduler kind, cores and
         threads, at any memory limit (the budget is recomputed for this one).
         """
-        return self._history.load(signature, comparable, _config.snapshot(strict=False))
+        return self._history.load(signature, comparable, self._settled())
 
     def export_history(self, path) -> int:
         """Write the history database as JSON lines to ``path``; returns the rows written."""
-        return self._history.store(_config.snapshot(strict=False)).export(path)
+        return self._history.store(self._settled()).export(path)
 
     def import_history(self, path) -> int:
         """Add the JSON lines of :meth:`export_history` to the history; returns the count."""
-        return self._history.store(_config.snapshot(strict=False)).import_(path)
+        return self._history.store(self._settled()).import_(path)
 
     def clear_history(self) -> int:
         """Delete every stored compute; returns how many there were."""
-        return self._history.store(_config.snapshot(strict=False)).clear()
+        return self._history.store(self._settled()).clear()
+
+    @staticmethod
+    def _settled() -> _config.Settings:
+        deferred.settle()  # the computes that returned are folded and stored
+        return _config.snapshot(strict=False)
 
     # -- the engine itself -----------------------------------------------------
 
@@ -987,6 +985,7 @@ class AdaptiveChunkingEngine:
 
     def close(self) -> None:
         """Forget every profile; stop instrumenting if no other engine needs it."""
+        deferred.settle()
         self._profiles.clear()
         self._history.close()
         _hook.runtime.recorders.discard(self._recorder)

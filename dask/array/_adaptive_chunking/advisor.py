@@ -61,8 +61,9 @@ def fit_observations(observations: Sequence[_model.Observation]
 
 def workers_for(cluster, fit: _model.WorkloadModel | None, chunks=None
                 ) -> _planning.Workers:
-    """The workers a plan is for: a cluster's, or this process, whose memory now
-    (grown since it was profiled, or larger in a pilot's history) is the baseline.
+    """The workers a plan is for: a cluster's, or this process, whose memory in use
+    now (grown since it was profiled, or larger in a pilot's history) is the
+    baseline.
 
     ``chunks`` are the array's chunks now (Dask's normal form). Their graph
     is part of this process's memory now, and the prediction counts the graph of
@@ -73,7 +74,7 @@ def workers_for(cluster, fit: _model.WorkloadModel | None, chunks=None
         return _planning.Workers.of(cluster)
     blocks = math.prod(len(c) for c in chunks) if chunks else 0
     graph = blocks * fit.tasks_per_chunk * _model.GRAPH_BYTES_PER_TASK
-    return _planning.Workers(baseline=max(fit.baseline_bytes, _memory.process_rss() - graph))
+    return _planning.Workers(baseline=max(fit.baseline_bytes, _memory.live_rss() - graph))
 
 
 def hints_for(states: list[Profile], shape: tuple) -> _graph.Downstream:
@@ -386,13 +387,22 @@ class Advisor:
                   if probe is True else float(probe))
         blocks = _probe.SAMPLE_WAVES * max(1, first.concurrency)
         itemsize = max(1, array.dtype.itemsize)
+        # A sample of an array made in memory is made first, at the chunks it has now:
+        # at most what a measured compute took per byte, workload and all. Large
+        # chunks make the sample most of the array, and on a cluster with small
+        # chunks making it costs as much as the compute that was profiled.
+        making = 0.0 if _probe.stored(array) else min(
+            (o.wall_seconds / o.array_bytes
+             for o in self.pool(states, settings).observations() if o.array_bytes > 0),
+            default=0.0)
 
         def estimate(rec: Recommendation) -> float:
             shape = _shapes.sample_shape(array.shape, rec.chunks, blocks)
             n = math.prod(-(-s // max(1, c)) for s, c in zip(shape, rec.chunks))
-            p = _model.predict(rec.model, math.prod(shape) * itemsize, rec.chunk_bytes,
-                               rec.concurrency, n_chunks=n)
-            return p.seconds * (1 + 1 / n)  # the sample, and one task traced
+            nbytes = math.prod(shape) * itemsize
+            p = _model.predict(rec.model, nbytes, rec.chunk_bytes, rec.concurrency,
+                               n_chunks=n)
+            return p.seconds * (1 + 1 / n) + making * nbytes  # sample, traced task, making
 
         extra, runs, why = _probe.tune(
             recommend, self._prober(states, settings, array, function, blocks, run_profiled),

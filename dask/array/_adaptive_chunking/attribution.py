@@ -59,12 +59,16 @@ def fused_ops(collector, keys, ops: frozenset) -> dict:
 
     out = {}
     tasks = collector.tasks
+    split: dict = {}  # layer name -> its op: thousands of inner keys share a few layers
     for key in keys:
         node = tasks.get(key)
-        if node is None:
+        if node is None or node.func is not _execute_subgraph:
             continue
         for inner in _inner_keys(node):
-            op = key_split(layer_name(inner))
+            layer = layer_name(inner)
+            op = split.get(layer)
+            if op is None:
+                op = split[layer] = key_split(layer)
             if op in ops:
                 out[key] = op
                 break

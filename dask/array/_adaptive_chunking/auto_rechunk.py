@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import dask
 from dask.array._adaptive_chunking import expressions as _expressions
 from dask.array._adaptive_chunking.config import PREFIX, Settings
-from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
+from dask.array._adaptive_chunking import errors as _errors
 
 __all__ = ["ChunkSizeOverride", "override", "dask_default", "sync", "forget"]
 
@@ -173,9 +172,8 @@ def sync(settings: Settings, target: Callable[[Settings], tuple[int, str] | None
 
 
 def warn_not_applied(e: Exception) -> None:
-    warnings.warn(f"adaptive chunking could not apply auto-rechunk ({type(e).__name__}: "
-                  f"{e}); array.chunk-size is left as it is", AdaptiveChunkingWarning,
-                  stacklevel=3)
+    _errors.warn(f"adaptive chunking could not apply auto-rechunk ({type(e).__name__}: "
+                 f"{e}); array.chunk-size is left as it is", stacklevel=3)
 
 
 def forget(reason: str) -> None:

@@ -24,13 +24,12 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dask.array._adaptive_chunking.errors import AdaptiveChunkingWarning
+from dask.array._adaptive_chunking import errors as _errors
 
 __all__ = [
     "SCHEMA_VERSION", "HistoryStore", "check_row", "default_path", "fingerprint",
@@ -347,10 +346,9 @@ class HistoryStore:
             side = self.path.with_name(self.path.name + suffix)
             with contextlib.suppress(FileNotFoundError):
                 os.replace(side, aside.with_name(aside.name + suffix))
-        warnings.warn(
+        _errors.warn(
             f"adaptive chunking: the history file {self.path} could not be read "
             f"({error}); it was moved to {aside} and a new history was started",
-            AdaptiveChunkingWarning,
             stacklevel=5,
         )
         with contextlib.suppress(FileExistsError):
@@ -461,11 +459,11 @@ class HistoryStore:
             except (ValueError, TypeError, KeyError) as e:
                 if values[0] not in self._warned_rows:
                     self._warned_rows.add(values[0])
-                    warnings.warn(
+                    _errors.warn(
                         f"adaptive chunking: row {values[0]} of the history file "
                         f"{self.path} is not a valid profile ({e}); it is ignored. "
                         "engine.clear_history() removes it (with the rest)",
-                        AdaptiveChunkingWarning, stacklevel=3,
+                        stacklevel=3,
                     )
         return out
 

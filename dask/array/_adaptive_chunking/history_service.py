@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 import threading
 import time
@@ -73,6 +74,23 @@ def local_threads() -> int:
                or getattr(pool, "_max_workers", None) or CPU_COUNT)
 
 
+#: Seconds a discovered memory limit is reused: reading the cgroup and host files
+#: took about a millisecond, paid for every compute stored.
+LIMIT_SECONDS = 5.0
+_limit: list = [-math.inf, 0]  # when it was read, and the limit
+
+
+def _memory_limit(configured: int | None) -> int:
+    if configured is not None:
+        return configured
+    read_at, limit = _limit
+    now = time.monotonic()
+    if now - read_at > LIMIT_SECONDS:
+        limit = memory_limit(None)
+        _limit[:] = [now, limit]
+    return limit
+
+
 def fingerprint(settings: Settings, kind: str | None = None,
                 workers: Mapping | None = None) -> str:
     """The hardware a compute runs on, as stored with it in the history.
@@ -97,7 +115,7 @@ def fingerprint(settings: Settings, kind: str | None = None,
             memory_limit=min(limits, default=0), scheduler=kind,
         )
     return _history.fingerprint(cores=CPU_COUNT, threads=threads,
-                                memory_limit=memory_limit(settings.memory_limit),
+                                memory_limit=_memory_limit(settings.memory_limit),
                                 scheduler=kind)
 
 

@@ -25,7 +25,7 @@ from dask.array._adaptive_chunking import auto_rechunk as _auto_rechunk
 from dask.array._adaptive_chunking import cluster_client as _cluster
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking.errors import warn_engine_error
-from dask.array._adaptive_chunking.recorder import ComputeRecorder
+from dask.array._adaptive_chunking.recorder import ComputeRecorder, deferred
 
 __all__ = [
     "GlobalEngine", "Runtime", "runtime", "ProfilingOptimizer", "install", "uninstall",
@@ -67,15 +67,19 @@ class Runtime:
 runtime = Runtime()
 
 
-def sync_auto_rechunk(settings: _config.Settings | None = None) -> None:
+def sync_auto_rechunk(settings: _config.Settings | None = None, wait: bool = True) -> None:
     """Make ``array.chunk-size`` follow ``auto-rechunk`` with the process-wide engine's
-    target; with no such engine yet and auto-rechunk on, creating it syncs."""
+    target; with no such engine yet and auto-rechunk on, creating it syncs. With
+    ``wait``, the target counts every compute that has returned (their folds are
+    waited for); a compute's own hook does not wait for the one before."""
     try:
         settings = settings or _config.snapshot(strict=False)
         on = settings.auto_rechunk
     except (TypeError, ValueError) as e:  # a misspelled key, a bad auto-rechunk value
         _auto_rechunk.warn_not_applied(e)
         return
+    if wait and on:
+        deferred.settle()
     current = runtime.current
     if current is None and on:
         runtime.global_engine()  # creating it syncs
@@ -112,7 +116,7 @@ class ProfilingOptimizer:
 
     def _choose(self, dsk, keys):
         settings = _config.snapshot(strict=False)  # a bad setting fails where it is read
-        sync_auto_rechunk(settings)
+        sync_auto_rechunk(settings, wait=False)
         plans = []
         for recorder in runtime.ordered():
             plan = recorder.plan(dsk, keys, settings)

@@ -16,7 +16,7 @@ from dask.array._adaptive_chunking.errors import warn_once
 
 __all__ = [
     "ASSUMED_MEMORY", "cgroup_memory", "host_memory", "memory_limit", "process_rss",
-    "children_rss", "usage",
+    "live_rss", "children_rss", "usage",
 ]
 
 
@@ -204,6 +204,50 @@ def process_rss() -> int:
     except (OSError, IndexError, ValueError):
         _statm_fd = -1
         return _psutil_rss()
+
+
+_mallinfo2: object = None  # glibc's mallinfo2, once looked up; False: unavailable
+
+
+def _malloc_free_bytes() -> int:
+    """Bytes the C allocator holds free (glibc ``mallinfo2().fordblks``; 0 elsewhere)."""
+    global _mallinfo2
+    if _mallinfo2 is None:
+        _mallinfo2 = False
+        try:
+            import ctypes
+
+            class MallInfo2(ctypes.Structure):
+                _fields_ = [(name, ctypes.c_size_t) for name in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+            function = ctypes.CDLL(None).mallinfo2  # glibc 2.33 and later
+            function.restype = MallInfo2
+            _mallinfo2 = function
+        except (OSError, AttributeError, TypeError):
+            pass
+    if not _mallinfo2:
+        return 0
+    try:
+        return int(_mallinfo2().fordblks)
+    except Exception:
+        return 0
+
+
+def live_rss(rss: int | None = None) -> int:
+    """This process's resident memory less what its allocator keeps free, in bytes.
+
+    After a compute, the chunks it freed stay resident in the allocator's heap
+    until it reuses them: a ``qr`` that peaked at 735 MiB left the process at
+    628 MiB, of which 464 MiB were free heap. Planning from the raw figure counted
+    them twice (as memory held now, and again as the next compute's chunks), which
+    predicted 1.2 GiB for the chunks just measured at 735 MiB. Where glibc's
+    ``mallinfo2`` is missing this is :func:`process_rss` (or ``rss``, a reading
+    just taken).
+    """
+    rss = process_rss() if rss is None else rss
+    return max(rss // 2, rss - _malloc_free_bytes())
 
 
 def children_rss() -> int:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dask.array._adaptive_chunking import cluster_client as _cluster
 from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import shapes as _shapes
@@ -76,15 +77,41 @@ def stored(array) -> bool:
     return _rereadable(array) is not None
 
 
-def _values(corner):
-    """``corner`` computed to memory, unprofiled: its graph culled to the corner's
-    blocks and run without the array optimizer, which profiles."""
+def _culled(corner):
+    """``corner`` with its graph culled to its own blocks, so that running it without
+    the array optimizer (which profiles, and would cull) runs only them."""
     import dask.array as da
     from dask.core import flatten
 
     graph = corner.__dask_graph__().cull(set(flatten(corner.__dask_keys__())))
-    return da.Array(graph, corner.name, corner.chunks, meta=corner._meta).compute(
-        optimize_graph=False)
+    return da.Array(graph, corner.name, corner.chunks, meta=corner._meta)
+
+
+def _held(corner, chunks):
+    """``corner`` at ``chunks``, made once, unprofiled, and held where a compute
+    started here runs: in this process, or in the memory of the cluster's workers.
+    Values made here would travel inside every probe's graph to the cluster, which
+    cost 3 s for the 512 MiB sample of a transpose, ten times its compute."""
+    import dask.array as da
+
+    client = _cluster.client_for_compute()
+    if client is None:
+        return da.from_array(_culled(corner).compute(optimize_graph=False), chunks=chunks)
+    from distributed import wait
+
+    held = client.persist(_culled(corner.rechunk(chunks)), optimize_graph=False)
+    wait(held)
+    return held
+
+
+def _traceable(block):
+    """``block`` as the synchronous scheduler can run it here: a block held on a
+    cluster is fetched first (the graph of a persisted array holds futures)."""
+    import dask.array as da
+
+    if _cluster.client_for_compute() is None:
+        return block
+    return da.from_array(_culled(block).compute(optimize_graph=False), chunks=block.chunks)
 
 
 def sample_of(array, chunks: Sequence[int], blocks: int, shape: Sequence[int] | None = None):
@@ -92,11 +119,12 @@ def sample_of(array, chunks: Sequence[int], blocks: int, shape: Sequence[int] | 
 
     An array read from storage (Zarr, HDF5) is read again at ``chunks``, as a
     compute at them would. Any other array's corner is made once, unmeasured, and
-    held in memory. Rechunking the array's blocks instead would time what the real
-    compute never runs, the merges and making the blocks at the old size: twice the
-    time per byte for a Zarr mean, seven times for a transpose of random data. What
-    making the array costs is then missing from the sample; :func:`with_production`
-    adds it back. ``shape`` overrides the corner's shape.
+    held in memory (the workers', on a cluster). Rechunking the array's blocks
+    instead would time what the real compute never runs, the merges and making the
+    blocks at the old size: twice the time per byte for a Zarr mean, seven times
+    for a transpose of random data. What making the array costs is then missing
+    from the sample; :func:`with_production` adds it back. ``shape`` overrides the
+    corner's shape.
 
     >>> import dask.array as da
     >>> sample_of(da.ones((1000, 10), chunks=(10, 10)), (100, 10), 4).chunks
@@ -111,7 +139,7 @@ def sample_of(array, chunks: Sequence[int], blocks: int, shape: Sequence[int] | 
     source = _rereadable(array)
     if source is not None:
         return da.from_array(source, chunks=chunks)[corner]
-    return da.from_array(_values(array[corner]), chunks=chunks)
+    return _held(array[corner], chunks)
 
 
 def production_per_byte(profiled: _model.Observation, reference: _model.Observation
@@ -200,6 +228,8 @@ def measure(array, workload: Callable, chunks: Sequence[int], blocks: int,
         shape = tuple(int(n) for n in sample.shape)
         observations = run_profiled(sample, workload(sample))
         block = sample[tuple(slice(0, min(c, n)) for c, n in zip(chunks, shape))]
+        if trace and not stored(array):
+            block = _traceable(block)
         peak = traced_task_peak(workload(block)) if trace else 0.0
     except Exception as e:  # the user's workload, on a shape it was not written for
         return [], ProbeRun(chunks, tuple(shape or ()), 0, time.perf_counter() - began,

@@ -110,20 +110,14 @@ class RecordBatch:
 
 def batch_from_records(records: list[tuple]) -> RecordBatch:
     """Turn record tuples (see the ``R_*`` indices) into a :class:`RecordBatch`."""
-    n = len(records)
-    data = np.empty(n, RECORD_DTYPE)
-    if n:
-        numbers = np.array(
-            [
-                (r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1], r[R_NBYTES], r[R_LOGICAL],
-                 r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG], r[R_OUT], r[R_FAILED],
-                 r[R_MEM] & 0x7FFFFFFFFFFFFFFF, r[R_MEMBYTES])
-                for r in records
-            ],
-            dtype=object,
-        )
-        for j, name in enumerate(RECORD_DTYPE.names):
-            data[name] = numbers[:, j]
+    # Tuples in the dtype's field order convert in one pass of NumPy's C code; an
+    # object array cut into columns took four times as long.
+    data = np.array(
+        [(r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1], r[R_NBYTES], r[R_LOGICAL],
+          r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG], r[R_OUT], r[R_FAILED],
+          r[R_MEM] & 0x7FFFFFFFFFFFFFFF, r[R_MEMBYTES]) for r in records],
+        dtype=RECORD_DTYPE,
+    ) if records else np.empty(0, RECORD_DTYPE)
     shapes: dict = {}
     return RecordBatch(
         data,

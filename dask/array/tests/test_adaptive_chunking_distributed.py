@@ -499,3 +499,24 @@ def test_the_cli_demo_runs_on_a_scheduler_address_with_a_progress_bar(client):
     assert "Recommended chunks: (" in result.stdout and "Measured effect" in result.stdout
     assert "measured     " in result.stdout  # the profile measured the cluster's tasks
     assert "100% Completed" in result.stderr  # distributed's own progress bar
+
+
+def test_a_probe_holds_its_sample_on_the_workers(engine, client):
+    """The corner of an array made in memory is kept on the cluster, not shipped back
+    and forth inside each probe's graph; a probe through it measures as locally."""
+    import numpy as np
+
+    from dask.array._adaptive_chunking import probe
+
+    x = da.random.random((800, 800), chunks=(100, 100))
+    sample = probe.sample_of(x, (400, 400), blocks=2)
+    assert sample.chunksize == (400, 400)
+    held = dict(sample.__dask_graph__()).values()
+    assert not any(isinstance(v, np.ndarray) for v in held)
+    corner = tuple(slice(0, n) for n in sample.shape)
+    np.testing.assert_array_equal(sample.compute(), x[corner].compute())
+    pid = engine.profile_array(x)
+    x.mean(axis=0).compute()
+    rec = engine.recommend(x, pid, workload=lambda a: a.mean(axis=0), probe=30.0)
+    assert rec.probes and all(r.error is None and r.tasks > 0 for r in rec.probes)
+    assert all(r.task_peak_bytes > 0 for r in rec.probes)

@@ -73,7 +73,7 @@ def test_benchmark_links_lead_to_the_included_results(site):
     results = (site / "benchmark-results.html").read_text()
     assert 'href="benchmark-results.html#results-overhead"' in benchmarks
     assert 'id="results-overhead"' in results
-    assert "median profiled / unprofiled ratio" in results  # the table itself
+    assert "Fixed cost per compute and cost per task" in results  # the table itself
 
 
 def test_notebook_page_shows_the_pictures_it_can_draw(site):

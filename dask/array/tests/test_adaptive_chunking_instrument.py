@@ -291,3 +291,75 @@ def test_optimize_keeps_the_graph_type_and_layers(engine):
         dask.get(measured.to_dict(), y.__dask_keys__()[0][0]),
         dask.get(plain.to_dict(), y.__dask_keys__()[0][0]),
     )
+
+
+# -- work after the result is handed back -------------------------------------------
+
+
+@pytest.fixture
+def slow_fold(monkeypatch):
+    """Folding waits until ``release`` is set; ``events`` says what happened when."""
+    import threading
+
+    from dask.array._adaptive_chunking import recorder
+
+    real, events, release = recorder.fold, [], threading.Event()
+
+    def held(*args, **kwargs):
+        release.wait(5)
+        events.append("folded")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "fold", held)
+    return events, release
+
+
+def test_a_compute_returns_before_its_records_are_folded(engine, slow_fold):
+    events, release = slow_fold
+    x = da.ones((100, 100), chunks=50)
+    pid = engine.profile_array(x)
+    assert x.sum().compute() == 10_000
+    events.append("returned")
+    release.set()
+    profile = engine.get_profile(pid)  # waits for the fold
+    assert events == ["returned", "folded"]
+    assert profile["status"] == "complete"
+    assert profile["profiler_stats"]["computes"] == 1
+    assert len(engine.load_history()) == 1  # stored too
+
+
+def test_every_read_sees_the_computes_that_returned(engine, slow_fold):
+    events, release = slow_fold
+    with dask.config.set({"array.adaptive-chunking.enabled": True}):
+        da.ones(100, chunks=10).sum().compute()
+    events.append("returned")
+    release.set()
+    assert engine.profiler.get_stats()["computes"] == 1
+    assert events == ["returned", "folded"]
+
+
+def test_a_failed_compute_is_folded_before_its_error_is_raised(engine, slow_fold):
+    events, release = slow_fold
+    release.set()
+
+    def boom(block):
+        raise ZeroDivisionError("bad block")
+
+    x = da.ones(100, chunks=10)
+    y = x.map_blocks(boom, dtype=float)
+    pid = engine.profile_array(y)
+    with pytest.raises(ZeroDivisionError):
+        y.compute()
+    assert events == ["folded"]
+    assert engine.get_profile(pid)["status"] == "failed"
+
+
+def test_live_memory_leaves_out_what_the_allocator_keeps_free():
+    if not memory._malloc_free_bytes() and memory._mallinfo2 is False:
+        pytest.skip("needs glibc's mallinfo2")
+    blocks = [np.ones(8000) for _ in range(4000)]  # 64 KB each: on the heap
+    del blocks[::2]  # 128 MB freed between live blocks: the heap cannot shrink
+    rss = memory.process_rss()
+    assert memory.live_rss(rss) <= rss - 100 * 2**20
+    assert memory.live_rss(rss) >= rss // 2
+    del blocks

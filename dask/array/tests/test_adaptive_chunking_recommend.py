@@ -190,9 +190,9 @@ def test_budget_shrinks_the_recommendation(engine):
     roomy = engine.recommend(x, ids)
     # A budget that leaves the compute half of what the roomy chunks are predicted
     # to need above what this process already holds.
-    from dask.array._adaptive_chunking.memory import process_rss
+    from dask.array._adaptive_chunking.memory import live_rss
 
-    held = max(roomy.model.baseline_bytes, process_rss())
+    held = max(roomy.model.baseline_bytes, live_rss())
     budget = held + (roomy.predicted_peak_bytes - held) / 2
     settings = {"array.adaptive-chunking.memory-limit": int(budget / 0.8),
                 "array.adaptive-chunking.target-memory-percent": 100}
