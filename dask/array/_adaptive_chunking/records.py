@@ -110,8 +110,8 @@ class RecordBatch:
 
 def batch_from_records(records: list[tuple]) -> RecordBatch:
     """Turn record tuples (see the ``R_*`` indices) into a :class:`RecordBatch`."""
-    # Tuples in the dtype's field order convert in one pass of NumPy's C code; an
-    # object array cut into columns took four times as long.
+    # Tuples in the dtype's field order convert in one pass of NumPy's C code,
+    # without an object array in between (2.9 against 3.1 ms for 5,359 records).
     data = np.array(
         [(r[R_T0], r[R_T1], r[R_RSS0], r[R_RSS1], r[R_NBYTES], r[R_LOGICAL],
           r[R_WORKER] & 0x7FFFFFFFFFFFFFFF, r[R_TAG], r[R_OUT], r[R_FAILED],
