@@ -16,10 +16,8 @@ low.
 True
 >>> engine.remove_profile(pid)
 
-This module is the public face (the spec's names: docstrings, validation and
-delegation); the private package ``dask.array._adaptive_chunking`` does the work
-(``docs/design.md`` maps its modules). Only the command line and the demo, loaded
-lazily, import this module back, as users do.
+The public face (the spec's names: docstrings, validation, delegation); the private
+package ``dask.array._adaptive_chunking`` does the work (``docs/design.md`` maps it).
 """
 
 from __future__ import annotations
@@ -310,7 +308,7 @@ class ChunkProfiler:
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
-        self._aggregate.enabled = bool(value)
+        self._aggregate_now().enabled = bool(value)
 
     @property
     def max_records(self) -> int:
@@ -323,7 +321,7 @@ class ChunkProfiler:
 
     def clear(self) -> None:
         """Forget every measurement."""
-        self._aggregate.clear()
+        self._aggregate_now().clear()
 
     def __len__(self) -> int:
         return len(self._aggregate_now())
@@ -664,6 +662,7 @@ class AdaptiveChunkingEngine:
     def profile_chunks(self, value: bool) -> None:
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"profile_chunks must be True or False, got {value!r}")
+        deferred.settle()  # computes that returned are folded as they were profiled
         self._recorder.profile_chunks = value
 
     @property
@@ -700,6 +699,8 @@ class AdaptiveChunkingEngine:
                 f"Dask), got {type(array).__name__}; wrap NumPy data with "
                 "dask.array.from_array(data, chunks=...)"
             )
+        if len(self._profiles) >= settings.max_profiles:
+            deferred.settle()  # the oldest profile's computes are stored before it goes
         state = self._profiles.add(array, settings.max_profiles)
         self._profiles.bound_memory(self.profiler._aggregate, settings.max_memory,
                                     settings.max_records)
@@ -709,6 +710,7 @@ class AdaptiveChunkingEngine:
 
     def remove_profile(self, profile_id: str) -> None:
         """Stop profiling and forget ``profile_id`` (a Dataset's: all its variables')."""
+        deferred.settle()  # its computes that returned are stored first
         self._profiles.remove(profile_id)
 
     @property
@@ -959,9 +961,8 @@ class AdaptiveChunkingEngine:
         return self._history.store(self._settled()).clear()
 
     @staticmethod
-    def _settled() -> _config.Settings:
-        deferred.settle()  # the computes that returned are folded and stored
-        return _config.snapshot(strict=False)
+    def _settled() -> _config.Settings:  # the computes that returned are stored first
+        return deferred.settle() or _config.snapshot(strict=False)
 
     # -- the engine itself -----------------------------------------------------
 

@@ -92,16 +92,17 @@ def _memory_limit(configured: int | None) -> int:
 
 
 def fingerprint(settings: Settings, kind: str | None = None,
-                workers: Mapping | None = None) -> str:
+                workers: Mapping | None = None, now: tuple[str, int] | None = None) -> str:
     """The hardware a compute runs on, as stored with it in the history.
 
     ``kind`` is the kind of scheduler that ran it (default: the one a compute
     started now would use); its thread count is the one that scheduler would use
     now (an executor's pool, ``num_workers``, or the CPU count). On a cluster,
     ``workers`` describes it (address -> ``nthreads``, ``memory_limit``; default:
-    the current client's) and its workers count as the cores.
+    the current client's) and its workers count as the cores. ``now`` is
+    :func:`scheduler_kind` as read when the compute ended, if it was.
     """
-    now, threads = scheduler_kind()
+    now, threads = now or scheduler_kind()
     kind = kind or now
     if kind != now:
         threads = 1 if kind == "sync" else local_threads()

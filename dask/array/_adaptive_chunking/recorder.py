@@ -32,7 +32,8 @@ from dask.array._adaptive_chunking import records as _records
 from dask.array._adaptive_chunking.aggregate import Aggregate
 from dask.array._adaptive_chunking.errors import holding, warn, warn_engine_error, warn_once
 from dask.array._adaptive_chunking.folding import ComputeFold, GraphFacts, fold
-from dask.array._adaptive_chunking.history_service import HistoryService, fingerprint
+from dask.array._adaptive_chunking.history_service import (HistoryService, fingerprint,
+                                                            scheduler_kind)
 from dask.array._adaptive_chunking.profiles import Profile, ProfileRegistry, UnsavedCompute
 from dask.array._adaptive_chunking.tasks import ComputeCollector, in_task
 
@@ -64,20 +65,28 @@ class Deferred:
     def __init__(self) -> None:
         self._cv = threading.Condition()
         self._queue: deque[Callable[[], None]] = deque()
-        self._busy = 0  # submitted and not yet done
+        self._submitted = self._done = 0  # jobs, counted: a reader waits for its own
         self._thread: threading.Thread | None = None
         self._warnings: list[str] = []  # held messages, errors as warnings too
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._cv:
-            self._queue.append(job)
-            self._busy += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="adaptive-chunking-fold")
-                self._thread.start()
-            else:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name="adaptive-chunking-fold")
+                try:
+                    thread.start()
+                except RuntimeError:  # no new threads (at exit, or at a limit)
+                    thread = None
+                self._thread = thread
+            if thread is not None:
+                self._queue.append(job)
+                self._submitted += 1
                 self._cv.notify()
+                return
+        with holding(self._warnings):  # done here and now, as before
+            job()
 
     def _run(self) -> None:
         while True:
@@ -97,17 +106,31 @@ class Deferred:
                         logger.debug("adaptive chunking: deferred fold failed: %s", e)
                         warn_engine_error(e)
             finally:
+                # The compute's collector goes here, in this thread, not later in
+                # whichever thread's garbage collection finds it.
+                job = None
                 with self._cv:
                     self._warnings += held
-                    self._busy -= 1
+                    self._done += 1
                     self._cv.notify_all()
 
     def settle(self, timeout: float = 120.0) -> None:
-        """Wait for the work submitted so far, then warn of any that failed."""
-        if self._busy and threading.current_thread() is not self._thread:
+        """Wait for the work submitted so far (not for work submitted meanwhile by
+        computes that go on in other threads), then give its held warnings."""
+        if self._done < self._submitted and threading.current_thread() is not self._thread:
             with self._cv:
-                self._cv.wait_for(lambda: not self._busy, timeout)
+                ticket = self._submitted
+                if not self._cv.wait_for(lambda: self._done >= ticket, timeout):
+                    logger.warning("adaptive chunking: profiles may lag the computes "
+                                   "that returned (still folding after %s s)", timeout)
         self.report()
+
+    def _before_fork(self) -> None:
+        # A lock the thread holds at the fork stays locked in the child.
+        if threading.current_thread() is not self._thread:
+            with self._cv:
+                ticket = self._submitted
+                self._cv.wait_for(lambda: self._done >= ticket, 10.0)
 
     def report(self) -> None:
         """Give, in this thread, the warnings the deferred work held."""
@@ -121,14 +144,15 @@ class Deferred:
         # The thread is not in the child; what it had queued belongs to the parent.
         self._cv = threading.Condition()
         self._queue.clear()
-        self._busy, self._thread, self._warnings = 0, None, []
+        self._submitted = self._done = 0
+        self._thread, self._warnings = None, []
 
 
 #: The one background folder of this process, shared by every engine.
 deferred = Deferred()
 atexit.register(deferred.settle)  # a script's last compute is still stored
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=deferred._after_fork)
+    os.register_at_fork(before=deferred._before_fork, after_in_child=deferred._after_fork)
 
 
 @dataclass
@@ -248,13 +272,17 @@ class ComputeRecorder:
             failed = collector.cid in self._failed
         if entry is None:
             return
-        if not failed:
-            deferred.submit(functools.partial(self._fold_local, collector, entry))
+        now = scheduler_kind()  # the hardware as configured now, not when it is folded
+        # Auto-rechunk sets array.chunk-size from what is stored: arrays made next
+        # must see this compute, as they did before folding was deferred.
+        if not failed and not getattr(collector.settings, "auto_rechunk", False):
+            deferred.submit(functools.partial(self._fold_local, collector, entry, now))
             return
         deferred.settle()  # the computes that ended before it first
-        self._fold_local(collector, entry)
+        self._fold_local(collector, entry, now)
 
-    def _fold_local(self, collector: ComputeCollector, entry: tuple) -> None:
+    def _fold_local(self, collector: ComputeCollector, entry: tuple,
+                    now: tuple[str, int]) -> None:
         tags, states, _ = entry
         records = collector.records
         k = len(records)
@@ -277,7 +305,7 @@ class ComputeRecorder:
                            aliases=collector.aliases, signatures=collector.signatures)
         folded = fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
                       graph=graph, error=collector.error)
-        self.apply(folded, settings, lambda: fingerprint(settings, kind))
+        self.apply(folded, settings, lambda: fingerprint(settings, kind, now=now))
         for record in records[k:]:  # appended while the compute was being finalized
             self.late(collector.cid, record)
 

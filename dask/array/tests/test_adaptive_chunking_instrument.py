@@ -363,3 +363,35 @@ def test_live_memory_leaves_out_what_the_allocator_keeps_free():
     assert memory.live_rss(rss) <= rss - 100 * 2**20
     assert memory.live_rss(rss) >= rss // 2
     del blocks
+
+
+def test_removing_a_profile_at_once_still_stores_its_compute(engine, slow_fold):
+    _, release = slow_fold
+    x = da.ones((100, 100), chunks=50)
+    pid = engine.profile_array(x)
+    x.sum().compute()
+    release.set()
+    engine.remove_profile(pid)
+    assert len(engine.load_history()) == 1
+
+
+def test_clearing_the_engine_profiler_clears_the_compute_that_returned(engine, slow_fold):
+    _, release = slow_fold
+    with dask.config.set({"array.adaptive-chunking.enabled": True}):
+        da.ones(100, chunks=10).sum().compute()
+    release.set()
+    engine.profiler.clear()
+    assert engine.profiler.get_stats()["computes"] == 0
+
+
+def test_a_compute_is_stored_with_the_threads_it_ran_with(engine, slow_fold):
+    import json
+
+    _, release = slow_fold
+    x = da.ones((400, 400), chunks=100)
+    engine.profile_array(x)
+    with dask.config.set(num_workers=1):
+        (x + 1).sum().compute(scheduler="threads")
+    release.set()
+    (row,) = engine.load_history()
+    assert json.loads(row["fingerprint"])["threads"] == 1
