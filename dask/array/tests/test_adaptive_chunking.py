@@ -477,10 +477,20 @@ def test_keyboard_interrupt_leaves_the_engine_usable(engine, where):
         time.sleep(0.02)
         return b
 
-    y = x.map_blocks(interrupt, dtype=x.dtype)
-    pid = engine.profile_array(y)
-    with pytest.raises(KeyboardInterrupt):
-        y.compute(scheduler="sync" if where.endswith("(sync)") else "threads")
+    # A simulated Ctrl-C (interrupt_main) that lands in a moment the interpreter
+    # swallows it is lost: it happened in 2 of ~10 full runs on a busy machine.
+    # What is tested is the engine after an interrupt, so one that lands suffices.
+    for attempt in range(3):
+        first.clear()
+        y = x.map_blocks(interrupt, dtype=x.dtype, name=f"interrupt-{attempt}")
+        pid = engine.profile_array(y)
+        try:
+            y.compute(scheduler="sync" if where.endswith("(sync)") else "threads")
+        except KeyboardInterrupt:
+            break
+        engine.remove_profile(pid)
+    else:
+        pytest.fail("no interrupt reached the compute in 3 attempts")
     deadline = time.monotonic() + 10
     while True:  # the dropped graph is collected; tasks already running finish
         gc.collect()
