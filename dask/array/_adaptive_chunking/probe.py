@@ -105,8 +105,9 @@ def _held(corner, chunks):
 
 
 def _traceable(block):
-    """``block`` as the synchronous scheduler can run it here: a block held on a
-    cluster is fetched first (the graph of a persisted array holds futures)."""
+    """``block`` as the synchronous scheduler can run it here: with a cluster, its
+    values are fetched first (the graph of a persisted sample holds futures; one
+    read from storage is the one chunk either way)."""
     import dask.array as da
 
     if _cluster.client_for_compute() is None:
@@ -228,9 +229,7 @@ def measure(array, workload: Callable, chunks: Sequence[int], blocks: int,
         shape = tuple(int(n) for n in sample.shape)
         observations = run_profiled(sample, workload(sample))
         block = sample[tuple(slice(0, min(c, n)) for c, n in zip(chunks, shape))]
-        if trace and not stored(array):
-            block = _traceable(block)
-        peak = traced_task_peak(workload(block)) if trace else 0.0
+        peak = traced_task_peak(workload(_traceable(block))) if trace else 0.0
     except Exception as e:  # the user's workload, on a shape it was not written for
         return [], ProbeRun(chunks, tuple(shape or ()), 0, time.perf_counter() - began,
                             error=f"{type(e).__name__}: {e}")
