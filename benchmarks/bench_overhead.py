@@ -88,9 +88,7 @@ class Runner:
 
     def settle(self) -> None:
         """Wait until the engine has finished what it does after a compute."""
-        settle = getattr(self.engine._recorder, "settle", None)
-        if settle is not None:
-            settle()
+        self.engine._recorder.drain()
 
     def switch(self, mode: str | None) -> None:
         """``None``: plain Dask (the optimizer uninstalled); else profile in ``mode``."""

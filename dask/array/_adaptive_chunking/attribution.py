@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import NamedTuple
 
-from dask._task_spec import Alias, Task, _execute_subgraph, convert_legacy_graph
+from dask._task_spec import Alias, GraphNode, Task, _execute_subgraph, convert_legacy_graph
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import ensure_dict
@@ -208,8 +208,54 @@ def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
     """
     if isinstance(dsk, HighLevelGraph):
         dsk = ensure_dict(dsk)
-    dsk = convert_legacy_graph(dsk)
+    if not _converted(dsk):
+        dsk = convert_legacy_graph(dsk)
     requested = list(flatten(keys)) if keys is not None else list(dsk)
+    # Dask's optimization culls the graph, so every task is usually needed: then
+    # the tasks are read off the graph in one pass, not found by a walk (this is
+    # paid on every compute, 2 us a task for the walk).
+    read = set().union(*[node.dependencies for node in dsk.values()])
+    unread = dsk.keys() - read
+    if not unread <= set(requested):
+        return _walked(dsk, requested)
+    aliases, outputs, joins = {}, set(), set()
+    stack = list(requested)
+    while stack:  # only through what passes results on: aliases and the finalize step
+        key = stack.pop()
+        node = dsk.get(key)
+        if node is None or key in outputs or key in joins:
+            continue
+        if type(node) is Alias or (key in unread and _is_finalize(key)):
+            joins.add(key)
+            stack.extend(node.dependencies)
+        else:
+            outputs.add(key)
+    tasks = {}
+    for key, node in dsk.items():
+        kind = type(node)
+        if kind is Task:
+            tasks[key] = node
+        elif kind is Alias:
+            aliases[key] = node.target
+        elif kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)
+            tasks[key] = node.plain()
+    for key in unread:  # a finalize step only joins results
+        if key in tasks and _is_finalize(key):
+            del tasks[key]
+    return dsk, tasks, aliases, outputs
+
+
+def _converted(dsk: dict) -> bool:
+    """Whether ``dsk`` is already what ``convert_legacy_graph`` would make of it."""
+    for key, node in dsk.items():
+        if not isinstance(node, GraphNode) or (type(node) is Alias and node.target == key):
+            return False
+    return True
+
+
+def _walked(dsk: dict, requested: list) -> tuple[dict, dict, dict, set]:
+    """:func:`measured_tasks` by a walk from ``requested``, for a graph with tasks
+    that nothing requested needs."""
     outputs: set = set()
     tasks = {}
     aliases = {}

