@@ -174,6 +174,28 @@ def test_high_water_mark_or_sampler_catches_transient_peak():
     reset_adaptive_engine()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/status"),
+                    reason="needs fork and /proc (Linux)")
+def test_high_water_mark_read_in_a_forked_child_is_the_childs():
+    """The status file is kept open: a forked child must read its own, not the parent's."""
+    peaks._read_hwm()  # opened in this process
+    pid = os.fork()
+    if pid == 0:  # the child: make its peak differ from the parent's, then compare
+        code = 1
+        try:
+            peaks.high_water_mark._reset()
+            block = np.ones(100 * 2**20 // 8)
+            with open("/proc/self/status", "rb") as f:
+                line = next(x for x in f if x.startswith(b"VmHWM:"))
+            own = int(line.split()[1]) * 1024
+            code = 0 if abs(peaks._read_hwm() - own) < 8 * 2**20 else 1
+            del block
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
 @pytest.mark.parametrize("method", ["sampler", "high-water-mark"])
 def test_peak_methods(method):
     from dask.array.adaptive_chunking import get_adaptive_engine, reset_adaptive_engine
