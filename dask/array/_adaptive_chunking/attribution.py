@@ -95,7 +95,8 @@ def layer_name(key: Hashable) -> Hashable:
 
 
 def _is_finalize(key) -> bool:
-    return str(layer_name(key)).startswith("finalize-")
+    name = layer_name(key)
+    return (name if type(name) is str else str(name)).startswith("finalize-")
 
 
 def _inner_keys(node) -> tuple:
@@ -225,7 +226,7 @@ def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
         node = dsk.get(key)
         if node is None or key in outputs or key in joins:
             continue
-        if type(node) is Alias or (key in unread and _is_finalize(key)):
+        if type(node) is Alias or _is_finalize(key):
             joins.add(key)
             stack.extend(node.dependencies)
         else:
@@ -233,15 +234,11 @@ def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
     tasks = {}
     for key, node in dsk.items():
         kind = type(node)
-        if kind is Task:
-            tasks[key] = node
-        elif kind is Alias:
+        if kind is Alias:
             aliases[key] = node.target
-        elif kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)
-            tasks[key] = node.plain()
-    for key in unread:  # a finalize step only joins results
-        if key in tasks and _is_finalize(key):
-            del tasks[key]
+        elif (kind is Task or kind is MeasuredTask) and not _is_finalize(key):
+            # A measured task is already instrumented (by dask.optimize, say).
+            tasks[key] = node if kind is Task else node.plain()
     return dsk, tasks, aliases, outputs
 
 
@@ -261,22 +258,23 @@ def _walked(dsk: dict, requested: list) -> tuple[dict, dict, dict, set]:
     aliases = {}
     stack = [(k, True) for k in requested]
     seen: set = set()
+    seen_as_output: set = set()  # a key reached as an output after it was reached as not
     while stack:
         key, is_output = stack.pop()
-        if key in seen:
-            if is_output:
-                outputs.add(key)
-            continue
-        seen.add(key)
         node = dsk.get(key)
         if node is None:
             continue
         kind = type(node)
-        # What an alias or the finalize step points at is still an output.
-        passes_output = is_output and (kind is Alias or _is_finalize(key))
-        if is_output and not passes_output:
-            outputs.add(key)
-        stack.extend((d, passes_output) for d in node.dependencies)
+        if is_output and key not in seen_as_output:
+            seen_as_output.add(key)
+            if kind is Alias or _is_finalize(key):  # passes on what it points at
+                stack.extend((d, True) for d in node.dependencies)
+            else:
+                outputs.add(key)
+        if key in seen:
+            continue
+        seen.add(key)
+        stack.extend((d, False) for d in node.dependencies)
         if kind is Alias:
             aliases[key] = node.target
         if kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)

@@ -383,7 +383,9 @@ def _state() -> tuple:
     spelling), the defaults' keys and the home directory (paths expand ``~``)."""
     array = dask.config.config.get("array")
     given = tuple(
-        (name, tuple(section.items())) for name, section in array.items()
+        # With each value's type: 1 == True, but only True is a valid flag.
+        (name, tuple((k, type(v), v) for k, v in section.items()))
+        for name, section in array.items()
         if name.replace("_", "-") == "adaptive-chunking" and isinstance(section, dict)
     ) if isinstance(array, dict) else ()
     return given, len(KEYS), os.environ.get("HOME")

@@ -158,8 +158,8 @@ class _Proc:
     """``/proc/self/status`` and ``/proc/self/clear_refs``, kept open.
 
     The mark is read three times and reset once per compute: opening the files each
-    time took 40 of the 50 us. A forked child reopens them (``/proc/self`` was the
-    parent's when they were opened).
+    time took 40 of the 50 us. A forked child closes the parent's and opens its own
+    (``/proc/self`` was the parent's when they were opened).
     """
 
     def __init__(self) -> None:
@@ -171,12 +171,6 @@ class _Proc:
         if self.pid == pid:
             return
         self.pid = pid  # tried once per process, even if a file cannot be opened
-        for fd in (self.status, self.clear):  # a forked child's copies of the parent's
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
         self.status = self.clear = -1
         cloexec = getattr(os, "O_CLOEXEC", 0)
         for attr, path, flags in (("status", "/proc/self/status", os.O_RDONLY),
@@ -185,6 +179,17 @@ class _Proc:
                 setattr(self, attr, os.open(path, flags | cloexec))
             except OSError:
                 pass
+
+    def forked(self) -> None:
+        """In a forked child, right after the fork: close the parent's files while
+        their numbers are still this process's (later they may name other files)."""
+        for fd in (self.status, self.clear):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.pid, self.status, self.clear = 0, -1, -1
 
     def hwm(self) -> int | None:
         self._open()
@@ -208,6 +213,8 @@ class _Proc:
 
 
 _proc = _Proc()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_proc.forked)
 
 
 def _read_hwm() -> int | None:

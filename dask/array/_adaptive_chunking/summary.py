@@ -129,16 +129,17 @@ def replay_memory(
         np.maximum.at(end, read, t1[reader])
     end[np.asarray(is_output, dtype=bool)] = t1.max()
     if mem is None or mem_bytes is None:
-        ident, size = np.zeros(n, dtype=np.int64), nbytes
+        ident, size = np.arange(n), nbytes  # each output its own memory
     else:
-        ident = np.asarray(mem, dtype=np.int64)
+        mem = np.asarray(mem, dtype=np.int64)
         mem_bytes = np.asarray(mem_bytes, dtype=float)
         # Memory a task produced: an output that is its own base.
-        produced = np.unique(ident[(ident != 0) & (mem_bytes == nbytes)])
-        shared = np.isin(ident, produced) & (ident != 0)
+        produced = np.unique(mem[(mem != 0) & (mem_bytes == nbytes)])
+        shared = np.isin(mem, produced) & (mem != 0)
         size = np.where(shared, np.maximum(nbytes, mem_bytes), nbytes)
-        ident = np.where(shared, ident, 0)
-    ident = np.where(ident != 0, ident, -1 - np.arange(n))  # unshared: its own
+        # Shared memory numbered 0..k-1, every other output a number of its own.
+        codes = np.unique(np.where(shared, mem, 0), return_inverse=True)[1].reshape(-1)
+        ident = np.where(shared, codes, codes.max() + 1 + np.arange(n))
     keep = (end > t1) & (size > 0)
     if skip:
         keep &= np.fromiter((k not in skip for k in keys), dtype=bool, count=n)

@@ -340,3 +340,16 @@ def test_sampler_survives_any_sample_interval(engine, interval):
         expect_no_engine_error(out)
         assert prof.result["status"] == "complete", prof.result["status"]
     # (how an invalid interval is reported: test_config_values[sample-interval])
+
+
+def test_snapshot_is_not_reused_for_an_equal_value_of_another_type():
+    """``0.0 == False``, but only the boolean is a valid flag: a snapshot taken with
+    ``False`` must not stand for one with ``0.0``."""
+    from dask.array._adaptive_chunking import config
+
+    with dask.config.set({"array.adaptive-chunking.enabled": False}):
+        assert config.snapshot().enabled is False
+        with dask.config.set({"array.adaptive-chunking.enabled": 0.0}):
+            with pytest.raises(TypeError, match="enabled"):
+                config.snapshot()
+        assert config.snapshot().enabled is False

@@ -183,6 +183,9 @@ def test_high_water_mark_read_in_a_forked_child_is_the_childs():
     if pid == 0:  # the child: make its peak differ from the parent's, then compare
         code = 1
         try:
+            # The parent's files were closed at the fork, before their numbers could
+            # name a file of the child's.
+            assert peaks._proc.status == peaks._proc.clear == -1
             peaks.high_water_mark._reset()
             block = np.ones(100 * 2**20 // 8)
             with open("/proc/self/status", "rb") as f:
@@ -417,3 +420,44 @@ def test_a_compute_is_stored_with_the_threads_it_ran_with(engine, slow_fold):
     release.set()
     (row,) = engine.load_history()
     assert json.loads(row["fingerprint"])["threads"] == 1
+
+
+def _graph_of(collections, method="compute"):
+    """The optimized graph and keys ``dask.compute``/``persist`` hand the scheduler."""
+    from dask.array.optimization import optimize
+
+    seen = []
+
+    def capture(dsk, keys, **kwargs):
+        out = optimize(dsk, keys, **kwargs)
+        seen.append((out, keys))
+        return out
+
+    with dask.config.set({"array_optimize": capture, "scheduler": "sync"}):
+        getattr(dask, method)(*collections)
+    return seen[-1]
+
+
+@pytest.mark.parametrize("case", ["delayed-finalize", "alias-read-and-requested",
+                                  "alias-requested-last", "transpose", "two-arrays"])
+def test_tasks_read_off_the_graph_as_the_walk_finds_them(case):
+    """The one-pass reading of a culled graph gives what the walk from the keys gives."""
+    from dask.core import flatten
+
+    x = da.random.random((40, 40), chunks=10)
+    a = x[:20]
+    collections, method = {
+        # A delayed of the array inside the graph: its finalize task is read by others.
+        "delayed-finalize": ([x.map_blocks(lambda b, s: b + s, dask.delayed(np.sum)(x),
+                                           dtype=float)], "compute"),
+        "alias-read-and-requested": ([a, a + 1], "persist"),
+        "alias-requested-last": ([a + 1, a], "persist"),
+        "transpose": ([(x + x.T).mean(axis=0)], "compute"),
+        "two-arrays": ([x.sum(), (x * 2).mean()], "compute"),
+    }[case]
+    dsk, keys = _graph_of(collections, method)
+    flat, tasks, aliases, outputs = attribution.measured_tasks(dsk, keys)
+    walked = attribution._walked(flat, list(flatten(keys)))
+    assert (set(tasks), aliases, outputs) == (set(walked[1]), walked[2], walked[3])
+    assert not any(attribution._is_finalize(k) for k in tasks)
+    assert all(k not in aliases for k in outputs)  # an alias passes its target on

@@ -190,7 +190,7 @@ def test_replay_matches_the_loops_it_replaced(data):
     t0 = [float(data.draw(st.integers(0, 8))) for _ in range(n)]
     t1 = [a + data.draw(st.integers(0, 4)) for a in t0]
     nbytes = [float(data.draw(st.sampled_from([0, 1, 5, 10, 100]))) for _ in range(n)]
-    mem = [data.draw(st.integers(0, 3)) for _ in range(n)]
+    mem = [data.draw(st.integers(-2, 3)) for _ in range(n)]  # 0: unknown
     mem_bytes = [data.draw(st.sampled_from([b, 0.0, 100.0])) for b in nbytes]
     out = [data.draw(st.booleans()) for _ in range(n)]
     deps = {k: data.draw(st.lists(st.sampled_from(keys + ["elsewhere"]), max_size=3))
