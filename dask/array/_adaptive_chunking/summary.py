@@ -43,32 +43,32 @@ def task_terms(
     from dask.utils import key_split
 
     ops = ops or {}
-    layers: dict = {}
+    layers: dict = {}  # name -> positions of its keys: one pass, then a layer at a time
     for pos, key in enumerate(keys):
-        if isinstance(key, tuple) and key:
-            name, index = key[0], key[1:]
-        else:
-            name, index = key, ()
-        entry = layers.get(name)
-        if entry is None:
-            entry = layers[name] = [0, 0.0, [], ops.get(key)]
-        entry[0] += 1
-        if seconds is not None:
-            entry[1] += float(seconds[pos])
-        seen = entry[2]
-        if len(seen) < len(index):
-            seen.extend(set() for _ in range(len(index) - len(seen)))
-        for s, i in zip(seen, index):
-            s.add(i)
+        name = key[0] if isinstance(key, tuple) and key else key
+        group = layers.get(name)
+        if group is None:
+            group = layers[name] = []
+        group.append(pos)
+    if seconds is not None:
+        seconds = np.asarray(seconds, dtype=float)
     ndim = max(1, ndim)
-    ops: dict = {}
-    for name, (count, secs, seen, op) in layers.items():
-        e = sum(len(s) > 1 for s in seen) / ndim
-        op = op or key_split(name)
-        entry = ops.setdefault((op, e), [0, 0.0])
-        entry[0] += count
-        entry[1] += secs
-    return tuple((op, count, e, secs) for (op, e), (count, secs) in ops.items())
+    merged: dict = {}
+    for name, positions in layers.items():
+        indexed = [p for p in positions if isinstance(keys[p], tuple)]
+        width = max((len(keys[p]) for p in indexed), default=1)
+        # The positions of the keys' block index whose values vary (a set per
+        # position, not an index tuple per key: thousands of tuples would wake the
+        # garbage collector).
+        varying = sum(len({keys[p][d] for p in indexed if len(keys[p]) > d}) > 1
+                      for d in range(1, width))
+        e = varying / ndim
+        op = ops.get(keys[positions[0]]) or key_split(name)
+        entry = merged.setdefault((op, e), [0, 0.0])
+        entry[0] += len(positions)
+        if seconds is not None:
+            entry[1] += float(seconds[positions].sum())
+    return tuple((op, count, e, secs) for (op, e), (count, secs) in merged.items())
 
 
 def replay_memory(

@@ -92,6 +92,50 @@ def test_work_exponent(op, e, expected):
     assert model.work_exponent(op, e) == expected
 
 
+
+def _terms_by_loops(keys, ndim, seconds=None, ops=None):
+    """``task_terms`` key by key, as it was written first: what the rewrite must match."""
+    from dask.utils import key_split
+
+    ops = ops or {}
+    layers: dict = {}
+    for pos, key in enumerate(keys):
+        name, index = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+        entry = layers.get(name)
+        if entry is None:
+            entry = layers[name] = [0, 0.0, [], ops.get(key)]
+        entry[0] += 1
+        if seconds is not None:
+            entry[1] += float(seconds[pos])
+        seen = entry[2]
+        seen.extend(set() for _ in range(len(index) - len(seen)))
+        for found, i in zip(seen, index):
+            found.add(i)
+    merged: dict = {}
+    for name, (count, secs, seen, op) in layers.items():
+        e = sum(len(found) > 1 for found in seen) / max(1, ndim)
+        entry = merged.setdefault((op or key_split(name), e), [0, 0.0])
+        entry[0] += count
+        entry[1] += secs
+    return tuple((op, count, e, secs) for (op, e), (count, secs) in merged.items())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_task_terms_match_the_loops_they_replaced(data):
+    names = [f"add-{TOKEN}", f"sum-{TOKEN}", "matmul-1", "x"]
+    index = st.lists(st.integers(0, 2), max_size=3).map(tuple)
+    keys = data.draw(st.lists(st.one_of(
+        st.tuples(st.sampled_from(names), index).map(lambda p: (p[0],) + p[1]),
+        st.sampled_from(names)), min_size=1, max_size=30))
+    seconds = [float(data.draw(st.integers(0, 5))) for _ in keys]
+    ops = {k: "matmul" for k in keys if data.draw(st.booleans())}
+    ndim = data.draw(st.integers(0, 3))
+    got = task_terms(keys, ndim, seconds, ops)
+    want = _terms_by_loops(keys, ndim, seconds, ops)
+    assert [t[:3] for t in got] == [t[:3] for t in want]
+    assert [t[3] for t in got] == pytest.approx([t[3] for t in want])
+
 # -- memory replay ------------------------------------------------------------
 
 
