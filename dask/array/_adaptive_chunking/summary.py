@@ -121,12 +121,16 @@ def replay_memory(
     t1 = np.asarray(t1, dtype=float)
     nbytes = np.asarray(nbytes, dtype=float)
     index = {k: i for i, k in enumerate(keys)}
-    edges = [(i, j) for i, key in enumerate(keys) for d in dependencies.get(key, ())
-             if (j := index.get(d)) is not None]
+    reader, read = [], []  # two lists of ints, not a tuple per edge for the collector
+    for i, key in enumerate(keys):
+        for d in dependencies.get(key, ()):
+            j = index.get(d)
+            if j is not None:
+                reader.append(i)
+                read.append(j)
     end = t1.copy()  # when the last reader of each output ends
-    if edges:
-        reader, read = np.array(edges, dtype=np.intp).T
-        np.maximum.at(end, read, t1[reader])
+    if read:
+        np.maximum.at(end, np.array(read, dtype=np.intp), t1[np.array(reader, dtype=np.intp)])
     end[np.asarray(is_output, dtype=bool)] = t1.max()
     if mem is None or mem_bytes is None:
         ident, size = np.arange(n), nbytes  # each output its own memory
