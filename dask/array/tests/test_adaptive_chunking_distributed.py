@@ -92,9 +92,13 @@ def test_recommendation_follows_the_workers_memory(engine):
     assert small.memory_limit_bytes == 600 * 2**20
     assert large.memory_limit_bytes == 4 * 2**30
     assert small.memory_budget_bytes < large.memory_budget_bytes
+    assert small.predicted_peak_bytes <= small.memory_budget_bytes
     # The small workers' chunks are smaller, unless the fastest chunks (which
-    # depend on the measured timings) already fit the small workers' budget.
-    assert small.chunk_bytes <= large.chunk_bytes
+    # depend on the measured timings) already fit the small workers' budget, or the
+    # big workers keep their current chunks because the gain of a change is inside
+    # the uncertainty of that cluster's own measurements.
+    if large.binding != "current":
+        assert small.chunk_bytes <= large.chunk_bytes
     if small.chunk_bytes == large.chunk_bytes:
         assert large.predicted_peak_bytes <= small.memory_budget_bytes
     assert small.concurrency == large.concurrency == 2
