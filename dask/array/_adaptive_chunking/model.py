@@ -875,7 +875,8 @@ def choose_chunk_bytes(
     far = [p for p in fitting if p not in near]
 
     fastest = min(p.seconds for p in near)
-    fast = [p for p in near if p.seconds <= fastest * (1 + TIME_TOLERANCE)]
+    # abs(): a fit from odd records may predict below zero, and the fastest stays in.
+    fast = [p for p in near if p.seconds <= fastest + abs(fastest) * TIME_TOLERANCE]
     cheap = [p for p in fast if p.overhead_fraction <= overhead_target]
     chosen = min(cheap or fast, key=lambda p: p.chunk_bytes)
 

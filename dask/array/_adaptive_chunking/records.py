@@ -187,7 +187,8 @@ def single(key, shape, itemsize: int, t0: float, seconds: float, rss0: float, rs
     """
     data = np.zeros(1, RECORD_DTYPE)
     row = data[0]
-    row["t0"], row["t1"] = t0, t0 + seconds
+    # As Python floats: a NumPy float32 of seconds would round the sum to float32.
+    row["t0"], row["t1"] = float(t0), float(t0) + float(seconds)
     row["rss0"], row["rss1"] = rss0, rss1
     row["nbytes"] = logical if nbytes is None else nbytes
     row["logical"] = logical

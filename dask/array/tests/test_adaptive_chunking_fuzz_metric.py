@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dask.array.adaptive_chunking import ChunkMemoryMetric, ChunkProfiler, ChunkSizeRecommender
@@ -123,6 +123,12 @@ def test_metric_rejects_bad_fields_by_name(kwargs):
 
 @fuzz(250)
 @given(kwargs=metric_kwargs(), max_records=st.sampled_from([None, 0, 1, 5]))
+# A fit that predicts below zero once left no candidate "fast" (min() of nothing).
+@example(kwargs=dict(chunk_key=("x", 0), chunk_shape=(1000,), element_count=1000,
+                     dtype_size=8, estimated_bytes=8000, compute_time_ms=np.float32(2.5),
+                     memory_peak_before_mb=50.0, memory_peak_after_mb=50.5, worker=None,
+                     start_time=5187525.70935193, failed=False, output_bytes=None),
+         max_records=1)
 def test_metric_accepted_is_recorded_and_recommended(kwargs, max_records):
     """A metric the constructor accepted is recorded; stats stay finite; recommend works."""
     tried("metric record/recommend")
