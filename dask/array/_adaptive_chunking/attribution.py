@@ -216,30 +216,9 @@ def measured_tasks(dsk, keys) -> tuple[dict, dict, dict, set]:
     # the tasks are read off the graph in one pass, not found by a walk (this is
     # paid on every compute, 2 us a task for the walk).
     read = set().union(*[node.dependencies for node in dsk.values()])
-    unread = dsk.keys() - read
-    if not unread <= set(requested):
+    if not dsk.keys() - read <= set(requested):
         return _walked(dsk, requested)
-    aliases, outputs, joins = {}, set(), set()
-    stack = list(requested)
-    while stack:  # only through what passes results on: aliases and the finalize step
-        key = stack.pop()
-        node = dsk.get(key)
-        if node is None or key in outputs or key in joins:
-            continue
-        if type(node) is Alias or _is_finalize(key):
-            joins.add(key)
-            stack.extend(node.dependencies)
-        else:
-            outputs.add(key)
-    tasks = {}
-    for key, node in dsk.items():
-        kind = type(node)
-        if kind is Alias:
-            aliases[key] = node.target
-        elif (kind is Task or kind is MeasuredTask) and not _is_finalize(key):
-            # A measured task is already instrumented (by dask.optimize, say).
-            tasks[key] = node if kind is Task else node.plain()
-    return dsk, tasks, aliases, outputs
+    return _read(dsk, requested, dsk)
 
 
 def _converted(dsk: dict) -> bool:
@@ -251,37 +230,41 @@ def _converted(dsk: dict) -> bool:
 
 
 def _walked(dsk: dict, requested: list) -> tuple[dict, dict, dict, set]:
-    """:func:`measured_tasks` by a walk from ``requested``, for a graph with tasks
-    that nothing requested needs."""
-    outputs: set = set()
-    tasks = {}
-    aliases = {}
-    stack = [(k, True) for k in requested]
-    seen: set = set()
-    seen_as_output: set = set()  # a key reached as an output after it was reached as not
+    """:func:`measured_tasks` for a graph with tasks that nothing requested needs:
+    only what a walk from ``requested`` reaches."""
+    reached: set = set()
+    stack = [k for k in requested if k in dsk]
     while stack:
-        key, is_output = stack.pop()
+        key = stack.pop()
+        if key not in reached:
+            reached.add(key)
+            stack.extend(d for d in dsk[key].dependencies if d in dsk)
+    return _read(dsk, requested, reached)
+
+
+def _read(dsk: dict, requested: list, needed) -> tuple[dict, dict, dict, set]:
+    """:func:`measured_tasks`'s answer for the keys ``needed`` of ``dsk``."""
+    outputs, joins = set(), set()
+    stack = list(requested)
+    while stack:  # only through what passes results on: aliases and the finalize step
+        key = stack.pop()
         node = dsk.get(key)
-        if node is None:
+        if node is None or key in outputs or key in joins:
             continue
+        if type(node) is Alias or _is_finalize(key):
+            joins.add(key)
+            stack.extend(node.dependencies)
+        else:
+            outputs.add(key)
+    tasks, aliases = {}, {}
+    for key in needed:
+        node = dsk[key]
         kind = type(node)
-        if is_output and key not in seen_as_output:
-            seen_as_output.add(key)
-            if kind is Alias or _is_finalize(key):  # passes on what it points at
-                stack.extend((d, True) for d in node.dependencies)
-            else:
-                outputs.add(key)
-        if key in seen:
-            continue
-        seen.add(key)
-        stack.extend((d, False) for d in node.dependencies)
         if kind is Alias:
             aliases[key] = node.target
-        if kind is MeasuredTask:  # already instrumented (e.g. by dask.optimize)
-            node = node.plain()
-        elif kind is not Task or _is_finalize(key):
-            continue
-        tasks[key] = node
+        elif (kind is Task or kind is MeasuredTask) and not _is_finalize(key):
+            # A measured task is already instrumented (by dask.optimize, say).
+            tasks[key] = node if kind is Task else node.plain()
     return dsk, tasks, aliases, outputs
 
 
