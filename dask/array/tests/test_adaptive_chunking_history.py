@@ -183,6 +183,29 @@ def test_rows_beyond_the_bound_are_pruned_oldest_first(tmp_path):
     for i in range(12):
         add(store, i)
     assert [r["data"]["i"] for r in store.rows()] == [11, 10, 9, 8, 7]
+    store.add_many([dict(created=float(i), signature="sig", fingerprint=FP, shape=(100, 100),
+                         dtype="float64", chunks=((50, 50), (100,)), data={"i": i})
+                    for i in range(12, 20)])  # one write
+    assert [r["data"]["i"] for r in store.rows()] == [19, 18, 17, 16, 15]
+    store.max_rows = 2  # lowered: the next write prunes down to it
+    add(store, 20)
+    assert [r["data"]["i"] for r in store.rows()] == [20, 19]
+    store.clear()
+    add(store, 21)  # ids go on growing after a clear
+    assert [r["data"]["i"] for r in store.rows()] == [21]
+    store.close()
+
+
+def test_a_hole_cut_by_hand_never_leaves_more_rows_than_the_bound(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3", max_rows=4)
+    for i in range(4):
+        add(store, i)
+    with store._write() as conn:
+        conn.execute("DELETE FROM profiles WHERE id = 3")  # row i=2, by hand
+    for i in range(4, 7):
+        add(store, i)
+        assert len(store) <= 4
+    assert [r["data"]["i"] for r in store.rows()][:3] == [6, 5, 4]
     store.close()
 
 
