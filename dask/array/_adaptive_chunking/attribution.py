@@ -29,7 +29,7 @@ from dask.array._adaptive_chunking.tasks import (
 __all__ = [
     "GraphPlan", "plan_graph", "Attribution", "attribute",
     "layer_name", "assign_tags", "measured_tasks", "same_layers", "instrument",
-    "dependencies_of", "fused_ops", "read_only_by_rechunks",
+    "dependencies_of", "fused_ops", "fused_op", "read_only_by_rechunks",
 ]
 
 
@@ -40,11 +40,13 @@ def dependencies_of(collector, keys) -> dict:
     :func:`measured_tasks`.
     """
     tasks, aliases = collector.tasks, collector.aliases
+    plain = aliases.keys().isdisjoint  # most tasks read no alias: their own set, no copy
     out = {}
     for key in keys:
         node = tasks.get(key)
         if node is not None:
-            out[key] = [aliases.get(d, d) for d in node.dependencies]
+            deps = node.dependencies
+            out[key] = deps if plain(deps) else [aliases.get(d, d) for d in deps]
     return out
 
 
@@ -55,24 +57,40 @@ def fused_ops(collector, keys, ops: frozenset) -> dict:
     the sum of its products is a ``chunk_sum`` task. The fused task keeps its inner
     keys, which still name the matmul.
     """
-    from dask.utils import key_split
-
     out = {}
     tasks = collector.tasks
     split: dict = {}  # layer name -> its op: thousands of inner keys share a few layers
     for key in keys:
-        node = tasks.get(key)
-        if node is None or node.func is not _execute_subgraph:
+        op = fused_op(tasks.get(key), ops, split)
+        if op is not None:
+            out[key] = op
+    return out
+
+
+def fused_op(node, ops: frozenset, split: dict | None = None) -> str | None:
+    """The first of ``ops`` fused inside the task ``node`` (see :func:`fused_ops`),
+    or None. ``split`` caches each layer name's op across calls."""
+    if node is None or node.func is not _execute_subgraph:
+        return None
+    from dask.utils import key_split
+
+    split = {} if split is None else split
+    stack = [node]  # the order of _inner_keys: a subgraph's keys, then its subgraphs'
+    while stack:
+        args = stack.pop().args
+        if not (args and isinstance(args[0], dict)):
             continue
-        for inner in _inner_keys(node):
-            layer = layer_name(inner)
+        inner = args[0]
+        for key in inner:
+            layer = key[0] if isinstance(key, tuple) and key else key
             op = split.get(layer)
             if op is None:
                 op = split[layer] = key_split(layer)
             if op in ops:
-                out[key] = op
-                break
-    return out
+                return op
+        stack.extend(v for v in reversed(inner.values())
+                     if isinstance(v, Task) and v.func is _execute_subgraph)
+    return None
 
 
 def read_only_by_rechunks(dependencies: dict) -> set:
@@ -81,11 +99,20 @@ def read_only_by_rechunks(dependencies: dict) -> set:
     >>> sorted(read_only_by_rechunks({("rechunk-merge-1", 0): ["a", "b"], ("sum-2", 0): ["b"]}))
     ['a']
     """
+    rechunks: dict = {}  # layer name -> whether it is a rechunk
+    for key in dependencies:
+        name = layer_name(key)
+        if name not in rechunks:
+            rechunks[name] = "rechunk" in str(name)
+    if not any(rechunks.values()):
+        return set()  # the usual case: no rechunk reads anything
     only: dict = {}
     for key, deps in dependencies.items():
-        rechunk = "rechunk" in str(layer_name(key))
-        for d in deps:
-            only[d] = rechunk and only.get(d, True)
+        if rechunks[layer_name(key)]:
+            for d in deps:
+                only.setdefault(d, True)
+        else:
+            only.update(dict.fromkeys(deps, False))
     return {d for d, flag in only.items() if flag}
 
 

@@ -9,7 +9,7 @@ worker sent.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ def task_terms(
     keys: Sequence[Hashable],
     ndim: int,
     seconds: Sequence[float] | None = None,
-    ops: dict | None = None,
+    ops: dict | Callable[[Hashable], str | None] | None = None,
 ) -> tuple[tuple[str, int, float, float], ...]:
     """How the tasks of a compute scale with the number of chunks, per operation.
 
@@ -31,7 +31,9 @@ def task_terms(
     by ``i, k, j``) like ``n ** 1.5``. Layers of the same operation and exponent
     are then merged (a tree reduction has several). Returns, per operation,
     ``(name, tasks, exponent, seconds)`` with the summed task ``seconds``. ``ops``
-    names the operation of keys whose layer name hides it (a fused task).
+    names the operation of keys whose layer name hides it (a fused task): a dict,
+    or a function of a key returning the name or None. A layer's first key names
+    its operation, so a function is called once a layer.
 
     >>> keys = [("add-1", i, j) for i in range(4) for j in range(4)] + [("sum-2",)]
     >>> task_terms(keys, 2)
@@ -42,7 +44,7 @@ def task_terms(
     """
     from dask.utils import key_split
 
-    ops = ops or {}
+    op_of = (ops or {}).get if ops is None or isinstance(ops, Mapping) else ops
     layers: dict = {}  # name -> positions of its keys: one pass, then a layer at a time
     for pos, key in enumerate(keys):
         name = key[0] if isinstance(key, tuple) and key else key
@@ -57,18 +59,25 @@ def task_terms(
     for name, positions in layers.items():
         indexed = [p for p in positions if isinstance(keys[p], tuple)]
         width = max((len(keys[p]) for p in indexed), default=1)
-        # The positions of the keys' block index whose values vary (a set per
-        # position, not an index tuple per key: thousands of tuples would wake the
-        # garbage collector).
-        varying = sum(len({keys[p][d] for p in indexed if len(keys[p]) > d}) > 1
-                      for d in range(1, width))
+        # The positions of the keys' block index whose values vary (compared one
+        # position at a time, not an index tuple per key: thousands of tuples
+        # would wake the garbage collector).
+        varying = sum(_varies(keys, indexed, d) for d in range(1, width))
         e = varying / ndim
-        op = ops.get(keys[positions[0]]) or key_split(name)
+        op = op_of(keys[positions[0]]) or key_split(name)
         entry = merged.setdefault((op, e), [0, 0.0])
         entry[0] += len(positions)
         if seconds is not None:
             entry[1] += float(seconds[positions].sum())
     return tuple((op, count, e, secs) for (op, e), (count, secs) in merged.items())
+
+
+def _varies(keys: Sequence, positions: list[int], d: int) -> bool:
+    """Whether the keys at ``positions`` that have a position ``d`` differ there
+    (stops at the first that differs: block indices usually vary at once)."""
+    values = (keys[p][d] for p in positions if len(keys[p]) > d)
+    first = next(values, None)
+    return any(v != first for v in values)
 
 
 def replay_memory(
@@ -120,17 +129,16 @@ def replay_memory(
     # as a Python loop over tasks and their spans).
     t1 = np.asarray(t1, dtype=float)
     nbytes = np.asarray(nbytes, dtype=float)
-    index = {k: i for i, k in enumerate(keys)}
-    reader, read = [], []  # two lists of ints, not a tuple per edge for the collector
-    for i, key in enumerate(keys):
-        for d in dependencies.get(key, ()):
-            j = index.get(d)
-            if j is not None:
-                reader.append(i)
-                read.append(j)
+    position = {k: i for i, k in enumerate(keys)}.get
+    reads = [dependencies.get(key, ()) for key in keys]
+    # The edges as two int arrays (flat comprehensions, no tuple per edge for the
+    # garbage collector to track); -1 marks a key outside ``keys``.
+    read = np.array([position(d, -1) for deps in reads for d in deps], dtype=np.intp)
+    reader = np.repeat(np.arange(n), np.fromiter(map(len, reads), dtype=np.intp, count=n))
     end = t1.copy()  # when the last reader of each output ends
-    if read:
-        np.maximum.at(end, np.array(read, dtype=np.intp), t1[np.array(reader, dtype=np.intp)])
+    if len(read):
+        inside = read >= 0
+        np.maximum.at(end, read[inside], t1[reader[inside]])
     end[np.asarray(is_output, dtype=bool)] = t1.max()
     if mem is None or mem_bytes is None:
         ident, size = np.arange(n), nbytes  # each output its own memory

@@ -135,6 +135,10 @@ def test_task_terms_match_the_loops_they_replaced(data):
     want = _terms_by_loops(keys, ndim, seconds, ops)
     assert [t[:3] for t in got] == [t[:3] for t in want]
     assert [t[3] for t in got] == pytest.approx([t[3] for t in want])
+    asked = []  # a function of a key gives the same, asked once a layer
+    assert task_terms(keys, ndim, seconds, lambda k: asked.append(k) or ops.get(k)) == got
+    layers = {k[0] if isinstance(k, tuple) and k else k for k in keys}
+    assert len(asked) == len(layers)
 
 # -- memory replay ------------------------------------------------------------
 

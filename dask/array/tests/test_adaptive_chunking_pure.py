@@ -24,6 +24,92 @@ def batch(rows: list[dict], keys: list) -> records.RecordBatch:
     return records.RecordBatch(data, keys, [None] * len(rows), [None] * len(rows))
 
 
+# -- what the fold reads off a compute's graph ----------------------------------------
+
+
+def _optimized_tasks(array) -> dict:
+    """The tasks (no aliases or data) of ``array``'s graph as Dask optimizes it."""
+    from dask._task_spec import convert_legacy_graph
+
+    dsk = da.optimization.optimize(array.__dask_graph__(), array.__dask_keys__())
+    return {k: t for k, t in convert_legacy_graph(dict(dsk)).items() if isinstance(t, Task)}
+
+
+def _fused_op_by_inner_keys(node, ops):
+    """``fused_op`` as first written: the whole list of inner keys, then a scan."""
+    from dask._task_spec import _execute_subgraph
+    from dask.utils import key_split
+
+    if node is None or node.func is not _execute_subgraph:
+        return None
+    return next((key_split(attribution.layer_name(k)) for k in attribution._inner_keys(node)
+                 if key_split(attribution.layer_name(k)) in ops), None)
+
+
+@pytest.mark.parametrize("expr, contracts", [
+    (lambda a, b: (a @ b).sum(), True),
+    (lambda a, b: (da.tensordot(a, b, axes=1) + 1).mean(axis=0), True),
+    (lambda a, b: ((a + 1) @ (b * 2)).T.sum(axis=1), True),
+    (lambda a, b: (a + b.T).sum(), False),
+])
+def test_fused_op_finds_what_the_list_of_inner_keys_did(expr, contracts):
+    a = da.random.random((40, 40), chunks=10)
+    b = da.random.random((40, 40), chunks=10)
+    tasks = _optimized_tasks(expr(a, b))
+    ops = model.CONTRACTIONS
+    want = {k: op for k, t in tasks.items() if (op := _fused_op_by_inner_keys(t, ops))}
+    assert bool(want) == contracts
+    split: dict = {}
+    got = {k: op for k, t in tasks.items() if (op := attribution.fused_op(t, ops, split))}
+    assert got == want
+    facts = folding.GraphFacts(tasks=tasks, aliases={})
+    assert attribution.fused_ops(facts, list(tasks), ops) == want
+    assert {k: facts.fused_op_of()(k) for k in want} == want
+
+
+def test_fused_op_takes_the_first_contraction_depth_first():
+    inner = Task(("tensordot-1", 0), int, 1)
+    nested = Task.fuse(inner, Task(("add-2", 0), int, TaskRef(("tensordot-1", 0))), key=("add-2", 0))
+    top = Task.fuse(nested, Task(("matmul-3", 0), int, TaskRef(("add-2", 0))), key=("matmul-3", 0))
+    assert _fused_op_by_inner_keys(top, model.CONTRACTIONS) == "matmul"
+    assert attribution.fused_op(top, model.CONTRACTIONS) == "matmul"
+    assert attribution.fused_op(nested, model.CONTRACTIONS) == "tensordot"
+    assert attribution.fused_op(inner, model.CONTRACTIONS) is None  # not fused
+
+
+def test_dependencies_of_resolves_aliases_only_where_a_task_reads_one():
+    tasks = {"a": Task("a", int, 1), "b": Task("b", int, TaskRef("a")),
+             "c": Task("c", max, TaskRef("b"), TaskRef("alias"))}
+    facts = folding.GraphFacts(tasks=tasks, aliases={"alias": "a"})
+    deps = facts.dependencies_of(["a", "b", "c", "missing"])
+    assert {k: sorted(v) for k, v in deps.items()} == {"a": [], "b": ["a"], "c": ["a", "b"]}
+
+
+def _rechunk_only_by_loops(dependencies):
+    only: dict = {}
+    for key, deps in dependencies.items():
+        rechunk = "rechunk" in str(attribution.layer_name(key))
+        for d in deps:
+            only[d] = rechunk and only.get(d, True)
+    return {d for d, flag in only.items() if flag}
+
+
+def test_read_only_by_rechunks_matches_the_loop_it_replaced():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    names = st.sampled_from(["rechunk-merge-1", "rechunk-split-2", "sum-3", "x", 7])
+    key = st.one_of(names, st.tuples(names, st.integers(0, 2)))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(key, st.lists(key, max_size=4), max_size=12))
+    def check(dependencies):
+        assert attribution.read_only_by_rechunks(dependencies) == \
+            _rechunk_only_by_loops(dependencies)
+
+    check()
+
+
 # -- the plan of one compute, shared by the local hook and the scheduler ------------
 
 
