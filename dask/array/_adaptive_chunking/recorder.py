@@ -272,7 +272,9 @@ class ComputeRecorder:
             failed = collector.cid in self._failed
         if entry is None:
             return
-        now = scheduler_kind()  # the hardware as configured now, not when it is folded
+        # The hardware as configured now, not when it is folded; only profiles keep it
+        # (the engine's aggregate alone is not stored).
+        now = scheduler_kind() if collector.states else None
         # Auto-rechunk sets array.chunk-size from what is stored: arrays made next
         # must see this compute, as they did before folding was deferred.
         if not failed and not getattr(collector.settings, "auto_rechunk", False):
@@ -282,7 +284,7 @@ class ComputeRecorder:
         self._fold_local(collector, entry, now)
 
     def _fold_local(self, collector: ComputeCollector, entry: tuple,
-                    now: tuple[str, int]) -> None:
+                    now: tuple[str, int] | None) -> None:
         tags, states, _ = entry
         records = collector.records
         k = len(records)
@@ -345,7 +347,7 @@ class ComputeRecorder:
         """
         status = folded.status
         hardware_id = None
-        if status == "complete" and hardware is not None:
+        if status == "complete" and hardware is not None and folded.updates:
             try:
                 hardware_id = hardware()
             except Exception as e:  # the history's problem, never the profile's
