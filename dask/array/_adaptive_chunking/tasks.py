@@ -34,7 +34,7 @@ from dask.array._adaptive_chunking.peaks import readings, rss_at, sampler, untra
 from dask.array._adaptive_chunking.records import local_record, record_failed
 
 __all__ = ["TaskError", "ComputeSink", "ComputeCollector", "MeasuredTask", "Shipped",
-           "in_task"]
+           "in_task", "output_bytes"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 
@@ -183,6 +183,48 @@ class ComputeCollector:
 
 
 
+def _array_bytes(a: ndarray) -> int:
+    """``dask.sizeof`` of a NumPy array: a broadcast view holds its distinct elements."""
+    strides = a.strides
+    if 0 in strides:
+        return a[tuple(slice(None) if st else slice(1) for st in strides)].nbytes
+    return a.nbytes
+
+
+_EMPTY_LIST = sys.getsizeof([])
+
+
+def output_bytes(result: Any) -> int:
+    """``dask.sizeof(result)``, computed directly for what reductions return.
+
+    A dict of arrays (the partial sums of ``mean``, ``var``, ``std``), or a tuple or
+    list of arrays, of up to ten items, where ``sizeof`` adds up its exact parts;
+    anything else goes to ``sizeof``. Through its dispatch a two-array dict took
+    6 us, here under 1 us; the tests hold the two equal.
+    """
+    kind = type(result)
+    if kind is dict and len(result) <= 10:
+        # sizeof's own sum: the dict, a list of its keys and one of its values (built
+        # as it builds them: their sizes follow CPython's over-allocation), less two
+        # empty lists
+        keys, values = list(result.keys()), list(result.values())
+        size = (sys.getsizeof(result) + sys.getsizeof(keys) + sys.getsizeof(values)
+                - 2 * _EMPTY_LIST)
+        for key, value in zip(keys, values):
+            if type(value) is not ndarray or type(key) is not str:
+                return sizeof(result)
+            size += sys.getsizeof(key) + _array_bytes(value)
+        return size
+    if (kind is tuple or kind is list) and len(result) <= 10:
+        size = sys.getsizeof(result)
+        for value in result:
+            if type(value) is not ndarray:
+                return sizeof(result)
+            size += _array_bytes(value)
+        return size
+    return sizeof(result)
+
+
 _TASK_SLOTS = Task.get_all_slots()
 _PID = os.getpid()
 
@@ -302,7 +344,7 @@ class MeasuredTask(Task):
                 else:
                     mem = id(result)
             else:
-                nbytes = sizeof(result)
+                nbytes = output_bytes(result)
                 logical = getattr(result, "nbytes", None)
                 if type(logical) is not int:
                     logical = nbytes

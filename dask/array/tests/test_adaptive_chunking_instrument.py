@@ -461,3 +461,24 @@ def test_tasks_read_off_the_graph_as_the_walk_finds_them(case):
     assert (set(tasks), aliases, outputs) == (set(walked[1]), walked[2], walked[3])
     assert not any(attribution._is_finalize(k) for k in tasks)
     assert all(k not in aliases for k in outputs)  # an alias passes its target on
+
+
+def _reduction_outputs():
+    from dask.array.reductions import mean_chunk, moment_chunk
+
+    x = np.random.default_rng(0).random((50, 40))
+    return [
+        mean_chunk(x, axis=(0,), keepdims=True),  # a dict with a broadcast count
+        moment_chunk(x, axis=(1,), keepdims=True),
+        {"s": x.T}, {str(i): x[i] for i in range(10)}, {}, {"a": x, 1: x},  # a non-str key
+        (x, x[:3]), [x], (), tuple([x] * 11), [x, 3], (x, [x]), {"a": [x]},
+        np.broadcast_to(1.0, (5, 5)), 7, "text",
+    ]
+
+
+@pytest.mark.parametrize("result", _reduction_outputs(), ids=lambda r: type(r).__name__)
+def test_output_bytes_is_dask_sizeof(result):
+    from dask.sizeof import sizeof
+
+    assert tasks.output_bytes(result) == sizeof(result)
+
