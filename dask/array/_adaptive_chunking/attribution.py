@@ -82,7 +82,7 @@ def fused_op(node, ops: frozenset, split: dict | None = None) -> str | None:
             continue
         inner = args[0]
         for key in inner:
-            layer = key[0] if isinstance(key, tuple) and key else key
+            layer = layer_name(key)
             op = split.get(layer)
             if op is None:
                 op = split[layer] = key_split(layer)

@@ -9,7 +9,7 @@ worker sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def task_terms(
     """
     from dask.utils import key_split
 
-    op_of = (ops or {}).get if ops is None or isinstance(ops, Mapping) else ops
+    op_of = ops if callable(ops) else (ops or {}).get
     layers: dict = {}  # name -> positions of its keys: one pass, then a layer at a time
     for pos, key in enumerate(keys):
         name = key[0] if isinstance(key, tuple) and key else key

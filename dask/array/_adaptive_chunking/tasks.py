@@ -200,7 +200,7 @@ def output_bytes(result: Any) -> int:
     A dict of arrays (the partial sums of ``mean``, ``var``, ``std``), or a tuple or
     list of arrays, of up to ten items, where ``sizeof`` adds up its exact parts;
     anything else goes to ``sizeof``. Through its dispatch a two-array dict took
-    6 us, here under 1 us; the tests hold the two equal.
+    5.8 us, here 2.9 us; the tests hold the two equal.
     """
     kind = type(result)
     if kind is dict and len(result) <= 10:
