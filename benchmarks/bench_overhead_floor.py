@@ -17,7 +17,8 @@ times the ``transpose`` and ``small`` computes of ``bench_overhead.py`` (with
 Each variant runs ``--rounds`` times, the variants' order reversed every round, so
 drift over the run hits them alike. Run alone on a quiet machine:
 ``python benchmarks/bench_overhead_floor.py`` (about 13 minutes); writes
-``benchmarks/results/overhead-floor.{json,md}``.
+``benchmarks/results/overhead-floor.{json,md}`` (``--markdown`` remakes the
+tables from the JSON alone).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 
-from _util import in_fresh_process, machine, use_working_tree, write
+from _util import RESULTS, in_fresh_process, machine, use_working_tree, write
 
 VARIANTS = ("hook", "rewrite", "clock", "full")
 
@@ -95,7 +97,27 @@ def markdown(res: dict, args) -> str:
         "",
         "| compute | variant | wall ratio | CPU ratio | extra wall ms | plain s |",
         "|---|---|---|---|---|---|",
+        *rounds_table(res, args),
     ]
+    lines += [
+        "",
+        "The median of the rounds' median wall ratios, and their range:",
+        "",
+        "| variant | " + " | ".join(args.computes) + " |",
+        "|---|" + "---|" * len(args.computes),
+    ]
+    for variant in args.variants:
+        cells = []
+        for name in args.computes:
+            medians = sorted(run[name]["wall_ratio"]["median"] for run in res[variant])
+            cells.append(f"{statistics.median(medians):.3f} ({medians[0]:.3f}-{medians[-1]:.3f})")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rounds_table(res: dict, args) -> list[str]:
+    """One line per round and compute: its ratios' medians and quartiles."""
+    lines = []
     for name in args.computes:
         for variant in args.variants:
             for run in res[variant]:
@@ -105,7 +127,7 @@ def markdown(res: dict, args) -> str:
                     f"| {name} | {variant} | {w['median']:.3f} ({w['q1']:.3f}-{w['q3']:.3f})"
                     f" | {c['median']:.3f} ({c['q1']:.3f}-{c['q3']:.3f})"
                     f" | {r['wall_diff_ms']['median']:.1f} | {r['plain_wall_s']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -115,7 +137,14 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--computes", nargs="*", default=["transpose", "small"])
     parser.add_argument("--child")
+    parser.add_argument("--markdown", action="store_true",
+                        help="rewrite the .md file from the last run's .json, without running")
     args = parser.parse_args()
+    if args.markdown:
+        saved = json.loads((RESULTS / "overhead-floor.json").read_text())
+        args = argparse.Namespace(**saved["args"])
+        write("overhead-floor", saved, markdown(saved["variants"], args))
+        return
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
