@@ -275,8 +275,8 @@ class ChunkProfiler:
     """
 
     def __init__(self, enabled: bool = True, max_records: int | None = None):
-        if max_records is not None:
-            _config.count("max_records", max_records, low=0)
+        if max_records is not None:  # 1.0 records is one record, and counts as an int
+            max_records = _config.count("max_records", max_records, low=0)
         if not isinstance(enabled, (bool, np.bool_)):
             raise TypeError(f"enabled must be True or False, got {enabled!r}")
         self._aggregate = Aggregate(max_records, enabled=bool(enabled))
@@ -361,7 +361,7 @@ class ChunkProfiler:
         >>> ChunkProfiler().get_stats()["total_chunks"]
         0
         """
-        return self._aggregate_now().stats()
+        return _views.Readable(self._aggregate_now().stats())
 
     def __repr__(self) -> str:
         s = self.get_stats()
@@ -867,7 +867,7 @@ class AdaptiveChunkingEngine:
             array, chunks, profile_id = self._xarray.predict_args(array, chunks, profile_id)
         settings = _config.snapshot()
         self._recorder.drain(settings)
-        return self._advisor.predict(array, chunks, profile_id, settings, workload)
+        return _views.Readable(self._advisor.predict(array, chunks, profile_id, settings, workload))
 
     def apply_recommendation(self, array, recommendation=None):
         """Rechunk ``array`` to ``recommendation``: chunks, a profile id, or None.

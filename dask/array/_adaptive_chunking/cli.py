@@ -2,21 +2,29 @@
 
 Registered through the ``dask_cli`` entry point, so that it appears in
 ``dask --help``; ``python -m dask.array.adaptive_chunking`` runs the same group.
-User mistakes (a bad option, a missing file, nothing stored for a workload) print
-one line and exit with status 1, never a traceback.
+User mistakes (a missing file, nothing stored for a workload) print one line and
+exit with status 1, never a traceback; usage mistakes (a missing argument, an
+unknown option, a malformed value) print one line too, and exit with status 2.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 
 from dask.array._adaptive_chunking import expressions as _expressions
+from dask.array._adaptive_chunking import views as _views
 
-__all__ = ["adaptive_chunking", "main"]
+__all__ = ["adaptive_chunking", "main", "OneLineUsageError"]
 
 PREFIX = "array.adaptive-chunking"  # as config.PREFIX (not imported: --help stays fast)
 
@@ -47,7 +55,53 @@ def _fail_cleanly(fn):
     return wrapper
 
 
-@click.group(name="adaptive-chunking", invoke_without_command=True)
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line: the message and where help is.
+
+    Click shows a usage error in four lines (the usage, a hint, a blank line, the
+    error); a user who mistyped wants the one that says what is wrong.
+    """
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        message = self.format_message()
+        if not message.endswith((".", "?", "!")):
+            message += "."
+        if self.ctx is not None:
+            message += f" See '{self.ctx.command_path} --help'."
+        click.echo(f"Error: {message}", file=file, err=file is None,
+                   color=self.ctx.color if self.ctx is not None else None)
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except OneLineUsageError:
+        raise
+    except click.UsageError as e:
+        raise OneLineUsageError(e) from None
+
+
+class _Group(click.Group):
+    """The command group; its own and its commands' usage errors are one line.
+
+    They are converted where they are raised (parsing and invoking), not in
+    ``main``: run as ``dask adaptive-chunking``, Dask's own group runs ``main``.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _one_line_usage():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@click.group(name="adaptive-chunking", cls=_Group, invoke_without_command=True)
 @click.pass_context
 def adaptive_chunking(ctx: click.Context) -> None:
     """Chunk sizes for Dask arrays, learned from your own computations."""
@@ -140,24 +194,27 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
     if threads:
         settings["num_workers"] = threads  # what the threaded scheduler would run at once
     with dask.config.set(settings):
-        rec, signature, computes = _from_history(da.empty(dims, dtype=np_dtype,
-                                                          chunks=block), signature)
-    click.echo(f"workload {signature} ({computes} stored computes)")
+        rec, workload = _from_history(da.empty(dims, dtype=np_dtype, chunks=block),
+                                      signature)
+    click.echo(f"workload {workload}")
     if rec.carried:
         click.echo(f"carried over: {rec.carried}")
     click.echo(f"chunks: {rec.chunks}")
-    click.echo(f"chunk size: {rec.chunk_bytes / 2**20:.1f} MiB "
+    click.echo(f"chunk size: {_views.size_text(rec.chunk_bytes)} "
                f"(array.chunk-size: {rec.array_chunk_size})")
-    click.echo(f"decided by: {rec.binding}: {rec.reason}")
-    click.echo(f"predicted: peak {rec.predicted_peak_bytes / 2**20:.0f} MiB of a "
-               f"{rec.memory_budget_bytes / 2**20:.0f} MiB budget, "
-               f"{rec.predicted_seconds:.2f} s, {rec.predicted_tasks} tasks")
+    click.echo(textwrap.fill(f"decided by: {rec.binding}: {rec.reason}", 88,
+                             subsequent_indent="  "))
+    click.echo(f"predicted: peak {_views.size_text(rec.predicted_peak_bytes)} of a "
+               f"{_views.size_text(rec.memory_budget_bytes)} budget, "
+               f"{_views.duration_text(rec.predicted_seconds)}, "
+               f"{rec.predicted_tasks:,} tasks")
 
 
 def _from_history(x, signature: str | None):
     """The recommendation for ``x`` from the stored computes of ``signature`` (default:
     the newest stored workload of its number of dimensions and dtype), with the
-    signature and how many computes it rests on, through the engine's public API."""
+    workload (its signature, its operations and how many computes it rests on, in
+    words), through the engine's public API."""
     import numpy as np
 
     from dask.array._adaptive_chunking import config as _config
@@ -182,7 +239,10 @@ def _from_history(x, signature: str | None):
             f"the history holds nothing of workload {signature!r} from hardware like "
             f"this{_mismatch(engine, here, signature=signature)}; `dask adaptive-chunking "
             "history list` shows what it holds")
-    return engine.recommend(x, workload=signature), signature, min(stored, STORED_ROWS)
+    n = min(stored, STORED_ROWS)
+    label = f"{signature} ({n:,} stored compute{'s' if n != 1 else ''}): " \
+        f"{workload_names(rows)[signature]}"
+    return engine.recommend(x, workload=signature), label
 
 
 def _mismatch(engine, here: str, x=None, signature: str | None = None) -> str:
@@ -208,37 +268,185 @@ def history() -> None:
 
 
 @history.command("list")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
+              help="How many of the newest computes to list.")
 @_fail_cleanly
 def history_list(limit: int) -> None:
-    """The newest stored computes, one line each."""
+    """The newest stored computes, one line each, under their workload: its
+    signature (what `recommend --signature` takes) and its operations."""
     rows = _engine().load_history()
     if not rows:
         click.echo("the history is empty")
         return
-    click.echo(f"{'id':>6}  {'workload':16}  {'shape':>16}  {'dtype':8}  {'chunk':>14}  "
-               "hardware")
-    for r in rows[:limit]:
-        hardware = json.loads(r["fingerprint"])
-        chunk = "x".join(str(max(c, default=0)) for c in r["chunks"])
-        click.echo(f"{r['id']:>6}  {r['signature']:16}  "
-                   f"{'x'.join(map(str, r['shape'])):>16}  {r['dtype']:8}  {chunk:>14}  "
-                   f"{hardware.get('scheduler')}, {hardware.get('threads')} threads, "
-                   f"{hardware.get('memory_limit', 0) / 2**30:.1f} GiB")
-    if len(rows) > limit:
-        click.echo(f"... {len(rows) - limit} more (--limit)")
+    for line in list_lines(rows, limit):
+        click.echo(line)
 
 
 @history.command("show")
-@click.argument("row_id", type=int)
+@click.argument("row_id", metavar="ID", type=int)
+@click.option("--all", "everything", is_flag=True,
+              help="The whole stored record as JSON: every chunk, each operation's tasks.")
 @_fail_cleanly
-def history_show(row_id: int) -> None:
-    """One stored compute, in full (JSON)."""
-    row = next((r for r in _engine().load_history() if r["id"] == row_id), None)
+def history_show(row_id: int, everything: bool) -> None:
+    """One stored compute (ID from `history list`): what was computed, on what, and
+    what it measured."""
+    rows = _engine().load_history()
+    row = next((r for r in rows if r["id"] == row_id), None)
     if row is None:
         raise click.ClickException(f"no stored compute has id {row_id}; `dask "
                                    "adaptive-chunking history list` shows the ids")
-    click.echo(json.dumps(row, indent=2))
+    if everything:
+        click.echo(json.dumps(row, indent=2))
+        return
+    for line in show_lines(row, workload_names(rows)[row["signature"]]):
+        click.echo(line)
+
+
+#: Columns a line of `history list` and `history show` stays within.
+WIDTH = 100
+
+
+def _clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, with an ellipsis where it was cut.
+
+    >>> _clip("add, mean_chunk, transpose", 20)
+    'add, mean_chunk,...'
+    """
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
+
+
+def workload_names(rows: list[dict[str, Any]], width: int = 72) -> dict[str, str]:
+    """Each stored workload signature's operations in words (at most ``width``
+    characters), from its newest row that stored them (``history_service.operations``:
+    the operation that made the array, then those applied to it, sorted).
+
+    Rows stored before the operations were have only the tasks that ran, after
+    Dask fused some of them (an ``add`` into the ``mean_chunk`` that reads it):
+    those are named ``(tasks as run)``.
+
+    >>> ops = {"source": "random_sample", "applied": ["add", "mean_chunk"]}
+    >>> terms = [["random_sample", 4, 1.0, 0.1], ["sum-partial", 2, 1.0, 0.0],
+    ...          ["sum-aggregate", 1, 0.0, 0.0]]
+    >>> workload_names([{"signature": "a", "data": {"operations": ops}},
+    ...                 {"signature": "b", "data": {"observation": {"terms": terms}}},
+    ...                 {"signature": "c", "data": {}}])  # doctest: +NORMALIZE_WHITESPACE
+    {'a': 'random_sample -> add, mean_chunk', 'b': 'random_sample, sum (tasks as run)',
+     'c': '(operations not stored)'}
+    """
+    names: dict[str, str] = {}
+    guessed: dict[str, str] = {}
+    for r in rows:
+        ops = r["data"].get("operations")
+        if ops is not None and r["signature"] not in names:
+            applied = f" -> {', '.join(ops['applied'])}" if ops["applied"] else ""
+            names[r["signature"]] = _clip(ops["source"] + applied, width)
+        terms = r["data"].get("observation", {}).get("terms")
+        if terms and r["signature"] not in guessed:
+            ran = [t[0].removesuffix("-aggregate") for t in terms
+                   if not t[0].endswith("-partial")]
+            suffix = " (tasks as run)"
+            guessed[r["signature"]] = _clip(", ".join(dict.fromkeys(ran)),
+                                            width - len(suffix)) + suffix
+    return {r["signature"]: names.get(r["signature"]) or guessed.get(r["signature"])
+            or "(operations not stored)" for r in rows}
+
+
+def hardware_text(fingerprint: str, full: bool = False) -> str:
+    """A stored hardware fingerprint in words (``full``: also the cores).
+
+    >>> from dask.array._adaptive_chunking.history import fingerprint
+    >>> hardware_text(fingerprint(cores=4, threads=4, memory_limit=2**33,
+    ...                           scheduler="threads"))
+    'threads, 4 threads, 8.00 GiB'
+    >>> hardware_text(fingerprint(cores=2, threads=8, memory_limit=0,
+    ...                           scheduler="distributed"), full=True)
+    'distributed scheduler, 2 workers with 8 threads in all, memory limit unknown'
+    """
+
+    f = json.loads(fingerprint)
+    limit = int(f.get("memory_limit") or 0)
+    memory = _views.size_text(limit) if limit else "memory limit unknown"
+    if f.get("scheduler") == "distributed":
+        text = f"{f.get('cores')} workers with {f.get('threads')} threads in all"
+        if limit:
+            memory += " per worker"
+    else:
+        text = f"{f.get('threads')} threads"
+        if full:
+            text += f" on {f.get('cores')} cores"
+    if full:
+        return (f"{f.get('scheduler')} scheduler, {text}, "
+                f"{memory}{' memory limit' if limit else ''}")
+    return f"{f.get('scheduler')}, {text}, {memory}"
+
+
+def _stored(created: float, seconds: bool = False) -> str:
+    return time.strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""),
+                         time.localtime(created))
+
+
+def _largest_chunk(chunks) -> str:
+    return "x".join(str(max(c, default=0)) for c in chunks)
+
+
+def list_lines(rows: list[dict[str, Any]], limit: int) -> list[str]:
+    """The lines of `history list`: the newest ``limit`` rows, under a line naming
+    their workload (the workloads in the order of their newest row)."""
+    names = workload_names(rows)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows[:limit]:
+        groups.setdefault(r["signature"], []).append(r)
+    table = [("id", "stored", "shape", "dtype", "chunk", "hardware")]
+    table += [(str(r["id"]), _stored(r["created"]), "x".join(map(str, r["shape"])),
+               r["dtype"], _largest_chunk(r["chunks"]), hardware_text(r["fingerprint"]))
+              for mine in groups.values() for r in mine]
+    widths = [max(len(cells[i]) for cells in table) for i in range(5)]
+
+    def line(cells) -> str:
+        first = [cells[0].rjust(widths[0] + 2)]
+        return _clip("  ".join(first + [c.ljust(w) for c, w in zip(cells[1:], widths[1:])]
+                               + [cells[5]]), WIDTH)
+
+    out, rest = [line(table[0])], iter(table[1:])
+    for signature, mine in groups.items():
+        out.append(_clip(f"workload {signature}  {names[signature]}", WIDTH))
+        out += [line(next(rest)) for _ in mine]
+    if len(rows) > limit:
+        out.append(f"... {len(rows) - limit:,} more (--limit)")
+    return out
+
+
+def show_lines(row: dict[str, Any], workload: str) -> list[str]:
+    """The lines of `history show` without ``--all``: a summary of one stored
+    compute, without its chunk tuples and per-operation terms."""
+    import numpy as np
+
+    itemsize = np.dtype(row["dtype"]).itemsize
+    n_chunks = math.prod(len(c) for c in row["chunks"])
+    block = math.prod(max(c, default=0) for c in row["chunks"]) * itemsize
+    out = [
+        f"stored compute {row['id']}, {_stored(row['created'], seconds=True)}",
+        _clip(f"workload  {row['signature']}  {workload}", WIDTH),
+        f"array     {'x'.join(map(str, row['shape']))} {row['dtype']}, "
+        f"{_views.size_text(math.prod(row['shape']) * itemsize)}",
+        f"chunks    {n_chunks:,}, the largest {_largest_chunk(row['chunks'])} "
+        f"({_views.size_text(block)})",
+        f"hardware  {hardware_text(row['fingerprint'], full=True)}",
+    ]
+    o = row["data"].get("observation")
+    if o is None:
+        out.append("measured  nothing stored (a record without its measurements)")
+    else:
+        out.append(f"time      {_views.duration_text(o['wall_seconds'])} from the first task "
+                   f"to the last; {o['n_tasks']:,} tasks, "
+                   f"{_views.duration_text(o['task_seconds'])} in all, "
+                   f"at most {o['concurrency']:,} at once")
+        where = f" (one worker of {o['processes']})" if o.get("processes", 1) > 1 else ""
+        out.append(f"memory    peak {_views.size_text(o['peak_bytes'])}{where}, "
+                   f"{_views.size_text(o['baseline_bytes'])} when it started"
+                   if o["peak_bytes"] else "memory    peak not measured")
+    out.append("(--all: the whole record, with every chunk)")
+    return out
 
 
 @history.command("export")

@@ -8,7 +8,7 @@ memory.
 
 from __future__ import annotations
 
-import pprint
+import math
 import sys
 import time
 
@@ -59,13 +59,15 @@ def run_demo(
     progress: bool = False,
     client=None,
 ) -> dict:
-    """Profile ``(x + x.T).mean(axis=0)`` on a ``size``-square array in ``chunk`` chunks.
+    """Profile ``(x + x.T).mean(axis=0)`` on a ``size``-square array in ``chunk`` chunks,
+    recommend chunks, compute again in them and compare.
 
     ``scheduler`` None uses Dask's default (a distributed client, if one is the
     default); ``client``, a ``distributed.Client``, computes on its cluster;
     ``progress`` shows a progress bar while computing (stderr). Returns a
-    dictionary with the before/after wall times (seconds), peak memory (MiB) and
-    the chunks used; also prints a report to ``out`` (stdout by default).
+    dictionary with the before/after times of the ``compute()`` calls (seconds),
+    peak memory (MiB) and the chunks used; also prints the story to ``out`` (stdout
+    by default).
     """
     import dask
     import dask.array as da
@@ -79,48 +81,116 @@ def run_demo(
         x = da.random.random((size, size), chunks=chunks)
         return x, (x + x.T).mean(axis=0)
 
+    def say(*lines: str) -> None:
+        print(*lines, sep="\n", file=out, flush=True)
+
     where = scheduler or ("default" if client is None else client.scheduler.address)
-    print(f"Workload: (x + x.T).mean(axis=0), x = random {size}x{size} float64 "
-          f"({size * size * 8 / 2**20:.0f} MiB), scheduler={where!r}",
-          file=out)
     x, y = workload((chunk, chunk))
-    print(f"Before: chunks ({chunk}, {chunk}), {x.npartitions} chunks", file=out)
+    say("Workload: (x + x.T).mean(axis=0), x = da.random.random"
+        f"(({size}, {size})), float64, {_views.size_text(x.nbytes)}; "
+        f"scheduler={where!r}", "",
+        f"1. Compute with chunks {(chunk, chunk)}: "
+        f"{_views.count_text(x.npartitions, 'chunk')} of "
+        f"{_views.size_text(chunk * chunk * 8)}, profiled")
     settings = {} if scheduler is None else {"scheduler": scheduler}
     with dask.config.set(settings), _progress(progress, client):
         before_s, profile = _measure(_computer(y, client, progress), engine, x)
-    print(f"\n{_views.profile_text(profile)}", file=out)
-    print("Per-chunk statistics:", file=out)
-    pprint.pprint(profile["profiler_stats"], stream=out, sort_dicts=False, width=100)
-    rec = profile["recommended_chunks"]
+    say(*_indent(_measured_text(profile, before_s, x.npartitions)))
+    rec = profile["recommendation"]
     if rec is None:
-        print("\nNo recommendation could be made.", file=out)
+        say("", f"No recommendation could be made: {profile['recommendation_unavailable']}")
         return {"before_s": before_s, "recommended_chunks": None}
-    reason = profile["recommendation"]
-    print(f"\nRecommended chunks: {rec} ({reason['chunk_size_mb']:.1f} MiB per chunk; "
-          f"decided by {reason['binding_constraint']}; predicted peak "
-          f"{reason['predicted_peak_memory_mb']:.0f} MiB of a "
-          f"{reason['memory_budget_mb']:.0f} MiB budget)", file=out)
-    print(f"Why: {reason['reason']}", file=out)
+    chunks = tuple(rec["chunks"])
+    say("", f"2. Recommended chunks: {chunks}", *_indent(_recommendation_lines(profile)))
     # Build the workload again with the recommended chunks, as a user would for data
     # created or read in chunks (engine.apply_recommendation rechunks an existing array).
-    x2, y2 = workload(rec)
+    x2, y2 = workload(chunks)
+    say("", f"3. Compute again with chunks {chunks}: "
+        f"{_views.count_text(x2.npartitions, 'chunk')} of "
+        f"{_views.size_text(rec['chunk_size_mb'] * 2**20)}")
     with dask.config.set(settings), _progress(progress, client):
         after_s, after = _measure(_computer(y2, client, progress), engine, x2)
-    before_peak = profile["last_compute"]["peak_memory_mb"]
-    after_peak = after["last_compute"]["peak_memory_mb"]
-    print("\nMeasured effect of applying it:", file=out)
-    print(f"  wall time   {before_s:8.2f} s -> {after_s:8.2f} s "
-          f"({before_s / after_s:.1f}x faster)", file=out)
-    print(f"  peak memory {before_peak:8.0f} MiB -> {after_peak:8.0f} MiB", file=out)
-    print(f"  tasks       {profile['last_compute']['tasks']:8d}   -> "
-          f"{after['last_compute']['tasks']:8d}", file=out)
+    say(*_indent(_effect_lines(profile, after, before_s, after_s)))
     return {
         "before_s": before_s,
         "after_s": after_s,
-        "before_peak_mb": before_peak,
-        "after_peak_mb": after_peak,
-        "recommended_chunks": rec,
+        "before_peak_mb": profile["last_compute"]["peak_memory_mb"],
+        "after_peak_mb": after["last_compute"]["peak_memory_mb"],
+        "recommended_chunks": chunks,
     }
+
+
+def _indent(lines: list[str], width: int = 88) -> list[str]:
+    """Lines indented under a step's heading, long ones wrapped."""
+    import textwrap
+
+    out = []
+    for line in lines:
+        out += textwrap.wrap(line, width, initial_indent="   ", subsequent_indent="     ")
+    return out
+
+
+def _measured_text(profile: dict, seconds: float, chunks: int) -> list[str]:
+    """What the profiled compute measured: the call, its tasks, its peak."""
+    stats, last = profile["profiler_stats"], profile["last_compute"]
+    tasks = last.get("tasks", stats["total_chunks"])
+    return [
+        f"compute() took {_views.duration_text(seconds)}. Its "
+        f"{_views.count_text(tasks, 'task')} (more than the {chunks:,} chunks: making x, "
+        f"adding x.T and the mean each have tasks of their own) ran for "
+        f"{_views.duration_text(last.get('wall_time_s', 0.0))}, "
+        f"{_views.duration_text(stats['avg_compute_time_ms'] / 1e3)} each on average; "
+        "the rest of the call is building and scheduling the graph.",
+        f"Peak memory {_views.size_text(last.get('peak_memory_mb', 0.0) * 2**20)}.",
+    ]
+
+
+def _recommendation_lines(profile: dict) -> list[str]:
+    """The recommendation: its size, why, what it is predicted to do, how sure."""
+    rec, now = profile["recommendation"], profile["current_prediction"] or {}
+    mib = 2**20
+    blocks = math.prod(-(-n // c) for n, c in zip(profile["array_shape"], rec["chunks"]))
+    lines = [
+        f"{_views.count_text(blocks, 'chunk')} of {_views.size_text(rec['chunk_size_mb'] * mib)}"
+        f" ({_views.count_text(rec['predicted_tasks'], 'task')}), decided by "
+        f"{rec['binding_constraint']}.",
+        f"Why: {rec['reason']}.",
+        f"Predicted: {_views.duration_text(rec['predicted_time_s'])} of tasks (against "
+        f"{_views.duration_text(now.get('predicted_time_s', 0.0))} at the current "
+        f"chunks), peak {_views.size_text(rec['predicted_peak_memory_mb'] * mib)} of "
+        f"a {_views.size_text(rec['memory_budget_mb'] * mib)} memory budget"
+        + ("." if rec["fits_budget"] else " (over the budget)."),
+    ]
+    if rec.get("evidence"):
+        lines.append(f"Evidence: {rec['evidence']}.")
+    return lines
+
+
+def _effect_lines(before: dict, after: dict, before_s: float, after_s: float) -> list[str]:
+    """The same quantities before and after, and where the peak stands."""
+    mib = 2**20
+    rec = before["recommendation"]
+    b, a = before["last_compute"], after["last_compute"]
+    peaks = (b.get("peak_memory_mb", 0.0), a.get("peak_memory_mb", 0.0))
+    budget = rec["memory_budget_mb"]
+    rows = [
+        ("", "before", "after", ""),
+        ("compute() call", _views.duration_text(before_s), _views.duration_text(after_s),
+         f"{before_s / after_s:.1f}x faster" if after_s < before_s
+         else f"{after_s / before_s:.1f}x slower"),
+        ("tasks", f"{b.get('tasks', 0):,}", f"{a.get('tasks', 0):,}", ""),
+        ("peak memory", _views.size_text(peaks[0] * mib), _views.size_text(peaks[1] * mib),
+         f"predicted {_views.size_text(rec['predicted_peak_memory_mb'] * mib)}"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    inside = max(peaks) <= budget
+    verdict = (
+        f"Both peaks are inside the {_views.size_text(budget * mib)} memory budget "
+        f"({max(peaks) / budget:.0%} of it at most)" if inside else
+        f"A peak went over the {_views.size_text(budget * mib)} memory budget"
+    ) + (": the larger chunks hold more data at once." if peaks[1] > peaks[0] else ".")
+    return [*table, verdict]
 
 
 def main(argv: list[str] | None = None) -> int:

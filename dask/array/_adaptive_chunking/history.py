@@ -630,7 +630,19 @@ def check_row(r: Any) -> dict[str, Any]:
         raise ValueError(f"data cannot be stored as JSON ({e})") from None
     if "observation" in r["data"]:
         observation_from_json(r["data"]["observation"])
+    if "operations" in r["data"]:
+        _check_operations(r["data"]["operations"])
     return r
+
+
+def _check_operations(ops: Any) -> None:
+    """ValueError unless ``ops`` names a workload's operations as
+    ``history_service.operations`` stores them (rows stored before it have none)."""
+    ok = isinstance(ops, dict) and set(ops) == {"source", "applied"} and _text(
+        ops["source"]) and isinstance(ops["applied"], list) and all(
+        _text(op) for op in ops["applied"])
+    if not ok:
+        raise ValueError(f"stored operations {ops!r} are not a source and a list of names")
 
 
 def _text(value: Any) -> bool:

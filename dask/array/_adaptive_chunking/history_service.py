@@ -32,7 +32,8 @@ from dask.array._adaptive_chunking.errors import warn_once
 from dask.array._adaptive_chunking.memory import memory_limit
 from dask.array._adaptive_chunking.profiles import Profile
 
-__all__ = ["HistoryService", "fingerprint", "plannable", "scheduler_kind", "dtype_text"]
+__all__ = ["HistoryService", "fingerprint", "plannable", "scheduler_kind", "dtype_text",
+           "operations"]
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 
@@ -178,6 +179,24 @@ def dtype_text(dtype) -> str:
     return dtype.str
 
 
+def operations(state: Profile) -> dict[str, Any]:
+    """What a profile's last compute did, as stored with it for people to read: the
+    operation that made the array (``source``) and those applied to it (``applied``,
+    by name, sorted; the steps of a tree reduction left out). The workload signature
+    is a hash of such names; this keeps them readable.
+
+    >>> import dask.array as da
+    >>> x = da.ones((4, 4), chunks=2)
+    >>> state = Profile("p", x)
+    >>> state.downstream = _graph.downstream((x + x.T).sum().dask, x.name, x.shape)
+    >>> operations(state)
+    {'source': 'ones_like', 'applied': ['add', 'sum', 'transpose']}
+    """
+    from dask.utils import key_split
+
+    return {"source": key_split(state.name), "applied": list(state.downstream.ops)}
+
+
 class HistoryService:
     """The engine's history: one open store per ``history-path``, and its uses."""
 
@@ -211,13 +230,18 @@ class HistoryService:
                 break
         if not claimed:
             return 0
-        records = [
-            dict(created=time.time(), signature=c.signature, fingerprint=c.fingerprint,
-                 shape=state.shape, dtype=dtype_text(state.dtype), chunks=state.chunks,
-                 data={"observation": _history.observation_to_json(c.observation),
-                       "profile": state.id})
-            for c in claimed
-        ]
+        records = []
+        for c in claimed:
+            data = {"observation": _history.observation_to_json(c.observation),
+                    "profile": state.id}
+            # The downstream operations are those of the profile's last compute: they
+            # name only the computes of that workload.
+            if c.signature == state.signature:
+                data["operations"] = operations(state)
+            records.append(dict(
+                created=time.time(), signature=c.signature, fingerprint=c.fingerprint,
+                shape=state.shape, dtype=dtype_text(state.dtype), chunks=state.chunks,
+                data=data))
         try:
             self.store(settings).add_many(records)
         except BaseException:

@@ -139,25 +139,62 @@ def whole_dims(shape: tuple[int, ...], downstream: _graph.Downstream,
     return whole, wanted
 
 
+def _facts(binding: str, pred: _model.Prediction, fit: _model.WorkloadModel,
+           settings: PlanSettings, budget: float, conc: int, array_bytes: float,
+           lower: float, upper: float) -> dict[str, str]:
+    """The numbers a reason names, as a person reads them."""
+    facts = {"seconds": f"{pred.seconds:.3g} s", "peak": format_bytes(int(pred.peak_bytes)),
+             "budget": format_bytes(int(budget)), "target": f"{settings.overhead_target:.0%}",
+             "fraction": f"{pred.overhead_fraction:.0%}",
+             "per_task": f"{fit.overhead_seconds * 1e3:.2g} ms",
+             "chunks": f"{pred.n_chunks:,} chunk{'s' * (pred.n_chunks != 1)}",
+             "low": format_bytes(int(lower)), "high": format_bytes(int(upper)),
+             "size": format_bytes(int(array_bytes))}
+    if binding == "memory" and pred.peak_bytes > budget:
+        facts["why"] = "over_budget"
+    if binding == "speed":
+        # What stops a larger chunk, of the two things the model sees growing with it.
+        if pred.n_chunks < 8 * conc:
+            facts["larger"] = f"would leave some of the {conc} threads idle at the end"
+        elif pred.chunk_bytes * _model.GRID_STEP >= _model.FRESH_PAGES_BYTES:
+            facts["larger"] = (f"would be slower to allocate (chunks of "
+                               f"{format_bytes(_model.FRESH_PAGES_BYTES)} and more get fresh "
+                               "memory pages every time)")
+        else:
+            facts["larger"] = "are predicted no faster"
+    return facts
+
+
 def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[int],
             storage_chunks, reach: float | None = _model.REACH, **numbers) -> str:
-    """Why these chunks, in a sentence: the binding constraint and the shape rules."""
-    reason = REASONS[binding].format(conc=conc, reach=numbers.pop("shown", None)
-                                     or reach or _model.REACH, **numbers)
+    """Why these chunks, in a sentence: the binding constraint with its numbers, and
+    the shape rules that applied to this workload."""
+    shown = numbers.pop("shown", None) or reach or _model.REACH
+    reason = REASONS[numbers.pop("why", binding)].format(conc=conc, reach=shown, **numbers)
     notes = []
     if downstream.whole_dims:
-        notes.append(
-            f"dimension(s) {sorted(downstream.whole_dims)} whole because a later "
-            f"{'/'.join(o for o in downstream.ops if o.startswith(_graph.WHOLE_AXIS_OPS))}"
-            " needs them in one chunk"
-        )
+        ops = "/".join(o for o in downstream.ops if o.startswith(_graph.WHOLE_AXIS_OPS))
+        them = "it" if len(downstream.whole_dims) == 1 else "them"
+        notes.append(f"{_axes(downstream.whole_dims)} whole, because the workload's {ops} "
+                     f"needs {them} in one chunk")
     elif downstream.square:
-        notes.append("square chunks for the transpose/matmul that follows")
+        ops = [o for o in downstream.ops if o in _graph.SQUARE_OPS]
+        notes.append(f"square chunks, because the workload's {' and '.join(ops)} "
+                     f"pair{'s' * (len(ops) == 1)} each chunk with its mirror across the "
+                     "diagonal")
     elif whole:
-        notes.append(f"dimension(s) {sorted(whole)} kept whole as they were")
+        notes.append(f"{_axes(whole)} kept whole, as in the current chunks")
     if storage_chunks is not None:
-        notes.append(f"multiples of the storage chunks {storage_chunks}")
+        notes.append(f"whole multiples of the storage chunks {tuple(storage_chunks)}")
     return reason + ("; " + "; ".join(notes) if notes else "")
+
+
+def _axes(dims) -> str:
+    """``axis 1`` or ``axes 0 and 2``."""
+    dims = sorted(dims)
+    if len(dims) == 1:
+        return f"axis {dims[0]}"
+    return "axes " + ", ".join(map(str, dims[:-1])) + f" and {dims[-1]}"
 
 
 def _empty(fit, shape, itemsize, budget, limit, concurrency, workers) -> Recommendation:
@@ -251,7 +288,8 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         predicted_seconds=pred.seconds, predicted_tasks=pred.n_tasks, concurrency=conc,
         model=fit,
         reason=_reason(binding, conc, downstream, whole, storage_chunks, settings.reach,
-                       **numbers),
+                       **_facts(binding, pred, fit, settings, budget, conc, array_bytes,
+                                lower, upper), **numbers),
         overhead_fraction=pred.overhead_fraction, downstream=downstream.ops,
         storage_chunks=storage_chunks, saturation=saturation,
         scheduler_reason="" if saturation is None

@@ -1,15 +1,20 @@
 """Pictures of a profile: what its tasks measured and what the model predicts.
 
-:func:`plot_profile` draws, from a profile's sampled task records and its fitted
-model, the time and memory growth of each sampled task, the process memory over
-the profiled computes, and the predicted time and peak memory against chunk size
-(with the current and the recommended chunk size and the memory budget marked).
-:func:`visualize` draws the profiled array's task graph with Dask's own
+:func:`plot_profile` draws, from a profile's sampled task records, its per-compute
+measurements and its fitted model: the compute time of each sampled task against
+its output's size and against when it started (coloured by operation), the process
+memory over the profiled computes with their measured peak, and the predicted wall
+time and peak memory against chunk size, with what each profiled compute measured
+on them and the current and the recommended chunk size marked. The memory budget is
+drawn when it lies near the peaks and otherwise named, so that the axes stay those
+of the data. :func:`visualize` draws the profiled array's task graph with Dask's own
 ``dask.visualize`` machinery, each measured task coloured by its memory.
 
-The figures' data are assembled by pure functions of plain values
+The figures' data are assembled here by pure functions of plain values
 (:func:`task_points`, :func:`memory_timeline`, :func:`prediction_curve`,
-:func:`task_attributes`), so they are tested without drawing anything. bokeh,
+:func:`measured_points`, :func:`task_attributes`), so they are tested without
+drawing anything; :mod:`.profile_figure` describes the panels once and draws that
+description with bokeh or matplotlib, so both show the same things. bokeh,
 matplotlib and graphviz are imported only when a picture is drawn (``pip install
 "dask-adaptive-chunking[plot]"``).
 
@@ -19,7 +24,6 @@ Sizes are in bytes unless a name says MiB; times in seconds unless it says ms.
 from __future__ import annotations
 
 import contextlib
-import html
 import math
 import os
 import shutil
@@ -33,6 +37,8 @@ import numpy as np
 from dask.array._adaptive_chunking import tasks as _tasks
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import shapes as _shapes
+from dask.array._adaptive_chunking import profile_figure as _figure
+from dask.array._adaptive_chunking.profile_figure import TITLES  # noqa: F401 (the panels)
 
 __all__ = [
     "plot_profile",
@@ -41,6 +47,7 @@ __all__ = [
     "task_points",
     "memory_timeline",
     "prediction_curve",
+    "measured_points",
     "task_attributes",
     "match_keys",
 ]
@@ -50,15 +57,6 @@ MiB = 2**20
 #: Suffixes :func:`plot_profile` writes: bokeh for HTML, matplotlib for images.
 BOKEH_SUFFIXES = (".html",)
 MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
-
-#: Panel titles (also how the tests find the panels in a written file).
-TITLES = {
-    "time": "Time per task",
-    "growth": "Process memory growth per task",
-    "timeline": "Process memory during the profiled computes",
-    "predicted_time": "Predicted time by chunk size",
-    "predicted_peak": "Predicted peak memory by chunk size",
-}
 
 #: ColorBrewer's YlOrRd, light to dark: the fill of a measured task in the graph.
 PALETTE = (
@@ -98,7 +96,17 @@ def _output_bytes(m) -> int:
     return m.output_bytes if m.output_bytes is not None else m.estimated_bytes
 
 
-def task_points(metrics: Sequence[Any]) -> dict[str, np.ndarray]:
+def _operation(key) -> str:
+    """The operation a task key names (``dask.utils.key_split``), or the key's text."""
+    from dask.utils import key_split
+
+    try:
+        return key_split(key)
+    except Exception:  # an unusual key
+        return str(key)
+
+
+def task_points(metrics: Sequence[Any]) -> dict[str, Any]:
     """The sampled tasks in the order they started, as columns.
 
     Parameters
@@ -110,15 +118,16 @@ def task_points(metrics: Sequence[Any]) -> dict[str, np.ndarray]:
     -------
     dict of arrays
         ``start_s`` (seconds since the first sampled task started), ``output_mib``
-        (what the output holds, ``dask.sizeof``), ``time_ms``, ``growth_mib``
-        (process memory after minus before the task), ``failed`` and ``key``
-        (the task keys as text).
+        (what the output holds, ``dask.sizeof``), ``time_ms``, ``failed``, and
+        ``key`` and ``operation`` (the task keys as text and the operations they
+        name). No per-task memory: a task's process memory reading may be an
+        earlier task's (:data:`.peaks.RSS_REFRESH`), so its growth is mostly 0.
 
     >>> from dask.array.adaptive_chunking import ChunkMemoryMetric as M
-    >>> p = task_points([M(("x", 1), (10,), 10, 8, 80, 2.0, 100.0, 101.0, start_time=5.0),
-    ...                  M(("x", 0), (10,), 10, 8, 80, 1.0, 99.0, 100.0, start_time=4.0)])
-    >>> p["start_s"].tolist(), p["time_ms"].tolist(), p["key"]
-    ([0.0, 1.0], [1.0, 2.0], ["('x', 0)", "('x', 1)"])
+    >>> p = task_points([M(("x-1", 1), (10,), 10, 8, 80, 2.0, 100.0, 101.0, start_time=5.0),
+    ...                  M(("x-1", 0), (10,), 10, 8, 80, 1.0, 99.0, 100.0, start_time=4.0)])
+    >>> p["start_s"].tolist(), p["time_ms"].tolist(), p["key"], p["operation"]
+    ([0.0, 1.0], [1.0, 2.0], ["('x-1', 0)", "('x-1', 1)"], ['x', 'x'])
     """
     ms = sorted(metrics, key=lambda m: m.start_time)
     first = ms[0].start_time if ms else 0.0
@@ -126,11 +135,9 @@ def task_points(metrics: Sequence[Any]) -> dict[str, np.ndarray]:
         "start_s": np.array([m.start_time - first for m in ms], dtype=float),
         "output_mib": np.array([_output_bytes(m) / MiB for m in ms], dtype=float),
         "time_ms": np.array([m.compute_time_ms for m in ms], dtype=float),
-        "growth_mib": np.array([m.memory_delta_mb if m.memory_peak_before_mb > 0
-                                and m.memory_peak_after_mb > 0 else np.nan for m in ms],
-                               dtype=float),
         "failed": np.array([bool(m.failed) for m in ms], dtype=bool),
         "key": [str(m.chunk_key) for m in ms],
+        "operation": [_operation(m.chunk_key) for m in ms],
     }
 
 
@@ -234,7 +241,37 @@ def prediction_curve(
     }
 
 
-def _measured(engine, profile_id: str, what: str) -> tuple[dict[str, Any], list]:
+def measured_points(observations: Sequence[Any]) -> dict[str, np.ndarray]:
+    """What each profiled compute measured, to set beside the predictions.
+
+    Parameters
+    ----------
+    observations : sequence of Observation
+        A profiler's ``observations()``: its own computes, oldest first (the
+        history's are left out: they may be of another array).
+
+    Returns
+    -------
+    dict of arrays
+        ``chunk_bytes`` (the profiled array's chunk), ``seconds`` (wall time, the
+        first task's start to the last one's end) and ``peak_bytes`` (peak process
+        memory), NaN where a compute did not measure it.
+
+    >>> from dask.array._adaptive_chunking.model import Observation
+    >>> m = measured_points([Observation(8e8, 8e4, 10_000, 3.0, 1.5, 2e8, 1e8, 0, 2),
+    ...                      Observation(8e8, 8e6, 100, 1.0, 0.0, 0.0, 1e8, 0, 2)])
+    >>> m["chunk_bytes"].tolist(), m["seconds"].tolist(), m["peak_bytes"].tolist()
+    ([80000.0, 8000000.0], [1.5, nan], [200000000.0, nan])
+    """
+    def column(name: str) -> np.ndarray:
+        values = np.array([getattr(o, name) for o in observations], dtype=float)
+        return np.where(values > 0, values, np.nan)
+
+    return {"chunk_bytes": column("chunk_bytes"), "seconds": column("wall_seconds"),
+            "peak_bytes": column("peak_bytes")}
+
+
+def _measured(engine, profile_id: str, what: str) -> tuple[dict[str, Any], list, list]:
     """The profile (``engine.get_profile``), its sampled task records and per-compute
     observations, or why it cannot be drawn yet."""
     profiler = engine.get_profiler(profile_id)  # KeyError for an unknown id
@@ -261,11 +298,15 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
     dict
         ``title``; ``tasks`` (:func:`task_points`) and ``timeline``
         (:func:`memory_timeline`) of the sampled tasks, ``sampled`` and
-        ``total_tasks``; ``measured_peak_bytes`` of the profiled computes;
-        ``curve`` (:func:`prediction_curve`, None without a model),
-        ``current`` and ``recommended`` (``chunks``, ``chunk_bytes``, ``seconds``,
-        ``peak_bytes``; None without a model) and ``budget_bytes``; ``note`` says
-        what is missing and why.
+        ``total_tasks``; ``measured`` (:func:`measured_points`) and
+        ``measured_peak_bytes`` of the profiled computes; ``curve``
+        (:func:`prediction_curve`), ``current`` and ``recommended`` (``chunks``,
+        ``chunk_bytes``, ``seconds``, ``peak_bytes``), ``budget_bytes``, and the
+        axes of the predicted panels, ``ranges`` (``chunk_mib``, ``time_s``,
+        ``peak_mib``: :class:`.profile_figure.AxisRange`, holding the curve, the
+        marked and the measured points), ``budget_label`` and ``budget_drawn``
+        (:func:`.profile_figure.peak_axis`), all None without a model; ``note``
+        says what is missing and why.
     """
     import dask.array as da
 
@@ -280,12 +321,11 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
         "timeline": memory_timeline(metrics),
         "sampled": len(metrics),
         "total_tasks": stats["total_chunks"],
+        "measured": measured_points(observations),
         "measured_peak_bytes": max((o.peak_bytes for o in observations), default=0.0),
-        "curve": None,
-        "current": None,
-        "recommended": None,
-        "budget_bytes": None,
         "note": "",
+        **dict.fromkeys(("curve", "current", "recommended", "budget_bytes", "ranges",
+                         "budget_label", "budget_drawn")),
     }
     data["title"] = (
         f"Profile {profile_id}: {shape} {dtype} in {largest} chunks, "
@@ -328,6 +368,7 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
         "peak_bytes": rec["predicted_peak_memory_mb"] * MiB,
     }
     data["budget_bytes"] = float(rec["memory_budget_mb"] * MiB)
+    data["ranges"], data["budget_label"], data["budget_drawn"] = _figure.prediction_axes(data)
     data["note"] = "; ".join(notes)
     return data
 
@@ -354,12 +395,14 @@ def plot_profile(engine, profile_id: str, filename=None):
     """Draw a profile; write it to ``filename`` when given.
 
     Panels: the compute time of each sampled task against the bytes its output
-    holds; the process memory growth across each task over time; the process
-    memory during the profiled computes (the tasks' readings before and after);
-    the predicted time and the predicted peak memory against chunk size, from the
-    profile's fitted model (:meth:`AdaptiveChunkingEngine.predict` at sizes
-    spaced as the recommender's candidates), with the current and the recommended
-    chunk size and the memory budget marked.
+    holds, and against when it started (both coloured by the task's operation);
+    the process memory during the profiled computes (the tasks' readings before
+    and after) with the measured peak; the wall time and the peak memory against
+    chunk size, predicted by the profile's fitted model
+    (:meth:`AdaptiveChunkingEngine.predict` at sizes spaced as the recommender's
+    candidates) and measured by each profiled compute, with the current and the
+    recommended chunk size marked, and the memory budget drawn, or named when it
+    is far above (or below) the peaks. Legends sit below their panels.
 
     Parameters
     ----------
@@ -419,162 +462,17 @@ def plot_profile(engine, profile_id: str, filename=None):
     _require(backend, backend, what)
     data = profile_data(engine, profile_id)
     if backend == "bokeh":
-        figure = _bokeh(data)
+        figure = _figure.draw_bokeh(data)
         if filename is not None:
             from bokeh.io import save
             from bokeh.resources import INLINE
 
             save(figure, filename=os.fspath(filename), resources=INLINE, title=data["title"])
         return figure
-    figure = _matplotlib(data)
+    figure = _figure.draw_matplotlib(data)
     if filename is not None:
         figure.savefig(os.fspath(filename))
     return figure
-
-
-def _marks(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
-    """(label, point, colour) of the current and recommended chunkings."""
-    out = []
-    for name, colour in (("current", "#7f7f7f"), ("recommended", "#2ca02c")):
-        point = data[name]
-        if point is not None:
-            out.append((f"{name} {point['chunks']} ({point['chunk_bytes'] / MiB:.3g} MiB)",
-                        point, colour))
-    return out
-
-
-def _bokeh(data: dict[str, Any]):
-    from bokeh.layouts import column, row
-    from bokeh.models import ColumnDataSource, Div, HoverTool, Label, Span
-    from bokeh.plotting import figure
-
-    tools = "pan,wheel_zoom,box_zoom,reset,save"
-    width, height = 480, 300
-    tasks = data["tasks"]
-    source = ColumnDataSource({
-        **{k: tasks[k] for k in ("start_s", "output_mib", "time_ms", "growth_mib")},
-        "key": tasks["key"],
-        "colour": np.where(tasks["failed"], "#d62728", "#1f77b4"),
-    })
-    hover = [("key", "@key"), ("output", "@output_mib{0.000} MiB"),
-             ("time", "@time_ms{0.00} ms"), ("growth", "@growth_mib{0.00} MiB")]
-
-    def empty(p, text):
-        if text:
-            p.add_layout(Label(x=10, y=10, x_units="screen", y_units="screen", text=text,
-                               text_font_size="9pt", text_color="#7f7f7f"))
-
-    no_tasks = "" if data["sampled"] else "no per-task records"
-    p_time = figure(title=TITLES["time"], x_axis_label="output (MiB)",
-                    y_axis_label="compute time (ms)", width=width, height=height, tools=tools)
-    p_time.scatter("output_mib", "time_ms", source=source, color="colour", alpha=0.5, size=5)
-    p_time.add_tools(HoverTool(tooltips=hover))
-    empty(p_time, no_tasks)
-
-    p_growth = figure(title=TITLES["growth"], x_axis_label="task start (s)",
-                      y_axis_label="memory after - before (MiB)", width=width,
-                      height=height, tools=tools)
-    p_growth.scatter("start_s", "growth_mib", source=source, color="colour", alpha=0.5,
-                     size=5)
-    p_growth.add_tools(HoverTool(tooltips=hover))
-    empty(p_growth, no_tasks)
-
-    timeline = data["timeline"]
-    p_memory = figure(title=TITLES["timeline"], x_axis_label="time since the first task (s)",
-                      y_axis_label="process memory (MiB)", width=2 * width, height=height,
-                      tools=tools)
-    p_memory.line(timeline["seconds"], timeline["memory_mib"], line_width=1.5,
-                  legend_label="tasks' readings")
-    if data["measured_peak_bytes"]:
-        peak = data["measured_peak_bytes"] / MiB
-        p_memory.add_layout(Span(location=peak, dimension="width", line_color="#d62728",
-                                 line_dash="dashed"))
-        p_memory.line([], [], line_color="#d62728", line_dash="dashed",
-                      legend_label=f"measured peak {peak:.0f} MiB")
-    p_memory.legend.location = "bottom_right"
-    empty(p_memory, no_tasks)
-
-    panels = [Div(text=f"<b>{html.escape(data['title'])}</b>"
-                  + (f"<br><i>{html.escape(data['note'])}</i>" if data["note"] else "")),
-              row(p_time, p_growth), p_memory]
-    curve = data["curve"]
-    if curve is not None:
-        x = curve["chunk_bytes"] / MiB
-        p_pred = figure(title=TITLES["predicted_time"], x_axis_type="log",
-                        x_axis_label="chunk size (MiB)", y_axis_label="predicted time (s)",
-                        width=width, height=height, tools=tools)
-        p_pred.line(x, curve["seconds"], line_width=2, legend_label="predicted")
-        p_peak = figure(title=TITLES["predicted_peak"], x_axis_type="log", y_axis_type="log",
-                        x_axis_label="chunk size (MiB)",
-                        y_axis_label="predicted peak memory (MiB)", width=width,
-                        height=height, tools=tools)
-        p_peak.line(x, curve["peak_bytes"] / MiB, line_width=2, legend_label="predicted")
-        budget = data["budget_bytes"] / MiB
-        p_peak.line([x.min(), x.max()], [budget, budget], line_color="#d62728",
-                    line_dash="dashed", legend_label=f"memory budget {budget:.0f} MiB")
-        for label, point, colour in _marks(data):
-            mib = point["chunk_bytes"] / MiB
-            for p, y in ((p_pred, point["seconds"]), (p_peak, point["peak_bytes"] / MiB)):
-                p.add_layout(Span(location=mib, dimension="height", line_color=colour,
-                                  line_dash="dotted"))
-                p.scatter([mib], [y], color=colour, size=10, legend_label=label)
-        p_pred.legend.location, p_peak.legend.location = "top_right", "center_right"
-        for p in (p_pred, p_peak):
-            p.legend.label_text_font_size = "8pt"
-            p.legend.background_fill_alpha = 0.6
-        panels.append(row(p_pred, p_peak))
-    return column(*panels)
-
-
-def _matplotlib(data: dict[str, Any]):
-    from matplotlib.figure import Figure
-
-    curve = data["curve"]
-    rows = 3 if curve is not None else 2
-    height = 3.4 * rows + 0.8
-    fig = Figure(figsize=(11, height))
-    fig.suptitle(data["title"] + (f"\n{data['note']}" if data["note"] else ""), fontsize=10)
-    # Fixed margins: a constrained layout takes longer than drawing 10,000 points.
-    grid = fig.add_gridspec(rows, 2, left=0.07, right=0.98, bottom=0.55 / height,
-                            top=1 - 0.85 / height, hspace=0.42, wspace=0.22)
-    tasks = data["tasks"]
-    colours = np.where(tasks["failed"], "#d62728", "#1f77b4")
-
-    ax = fig.add_subplot(grid[0, 0])
-    ax.scatter(tasks["output_mib"], tasks["time_ms"], s=6, c=colours, alpha=0.5)
-    ax.set(title=TITLES["time"], xlabel="output (MiB)", ylabel="compute time (ms)")
-    ax = fig.add_subplot(grid[0, 1])
-    ax.scatter(tasks["start_s"], tasks["growth_mib"], s=6, c=colours, alpha=0.5)
-    ax.set(title=TITLES["growth"], xlabel="task start (s)",
-           ylabel="memory after - before (MiB)")
-    ax = fig.add_subplot(grid[1, :])
-    timeline = data["timeline"]
-    ax.plot(timeline["seconds"], timeline["memory_mib"], lw=1, label="tasks' readings")
-    if data["measured_peak_bytes"]:
-        peak = data["measured_peak_bytes"] / MiB
-        ax.axhline(peak, color="#d62728", ls="--", label=f"measured peak {peak:.0f} MiB")
-    ax.set(title=TITLES["timeline"], xlabel="time since the first task (s)",
-           ylabel="process memory (MiB)")
-    ax.legend(loc="lower right", fontsize=8)
-    if curve is not None:
-        x = curve["chunk_bytes"] / MiB
-        ax_t, ax_p = fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1])
-        ax_t.plot(x, curve["seconds"], lw=2, label="predicted")
-        ax_p.plot(x, curve["peak_bytes"] / MiB, lw=2, label="predicted")
-        budget = data["budget_bytes"] / MiB
-        ax_p.axhline(budget, color="#d62728", ls="--", label=f"memory budget {budget:.0f} MiB")
-        for label, point, colour in _marks(data):
-            mib = point["chunk_bytes"] / MiB
-            for a, y in ((ax_t, point["seconds"]), (ax_p, point["peak_bytes"] / MiB)):
-                a.axvline(mib, color=colour, ls=":")
-                a.plot([mib], [y], "o", color=colour, ms=7, label=label)
-        ax_t.set(title=TITLES["predicted_time"], xscale="log", xlabel="chunk size (MiB)",
-                 ylabel="predicted time (s)")
-        ax_p.set(title=TITLES["predicted_peak"], xscale="log", yscale="log",
-                 xlabel="chunk size (MiB)", ylabel="predicted peak memory (MiB)")
-        for a in (ax_t, ax_p):
-            a.legend(loc="best", fontsize=7, framealpha=0.6)
-    return fig
 
 
 # ---------------------------------------------------------------------------
@@ -653,7 +551,7 @@ def task_attributes(metrics: Sequence[Any], color_by: str = "output",
     >>> a["function_attributes"][("add-1", 0)]["label"]  # graphviz's line break
     'add\\\\n0 B'
     """
-    from dask.utils import format_bytes, key_split
+    from dask.utils import format_bytes
 
     if color_by not in MEASURES:
         raise ValueError(f"color_by={color_by!r} is not one of {sorted(MEASURES)}")
@@ -689,10 +587,7 @@ def task_attributes(metrics: Sequence[Any], color_by: str = "output",
                   "fillcolor": PALETTE[level],
                   "fontcolor": "white" if level >= _DARK else "black",
                   "tooltip": tooltip}
-        try:
-            name = key_split(key)
-        except Exception:  # an unusual key: its text
-            name = str(key)
+        name = _operation(key)
         text = format_bytes(round(value * MiB)) if unit == "MiB" else f"{value:.2f} {unit}"
         function_attributes[key] = dict(colour, label=f"{name}\\n{text}")
         data_attributes[key] = dict(colour)

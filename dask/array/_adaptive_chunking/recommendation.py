@@ -83,11 +83,12 @@ class Recommendation:
         sizes = () if self.model is None else self.model.measured_bytes
         if not sizes:
             return "no chunk size measured"
-        where = (f"measured at {', '.join(format_bytes(c) for c in sizes[:4])}"
+        where = (", ".join(format_bytes(c) for c in sizes[:4])
                  + (" and more" if len(sizes) > 4 else ""))
         if d <= 1.0:
             how = "within the chunk sizes measured"
         else:
+            where = f"measured at {where}"
             how = f"{d:.1f}x {'beyond' if self.chunk_bytes > sizes[-1] else 'below'} " \
                   "the nearest chunk size measured"
         probed = f", {len(self.probes)} probe(s)" if self.probes else ""
@@ -159,18 +160,21 @@ class Recommendation:
         }
 
 
-#: The reason for each binding constraint (``model.Choice.binding``, or ``shape``).
+#: The reason for each binding constraint (``model.Choice.binding``, or ``shape``),
+#: filled in by ``planning._reason`` with this recommendation's own numbers.
 REASONS = {
-    "speed": "the fastest predicted size: smaller chunks pay more per-task overhead, "
-             "larger ones leave threads idle or pay for fresh pages",
-    "memory": "the largest size whose predicted peak fits the memory budget; larger "
-              "chunks would be faster",
-    "overhead": "the smallest size that keeps per-task overhead within the overhead "
-                "target",
-    "parallelism": "larger chunks would leave some of the {conc} threads idle",
-    "min_chunk_bytes": "held up by min-chunk-bytes",
-    "max_chunk_bytes": "held down by max-chunk-bytes",
-    "array": "the whole array fits in one chunk",
+    "speed": "the fastest chunk size predicted ({seconds}); smaller chunks would add "
+             "per-task overhead ({per_task} a task), larger ones {larger}",
+    "memory": "the largest chunk size whose predicted peak ({peak}) fits the memory "
+              "budget ({budget}); larger chunks would be faster but would not fit",
+    "over_budget": "no chunk size is predicted to fit the memory budget ({budget}); this "
+                   "one has the smallest predicted peak ({peak})",
+    "overhead": "the smallest chunk size that keeps per-task overhead under {target} of "
+                "the time ({fraction} predicted); larger chunks are predicted no faster",
+    "parallelism": "{chunks} for {conc} threads: larger chunks would leave threads idle",
+    "min_chunk_bytes": "the smallest chunk size min-chunk-bytes allows ({low})",
+    "max_chunk_bytes": "the largest chunk size max-chunk-bytes allows ({high})",
+    "array": "the whole array ({size}) fits in one chunk",
     "shape": "the dimensions that should stay whole do not fit the chunk-size bounds "
              "whole; this is the nearest shape within them",
     "storage": "one task per storage chunk: larger chunks are predicted no faster, "

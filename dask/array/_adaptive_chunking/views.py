@@ -18,13 +18,16 @@ import numpy as np
 
 __all__ = [
     "Profile",
+    "Readable",
     "Telemetry",
     "chunk_stats",
+    "count_text",
+    "duration_text",
+    "size_text",
     "dataset_html",
     "dict_text",
     "dataset_text",
     "profile_html",
-    "profile_text",
     "recommendation_html",
     "recommendation_text",
     "telemetry_html",
@@ -33,10 +36,37 @@ __all__ = [
 MiB = 2**20
 
 
-def _size(nbytes: float) -> str:
+def size_text(nbytes: float) -> str:
+    """Bytes as Dask writes them (``dask.utils.format_bytes``).
+
+    >>> size_text(8e6), size_text(2**20 * 9642.1)
+    ('7.63 MiB', '9.42 GiB')
+    """
     from dask.utils import format_bytes
 
     return format_bytes(int(nbytes))
+
+
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds with three significant digits, in ms or us below a tenth of a second.
+
+    >>> duration_text(3.1624), duration_text(0.0412), duration_text(4.2e-4)
+    ('3.16 s', '41.2 ms', '420 us')
+    """
+    s = abs(seconds)
+    if s >= 0.1 or s == 0:
+        return f"{seconds:.3g} s" if s < 1000 else f"{seconds:,.0f} s"
+    if s >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} us"
+
+
+def count_text(n: int, noun: str) -> str:
+    """``n`` things with a thousands separator: ``count_text(8340, "task")`` is
+    ``'8,340 tasks'``."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 def _blocks(shape: tuple[int, ...], chunk: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -78,10 +108,11 @@ def recommendation_text(rec: Any) -> str:
     """
     fits = "" if rec.fits_budget else " (over the budget)"
     return (
-        f"<Recommendation chunks={_chunks_text(rec)} ({_size(rec.chunk_bytes)}) by "
-        f"{rec.binding}: peak {_size(rec.predicted_peak_bytes)} of a "
-        f"{_size(rec.memory_budget_bytes)} budget{fits}, {rec.predicted_seconds:.2f} s, "
-        f"{rec.predicted_tasks} tasks>"
+        f"<Recommendation chunks={_chunks_text(rec)} ({size_text(rec.chunk_bytes)}) by "
+        f"{rec.binding}: peak {size_text(rec.predicted_peak_bytes)} of a "
+        f"{size_text(rec.memory_budget_bytes)} budget{fits}, "
+        f"{duration_text(rec.predicted_seconds)}, "
+        f"{rec.predicted_tasks:,} tasks>"
     )
 
 
@@ -90,16 +121,18 @@ def recommendation_html(rec: Any) -> str:
     shape = tuple(getattr(rec, "shape", ()) or ())
     current = getattr(rec, "current_chunks", None)
     rows = [
-        ("Recommended chunks", f"{_chunks_text(rec)} ({_size(rec.chunk_bytes)} each)"),
+        ("Recommended chunks", f"{_chunks_text(rec)} ({size_text(rec.chunk_bytes)} each)"),
         ("Current chunks", "" if current is None else str(tuple(current))),
         ("Decided by", rec.binding),
         ("Why", rec.reason),
-        ("Predicted peak memory", f"{_size(rec.predicted_peak_bytes)} of a "
-         f"{_size(rec.memory_budget_bytes)} budget"
+        ("Predicted peak memory", f"{size_text(rec.predicted_peak_bytes)} of a "
+         f"{size_text(rec.memory_budget_bytes)} budget"
          + ("" if rec.fits_budget else " (over the budget)")),
-        ("Predicted time", f"{rec.predicted_seconds:.2f} s, {rec.predicted_tasks:,} tasks, "
+        ("Predicted time", f"{duration_text(rec.predicted_seconds)}, "
+                           f"{rec.predicted_tasks:,} tasks, "
          f"{rec.concurrency} at once"),
-        ("array.chunk-size", str(rec.array_chunk_size)),
+        ("array.chunk-size", f"{size_text(rec.array_chunk_size)} "
+                             f"({rec.array_chunk_size:,} bytes)"),
     ]
     if getattr(rec, "carried", ""):
         rows.append(("Carried over", rec.carried))
@@ -114,16 +147,26 @@ def _chunks_text(rec: Any) -> str:
     return _by_dim(getattr(rec, "dims", None), tuple(rec.chunks))
 
 
+#: Cell styles: notebooks style tables their own way, and a plain page not at all.
+_CELL = "border: 1px solid #d0d0d0; padding: 3px 8px; text-align: left; vertical-align: top"
+_HEAD = _CELL + "; background: #f3f3f3; font-weight: bold"
+#: Text cells wrap at this width, so a long reason does not push the pictures away.
+_TEXT_WIDTH = "34em"
+
+
 def _table(rows: list[tuple[str, Any]], header: tuple[str, ...] = ()) -> str:
-    """An HTML table of (label, value, ...) rows, every text escaped; empty values left out."""
-    head = "".join(f"<th style='text-align: left'>{html.escape(h)}</th>" for h in header)
+    """An HTML table of (label, value, ...) rows with borders, every text escaped;
+    empty values left out."""
+    head = "".join(f"<th style='{_HEAD}'>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        f"<tr><th style='text-align: left'>{html.escape(str(row[0]))}</th>"
-        + "".join(f"<td style='text-align: left'>{html.escape(str(v))}</td>" for v in row[1:])
+        f"<tr><th style='{_HEAD}'>{html.escape(str(row[0]))}</th>"
+        + "".join(f"<td style='{_CELL}; max-width: {_TEXT_WIDTH}'>{html.escape(str(v))}</td>"
+                  for v in row[1:])
         + "</tr>"
         for row in rows if any(v != "" for v in row[1:])
     )
-    return f"<table>{'<tr>' + head + '</tr>' if head else ''}{body}</table>"
+    return (f"<table style='border-collapse: collapse; margin: 0 0 8px 0'>"
+            f"{'<tr>' + head + '</tr>' if head else ''}{body}</table>")
 
 
 def _pictures(shape: tuple[int, ...], current: tuple[int, ...] | None,
@@ -131,16 +174,17 @@ def _pictures(shape: tuple[int, ...], current: tuple[int, ...] | None,
     """The current and recommended chunks drawn side by side ('' when none can be)."""
     if not shape or not _known(tuple(shape)) or not math.prod(shape):
         return ""
-    now = _svg(shape, current)
-    then = _svg(shape, recommended) if recommended is not None else ""
-    if not (now or then):
-        return ""
-    return ("<td style='vertical-align: top'>" + (f"<div>now</div>{now}" if now else "")
-            + (f"<div>recommended</div>{then}" if then else "") + "</td>")
+    drawn = [(label, _svg(shape, chunks)) for label, chunks in
+             (("now", current), ("recommended", recommended)) if chunks is not None]
+    cells = "".join(f"<td style='vertical-align: top; text-align: center; padding: 0 6px'>"
+                    f"<div>{label}</div>{picture}</td>" for label, picture in drawn if picture)
+    return f"<td style='vertical-align: top'><table><tr>{cells}</tr></table></td>" if cells else ""
 
 
 def _beside(table: str, pictures: str) -> str:
-    return f"<table><tr><td style='vertical-align: top'>{table}</td>{pictures}</tr></table>"
+    """Tables with the pictures right beside them, as Dask lays out an array's repr."""
+    return (f"<table style='width: auto'><tr><td style='vertical-align: top'>{table}</td>"
+            f"{pictures}</tr></table>")
 
 
 def _largest(chunks: Any) -> tuple | None:
@@ -157,12 +201,10 @@ def _largest(chunks: Any) -> tuple | None:
     return tuple(out)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 def _mib(value: float | None) -> str:
-    return "" if value is None else _size(value * MiB)
+    return "" if value is None else size_text(value * MiB)
 
 
 # -- profile ------------------------------------------------------------------
@@ -177,68 +219,6 @@ def _by_dim(dims: Any, chunks: Any) -> str:
     return str(tuple(chunks))
 
 
-def profile_text(p: Mapping[str, Any]) -> str:
-    """A few lines: the array, what was measured, what the model predicts and recommends.
-
-    >>> print(profile_text({"profile_id": "x-1", "status": "pending", "computes": 0,
-    ...     "array_shape": (100,), "array_dtype": "float64", "current_chunks": ((50, 50),),
-    ...     "recommendation_unavailable": "no compute of this array has been profiled yet"}))
-    <Profile x-1: pending, 0 computes>
-      array        (100,) float64 in (50,) chunks (2 chunks)
-      recommended  none yet: no compute of this array has been profiled yet
-    """
-    if "variables" in p:
-        return _dataset_profile_text(p)
-    n = p.get("computes", 0)
-    chunks = p.get("current_chunks") or ()
-    count = math.prod(len(c) for c in chunks) if chunks else 0
-    dims = p.get("dims")
-    lines = [
-        f"<Profile {p['profile_id']}: {p['status']}, {_count(n, 'compute')}>",
-        f"  array        {tuple(p['array_shape'])} {p['array_dtype']} in "
-        f"{_by_dim(dims, _largest(chunks))} chunks ({_count(count, 'chunk')})",
-    ]
-    stats, last = p.get("profiler_stats") or {}, p.get("last_compute") or {}
-    if stats.get("total_chunks"):
-        lines.append(
-            f"  measured     {_count(stats['total_chunks'], 'task')}, "
-            f"{stats['avg_compute_time_ms']:.2f} ms each on average; last compute "
-            f"{last.get('wall_time_s', 0.0):.2f} s, peak {_mib(last.get('peak_memory_mb'))}"
-        )
-    now = p.get("current_prediction")
-    if now:
-        lines.append(f"  predicted    {now['predicted_time_s']:.2f} s, peak "
-                     f"{_mib(now['predicted_peak_memory_mb'])} in the current chunks")
-    rec = p.get("recommendation")
-    if rec:
-        lines.append(
-            f"  recommended  {_by_dim(dims, rec['chunks'])} ({_mib(rec['chunk_size_mb'])}) by "
-            f"{rec['binding_constraint']}: {rec['predicted_time_s']:.2f} s, peak "
-            f"{_mib(rec['predicted_peak_memory_mb'])} of a {_mib(rec['memory_budget_mb'])} "
-            "budget" + ("" if rec["fits_budget"] else " (over the budget)")
-        )
-        lines.append(f"  why          {rec['reason']}")
-    else:
-        lines.append(f"  recommended  none yet: {p.get('recommendation_unavailable')}")
-    if p.get("error"):
-        lines.append(f"  error        {p['error']}")
-    return "\n".join(lines)
-
-
-def _dataset_profile_text(p: Mapping[str, Any]) -> str:
-    variables = p["variables"]
-    lines = [f"<Profile {p['profile_id']}: {p['status']}, {len(variables)} variables>"]
-    for name, v in variables.items():
-        rec = (_by_dim(v.get("dims"), (v.get("recommendation") or {}).get("chunks"))
-               or v.get("recommendation_unavailable"))
-        lines.append(f"  {name}: {v['status']}, {_count(v['computes'], 'compute')}; "
-                     f"recommended {rec}")
-    if p.get("dropped_variables"):
-        lines.append(f"  dropped (beyond the profile limits): {p['dropped_variables']}")
-    lines.append(f"  chunks for Dataset.chunk: {p.get('recommended_chunks')}")
-    return "\n".join(lines)
-
-
 def profile_html(p: Mapping[str, Any]) -> str:
     """A table of the profile beside pictures of its current and recommended chunks:
     measured against predicted memory and time, and the binding constraint."""
@@ -248,7 +228,7 @@ def profile_html(p: Mapping[str, Any]) -> str:
     stats, last = p.get("profiler_stats") or {}, p.get("last_compute") or {}
     now, rec = p.get("current_prediction") or {}, p.get("recommendation") or {}
     current = _largest(p.get("current_chunks"))
-    computes = _count(p.get("computes", 0), "compute")
+    computes = count_text(p.get("computes", 0), "compute")
     rows: list[tuple[str, Any]] = [
         ("Profile", f"{p['profile_id']} ({p['status']}, {computes})"),
         ("Array", f"{tuple(p['array_shape'])} {p['array_dtype']}"),
@@ -265,9 +245,9 @@ def profile_html(p: Mapping[str, Any]) -> str:
             ("Peak memory", _mib(last.get("peak_memory_mb")),
              _mib(now.get("predicted_peak_memory_mb")),
              _mib(rec.get("predicted_peak_memory_mb"))),
-            ("Time", f"{last.get('wall_time_s', 0.0):.2f} s",
-             f"{now['predicted_time_s']:.2f} s" if now else "",
-             f"{rec['predicted_time_s']:.2f} s" if rec else ""),
+            ("Time, first task to last", duration_text(last.get("wall_time_s", 0.0)),
+             duration_text(now["predicted_time_s"]) if now else "",
+             duration_text(rec["predicted_time_s"]) if rec else ""),
             ("Tasks", f"{last.get('tasks', 0):,}", f"{now.get('predicted_tasks', 0):,}"
              if now else "", f"{rec['predicted_tasks']:,}" if rec else ""),
             ("Memory budget", "", "", _mib(rec.get("memory_budget_mb"))),
@@ -310,8 +290,8 @@ def dataset_text(rec: Any) -> str:
 def dataset_html(rec: Any) -> str:
     """The chunks by dimension, and each variable's recommendation as a row."""
     rows = [
-        (name, _chunks_text(r), r.binding, f"{_size(r.predicted_peak_bytes)} of "
-         f"{_size(r.memory_budget_bytes)}", f"{r.predicted_seconds:.2f} s", r.reason)
+        (name, _chunks_text(r), r.binding, f"{size_text(r.predicted_peak_bytes)} of "
+         f"{size_text(r.memory_budget_bytes)}", duration_text(r.predicted_seconds), r.reason)
         for name, r in rec.variables.items()
     ] + [(name, "none", "", "", "", why) for name, why in rec.unavailable.items()]
     return (
@@ -349,10 +329,10 @@ def telemetry_html(t: Mapping[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
-    """``repr`` of a value, with long tuples cut to their ends and floats to 6 digits."""
+    """``repr`` of a value, with long tuples cut to their ends and floats to 4 digits."""
     if isinstance(value, (float, np.floating)):
         value = float(value)
-        return f"{value:.1f}" if 1e6 <= abs(value) < 1e12 else f"{value:.6g}"
+        return f"{value:.1f}" if 1e3 <= abs(value) < 1e12 else f"{value:.4g}"
     if isinstance(value, tuple):
         items = [_short(v) for v in value]
         if len(items) > 6:
@@ -365,38 +345,115 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool) and math.isfinite(value)
+
+
+def _note(key: Any, value: Any, d: Mapping[str, Any]) -> str:
+    """What a person needs beside a value: sizes in MiB written in their own unit,
+    fractions as percentages, and which count a count is."""
+    key = str(key)
+    if key == "total_chunks" and _number(d.get("array_chunks")):
+        return f"tasks measured; the array has {d['array_chunks']:,} chunks"
+    if key == "tasks" and _number(value):
+        return "tasks run"
+    if key.endswith("_mb"):
+        if isinstance(value, list) and value and all(map(_number, value)):
+            return ", ".join(size_text(v * MiB) for v in value)
+        if _number(value) and value and not 1 <= value < 1024:
+            return size_text(value * MiB)
+    if (key.endswith("_bytes") or key == "array_chunk_size") and _number(value) and value:
+        return size_text(value)
+    if key.endswith("_fraction") and _number(value):
+        return f"{value:.1%}"
+    if key == "uncertainty" and _number(value):
+        return f"+/-{value:.0%} in time"
+    return ""
+
+
+def _long_text(text: str, column: int, width: int) -> str:
+    """A long string as Python's implicit concatenation in parentheses, wrapped at
+    ``width`` with its continuation lines at ``column``.
+
+    >>> print(_long_text("a b c d e f", 2, 12))
+    ('a b c '
+       'd e f')
+    """
+    import re
+
+    words = re.findall(r"\S+\s*", text)
+    lines, line = [], ""
+    for word in words:
+        if line and column + len(line) + len(word) + 3 > width:
+            lines.append(line)
+            line = ""
+        line += word
+    lines.append(line)
+    if len(lines) == 1:
+        return repr(text)
+    pad = "\n" + " " * (column + 1)
+    return "(" + pad.join(repr(piece) for piece in lines) + ")"
+
+
 def dict_text(d: Mapping[str, Any], indent: int = 0, width: int = 88) -> str:
-    """A dict as it would print, one key per line where it is long, with the long
-    tuples of Dask's chunks cut short (``(100, 100, 100, ..., 40)``).
+    """A dict as it would print, one key per line where it is long or where a value
+    needs a note (``# 9.42 GiB`` beside ``9642.1`` MiB), with the long tuples of
+    Dask's chunks cut short (``(100, 100, 100, ..., 40)``) and floats to 4 digits;
+    the values themselves stay exact.
 
     >>> print(dict_text({"chunks": ((10,) * 50, (20, 20)), "stats": {"peak_mb": 1 / 3},
-    ...                  "name": "x"}, width=30))
+    ...                  "name": "x"}, width=50))
     {
       'chunks': ((10, 10, 10, ..., 10), (20, 20)),
-      'stats': {'peak_mb': 0.333333},
+      'stats': {'peak_mb': 0.3333},  # 341.33 kiB
       'name': 'x',
+    }
+    >>> print(dict_text({"total_chunks": 14880, "array_chunks": 6400}))
+    {
+      'total_chunks': 14880,  # tasks measured; the array has 6,400 chunks
+      'array_chunks': 6400,
     }
     """
     pad = " " * (indent + 2)
     inline = _short(dict(d))
-    if len(inline) + indent <= width or not d:
+    notes = {k: _note(k, v, d) for k, v in d.items()}
+    if not d or (len(inline) + indent <= width and not any(notes.values())):
         return inline
     lines = []
     for k, v in d.items():
-        text = dict_text(v, indent + 2, width) if isinstance(v, Mapping) else _short(v)
-        lines.append(f"{pad}{k!r}: {text},")
+        if isinstance(v, Mapping):
+            text, note = _short(dict(v)), _inline_note(v)
+            if len(pad) + len(repr(k)) + len(text) + 3 > width:
+                text, note = dict_text(v, indent + 2, width), ""
+        elif isinstance(v, str):
+            text, note = _long_text(v, len(pad) + len(repr(k)) + 2, width), notes[k]
+        else:
+            text, note = _short(v), notes[k]
+        lines.append(f"{pad}{k!r}: {text}," + (f"  # {note}" if note else ""))
     return "{\n" + "\n".join(lines) + "\n" + " " * indent + "}"
 
 
-class _Shown(dict):
-    """A dict that prints one key per line (:func:`dict_text`) and shows itself as
-    HTML in a notebook (``_html``)."""
+def _inline_note(d: Mapping[str, Any]) -> str:
+    """The notes of a small dict printed on one line."""
+    return "; ".join(n for n in (_note(k, v, d) for k, v in d.items()) if n)
+
+
+class Readable(dict):
+    """A dict that prints one key per line with its values in readable units
+    (:func:`dict_text`); it is a plain dict in every other way."""
 
     __slots__ = ()
-    _html = staticmethod(lambda d: "")
 
     def __repr__(self) -> str:
         return dict_text(self)
+
+
+class _Shown(Readable):
+    """A :class:`Readable` dict that shows itself as HTML in a notebook (``_html``)."""
+
+    __slots__ = ()
+    _html = staticmethod(lambda d: "")
 
     def _repr_html_(self) -> str:
         return self._html(self)
@@ -443,7 +500,11 @@ def chunk_stats(state: Any) -> dict[str, Any]:
         stats["avg_chunk_size_mb"] = state.nbytes / max(1, blocks) / MiB
         stats["min_chunk_size_mb"] = math.prod(min(c) for c in chunks) * itemsize / MiB
         stats["max_chunk_size_mb"] = math.prod(max(c) for c in chunks) * itemsize / MiB
-    return stats
+        stats["array_chunks"] = blocks
+    # The array's chunk count beside the count of tasks, which is read as one.
+    order = ["total_chunks", "array_chunks"]
+    return Readable({k: stats[k] for k in order if k in stats}
+                    | {k: v for k, v in stats.items() if k not in order})
 
 
 def profile_of(state: Any, rec: Any, current: dict | None, unavailable: str | None
@@ -461,15 +522,15 @@ def profile_of(state: Any, rec: Any, current: dict | None, unavailable: str | No
         "profiler_stats": chunk_stats(state),
         "recommended_chunks": None if rec is None else rec.chunks,
         "recommendation_unavailable": unavailable if rec is None else None,
-        "recommendation": None if rec is None else rec.to_dict(),
+        "recommendation": None if rec is None else Readable(rec.to_dict()),
         "status": state.status,
         "error": state.error,
         "computes": state.computes,
-        "last_compute": dict(state.last),
+        "last_compute": Readable(state.last),
         "workers": {w: dict(v) for w, v in state.workers.items()},
         "dims": state.dims,
         "recommended_chunks_by_dim": None if rec is None else rec.chunks_by_dim,
-        "current_prediction": current,
+        "current_prediction": None if current is None else Readable(current),
     })
 
 

@@ -694,7 +694,11 @@ def test_demo_runs(capsys):
 
     assert main(["--size", "1500", "--chunk", "100", "--scheduler", "sync"]) == 0
     out = capsys.readouterr().out
-    assert "Recommended chunks" in out and "Measured effect" in out
+    assert "Recommended chunks" in out and "compute() call" in out
+    # One story: each number once, in one format, the before/after as one quantity
+    assert out.count("Why:") == 1 and "budget" in out.splitlines()[-2] + out.splitlines()[-1]
+    assert "_mb" not in out and "{" not in out  # no raw dict printed
+    assert "225 chunks of 78.12 kiB" in out  # 1500 / 100 = 15 chunks a side
     reset_adaptive_engine()
 
 

@@ -54,7 +54,7 @@ def test_history_list_show_export_import_clear(engine, tmp_path):
     listed = run("history", "list")
     assert listed.exit_code == 0 and row["signature"] in listed.output
     assert "1000x1000" in listed.output and "threads" in listed.output
-    shown = run("history", "show", str(row["id"]))
+    shown = run("history", "show", "--all", str(row["id"]))
     assert json.loads(shown.output)["signature"] == row["signature"]
     path = tmp_path / "h.jsonl"
     assert "1 computes written" in run("history", "export", str(path)).output
@@ -64,21 +64,126 @@ def test_history_list_show_export_import_clear(engine, tmp_path):
     assert "1 computes added" in run("history", "import", str(path)).output
 
 
+def test_history_list_names_each_workload_by_its_operations(engine):
+    (row,) = _stored(engine)
+    lines = run("history", "list").output.splitlines()
+    assert lines[1].split() == ["workload", row["signature"], "random_sample", "->", "add,",
+                                "mean_chunk,", "transpose"]
+    assert lines[2].split()[0] == str(row["id"]) and "100x100" in lines[2]
+    assert all(len(line) <= 100 for line in lines)
+
+
+def test_history_list_names_older_rows_by_their_tasks_and_clips_long_names(engine):
+    import dask
+    from dask.array._adaptive_chunking.history import HistoryStore
+
+    (row,) = _stored(engine)
+    old = {k: row[k] for k in ("created", "signature", "fingerprint", "shape", "dtype",
+                               "chunks")}
+    long = {"source": "ones", "applied": [f"operation_{i}" for i in range(30)]}
+    store = HistoryStore(dask.config.get("array.adaptive-chunking.history-path"))
+    store.add_many([dict(old, signature="s" * 16, data={"observation": row["data"][
+        "observation"]}),  # stored before the operations were
+                    dict(old, signature="l" * 16, data={"operations": long})])
+    store.close()
+    lines = run("history", "list").output.splitlines()
+    assert f"workload {'s' * 16}  random_sample, mean_chunk, mean_agg (tasks as run)" \
+        in lines
+    (clipped,) = [line for line in lines if "l" * 16 in line]
+    assert clipped.endswith("...") and len(clipped) <= 100
+    shown = run("history", "show", str(row["id"] + 2))  # the long one: no measurements
+    assert shown.exit_code == 0 and "measured  nothing stored" in shown.output
+
+
+def test_history_show_summarizes_and_all_shows_the_record(engine):
+    (row,) = _stored(engine)
+    shown = run("history", "show", str(row["id"]))
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert len(lines) <= 10 and all(len(line) <= 100 for line in lines)
+    text = shown.output
+    assert f"{row['signature']}  random_sample -> add, mean_chunk, transpose" in text
+    assert "1000x1000 float64, 7.63 MiB" in text
+    assert "100, the largest 100x100 (78.12 kiB)" in text  # not the chunk tuples
+    assert "threads scheduler" in text and "peak " in text and " MiB" in text
+    o = row["data"]["observation"]
+    assert f"{o['n_tasks']:,} tasks" in text
+    everything = run("history", "show", str(row["id"]), "--all")
+    assert len(everything.output.splitlines()) > 5 * len(lines)
+    stored = json.loads(everything.output)
+    assert stored["chunks"] == [list(c) for c in row["chunks"]]
+    assert stored["data"] == row["data"]
+
+
+USAGE_MISTAKES = [
+    (["history", "show"], "Missing argument 'ID'", "history show"),
+    (["history", "show", "one"], "'one' is not a valid integer", "history show"),
+    (["history", "list", "--bogus"], "No such option '--bogus'", "history list"),
+    (["history", "list", "--limit", "0"], "0 is not in the range", "history list"),
+    (["history", "lst"], "No such command 'lst'", "history"),
+    (["--bogus"], "No such option '--bogus'", ""),
+    (["recommend", "--shape", "lots"], "'lots' is not a shape", "recommend"),
+    (["demo", "--scheduler", "nowhere"], "neither threads", "demo"),
+]
+
+
+@pytest.mark.parametrize("args, message, command", USAGE_MISTAKES)
+def test_usage_mistakes_are_one_line_on_stderr_with_status_2(engine, args, message,
+                                                             command):
+    out = run(*args)
+    assert out.exit_code == 2 and out.stdout == ""
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("Error: ") and message in line
+    path = " ".join(filter(None, ["adaptive-chunking", command]))
+    assert line.endswith(f" See '{path} --help'.")
+
+
+@pytest.mark.parametrize("args, message, command", USAGE_MISTAKES[:3])
+def test_usage_mistakes_are_one_line_through_dask_and_main(engine, capsys, args, message,
+                                                           command):
+    import click
+    from dask.cli import _register_command_ep
+
+    from dask.array._adaptive_chunking.cli import main
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    (value,) = [v for k, v in tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "project"]["entry-points"]["dask_cli"].items() if k == "adaptive-chunking"]
+    group = click.Group("dask")  # as `dask`: its group, not ours, runs Click's main
+    _register_command_ep(group, EntryPoint("adaptive-chunking", value, "dask_cli"))
+    out = CliRunner().invoke(group, ["adaptive-chunking", *args], prog_name="dask")
+    assert out.exit_code == 2 and out.stdout == ""
+    (line,) = out.stderr.splitlines()
+    assert message in line and f"'dask adaptive-chunking {command} --help'" in line
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert "python -m dask.array.adaptive_chunking" in err[0]
+
+
+def test_help_still_works(engine):
+    out = run("history", "show", "--help")
+    assert out.exit_code == 0 and out.output.startswith("Usage: ")
+    assert "--all" in out.output
+
+
 def test_recommend_from_the_history(engine):
     (row,) = _stored(engine)
     out = run("recommend", "--shape", "12000,12000", "--chunks", "100,100")
     assert out.exit_code == 0, out.output
     assert row["signature"] in out.output and "chunks: (" in out.output
+    from dask.utils import format_bytes
+
     from dask.array.adaptive_chunking import memory_limit
 
     near = int(memory_limit() * 0.9)
     limited = run("recommend", "--shape", "12000x12000", "--memory-limit", str(near))
     assert limited.exit_code == 0, limited.output
-    assert f"of a {near * 0.4 / 2**20:.0f} MiB budget" in limited.output
+    assert f"of a {format_bytes(int(near * 0.4))} budget" in limited.output
     # A small container: the history measured here carries over, the budget is its own.
     small = run("recommend", "--shape", "12000x12000", "--memory-limit", "2GiB")
     assert small.exit_code == 0, small.output
-    assert f"of a {2048 * 0.4:.0f} MiB budget" in small.output
+    assert "of a 819.20 MiB budget" in small.output  # 0.4 of 2 GiB
 
 
 def test_recommend_without_chunks_starts_from_dask_auto(engine):

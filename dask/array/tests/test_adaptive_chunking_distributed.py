@@ -500,8 +500,8 @@ def test_the_cli_demo_runs_on_a_scheduler_address_with_a_progress_bar(client):
                                                     "--scheduler", address])
     assert result.exit_code == 0, result.output
     assert f"scheduler='{address}'" in result.stdout
-    assert "Recommended chunks: (" in result.stdout and "Measured effect" in result.stdout
-    assert "measured     " in result.stdout  # the profile measured the cluster's tasks
+    assert "Recommended chunks: (" in result.stdout and "compute() call" in result.stdout
+    assert " tasks (more than the 225 chunks" in result.stdout  # the cluster's tasks measured
     assert "100% Completed" in result.stderr  # distributed's own progress bar
 
 

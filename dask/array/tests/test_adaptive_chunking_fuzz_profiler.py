@@ -79,3 +79,13 @@ def test_profiler_max_records_and_enabled(max_records, enabled, n):
     assert p.max_records == cap
     wrong = call("record_chunk(wrong type)", p.record_chunk, {"chunk_key": 1})
     expect_rejection(wrong, names=("ChunkMemoryMetric",))
+
+
+def test_a_whole_float_max_records_keeps_that_many():
+    """Found by the fuzz test above: 1.0 passed validation, then broke the sample."""
+    from dask.array.adaptive_chunking import ChunkProfiler
+
+    p = ChunkProfiler(max_records=2.0)
+    for i in range(5):
+        p.record_chunk(metric(i))
+    assert p.max_records == 2 and len(p.metrics) == 2

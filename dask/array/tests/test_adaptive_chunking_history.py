@@ -365,6 +365,47 @@ def test_each_profiled_compute_is_stored_and_can_be_exchanged(engine, tmp_path):
         assert len(engine.load_history()) == 3
 
 
+def test_each_stored_compute_names_its_operations(engine):
+    import dask.array as da
+
+    x = da.random.random((400, 400), chunks=100)
+    engine.profile_array(x)
+    (x + x.T).sum().compute()
+    (x * 2).max().compute()
+    newest, oldest = engine.load_history()
+    # By name, as the signature's hash hides them: what made the array, what followed.
+    assert oldest["data"]["operations"] == {"source": "random_sample",
+                                            "applied": ["add", "sum", "transpose"]}
+    assert newest["data"]["operations"] == {"source": "random_sample",
+                                            "applied": ["chunk_max", "mul"]}
+
+
+@pytest.mark.parametrize("operations", [
+    ["add"], {"source": "random_sample"}, {"source": "", "applied": []},
+    {"source": "ones", "applied": "add"}, {"source": "ones", "applied": [1]},
+    {"source": "ones", "applied": [], "extra": 1},
+])
+def test_stored_operations_are_checked(tmp_path, operations):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    row = dict(created=1.0, signature="s", fingerprint=FP, shape=(4,), dtype="float64",
+               chunks=((2, 2),), data={"operations": {"source": "ones", "applied": []}})
+    store.add_many([row])
+    with pytest.raises(ValueError, match="stored operations"):
+        store.add_many([dict(row, data={"operations": operations})])
+    with sqlite3.connect(tmp_path / "h.sqlite3") as conn:  # edited by hand
+        conn.execute("UPDATE profiles SET data = ?", (json.dumps({"operations": operations}),))
+    with pytest.warns(AdaptiveChunkingWarning, match="row 1 .*stored operations"):
+        assert store.rows() == []
+    store.close()
+
+
+def test_rows_stored_without_operations_are_read_as_before(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    add(store, 1)  # data as stored before the operations were: no "operations"
+    assert [r["data"] for r in store.rows()] == [{"i": 1, "x": [1.5]}]
+    store.close()
+
+
 FIRST = """
 import dask.array as da
 from dask.array.adaptive_chunking import get_adaptive_engine

@@ -418,3 +418,43 @@ def test_stored_computes_of_other_threads_carry_over_to_a_new_array(engine):
     assert rec.concurrency == 5 and "planned for 5 threads" in rec.carried
     with dask.config.set(scheduler="sync"), pytest.raises(ValueError, match="no profile"):
         engine.recommend(big, workload=big.mean(axis=0))  # another scheduler: no carry
+
+
+@pytest.mark.parametrize("downstream, says, never", [
+    ((frozenset(), False, ("add", "sum")), [], ["transpose", "matmul", "square"]),
+    ((frozenset(), True, ("matmul", "sum")), ["square chunks", "matmul pairs"],
+     ["transpose"]),
+    ((frozenset(), True, ("transpose", "add")), ["transpose pairs"], ["matmul"]),
+    ((frozenset({1}), False, ("rechunk-merge", "sum")),
+     ["axis 1 whole", "rechunk-merge needs it"], ["square", "axes"]),
+])
+def test_a_reason_names_only_what_applies_to_the_workload(downstream, says, never):
+    from dask.array._adaptive_chunking.graph import Downstream
+
+    fit = fit_at(MiB, 400, 1e-2)
+    rec = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=16 * 2**30,
+                        downstream=Downstream(*downstream))
+    for words in says:
+        assert words in rec.reason, (words, rec.reason)
+    for words in never:
+        assert words not in rec.reason, (words, rec.reason)
+    assert "fresh pages" not in rec.reason and "{" not in rec.reason
+
+
+def test_a_reason_gives_the_numbers_behind_its_constraint():
+    from dask.utils import format_bytes
+
+    fit = fit_at(MiB, 400, 1e-2)
+    fast = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=16 * 2**30)
+    assert fast.binding == "speed"
+    assert fast.reason.startswith(f"the fastest chunk size predicted "
+                                  f"({fast.predicted_seconds:.3g} s)")
+    assert "ms a task" in fast.reason
+    fit = fit_at(MiB, 400, 1e-3)  # cheaper tasks: larger chunks pay, up to the budget
+    tight = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=2**30)  # 410 MiB budget
+    assert tight.binding == "memory" and tight.fits_budget
+    assert f"fits the memory budget ({format_bytes(tight.memory_budget_bytes)})" in tight.reason
+    assert format_bytes(int(tight.predicted_peak_bytes)) in tight.reason
+    none_fit = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=2**28)
+    assert not none_fit.fits_budget and none_fit.binding == "memory"
+    assert none_fit.reason.startswith("no chunk size is predicted to fit the memory budget")

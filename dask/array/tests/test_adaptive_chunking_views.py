@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html.parser
+import math
 
 import pytest
 
@@ -154,10 +155,8 @@ def test_unknown_sizes_and_failures_show_without_error(engine):
     (y + 1).sum().compute()
     profile = engine.get_profile(pid)
     assert "nan" in repr(profile)
+    assert "unknown (NaN) sizes" in repr(profile)  # why there is no recommendation
     _parsed(profile._repr_html_())
-    from dask.array._adaptive_chunking.views import profile_text
-
-    assert "unknown (NaN) sizes" in profile_text(profile)
 
     def boom(block):
         raise RuntimeError("no good")
@@ -187,3 +186,51 @@ def test_a_closed_stream_never_breaks_the_compute(engine):
 
     with ProfileProgressBar(out=out, dt=0.001):
         assert x.map_blocks(close_then_add).sum().compute() == 20000
+
+
+def test_printed_numbers_read_in_units_and_the_values_stay_exact(engine):
+    x = da.random.random((2000, 2000), chunks=100)  # 400 chunks, more tasks
+    pid = engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    profile = engine.get_profile(pid)
+    stats, rec = profile["profiler_stats"], profile["recommendation"]
+    assert stats["array_chunks"] == 400 and stats["total_chunks"] > 400
+    text = repr(stats)  # what print(profile["profiler_stats"]) shows
+    assert (f"'total_chunks': {stats['total_chunks']},  # tasks measured; the array has "
+            "400 chunks") in text
+    assert "'avg_chunk_size_mb': 0.07629,  # 78.12 kiB" in text  # 4 digits, and its unit
+    assert stats["avg_chunk_size_mb"] == 100 * 100 * 8 / 2**20  # the value is exact
+    text = repr(rec)
+    budget = rec["memory_budget_mb"]
+    assert f"'memory_budget_mb': {budget:.1f},  # " in text and "GiB" in text
+    assert repr(budget) not in text or budget == round(budget, 1)
+    assert rec["chunk_size_mb"] == math.prod(rec["chunks"]) * 8 / 2**20
+    code = [line.split("  # ")[0] for line in text.splitlines()]
+    assert max(map(len, code)) <= 100  # the reason is wrapped, not one long line
+    assert type(stats) is not dict and isinstance(stats, dict)  # still a dict to code
+
+
+def test_the_printed_dict_reads_back_as_the_same_dict():
+    import ast
+
+    from dask.array._adaptive_chunking.views import Readable
+
+    d = {"reason": "a long reason " * 12, "memory_budget_mb": 9642.5, "tasks": 3,
+         "held_fraction": 0.25, "chunks": (10, 20), "nested": {"peak_mb": 0.5}}
+    text = repr(Readable(d))
+    assert "# 9.42 GiB" in text and "# 25.0%" in text and "# 512.00 kiB" in text
+    assert ast.literal_eval(text) == d  # comments and wrapped strings are still Python
+
+
+def test_notebook_tables_have_borders_and_sit_beside_their_pictures(engine):
+    x, rec = _recommendation(engine)
+    for page in (rec._repr_html_(),):
+        parsed, text = _parsed(page)
+        assert "border: 1px solid" in page and "border-collapse: collapse" in page
+        assert "max-width: 34em" in page  # a long reason wraps instead of widening
+        # One row: the table's cell, then the pictures' cell (as Dask's array repr)
+        outer = page[:page.index("<td")]
+        assert outer == "<table style='width: auto'><tr>"
+        assert page.index("Why") < page.index("<svg")
+    assert f"array.chunk-size {rec.array_chunk_size / 2**20:.2f} MiB (" in text
+    assert f"({rec.array_chunk_size:,} bytes)" in text
