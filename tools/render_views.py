@@ -94,8 +94,6 @@ def views(out: Path) -> dict[str, tuple[str, tuple[int, int]]]:
             (x + x.T).mean(axis=0).compute()
             profile = engine.get_profile(pid)
             pages["profile"] = (profile._repr_html_(), (1400, 520))
-            y = engine.apply_recommendation(x, profile["recommended_chunks"])
-            (y + y.T).mean(axis=0).compute()
             rec = engine.recommend(da.random.random((20000, 20000), chunks=(100, 100)), pid)
             pages["recommendation"] = (rec._repr_html_(), (1400, 420))
             pages["telemetry"] = (engine.get_telemetry()._repr_html_(), (1400, 360))

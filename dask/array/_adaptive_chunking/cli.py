@@ -146,7 +146,8 @@ def demo(size: int, chunk: int, scheduler: str) -> None:
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(n) for n in text.replace("x", ",").split(",") if n.strip())
+        # "20000x20000" as history list writes it; "20000,x" or "20000,,5" is a mistake
+        shape = tuple(int(n) for n in text.replace("x", ",").split(","))
     except ValueError:
         shape = ()
     if not shape or any(n < 0 for n in shape):
@@ -240,7 +241,8 @@ def _from_history(x, signature: str | None):
             f"this{_mismatch(engine, here, signature=signature)}; `dask adaptive-chunking "
             "history list` shows what it holds")
     n = min(stored, STORED_ROWS)
-    label = f"{signature} ({n:,} stored compute{'s' if n != 1 else ''}): " \
+    label = f"{signature} ({_views.count_text(n, 'stored compute')} from hardware like " \
+        "this): " \
         f"{workload_names(rows)[signature]}"
     return engine.recommend(x, workload=signature), label
 
@@ -367,13 +369,14 @@ def hardware_text(fingerprint: str, full: bool = False) -> str:
     limit = int(f.get("memory_limit") or 0)
     memory = _views.size_text(limit) if limit else "memory limit unknown"
     if f.get("scheduler") == "distributed":
-        text = f"{f.get('cores')} workers with {f.get('threads')} threads in all"
+        text = (f"{_views.count_text(f.get('cores') or 0, 'worker')} with "
+                f"{_views.count_text(f.get('threads') or 0, 'thread')} in all")
         if limit:
             memory += " per worker"
     else:
-        text = f"{f.get('threads')} threads"
+        text = _views.count_text(f.get("threads") or 0, "thread")
         if full:
-            text += f" on {f.get('cores')} cores"
+            text += f" on {_views.count_text(f.get('cores') or 0, 'core')}"
     if full:
         return (f"{f.get('scheduler')} scheduler, {text}, "
                 f"{memory}{' memory limit' if limit else ''}")

@@ -89,9 +89,9 @@ def run_demo(
     say("Workload: (x + x.T).mean(axis=0), x = da.random.random"
         f"(({size}, {size})), float64, {_views.size_text(x.nbytes)}; "
         f"scheduler={where!r}", "",
-        f"1. Compute with chunks {(chunk, chunk)}: "
+        f"1. Compute with chunks {x.chunksize}: "
         f"{_views.count_text(x.npartitions, 'chunk')} of "
-        f"{_views.size_text(chunk * chunk * 8)}, profiled")
+        f"{_views.size_text(math.prod(x.chunksize) * x.dtype.itemsize)}, profiled")
     settings = {} if scheduler is None else {"scheduler": scheduler}
     with dask.config.set(settings), _progress(progress, client):
         before_s, profile = _measure(_computer(y, client, progress), engine, x)
@@ -134,14 +134,18 @@ def _measured_text(profile: dict, seconds: float, chunks: int) -> list[str]:
     """What the profiled compute measured: the call, its tasks, its peak."""
     stats, last = profile["profiler_stats"], profile["last_compute"]
     tasks = last.get("tasks", stats["total_chunks"])
+    why = (f" (more than the {chunks:,} chunks: making x, adding x.T and the mean each "
+           "have tasks of their own)" if tasks > chunks else "")
     return [
         f"compute() took {_views.duration_text(seconds)}. Its "
-        f"{_views.count_text(tasks, 'task')} (more than the {chunks:,} chunks: making x, "
-        f"adding x.T and the mean each have tasks of their own) ran for "
-        f"{_views.duration_text(last.get('wall_time_s', 0.0))}, "
-        f"{_views.duration_text(stats['avg_compute_time_ms'] / 1e3)} each on average; "
-        "the rest of the call is building and scheduling the graph.",
-        f"Peak memory {_views.size_text(last.get('peak_memory_mb', 0.0) * 2**20)}.",
+        f"{_views.count_text(tasks, 'task')}{why} ran for "
+        f"{_views.duration_text(last.get('wall_time_s', 0.0))} from the first to the last, "
+        f"{_views.duration_text(stats['total_compute_time_s'])} of task time in all "
+        f"({_views.duration_text(stats['avg_compute_time_ms'] / 1e3)} each on average, up "
+        f"to {last.get('concurrency', 1)} at once); the rest of the call is building and "
+        "scheduling the graph.",
+        f"Peak memory {_views.size_text(last.get('peak_memory_mb', 0.0) * 2**20)} (the "
+        "process's, as the profile measured it from the tasks' readings).",
     ]
 
 
@@ -155,9 +159,11 @@ def _recommendation_lines(profile: dict) -> list[str]:
         f" ({_views.count_text(rec['predicted_tasks'], 'task')}), decided by "
         f"{rec['binding_constraint']}.",
         f"Why: {rec['reason']}.",
-        f"Predicted: {_views.duration_text(rec['predicted_time_s'])} of tasks (against "
-        f"{_views.duration_text(now.get('predicted_time_s', 0.0))} at the current "
-        f"chunks), peak {_views.size_text(rec['predicted_peak_memory_mb'] * mib)} of "
+        f"Predicted: {_views.duration_text(rec['predicted_time_s'])} from the first task "
+        f"to the last (the model gives {_views.duration_text(now.get('predicted_time_s', 0.0))}"
+        f" for the current chunks, where "
+        f"{_views.duration_text(profile['last_compute'].get('wall_time_s', 0.0))} was "
+        f"measured), peak {_views.size_text(rec['predicted_peak_memory_mb'] * mib)} of "
         f"a {_views.size_text(rec['memory_budget_mb'] * mib)} memory budget"
         + ("." if rec["fits_budget"] else " (over the budget)."),
     ]
@@ -173,12 +179,16 @@ def _effect_lines(before: dict, after: dict, before_s: float, after_s: float) ->
     b, a = before["last_compute"], after["last_compute"]
     peaks = (b.get("peak_memory_mb", 0.0), a.get("peak_memory_mb", 0.0))
     budget = rec["memory_budget_mb"]
-    rows = [
+    spans = (b.get("wall_time_s", 0.0), a.get("wall_time_s", 0.0))
+    rows = [  # the predictions are for the after column, to check them against
         ("", "before", "after", ""),
         ("compute() call", _views.duration_text(before_s), _views.duration_text(after_s),
          f"{before_s / after_s:.1f}x faster" if after_s < before_s
          else f"{after_s / before_s:.1f}x slower"),
-        ("tasks", f"{b.get('tasks', 0):,}", f"{a.get('tasks', 0):,}", ""),
+        ("first task to last", _views.duration_text(spans[0]), _views.duration_text(spans[1]),
+         f"predicted {_views.duration_text(rec['predicted_time_s'])}"),
+        ("tasks", f"{b.get('tasks', 0):,}", f"{a.get('tasks', 0):,}",
+         f"predicted {rec['predicted_tasks']:,}"),
         ("peak memory", _views.size_text(peaks[0] * mib), _views.size_text(peaks[1] * mib),
          f"predicted {_views.size_text(rec['predicted_peak_memory_mb'] * mib)}"),
     ]
@@ -189,7 +199,8 @@ def _effect_lines(before: dict, after: dict, before_s: float, after_s: float) ->
         f"Both peaks are inside the {_views.size_text(budget * mib)} memory budget "
         f"({max(peaks) / budget:.0%} of it at most)" if inside else
         f"A peak went over the {_views.size_text(budget * mib)} memory budget"
-    ) + (": the larger chunks hold more data at once." if peaks[1] > peaks[0] else ".")
+    ) + (": the larger chunks hold more data at once." if peaks[1] > peaks[0]
+         and rec["chunk_size_mb"] > before["profiler_stats"]["max_chunk_size_mb"] else ".")
     return [*table, verdict]
 
 

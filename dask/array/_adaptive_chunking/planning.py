@@ -21,6 +21,7 @@ from dask.array._adaptive_chunking import graph as _graph
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import saturation as _saturation
 from dask.array._adaptive_chunking import shapes as _shapes
+from dask.array._adaptive_chunking import views as _views
 from dask.array._adaptive_chunking.recommendation import (
     REASONS,
     Recommendation,
@@ -143,16 +144,19 @@ def _facts(binding: str, pred: _model.Prediction, fit: _model.WorkloadModel,
            settings: PlanSettings, budget: float, conc: int, array_bytes: float,
            lower: float, upper: float) -> dict[str, str]:
     """The numbers a reason names, as a person reads them."""
-    facts = {"seconds": f"{pred.seconds:.3g} s", "peak": format_bytes(int(pred.peak_bytes)),
+    facts = {"seconds": _views.duration_text(pred.seconds),
+             "peak": format_bytes(int(pred.peak_bytes)),
              "budget": format_bytes(int(budget)), "target": f"{settings.overhead_target:.0%}",
              "fraction": f"{pred.overhead_fraction:.0%}",
-             "per_task": f"{fit.overhead_seconds * 1e3:.2g} ms",
-             "chunks": f"{pred.n_chunks:,} chunk{'s' * (pred.n_chunks != 1)}",
+             "per_task": _views.duration_text(fit.overhead_seconds),
+             "blocks": _views.count_text(pred.n_chunks, "chunk"),
              "low": format_bytes(int(lower)), "high": format_bytes(int(upper)),
              "size": format_bytes(int(array_bytes))}
     if binding == "memory" and pred.peak_bytes > budget:
         facts["why"] = "over_budget"
     if binding == "speed":
+        facts["smaller"] = (f"would add per-task overhead ({facts['per_task']} a task)"
+                            if fit.overhead_seconds > 0 else "are predicted no faster")
         # What stops a larger chunk, of the two things the model sees growing with it.
         if pred.n_chunks < 8 * conc:
             facts["larger"] = f"would leave some of the {conc} threads idle at the end"
@@ -166,7 +170,7 @@ def _facts(binding: str, pred: _model.Prediction, fit: _model.WorkloadModel,
 
 
 def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[int],
-            storage_chunks, reach: float | None = _model.REACH, **numbers) -> str:
+            storage_chunks, reach: float | None = _model.REACH, chunks=(), **numbers) -> str:
     """Why these chunks, in a sentence: the binding constraint with its numbers, and
     the shape rules that applied to this workload."""
     shown = numbers.pop("shown", None) or reach or _model.REACH
@@ -177,16 +181,21 @@ def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[i
         them = "it" if len(downstream.whole_dims) == 1 else "them"
         notes.append(f"{_axes(downstream.whole_dims)} whole, because the workload's {ops} "
                      f"needs {them} in one chunk")
-    elif downstream.square:
-        ops = [o for o in downstream.ops if o in _graph.SQUARE_OPS]
-        notes.append(f"square chunks, because the workload's {' and '.join(ops)} "
-                     f"pair{'s' * (len(ops) == 1)} each chunk with its mirror across the "
-                     "diagonal")
+    elif downstream.square and len(set(chunks)) == 1:
+        notes.append("square chunks, because the workload's " + " and its ".join(
+            f"{op} {_PAIRS.get(op, _PAIRS['matmul'])}" for op in downstream.ops
+            if op in _graph.SQUARE_OPS))
     elif whole:
         notes.append(f"{_axes(whole)} kept whole, as in the current chunks")
     if storage_chunks is not None:
         notes.append(f"whole multiples of the storage chunks {tuple(storage_chunks)}")
     return reason + ("; " + "; ".join(notes) if notes else "")
+
+
+#: What a square-favouring operation pairs, in words (others pair as matmul does).
+_PAIRS = {"transpose": "pairs each chunk with its mirror across the diagonal",
+          "swapaxes": "pairs each chunk with its mirror across the diagonal",
+          "matmul": "pairs row blocks of one side with column blocks of the other"}
 
 
 def _axes(dims) -> str:
@@ -288,8 +297,8 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         predicted_seconds=pred.seconds, predicted_tasks=pred.n_tasks, concurrency=conc,
         model=fit,
         reason=_reason(binding, conc, downstream, whole, storage_chunks, settings.reach,
-                       **_facts(binding, pred, fit, settings, budget, conc, array_bytes,
-                                lower, upper), **numbers),
+                       chunks=chunks, **_facts(binding, pred, fit, settings, budget, conc,
+                                               array_bytes, lower, upper), **numbers),
         overhead_fraction=pred.overhead_fraction, downstream=downstream.ops,
         storage_chunks=storage_chunks, saturation=saturation,
         scheduler_reason="" if saturation is None

@@ -38,6 +38,7 @@ from dask.array._adaptive_chunking import tasks as _tasks
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import profile_figure as _figure
+from dask.array._adaptive_chunking import views as _views
 from dask.array._adaptive_chunking.profile_figure import TITLES  # noqa: F401 (the panels)
 
 __all__ = [
@@ -329,8 +330,8 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
     }
     data["title"] = (
         f"Profile {profile_id}: {shape} {dtype} in {largest} chunks, "
-        f"{profile['computes']} compute(s), {len(metrics):,} of {stats['total_chunks']:,} "
-        "tasks sampled"
+        f"{_views.count_text(profile['computes'], 'compute')}, {len(metrics):,} of "
+        f"{stats['total_chunks']:,} tasks sampled"
     )
     notes = []
     if not metrics:

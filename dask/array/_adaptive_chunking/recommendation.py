@@ -83,15 +83,17 @@ class Recommendation:
         sizes = () if self.model is None else self.model.measured_bytes
         if not sizes:
             return "no chunk size measured"
-        where = (", ".join(format_bytes(c) for c in sizes[:4])
+        # Sizes are averages of whole chunks: 799.99 bytes is 800.
+        where = (", ".join(format_bytes(round(c)) for c in sizes[:4])
                  + (" and more" if len(sizes) > 4 else ""))
-        if d <= 1.0:
+        if d <= 1.0 + 1e-6:
             how = "within the chunk sizes measured"
         else:
             where = f"measured at {where}"
             how = f"{d:.1f}x {'beyond' if self.chunk_bytes > sizes[-1] else 'below'} " \
                   "the nearest chunk size measured"
-        probed = f", {len(self.probes)} probe(s)" if self.probes else ""
+        probed = f", {len(self.probes)} probe{'s' * (len(self.probes) != 1)}" \
+            if self.probes else ""
         return f"{how} ({where}{probed}); time +/-{self.uncertainty:.0%}"
 
     @property
@@ -163,15 +165,15 @@ class Recommendation:
 #: The reason for each binding constraint (``model.Choice.binding``, or ``shape``),
 #: filled in by ``planning._reason`` with this recommendation's own numbers.
 REASONS = {
-    "speed": "the fastest chunk size predicted ({seconds}); smaller chunks would add "
-             "per-task overhead ({per_task} a task), larger ones {larger}",
+    "speed": "the fastest chunk size predicted ({seconds}); smaller chunks {smaller}, "
+             "larger ones {larger}",
     "memory": "the largest chunk size whose predicted peak ({peak}) fits the memory "
               "budget ({budget}); larger chunks would be faster but would not fit",
     "over_budget": "no chunk size is predicted to fit the memory budget ({budget}); this "
                    "one has the smallest predicted peak ({peak})",
     "overhead": "the smallest chunk size that keeps per-task overhead under {target} of "
                 "the time ({fraction} predicted); larger chunks are predicted no faster",
-    "parallelism": "{chunks} for {conc} threads: larger chunks would leave threads idle",
+    "parallelism": "{blocks} for {conc} threads: larger chunks would leave threads idle",
     "min_chunk_bytes": "the smallest chunk size min-chunk-bytes allows ({low})",
     "max_chunk_bytes": "the largest chunk size max-chunk-bytes allows ({high})",
     "array": "the whole array ({size}) fits in one chunk",

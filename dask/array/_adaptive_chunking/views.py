@@ -121,8 +121,10 @@ def recommendation_html(rec: Any) -> str:
     shape = tuple(getattr(rec, "shape", ()) or ())
     current = getattr(rec, "current_chunks", None)
     rows = [
-        ("Recommended chunks", f"{_chunks_text(rec)} ({size_text(rec.chunk_bytes)} each)"),
-        ("Current chunks", "" if current is None else str(tuple(current))),
+        ("Recommended chunks", _chunks_text(rec) + _blocks_text(shape, rec.chunks,
+                                                                rec.chunk_bytes)),
+        ("Current chunks", "" if current is None
+         else str(tuple(current)) + _blocks_text(shape, current)),
         ("Decided by", rec.binding),
         ("Why", rec.reason),
         ("Predicted peak memory", f"{size_text(rec.predicted_peak_bytes)} of a "
@@ -140,6 +142,20 @@ def recommendation_html(rec: Any) -> str:
         rows.append(("Scheduler", ", ".join(f"{k} = {v}" for k, v in
                                             rec.scheduler_config.items())))
     return _beside(_table(rows), _pictures(shape, current, tuple(rec.chunks)))
+
+
+def _blocks_text(shape: tuple[int, ...], chunk: Any, nbytes: float | None = None) -> str:
+    """``': 400 chunks'`` (``' of 7.63 MiB'`` with ``nbytes``) for ``chunk``-sized blocks
+    of ``shape``, so two chunkings whose pictures look alike still read apart.
+
+    >>> _blocks_text((20000, 20000), (800, 800), 5_120_000)
+    ': 625 chunks of 4.88 MiB'
+    """
+    each = "" if nbytes is None else f" of {size_text(nbytes)}"
+    if not shape or chunk is None or not _known(tuple(shape) + tuple(chunk)) or 0 in chunk:
+        return each.replace(" of ", " (", 1) + ")" if each else ""
+    n = math.prod(-(-int(n) // int(c)) for n, c in zip(shape, chunk))
+    return f": {count_text(n, 'chunk')}{each}"
 
 
 def _chunks_text(rec: Any) -> str:
@@ -228,13 +244,14 @@ def profile_html(p: Mapping[str, Any]) -> str:
     stats, last = p.get("profiler_stats") or {}, p.get("last_compute") or {}
     now, rec = p.get("current_prediction") or {}, p.get("recommendation") or {}
     current = _largest(p.get("current_chunks"))
+    shape = tuple(p["array_shape"])
     computes = count_text(p.get("computes", 0), "compute")
     rows: list[tuple[str, Any]] = [
         ("Profile", f"{p['profile_id']} ({p['status']}, {computes})"),
         ("Array", f"{tuple(p['array_shape'])} {p['array_dtype']}"),
-        ("Current chunks", _by_dim(dims, current)),
+        ("Current chunks", _by_dim(dims, current) + _blocks_text(shape, current)),
         ("Recommended chunks", _by_dim(dims, rec.get("chunks")) + (
-            f" ({_mib(rec['chunk_size_mb'])} each)" if rec else "")),
+            _blocks_text(shape, rec["chunks"], rec["chunk_size_mb"] * MiB) if rec else "")),
         ("Decided by", rec.get("binding_constraint", "")),
         ("Why", rec.get("reason") or p.get("recommendation_unavailable") or ""),
         ("Error", p.get("error") or ""),
@@ -358,6 +375,10 @@ def _note(key: Any, value: Any, d: Mapping[str, Any]) -> str:
         return f"tasks measured; the array has {d['array_chunks']:,} chunks"
     if key == "tasks" and _number(value):
         return "tasks run"
+    if key == "total_data_mb" and _number(value):
+        return f"{size_text(value * MiB)} returned by the tasks, in all (not the array)"
+    if key == "avg_throughput_mb_per_sec" and _number(value):
+        return "what the tasks returned, per second of task time"
     if key.endswith("_mb"):
         if isinstance(value, list) and value and all(map(_number, value)):
             return ", ".join(size_text(v * MiB) for v in value)
@@ -366,7 +387,7 @@ def _note(key: Any, value: Any, d: Mapping[str, Any]) -> str:
     if (key.endswith("_bytes") or key == "array_chunk_size") and _number(value) and value:
         return size_text(value)
     if key.endswith("_fraction") and _number(value):
-        return f"{value:.1%}"
+        return f"{value * 100:.2g}%"
     if key == "uncertainty" and _number(value):
         return f"+/-{value:.0%} in time"
     return ""

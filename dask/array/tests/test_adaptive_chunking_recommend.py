@@ -190,9 +190,12 @@ def test_budget_shrinks_the_recommendation(engine):
     roomy = engine.recommend(x, ids)
     # A budget that leaves the compute half of what the roomy chunks are predicted
     # to need above what this process already holds.
-    from dask.array._adaptive_chunking.memory import live_rss
+    # What the planner counts as held (advisor.workers_for): the process's memory less
+    # the graph of x's 40,000 chunks; what earlier tests left in memory moves it.
+    from dask.array._adaptive_chunking.advisor import workers_for
 
-    held = max(roomy.model.baseline_bytes, live_rss())
+    held = workers_for(None, roomy.model, x.chunks).baseline
+    assert held < roomy.predicted_peak_bytes
     budget = held + (roomy.predicted_peak_bytes - held) / 2
     settings = {"array.adaptive-chunking.memory-limit": int(budget / 0.8),
                 "array.adaptive-chunking.target-memory-percent": 100}

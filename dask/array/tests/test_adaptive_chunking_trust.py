@@ -449,7 +449,13 @@ def test_a_reason_gives_the_numbers_behind_its_constraint():
     assert fast.binding == "speed"
     assert fast.reason.startswith(f"the fastest chunk size predicted "
                                   f"({fast.predicted_seconds:.3g} s)")
-    assert "ms a task" in fast.reason
+    assert "smaller chunks are predicted no faster" in fast.reason  # this fit has no overhead
+    costly = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9, overhead_seconds=3e-4,
+                           amplification=3.0, results_fraction=0.0, baseline_bytes=1e8,
+                           concurrency=2, observations=1)
+    rec = planning.plan(costly, (20000, 20000), 8, SETTINGS, limit=16 * 2**30)
+    assert rec.binding == "speed", rec.reason
+    assert "smaller chunks would add per-task overhead (300 us a task)" in rec.reason
     fit = fit_at(MiB, 400, 1e-3)  # cheaper tasks: larger chunks pay, up to the budget
     tight = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=2**30)  # 410 MiB budget
     assert tight.binding == "memory" and tight.fits_budget
