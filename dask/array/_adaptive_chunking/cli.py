@@ -501,8 +501,33 @@ def config() -> None:
             _config.RULES[key](key, value)
         except (TypeError, ValueError) as e:
             source += f"  INVALID: {e}"
+        else:
+            source += _in_force(key, value)
         click.echo(f"{key:24} {value!r:28} {source}")
     _config.check_keys()  # a misspelled key: one line naming it, and exit 1
+
+
+def _in_force(key: str, value: Any) -> str:
+    """What a valid setting means where a person would have to work it out: a byte
+    count as a size, and None as what takes its place.
+
+    >>> _in_force("min-chunk-bytes", 1048576), _in_force("overhead-target", 0.1)
+    ('  (1.00 MiB)', '')
+    """
+    if key == "memory-limit" and value is None:
+        from dask.array._adaptive_chunking.memory import memory_limit
+
+        return f"  (None: this machine's or container's, {_views.size_text(memory_limit())})"
+    if key == "history-path" and value is None:
+        from dask.array._adaptive_chunking.history import default_path
+
+        return f"  (None: {default_path()})"
+    if key.endswith("-bytes") and value is None:
+        return "  (None: no bound)"
+    if key in ("min-chunk-bytes", "max-chunk-bytes", "memory-limit", "max-memory") and (
+            isinstance(value, int) and not isinstance(value, bool)):
+        return f"  ({_views.size_text(value)})"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -262,6 +262,10 @@ def test_config_says_where_each_setting_comes_from(engine, monkeypatch):
     assert line["max-records"].endswith("environment DASK_ARRAY__ADAPTIVE_CHUNKING__MAX_RECORDS")
     assert line["safety-factor"].endswith("code (dask.config.set)")
     assert line["overhead-target"].endswith("default")
+    # What a setting means where a person would have to work it out
+    assert line["min-chunk-bytes"].endswith("default  (1.00 MiB)")
+    assert "(None: this machine's or container's, " in line["memory-limit"]
+    assert line["max-chunk-bytes"].endswith("(None: no bound)")
 
 
 def test_config_in_a_fresh_process():
