@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from dask.array._adaptive_chunking import expressions as _expressions
+from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import views as _views
 
 __all__ = ["adaptive_chunking", "main", "OneLineUsageError"]
@@ -241,9 +242,8 @@ def _from_history(x, signature: str | None):
             f"this{_mismatch(engine, here, signature=signature)}; `dask adaptive-chunking "
             "history list` shows what it holds")
     n = min(stored, STORED_ROWS)
-    label = f"{signature} ({_views.count_text(n, 'stored compute')} from hardware like " \
-        "this): " \
-        f"{workload_names(rows)[signature]}"
+    label = (f"{signature} ({_views.count_text(n, 'stored compute')} from hardware like "
+             f"this): {workload_names(rows)[signature]}")
     return engine.recommend(x, workload=signature), label
 
 
@@ -364,7 +364,6 @@ def hardware_text(fingerprint: str, full: bool = False) -> str:
     ...                           scheduler="distributed"), full=True)
     'distributed scheduler, 2 workers with 8 threads in all, memory limit unknown'
     """
-
     f = json.loads(fingerprint)
     limit = int(f.get("memory_limit") or 0)
     memory = _views.size_text(limit) if limit else "memory limit unknown"
@@ -389,7 +388,7 @@ def _stored(created: float, seconds: bool = False) -> str:
 
 
 def _largest_chunk(chunks) -> str:
-    return "x".join(str(max(c, default=0)) for c in chunks)
+    return "x".join(map(str, _shapes.largest(chunks)))
 
 
 def list_lines(rows: list[dict[str, Any]], limit: int) -> list[str]:
@@ -426,7 +425,7 @@ def show_lines(row: dict[str, Any], workload: str) -> list[str]:
 
     itemsize = np.dtype(row["dtype"]).itemsize
     n_chunks = math.prod(len(c) for c in row["chunks"])
-    block = math.prod(max(c, default=0) for c in row["chunks"]) * itemsize
+    block = math.prod(_shapes.largest(row["chunks"])) * itemsize
     out = [
         f"stored compute {row['id']}, {_stored(row['created'], seconds=True)}",
         _clip(f"workload  {row['signature']}  {workload}", WIDTH),

@@ -13,6 +13,7 @@ import sys
 import time
 
 from dask.array._adaptive_chunking import expressions as _expressions
+from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import views as _views
 
 __all__ = ["main", "run_demo"]
@@ -153,7 +154,7 @@ def _recommendation_lines(profile: dict) -> list[str]:
     """The recommendation: its size, why, what it is predicted to do, how sure."""
     rec, now = profile["recommendation"], profile["current_prediction"] or {}
     mib = 2**20
-    blocks = math.prod(-(-n // c) for n, c in zip(profile["array_shape"], rec["chunks"]))
+    blocks = _shapes.blocks(profile["array_shape"], rec["chunks"])
     lines = [
         f"{_views.count_text(blocks, 'chunk')} of {_views.size_text(rec['chunk_size_mb'] * mib)}"
         f" ({_views.count_text(rec['predicted_tasks'], 'task')}), decided by "

@@ -243,7 +243,7 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         chunks = _shapes.chunk_shape(shape, itemsize, target, whole_dims=sorted(whole),
                                      min_bytes=lower, max_bytes=upper,
                                      multiple_of=storage_chunks)
-        blocks = math.prod(-(-n // c) for n, c in zip(shape, chunks))
+        blocks = _shapes.blocks(shape, chunks)
         # The layout a downstream rechunk wants: then what only it reads never waits.
         aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
         return chunks, math.prod(chunks) * itemsize, blocks, aligned
@@ -363,7 +363,7 @@ def _dask_default(fit, mine, pred, shape, itemsize, whole, wanted, storage_chunk
     if tuple(chunks) == tuple(mine) or not lower <= chunk_bytes <= upper or (
             reach is not None and fit.distance(chunk_bytes) > reach * 1.001):
         return None
-    blocks = math.prod(-(-n // c) for n, c in zip(shape, chunks))
+    blocks = _shapes.blocks(shape, chunks)
     aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
     auto = predicted(chunks, blocks, aligned)
     margin = max(fit.uncertainty(pred.chunk_bytes), fit.uncertainty(chunk_bytes))

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dask.utils import key_split
 
 from dask.array._adaptive_chunking import tasks as _tasks
 from dask.array._adaptive_chunking import model as _model
@@ -97,16 +98,6 @@ def _output_bytes(m) -> int:
     return m.output_bytes if m.output_bytes is not None else m.estimated_bytes
 
 
-def _operation(key) -> str:
-    """The operation a task key names (``dask.utils.key_split``), or the key's text."""
-    from dask.utils import key_split
-
-    try:
-        return key_split(key)
-    except Exception:  # an unusual key
-        return str(key)
-
-
 def task_points(metrics: Sequence[Any]) -> dict[str, Any]:
     """The sampled tasks in the order they started, as columns.
 
@@ -138,7 +129,7 @@ def task_points(metrics: Sequence[Any]) -> dict[str, Any]:
         "time_ms": np.array([m.compute_time_ms for m in ms], dtype=float),
         "failed": np.array([bool(m.failed) for m in ms], dtype=bool),
         "key": [str(m.chunk_key) for m in ms],
-        "operation": [_operation(m.chunk_key) for m in ms],
+        "operation": [key_split(m.chunk_key) for m in ms],  # "Other" for an odd key
     }
 
 
@@ -588,7 +579,7 @@ def task_attributes(metrics: Sequence[Any], color_by: str = "output",
                   "fillcolor": PALETTE[level],
                   "fontcolor": "white" if level >= _DARK else "black",
                   "tooltip": tooltip}
-        name = _operation(key)
+        name = key_split(key)
         text = format_bytes(round(value * MiB)) if unit == "MiB" else f"{value:.2f} {unit}"
         function_attributes[key] = dict(colour, label=f"{name}\\n{text}")
         data_attributes[key] = dict(colour)

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from dask.array._adaptive_chunking import views as _views
+
 __all__ = [
     "TITLES",
     "AxisRange",
@@ -135,10 +137,8 @@ def peak_axis(peaks_mib: Iterable[float], budget_mib: float
     >>> label, drawn, r.high > 400
     ('memory budget 400.00 MiB', True, True)
     """
-    from dask.utils import format_bytes
-
     peaks = [float(p) for p in peaks_mib if np.isfinite(p)]
-    label = f"memory budget {format_bytes(int(budget_mib * MiB))}"
+    label = f"memory budget {_views.size_text(budget_mib * MiB)}"
     if not peaks:
         return axis_range([budget_mib]), label, True
     if min(peaks) / BUDGET_REACH <= budget_mib <= max(peaks) * BUDGET_REACH:
@@ -243,15 +243,13 @@ def _task_panels(data: dict[str, Any]) -> list[Panel]:
 
 def _timeline_panel(data: dict[str, Any]) -> Panel:
     """The tasks' memory readings over the computes, and the measured peak across them."""
-    from dask.utils import format_bytes
-
     t = data["timeline"]
     series = [Series("line", t["seconds"], t["memory_mib"], "tasks' readings", size=1.5)]
     if data["measured_peak_bytes"]:
         peak = data["measured_peak_bytes"] / MiB
         end = float(t["seconds"].max()) if t["seconds"].size else 1.0
-        series.append(Series("line", [0.0, end], [peak, peak],
-                             f"measured peak {format_bytes(int(peak * MiB))}", RED, "dashed",
+        label = f"measured peak {_views.size_text(data['measured_peak_bytes'])}"
+        series.append(Series("line", [0.0, end], [peak, peak], label, RED, "dashed",
                              size=1.5))
     return Panel("timeline", "time since the first task (s)", "process memory (MiB)", series,
                  note="" if data["sampled"] else "no per-task records", wide=True)
@@ -260,8 +258,6 @@ def _timeline_panel(data: dict[str, Any]) -> Panel:
 def _prediction_panels(data: dict[str, Any]) -> list[Panel]:
     """Predicted and measured wall time and peak memory by chunk size, with the current
     and recommended chunk sizes marked and the memory budget drawn or named."""
-    from dask.utils import format_bytes
-
     curve, measured, ranges = data["curve"], data["measured"], data["ranges"]
     time, peak = [], []
     # Drawn in this order (the measured points on top, smaller than the marks, so that a
@@ -274,7 +270,7 @@ def _prediction_panels(data: dict[str, Any]) -> list[Panel]:
     for name, colour in (("current", OTHER_COLOUR), ("recommended", OPERATION_COLOURS[2])):
         point = data[name]
         mib = point["chunk_bytes"] / MiB
-        label = f"{name} {point['chunks']}: {format_bytes(int(point['chunk_bytes']))}"
+        label = f"{name} {point['chunks']}: {_views.size_text(point['chunk_bytes'])}"
         time.append(Series("points", [mib], [point["seconds"]], label, colour, size=10))
         peak.append(Series("points", [mib], [point["peak_bytes"] / MiB], label, colour, size=10))
     if data["budget_drawn"]:

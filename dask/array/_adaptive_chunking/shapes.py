@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["chunk_shape", "validate_shape", "check_chunks", "normalized", "largest",
-           "sample_shape"]
+           "blocks", "sample_shape"]
 
 
 def chunk_shape(
@@ -282,6 +282,15 @@ def normalized(array, chunks) -> tuple[tuple[int, ...], ...]:
         raise ValueError(
             f"invalid chunks {chunks!r} for an array of shape {array.shape}: {e}"
         ) from e
+
+
+def blocks(shape: Sequence[int], chunk: Sequence[int]) -> int:
+    """How many chunks of at most ``chunk`` cover ``shape``.
+
+    >>> blocks((6000, 6000), (1000, 1000)), blocks((10,), (3,))
+    (36, 4)
+    """
+    return math.prod(-(-int(n) // int(c)) for n, c in zip(shape, chunk))
 
 
 def largest(chunks) -> tuple[int, ...]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from dask.array._adaptive_chunking import shapes as _shapes
 
 __all__ = [
     "Profile",
@@ -45,8 +48,6 @@ def size_text(nbytes: float) -> str:
     from dask.utils import format_bytes
 
     return format_bytes(int(nbytes))
-
-
 
 
 def duration_text(seconds: float) -> str:
@@ -151,11 +152,9 @@ def _blocks_text(shape: tuple[int, ...], chunk: Any, nbytes: float | None = None
     >>> _blocks_text((20000, 20000), (800, 800), 5_120_000)
     ': 625 chunks of 4.88 MiB'
     """
-    each = "" if nbytes is None else f" of {size_text(nbytes)}"
     if not shape or chunk is None or not _known(tuple(shape) + tuple(chunk)) or 0 in chunk:
-        return each.replace(" of ", " (", 1) + ")" if each else ""
-    n = math.prod(-(-int(n) // int(c)) for n, c in zip(shape, chunk))
-    return f": {count_text(n, 'chunk')}{each}"
+        return "" if nbytes is None else f" ({size_text(nbytes)})"
+    return f": {count_text(_shapes.blocks(shape, chunk), 'chunk')}" + ("" if nbytes is None else f" of {size_text(nbytes)}")
 
 
 def _chunks_text(rec: Any) -> str:
@@ -215,8 +214,6 @@ def _largest(chunks: Any) -> tuple | None:
         else:
             out.append(int(max(blocks, default=0)))
     return tuple(out)
-
-
 
 
 def _mib(value: float | None) -> str:
@@ -401,8 +398,6 @@ def _long_text(text: str, column: int, width: int) -> str:
     ('a b c '
        'd e f')
     """
-    import re
-
     words = re.findall(r"\S+\s*", text)
     lines, line = [], ""
     for word in words:
@@ -521,11 +516,9 @@ def chunk_stats(state: Any) -> dict[str, Any]:
         stats["avg_chunk_size_mb"] = state.nbytes / max(1, blocks) / MiB
         stats["min_chunk_size_mb"] = math.prod(min(c) for c in chunks) * itemsize / MiB
         stats["max_chunk_size_mb"] = math.prod(max(c) for c in chunks) * itemsize / MiB
-        stats["array_chunks"] = blocks
-    # The array's chunk count beside the count of tasks, which is read as one.
-    order = ["total_chunks", "array_chunks"]
-    return Readable({k: stats[k] for k in order if k in stats}
-                    | {k: v for k, v in stats.items() if k not in order})
+        # The array's chunk count beside the count of tasks, which is read as one.
+        stats = {"total_chunks": stats.pop("total_chunks"), "array_chunks": blocks, **stats}
+    return Readable(stats)
 
 
 def profile_of(state: Any, rec: Any, current: dict | None, unavailable: str | None
