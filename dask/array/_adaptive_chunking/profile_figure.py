@@ -97,7 +97,11 @@ def axis_range(values: Iterable[float], log: bool | None = None, pad: float = 0.
     if log:
         factor = max(1.05, (high / low) ** pad)
         return AxisRange(low / factor, high * factor, True)
-    margin = (high - low) * pad or abs(high) * 0.1 or 1.0
+    # A floor on the margin, so that a nearly flat series (a process of 11 GiB whose
+    # memory moves by 1 MiB) is drawn flat rather than its noise stretched to fill the
+    # panel with ticks at 0.05 MiB.
+    margin = (max((high - low) * pad, abs(high) * 0.02) if high > low else abs(high) * 0.1
+              ) or 1.0
     return AxisRange(max(low - margin, 0.0) if low >= 0 else low - margin, high + margin,
                      False)
 
@@ -251,7 +255,9 @@ def _timeline_panel(data: dict[str, Any]) -> Panel:
         label = f"measured peak {_views.size_text(data['measured_peak_bytes'])}"
         series.append(Series("line", [0.0, end], [peak, peak], label, RED, "dashed",
                              size=1.5))
+    values = np.concatenate([np.asarray(s.y, dtype=float) for s in series])
     return Panel("timeline", "time since the first task (s)", "process memory (MiB)", series,
+                 None, axis_range(values, log=False),
                  note="" if data["sampled"] else "no per-task records", wide=True)
 
 
@@ -413,6 +419,7 @@ def draw_matplotlib(data: dict[str, Any]):
     fig = Figure(figsize=(MPL_WIDTH, height))
     fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
     y = height - top
+    placed = []
     for panels, space in zip(rows, below):
         y -= MPL_ABOVE + MPL_AXES
         for i, panel in enumerate(panels):
@@ -421,8 +428,28 @@ def draw_matplotlib(data: dict[str, Any]):
             ax = fig.add_axes((left / MPL_WIDTH, y / height, width / MPL_WIDTH,
                                MPL_AXES / height))
             _matplotlib_panel(ax, panel)
+            placed.append((ax, i * MPL_WIDTH / 2))
         y -= space
+    _fit_tick_labels(fig, placed)
     return fig
+
+
+def _fit_tick_labels(fig, placed) -> None:
+    """Narrow each panel from the left until its y-axis labels fit in its column.
+
+    How wide they are depends on the data (``10250`` against ``0.1``), and only a
+    renderer knows it; measuring the axes' own text takes a few milliseconds, unlike
+    a constrained layout, which measures every artist."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    inch = fig.bbox.width / MPL_WIDTH
+    for ax, column in placed:
+        short = (column + 0.05) * inch - ax.yaxis.get_tightbbox(renderer).x0
+        if short > 0:
+            box = ax.get_position()
+            shift = short / fig.bbox.width
+            ax.set_position((box.x0 + shift, box.y0, box.width - shift, box.height))
 
 
 def _matplotlib_panel(ax, panel: Panel) -> None:
@@ -442,6 +469,8 @@ def _matplotlib_panel(ax, panel: Panel) -> None:
     ax.set(title=TITLES[panel.key], xlabel=panel.xlabel, ylabel=panel.ylabel)
     for axis, r, scale, limits in ((ax.xaxis, panel.x_range, ax.set_xscale, ax.set_xlim),
                                    (ax.yaxis, panel.y_range, ax.set_yscale, ax.set_ylim)):
+        if r is None or not r.log:  # the values themselves: an offset shows 1,324.5 as 0.5
+            axis.get_major_formatter().set_useOffset(False)
         if r is None:
             continue
         scale("log" if r.log else "linear")

@@ -410,6 +410,26 @@ def test_legends_sit_below_the_data_and_inside_the_figure(engine):
         assert len([r for r in p.below if isinstance(r, Legend)]) == len(p.legend)
 
 
+def test_a_big_flat_process_memory_keeps_its_labels_readable_and_inside(engine):
+    # After a long session the process holds many GiB and moves by a MiB or two:
+    # five-digit ticks that must fit the margin, with no offset turning 20,180 into 0.5.
+    _, _, pid = profiled(engine)
+    data = plots.profile_data(engine, pid)
+    data["timeline"]["memory_mib"] = data["timeline"]["memory_mib"] + 20_000.0
+    data["measured_peak_bytes"] += 20_000 * 2**20
+    fig = pf.draw_matplotlib(data)
+    renderer = _rendered(fig)
+    for ax in fig.axes:
+        box = ax.get_tightbbox(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
+    timeline = next(ax for ax in fig.axes if ax.get_title() == pf.TITLES["timeline"])
+    assert timeline.yaxis.get_offset_text().get_text() == ""
+    ticks = [float(t.get_text()) for t in timeline.get_yticklabels() if t.get_text()]
+    low, high = timeline.get_ylim()
+    assert 19_000 < low < high < 21_000 and len(ticks) <= 12 and ticks == sorted(ticks)
+    assert all(t == int(t) for t in ticks)  # whole MiB: not the noise stretched to fill it
+
+
 @pytest.mark.parametrize("labels, most, columns", [
     (["a", "b", "c", "d"], 2, 2),
     (["predicted", "x" * 50, "measured", "y" * 40], 2, 1),  # two long labels side by side
