@@ -6,7 +6,9 @@ For each workload a user's first compute is profiled at the workload's start chu
 
 * ``one-shot``: from that one compute (``engine.recommend(x, pid, workload=f)``);
 * ``probe``: the same with ``probe=True`` (short computes on samples first);
-* ``two-round``: compute at the one-shot chunks, profiled, and recommend again.
+* ``two-round``: compute at the one-shot chunks, profiled, and recommend again;
+* ``three-round``: compute at the two-round chunks (when they moved), profiled, and
+  recommend once more: a loop that has settled keeps them.
 
 Every chunking (the start chunks, Dask's ``"auto"``, the three recommendations and
 a grid of alternatives) is then timed with the engine off, ``--repeats`` rounds in
@@ -56,6 +58,7 @@ from pathlib import Path
 from _util import in_fresh_process, machine, use_working_tree, write
 
 MiB = 2**20
+LABELS = ("one-shot", "probe", "two-round", "three-round")
 SETTINGS = ("threads", "sync", "budget", "distributed")
 #: The budget setting's limit, and the cluster's workers.
 LIMIT = 2**30
@@ -201,10 +204,15 @@ def recommend(spec: dict) -> dict:
         y = make(spec, one.chunks)
         pid2 = engine.profile_array(y)
         dask.compute(f(y))
-        two = engine.recommend(x, [pid, pid2], workload=f)
+        two = three = engine.recommend(x, [pid, pid2], workload=f)
+        if tuple(two.chunks) != tuple(one.chunks):  # it moved: measure there, ask again
+            z = make(spec, two.chunks)
+            pid3 = engine.profile_array(z)
+            dask.compute(f(z))
+            three = engine.recommend(x, [pid, pid2, pid3], workload=f)
         ac.disable_adaptive_chunking()
     out = {"first_compute_s": first, "recommend_s": one_s, "probe_recommend_s": probe_s}
-    for label, rec in (("one-shot", one), ("probe", probed), ("two-round", two)):
+    for label, rec in zip(LABELS, (one, probed, two, three)):
         out[label] = {"chunks": _chunks_of(rec), "binding": rec.binding,
                       "evidence": rec.evidence, "predicted_s": rec.predicted_seconds,
                       "predicted_peak": rec.predicted_peak_bytes,
@@ -311,8 +319,7 @@ def child(spec: dict) -> dict:
         recs = recommend(spec)
         dask.config.set({"array.adaptive-chunking.enabled": False})
         chunkings = {"start": list(start), "auto": "auto"}
-        chunkings.update({label: recs[label]["chunks"]
-                          for label in ("one-shot", "probe", "two-round")})
+        chunkings.update({label: recs[label]["chunks"] for label in LABELS})
         chunkings.update({str(tuple(c)): list(c) for c in grid})
         auto = make(spec, "auto")
         recs["auto_chunks"] = [int(c) for c in getattr(auto, "data", auto).chunksize]
@@ -339,7 +346,7 @@ def analyse(res: dict, limit: int | None) -> dict:
     best = stats[best_label]["median"]
     out = {"best": best_label, "stats": stats, "any_fits": any(s["fits"] for s in
                                                                    stats.values())}
-    for label in ("one-shot", "probe", "two-round"):
+    for label in LABELS:
         m = stats[label]["median"]
         out[label] = {"vs_best": m / best, "vs_start": m / stats["start"]["median"],
                       "vs_auto": m / stats["auto"]["median"],
@@ -383,7 +390,7 @@ def markdown(results: dict, args) -> str:
                          f"{s['median'] / auto:.2f} | {s['peak'] / MiB:.0f}"
                          + ("" if s["fits"] else " (over)") + " |")
         lines.append("")
-        for label in ("one-shot", "probe", "two-round"):
+        for label in LABELS:
             r = res[label]
             lines.append(f"- {label}: {tuple(r['chunks'])} by {r['binding']}; "
                          f"{r['evidence']}" + (f"; {r['probe_note']}" if r["probe_note"]
@@ -397,9 +404,10 @@ def markdown(results: dict, args) -> str:
               "the start chunks and `chunks=\"auto\"` (doing nothing); probe cost is the "
               "probing recommend's time over the probed recommendation's run.", "",
               "| workload | one-shot / best | probe / best | two-round / best | "
-              "worst / doing nothing | probe cost | recommended peaks fit | "
-              "worst peak error |", "|---|---|---|---|---|---|---|---|"]
-    ratios: dict = {label: [] for label in ("one-shot", "probe", "two-round")}
+              "three-round / best | third keeps | worst / doing nothing | probe cost | "
+              "recommended peaks fit | worst peak error |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    ratios: dict = {label: [] for label in LABELS}
     for name, res in results.items():
         a = res["analysis"]
         row = [a[label]["vs_best"] for label in ratios]
@@ -410,11 +418,12 @@ def markdown(results: dict, args) -> str:
         fit = all(a["stats"][label]["fits"] for label in ratios)
         fit = "yes" if fit else ("no" if a["any_fits"] else "none fits")
         error = max((a[label]["peak_error"] for label in ratios), key=abs)
+        keeps = "yes" if res["three-round"]["chunks"] == res["two-round"]["chunks"] else "no"
         lines.append(f"| {name} | " + " | ".join(f"{r:.2f}" for r in row)
-                     + f" | {nothing:.2f} | {cost:.0%} | {fit} | {error:+.0%} |")
+                     + f" | {keeps} | {nothing:.2f} | {cost:.0%} | {fit} | {error:+.0%} |")
     geo = [statistics.geometric_mean(v) for v in ratios.values()]
     lines += ["| geometric mean | " + " | ".join(f"{g:.2f}" for g in geo)
-              + " | | | | |", "",
+              + " | | | | | |", "",
               f"Worst recommendation against the faster of the start chunks and Dask's "
               f"auto chunks: {worst:.2f}x (1.00: never slower than doing nothing).", ""]
     return "\n".join(lines)

@@ -626,12 +626,9 @@ class AdaptiveChunkingEngine:
     >>> engine.close()
     """
 
-    def __init__(
-        self,
-        profiler: ChunkProfiler | None = None,
-        recommender: ChunkSizeRecommender | None = None,
-        profile_chunks: bool | None = None,
-    ):
+    def __init__(self, profiler: ChunkProfiler | None = None,
+                 recommender: ChunkSizeRecommender | None = None,
+                 profile_chunks: bool | None = None):
         self.profiler = profiler if profiler is not None else ChunkProfiler()
         self.recommender = recommender if recommender is not None else ChunkSizeRecommender()
         self._profiles = ProfileRegistry()
@@ -721,17 +718,17 @@ class AdaptiveChunkingEngine:
     def get_profile(self, profile_id: str) -> dict[str, Any]:
         """The profile of one array: its measurements and a recommended chunking.
 
-        Keys: ``array_shape``, ``array_dtype``, ``current_chunks``,
+        Keys: ``array_shape``, ``array_dtype``, ``current_chunks`` (those of the
+        newest compute, which may be of a result of :meth:`apply_recommendation`),
         ``execution_time_s`` (wall time of the profiled computes),
         ``profiler_stats`` (:meth:`ChunkProfiler.get_stats`),
         ``recommended_chunks`` (None until a compute was profiled), ``status``
         (pending, running, complete, failed or incomplete), ``recommendation``
-        (the explanation), ``current_prediction`` (what the model predicts for
-        the array in its current chunks, to set against the measured
-        ``last_compute``) and more. For an xarray object, ``dims`` and
-        ``recommended_chunks_by_dim``; a Dataset's profile holds its variables'
-        profiles under ``variables`` and the chunks by dimension for
-        ``Dataset.chunk`` under ``recommended_chunks``.
+        (the explanation), ``current_prediction`` (the model's figures for the
+        current chunks, against the measured ``last_compute``) and more. For an
+        xarray object, ``dims`` and ``recommended_chunks_by_dim``; a Dataset's
+        profile holds its variables' profiles under ``variables`` and the chunks
+        by dimension for ``Dataset.chunk`` under ``recommended_chunks``.
 
         The dict shows itself as a short summary in a terminal and as a table
         in a notebook; ``dict(profile)`` is the plain dict.
@@ -877,7 +874,9 @@ class AdaptiveChunkingEngine:
         None, those of the newest profile of this same array, or, while
         ``auto-rechunk`` is on and none profiled it, those the history recommends
         from the newest stored workload of its number of dimensions and dtype
-        (logged at INFO). The values are unchanged; only the chunking differs.
+        (logged at INFO). The values are unchanged; an array read straight from
+        storage is read again at the new chunks. The profiles of ``array`` follow
+        the result: its computes are measured at its chunks.
 
         An xarray ``DataArray`` or ``Dataset`` comes back as the same type, rechunked
         with its ``.chunk`` method (a Dataset's variables held in memory stay in
@@ -890,8 +889,7 @@ class AdaptiveChunkingEngine:
         return self._advisor.apply(array, recommendation, self._settings_now)
 
     def _settings_now(self) -> _config.Settings:
-        """The settings, each validated, and the profiles up to date: what making a
-        recommendation starts with."""
+        """The settings, validated, with the profiles brought up to date."""
         settings = _config.snapshot()
         self._recorder.drain(settings)
         return settings

@@ -502,7 +502,7 @@ class Advisor:
             "predicted_time_s": pred.seconds,
             "predicted_tasks": pred.n_tasks,
             "predicted_overhead_fraction": pred.overhead_fraction,
-            "fits_budget": pred.peak_bytes <= budget,
+            "fits_budget": _planning.fits(fit, pred, budget, array_bytes),
             "memory_budget_mb": budget / MiB,
             "concurrency": workers.threads or threads or fit.concurrency,
         }
@@ -551,7 +551,18 @@ class Advisor:
         if isinstance(chunks, Recommendation):
             chunks = chunks.chunks
         normalized = _shapes.normalized(array, chunks)
-        return array if normalized == array.chunks else array.rechunk(normalized)
+        if normalized == array.chunks:
+            return array
+        source = _graph.rereadable(array)
+        if source is not None:  # read at the new chunks, not read at the old and merged
+            import dask.array as da
+
+            out = da.from_array(source, chunks=normalized)
+        else:
+            out = array.rechunk(normalized)
+        for state in self.profiles.named(array.name):  # its computes measure these chunks
+            self.profiles.add_variant(state, out)
+        return out
 
     # -- arguments that may be profile ids ----------------------------------
 

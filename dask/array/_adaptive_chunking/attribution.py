@@ -337,7 +337,7 @@ class GraphPlan(NamedTuple):
     """What the high-level graph of one compute says before it is optimized.
 
     ``names`` are the profiled arrays in it, ``whole`` whether every task works for
-    the only one of them (then tasks need no attribution one by one) and
+    every one of them (then tasks need no attribution one by one) and
     ``downstream`` what the later operations want of each one's chunks.
     """
 
@@ -354,7 +354,10 @@ def plan_graph(hlg, names: Iterable[str], shapes: Mapping[str, tuple]) -> GraphP
     """
     names = list(names)
     layered = isinstance(hlg, HighLevelGraph)
-    whole = layered and len(names) == 1 and _graph.whole_lineage(hlg.dependencies, names[0])
+    # A rechunk of a profiled array by apply_recommendation is profiled with it, and
+    # its graph is the array's lineage too.
+    whole = layered and bool(names) and all(_graph.whole_lineage(hlg.dependencies, n)
+                                            for n in names)
     downstream = {n: _graph.downstream(hlg, n, tuple(shapes[n]))
                   for n in names if layered and n in shapes}
     return GraphPlan(names, whole, downstream)

@@ -167,21 +167,27 @@ def cluster_workers(client=None) -> dict[str, dict]:
         return {}
 
 
-def graph_facts(structure: dict[str, Any], states: dict, involved) -> GraphFacts:
+def graph_facts(structure: dict[str, Any], involved) -> GraphFacts:
     """The graph facts a scheduler's optimizer sent with a compute's records.
 
-    ``states`` maps profile ids to the client's profiles; ``involved`` are those the
-    records belong to (their workload signatures come from the graph's layers).
+    ``involved`` are the client's profiles the records belong to (their workload
+    signatures come from the graph's layers).
     """
-    layers = structure.get("layers")
+    layers, by_name = structure.get("layers"), structure["hints"]
+    ran = {s: s.chunks_in(by_name if layers is None else set(layers)) for s in involved}
+    hints = {}
+    for state, (name, _) in ran.items():
+        if name in by_name:
+            whole, square, ops = by_name[name]
+            hints[state] = Downstream(frozenset(whole), bool(square), tuple(ops))
     return GraphFacts(
         dependencies={as_key(k): [as_key(d) for d in ds]
                       for k, ds in structure["dependencies"]},
         fused={as_key(k): op for k, op in structure["fused"]},
-        hints={states[i]: Downstream(frozenset(w), bool(sq), tuple(ops))
-               for i, (w, sq, ops) in structure["hints"].items() if i in states},
+        hints=hints,
         signatures={s: signature(layers, len(s.shape), s.dtype) for s in involved}
         if layers is not None else {},
+        chunks={s: chunks for s, (_, chunks) in ran.items()},
     )
 
 

@@ -312,10 +312,10 @@ class RemoteOptimizer:
         """What the local path learns from the graph, for the client's fold: which keys
         each task reads, the contractions fused into tasks, the outputs and what the
         later operations want from each profiled array."""
-        hints = {}
-        for n, d in plan.downstream.items():
-            hints.update((i, (sorted(d.whole_dims), d.square, list(d.ops)))
-                         for i in self.named[n])
+        # By array name: the client knows which of a profile's arrays (its own or a
+        # rechunk of it) the compute works at.
+        hints = {n: (sorted(d.whole_dims), d.square, list(d.ops))
+                 for n, d in plan.downstream.items()}
         return {
             "time": time.time(),
             # each counted key's tag, for tasks the scheduler already has (the

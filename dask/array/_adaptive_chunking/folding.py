@@ -37,8 +37,9 @@ class GraphFacts:
     from the collector's graph; from a distributed scheduler ``dependencies`` (key
     -> keys it reads, aliases resolved) and ``fused`` (key -> contraction fused into
     it) came with the records. ``hints`` maps each profile to its
-    :class:`~.graph.Downstream` and ``signatures`` to this compute's workload
-    signature.
+    :class:`~.graph.Downstream`, ``signatures`` to this compute's workload
+    signature and ``chunks`` to the chunks it ran at (those of a rechunk by
+    apply_recommendation; a profile missing: its own).
     """
 
     dependencies: dict | None = None
@@ -47,6 +48,7 @@ class GraphFacts:
     tasks: dict | None = None
     aliases: dict | None = None
     signatures: dict = field(default_factory=dict)
+    chunks: dict = field(default_factory=dict)
 
     def dependencies_of(self, keys) -> dict:
         if self.tasks is not None:
@@ -72,6 +74,7 @@ class ProfileUpdate:
     downstream: Downstream | None
     signature: str | None
     error: str | None
+    chunks: tuple | None = None  # those it ran at, when known
 
 
 @dataclass
@@ -116,7 +119,7 @@ def summarize(batch: RecordBatch, status: str, peak: float, baseline: float
     return summary, numbers
 
 
-def _structure(state, part: RecordBatch, graph: GraphFacts) -> dict[str, Any]:
+def _structure(chunks: tuple, part: RecordBatch, graph: GraphFacts) -> dict[str, Any]:
     """What the graph tells of a profile's tasks: how tasks grow with the chunks, the
     outputs that waited for their readers, the largest task's memory."""
     p = part.data
@@ -125,15 +128,16 @@ def _structure(state, part: RecordBatch, graph: GraphFacts) -> dict[str, Any]:
     memory = {"mem": p["mem"], "mem_bytes": p["membytes"]}
     held, largest = _summary.replay_memory(*replay, **memory)
     rechunked = _attribution.read_only_by_rechunks(deps)
+    split = sum(len(c) > 1 for c in chunks)
     held_aligned = _summary.replay_memory(*replay, rechunked, **memory)[0] if rechunked else held
     return {
-        "blocks": max(1, math.prod(len(c) for c in state.chunks)),
+        "blocks": max(1, math.prod(len(c) for c in chunks)),
         # One chunk cannot show how tasks grow with the number of chunks. The
         # fused contractions are looked up for the keys that name a layer's op
         # only (walking every fused task's subgraph was a third of the fold).
         "terms": _summary.task_terms(
-            part.keys, state.split_dims, p["t1"] - p["t0"], graph.fused_op_of(),
-        ) if state.split_dims else (),
+            part.keys, split, p["t1"] - p["t0"], graph.fused_op_of(),
+        ) if split else (),
         "held_bytes": held,
         "task_bytes": largest,
         "held_aligned_bytes": held_aligned,
@@ -192,13 +196,18 @@ def fold(batch: RecordBatch, tags: Sequence[frozenset], states, status: str, *,
             mine = [i for i, group in enumerate(tags) if state in group]
             part = batch.take(np.isin(batch.data["tag"], mine))
         measured = None
+        chunks = graph.chunks.get(state) if graph is not None else None
         if len(part) and state.nbytes:
-            structure = _structure(state, part, graph) if graph is not None else None
-            measured = _observation(numbers, state.nbytes, state.chunk_bytes, part, structure)
+            ran = chunks or state.chunks
+            structure = _structure(ran, part, graph) if graph is not None else None
+            blocks = math.prod(len(c) for c in ran) if ran else 1
+            measured = _observation(numbers, state.nbytes, state.nbytes / max(1, blocks),
+                                    part, structure)
         updates.append(ProfileUpdate(
             profile=state, part=part, observation=measured,
             downstream=graph.hints.get(state) if graph is not None else None,
             signature=graph.signatures.get(state) if graph is not None else None,
             error=_error(status, part, error) if status == "failed" or error else None,
+            chunks=chunks,
         ))
     return ComputeFold(status, summary, batch, engine_observation, updates)

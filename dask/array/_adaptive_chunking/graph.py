@@ -185,6 +185,16 @@ def storage_source(array):
     return None
 
 
+def rereadable(array):
+    """The storage ``array`` reads whole and directly, or None: then reading it
+    again at other chunks (``da.from_array(source, chunks=...)``) gives the same
+    values without reading each stored chunk once per old chunk, as a rechunk of
+    ``array`` would."""
+    source = storage_source(array)
+    whole = source is not None and tuple(getattr(source, "shape", ())) == tuple(array.shape)
+    return source if whole and getattr(source, "dtype", None) == array.dtype else None
+
+
 def storage_chunks(array) -> tuple[int, ...] | None:
     """The storage unit ``array`` was read in: the chunks of its Zarr or HDF5 source.
 

@@ -228,6 +228,9 @@ class WorkloadModel:
         was measured over what the model says for that very chunking, for time and
         for the memory above the baseline. Predictions are scaled by them, so the
         model reproduces what it measured (see :func:`correction`).
+    peaks : tuple of (float, float, float)
+        ``(array_bytes, chunk_bytes, peak_bytes)``: the largest peak measured for each
+        array size and chunk size.
     """
 
     tasks_per_chunk: float
@@ -249,6 +252,7 @@ class WorkloadModel:
     blas_threads: int = 1
     blas_penalty: float = 1.0
     corrections: tuple[tuple[float, float, float], ...] = ()
+    peaks: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def measured_bytes(self) -> tuple[float, ...]:
@@ -270,14 +274,45 @@ class WorkloadModel:
             return 1.0
         return max(sizes[0] / chunk_bytes, chunk_bytes / sizes[-1])
 
+    def measured_peak(self, array_bytes: float, chunk_bytes: float) -> float | None:
+        """The largest peak measured for an array of ``array_bytes`` in chunks of
+        ``chunk_bytes`` (each within 7%), or None (a pilot's peak says nothing of
+        the full array's).
+
+        >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 1, 1, peaks=((1e9, 1e6, 3e8),))
+        >>> m.measured_peak(1e9, 1.05e6), m.measured_peak(1e9, 2e6), m.measured_peak(4e9, 1e6)
+        (300000000.0, None, None)
+        """
+        def near(a: float, b: float) -> bool:
+            return a > 0 and b > 0 and abs(math.log(a / b)) <= 0.07
+
+        return next((p for a, c, p in self.peaks
+                     if near(array_bytes, a) and near(chunk_bytes, c)), None)
+
+    def nearest(self, chunk_bytes: float) -> float:
+        """How many times larger or smaller ``chunk_bytes`` is than the measured chunk
+        size nearest to it, between measured sizes too (1: measured; ``inf`` when no
+        size is known).
+
+        >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 1, 1, corrections=((1e6, 1, 1), (64e6, 1, 1)))
+        >>> m.nearest(4e6), m.distance(4e6)
+        (4.0, 1.0)
+        """
+        sizes = self.measured_bytes
+        if not sizes or not chunk_bytes > 0:
+            return math.inf
+        return min(max(c / chunk_bytes, chunk_bytes / c) for c in sizes)
+
     def uncertainty(self, chunk_bytes: float) -> float:
-        """The relative uncertainty of a predicted time at ``chunk_bytes``.
+        """The relative uncertainty of a predicted time at ``chunk_bytes``: it grows
+        with the distance to the nearest measured size, also between two of them (a
+        prediction there interpolates how wrong the model was at each).
 
         >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 1, 1, corrections=((1e6, 1, 1),))
         >>> round(m.uncertainty(1e6), 2), round(m.uncertainty(8e6), 2)
         (0.1, 0.25)
         """
-        d = self.distance(chunk_bytes)
+        d = self.nearest(chunk_bytes)
         if math.isinf(d):
             return 1.0
         return UNCERTAINTY + UNCERTAINTY_PER_DOUBLING * math.log2(d)
@@ -441,7 +476,14 @@ def fit_workload(
         blas_threads=max(1, int(blas_threads)),
         blas_penalty=max(1.0, float(blas_penalty)),
     )
-    return replace(model, corrections=_corrections(model, usable))
+    peaks: dict = {}
+    for o in usable:
+        if o.chunk_bytes > 0 and o.peak_bytes > 0:
+            key = (round(math.log2(o.array_bytes) * 10), round(math.log2(o.chunk_bytes) * 10))
+            a, c, p = peaks.get(key, (o.array_bytes, o.chunk_bytes, 0.0))
+            peaks[key] = (a, c, max(p, o.peak_bytes))
+    return replace(model, corrections=_corrections(model, usable),
+                   peaks=tuple(sorted(peaks.values())))
 
 
 def _corrections(model: WorkloadModel, observations: Sequence[Observation]

@@ -29,7 +29,7 @@ from dask.array._adaptive_chunking.recommendation import (
 )
 
 __all__ = ["PlanSettings", "Workers", "check_cluster", "checked_arguments", "plan",
-           "budget_warning"]
+           "budget_warning", "fits"]
 
 PREFIX = _config.PREFIX
 
@@ -174,8 +174,12 @@ def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[i
     """Why these chunks, in a sentence: the binding constraint with its numbers, and
     the shape rules that applied to this workload."""
     shown = numbers.pop("shown", None) or reach or _model.REACH
+    seen = numbers.pop("seen", None)
     reason = REASONS[numbers.pop("why", binding)].format(conc=conc, reach=shown, **numbers)
     notes = []
+    if seen:
+        notes.append(f"the peak measured at these chunks ({seen}) is inside the budget, "
+                     f"though {numbers['peak']} is predicted now")
     if downstream.whole_dims:
         ops = "/".join(o for o in downstream.ops if o.startswith(_graph.WHOLE_AXIS_OPS))
         them = "it" if len(downstream.whole_dims) == 1 else "them"
@@ -268,31 +272,32 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
     elif binding == "smallest":
         binding = "storage" if storage_chunks is not None else "speed"
     numbers = {}
+    best = _best_measured(fit, pred, chunks, realize, predicted, budget, array_bytes)
+    if best is not None:
+        numbers = _against(chunks, best, _gain(pred.seconds, best[1].seconds))
+        (chunks, pred), binding = best[:2], "measured"
     kept = _keep_current(fit, pred, current_chunks, shape, itemsize, wanted, budget,
                          lower, upper, predicted)
     if kept is not None and tuple(kept[0]) != tuple(chunks):
-        gain = 1 - pred.seconds / kept[1].seconds
-        numbers = {"other": chunks, "uncertainty": kept[2],
-                   "gain": f"{gain:.0%} faster" if gain >= 0.005 else "no faster"}
+        numbers = _against(chunks, kept, _gain(pred.seconds, kept[1].seconds))
         (chunks, pred), binding = kept[:2], "current"
-        chunk_bytes, blocks = math.prod(chunks) * itemsize, pred.n_chunks
-        aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
     elif (auto := _dask_default(fit, chunks, pred, shape, itemsize, whole, wanted,
                                 storage_chunks, settings.default_chunk_bytes, budget, lower,
                                 upper, predicted, settings.reach)) is not None:
-        numbers = {"other": chunks, "uncertainty": auto[2],
-                   "gain": f"{1 - auto[1].seconds / pred.seconds:.0%}"}
+        numbers = _against(chunks, auto, f"{1 - auto[1].seconds / pred.seconds:.0%}")
         (chunks, pred), binding = auto[:2], "default"
-        chunk_bytes, blocks = math.prod(chunks) * itemsize, pred.n_chunks
-        aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
     elif binding == "reach":
         numbers = {"measured": ", ".join(format_bytes(c) for c in fit.measured_bytes[-3:]),
                    "shown": max(settings.reach or _model.REACH, fit.distance(chunk_bytes))}
+    chunk_bytes, blocks = math.prod(chunks) * itemsize, pred.n_chunks
+    aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
+    if pred.peak_bytes > budget and fits(fit, pred, budget, array_bytes):
+        numbers["seen"] = format_bytes(int(fit.measured_peak(array_bytes, pred.chunk_bytes)))
     saturation = workers.saturation(fit, array_bytes, chunk_bytes, budget=budget,
                                     n_chunks=blocks, aligned=aligned)
     return Recommendation(
         chunks=chunks, chunk_bytes=chunk_bytes, binding=binding,
-        fits_budget=pred.peak_bytes <= budget, memory_budget_bytes=budget,
+        fits_budget=fits(fit, pred, budget, array_bytes), memory_budget_bytes=budget,
         memory_limit_bytes=limit, predicted_peak_bytes=pred.peak_bytes,
         predicted_seconds=pred.seconds, predicted_tasks=pred.n_tasks, concurrency=conc,
         model=fit,
@@ -306,6 +311,58 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         shape=tuple(int(n) for n in shape),
         current_chunks=None if current_chunks is None else _shapes.largest(current_chunks),
     )
+
+
+def fits(fit: _model.WorkloadModel, pred: _model.Prediction, budget: float,
+         array_bytes: float) -> bool:
+    """Whether a chunking fits the memory budget: predicted to, or measured to.
+
+    A peak measured inside the budget is evidence a prediction above it does not
+    outweigh (the tall-skinny qr peaked at 787 MiB against an 819 MiB budget, was
+    predicted at 850, and the smaller chunks taken for it ran 1.6x slower).
+    """
+    if pred.peak_bytes <= budget:
+        return True
+    seen = fit.measured_peak(array_bytes, pred.chunk_bytes)
+    return seen is not None and seen <= budget
+
+
+def _against(chunks, other: tuple, gain: str) -> dict:
+    """The numbers of a reason for taking ``other`` (``(chunks, prediction,
+    uncertainty)``) instead of ``chunks``: what it replaced, by how much, and the
+    doubt it weighed."""
+    return {"other": chunks, "uncertainty": other[2], "gain": gain}
+
+
+def _gain(seconds: float, than: float) -> str:
+    gain = 1 - seconds / than
+    return f"{gain:.0%} faster" if gain >= 0.005 else "no faster"
+
+
+def _best_measured(fit, pred, chunks, realize, predicted, budget, array_bytes):
+    """``(chunks, prediction, uncertainty)`` of the fastest chunk size measured that
+    fits the budget, when the model's choice (``chunks``, predicted ``pred``) is not
+    predicted faster than it by more than the uncertainty at the choice; else None.
+
+    A measured time is evidence, and a prediction elsewhere is a guess that has to
+    beat it by more than it can be wrong by. Without this rule the spec's loop
+    (profile, apply, compute) wandered between sizes (800, then 400, then 2000 on a
+    4000^2 transpose) on predictions between the measured points.
+    """
+    best = None
+    for size in fit.measured_bytes:
+        shape, chunk_bytes, blocks, aligned = realize(size)
+        if abs(chunk_bytes - size) > 0.1 * size:  # the bounds or the shape rules moved it
+            continue
+        p = predicted(shape, blocks, aligned)
+        if fits(fit, p, budget, array_bytes) and (best is None or p.seconds < best[1].seconds):
+            best = shape, p
+    if best is None or tuple(best[0]) == tuple(chunks):
+        return None
+    margin = fit.uncertainty(pred.chunk_bytes)
+    if pred.seconds < best[1].seconds * (1 - margin):
+        return None
+    return best[0], best[1], margin
 
 
 def _keep_current(fit, pred, current_chunks, shape, itemsize, wanted, budget, lower,
@@ -327,7 +384,7 @@ def _keep_current(fit, pred, current_chunks, shape, itemsize, wanted, budget, lo
     blocks = math.prod(len(c) for c in current_chunks)
     aligned = bool(wanted) and all(len(current_chunks[d]) == 1 for d in wanted)
     now = predicted(chunks, blocks, aligned)
-    if now.peak_bytes > budget:
+    if not fits(fit, now, budget, math.prod(shape) * itemsize):
         return None
     margin = max(fit.uncertainty(pred.chunk_bytes), fit.uncertainty(chunk_bytes))
     if pred.seconds < now.seconds * (1 - margin):

@@ -64,17 +64,9 @@ class ProbeRun:
                 "task_peak_mb": self.task_peak_bytes / 2**20, "error": self.error}
 
 
-def _rereadable(array):
-    """The storage ``array`` reads whole and directly (a sample can read it again),
-    or None."""
-    source = _graph.storage_source(array)
-    whole = source is not None and tuple(getattr(source, "shape", ())) == tuple(array.shape)
-    return source if whole else None
-
-
 def stored(array) -> bool:
     """Whether ``array`` reads its storage directly, so a sample can read it again."""
-    return _rereadable(array) is not None
+    return _graph.rereadable(array) is not None
 
 
 def _culled(corner):
@@ -137,7 +129,7 @@ def sample_of(array, chunks: Sequence[int], blocks: int, shape: Sequence[int] | 
         shape = _shapes.sample_shape(array.shape, chunks, blocks)
     corner = tuple(slice(0, n) for n in shape)
     chunks = tuple(min(c, n) for c, n in zip(chunks, shape))
-    source = _rereadable(array)
+    source = _graph.rereadable(array)
     if source is not None:
         return da.from_array(source, chunks=chunks)[corner]
     return _held(array[corner], chunks)

@@ -30,6 +30,10 @@ __all__ = ["UnsavedCompute", "Profile", "ProfileRegistry", "unavailable", "water
 
 logger = logging.getLogger("dask.array.adaptive_chunking")
 
+#: Rechunks by apply_recommendation a profile follows (the newest); older ones are
+#: computed as expressions of the profiled array, at its own chunks.
+MAX_VARIANTS = 8
+
 #: A Dataset's status is the first of these that one of its variables has.
 _STATUS_ORDER = ("failed", "running", "incomplete", "pending", "dropped", "complete")
 
@@ -49,7 +53,7 @@ class Profile:
         "id", "name", "shape", "dtype", "chunks", "nbytes", "chunk_bytes", "created",
         "aggregate", "status", "error", "computes", "wall_seconds", "last", "downstream",
         "storage", "split_dims", "workers", "saturation", "signature", "unsaved",
-        "fingerprint", "dims", "array", "sample",
+        "fingerprint", "dims", "array", "sample", "own_chunks", "variants",
     )
 
     def __init__(self, profile_id: str, array) -> None:
@@ -58,11 +62,14 @@ class Profile:
         self.name = array.name
         self.shape = array.shape
         self.dtype = array.dtype
-        self.chunks = array.chunks
         known = not any(math.isnan(s) for s in array.shape)
         self.nbytes = int(array.nbytes) if known else 0
-        nchunks = math.prod(len(c) for c in array.chunks) if array.chunks else 1
-        self.chunk_bytes = self.nbytes / max(1, nchunks)
+        self.own_chunks = array.chunks
+        self.run_at(array.chunks)
+        # The array rechunked by apply_recommendation, by name: a compute of one of
+        # them is this same workload at other chunks (the closed loop of profile,
+        # apply, compute), newest last.
+        self.variants: dict[str, tuple] = {}
         self.created = time.time()
         self.aggregate = Aggregate()
         self.status = "pending"
@@ -72,7 +79,6 @@ class Profile:
         self.last: dict[str, Any] = {}
         self.downstream = _graph.Downstream()
         self.storage = _graph.storage_chunks(array)
-        self.split_dims = sum(len(c) > 1 for c in array.chunks)
         self.workers: dict[str, dict[str, int]] = {}  # on a cluster: memory per worker
         self.saturation: float | None = None  # on a cluster: the scheduler's setting
         self.signature: str | None = None  # the workload of its last compute
@@ -95,6 +101,21 @@ class Profile:
     @property
     def unknown_shape(self) -> bool:
         return any(math.isnan(s) for s in self.shape)
+
+    def run_at(self, chunks: tuple) -> None:
+        """Take ``chunks`` as the profile's chunks: those its newest compute ran at,
+        which its chunk statistics describe and its next recommendation starts from."""
+        self.chunks = chunks
+        nchunks = math.prod(len(c) for c in chunks) if chunks else 1
+        self.chunk_bytes = self.nbytes / max(1, nchunks)
+        self.split_dims = sum(len(c) > 1 for c in chunks)
+
+    def chunks_in(self, layers) -> tuple[str, tuple]:
+        """The name and chunks of the array of this profile that a compute of the
+        graph ``layers`` works at: the newest of its rechunks by apply_recommendation
+        among them (the profiled array is then only their input), else its own."""
+        name = next((n for n in reversed(self.variants) if n in layers), self.name)
+        return name, self.variants.get(name, self.own_chunks)
 
 
 def unavailable(state: Profile) -> str:
@@ -135,10 +156,37 @@ class ProfileRegistry:
         state = Profile(pid, array)
         with self.lock:
             self._profiles[pid] = state
-            self._by_name.setdefault(array.name, []).append(state)
+            self._name(array.name, state)
             while len(self._profiles) > max_profiles:
                 self.drop(next(iter(self._profiles)), "max-profiles")
         return state
+
+    def add_variant(self, state: Profile, array) -> None:
+        """``array``, a rechunk of the array ``state`` profiles, joins that profile:
+        its computes are measured at its chunks (see :meth:`Profile.chunks_in`).
+        The newest :data:`MAX_VARIANTS` are kept."""
+        with self.lock:
+            if array.name == state.name or state.id not in self._profiles:
+                return
+            state.variants.pop(array.name, None)
+            state.variants[array.name] = array.chunks
+            self._name(array.name, state)
+            while len(state.variants) > MAX_VARIANTS:
+                oldest = next(iter(state.variants))
+                del state.variants[oldest]
+                self._unname(oldest, state)
+
+    def _name(self, name: str, state: Profile) -> None:
+        same = self._by_name.setdefault(name, [])
+        if state not in same:
+            same.append(state)
+
+    def _unname(self, name: str, state: Profile) -> None:
+        same = self._by_name.get(name, [])
+        if state in same:
+            same.remove(state)
+        if not same:
+            self._by_name.pop(name, None)
 
     def add_group(self, members: dict, max_profiles: int) -> str:
         """A Dataset's id for its variables' profile ids (``{name: id}``)."""
@@ -159,11 +207,8 @@ class ProfileRegistry:
                         "'%s.%s' limit", profile_id, PREFIX, why)
         with self.lock:
             state = self._profiles.pop(profile_id)
-            same = self._by_name.get(state.name, [])
-            if state in same:
-                same.remove(state)
-            if not same:
-                self._by_name.pop(state.name, None)
+            for name in (state.name, *state.variants):
+                self._unname(name, state)
 
     def remove(self, profile_id: str) -> None:
         """Forget ``profile_id``: one profile, or all of a Dataset group's."""

@@ -86,8 +86,11 @@ class Recommendation:
         # Sizes are averages of whole chunks: 799.99 bytes is 800.
         where = (", ".join(format_bytes(round(c)) for c in sizes[:4])
                  + (" and more" if len(sizes) > 4 else ""))
-        if d <= 1.0 + 1e-6:
-            how = "within the chunk sizes measured"
+        near = self.model.nearest(self.chunk_bytes)
+        if near <= 1.1:  # sizes are realized in whole elements: near enough is measured
+            how = "at a chunk size measured"
+        elif d <= 1.0 + 1e-6:
+            how = f"between the chunk sizes measured, {near:.1f}x from the nearest"
         else:
             where = f"measured at {where}"
             how = f"{d:.1f}x {'beyond' if self.chunk_bytes > sizes[-1] else 'below'} " \
@@ -187,6 +190,9 @@ REASONS = {
     "default": "Dask's \"auto\" chunks (array.chunk-size): predicted {gain} faster than "
                "{other}, the best chunking near the sizes measured, which is more than "
                "the model's uncertainty (+/-{uncertainty:.0%})",
+    "measured": "the fastest chunk size measured ({seconds}); the best chunking predicted, "
+                "{other}, is {gain}, which is within the model's uncertainty there "
+                "(+/-{uncertainty:.0%})",
     "current": "keeps the current chunks: the best other chunking, {other}, is "
                "predicted {gain}; a change must gain more than the model's uncertainty "
                "there (+/-{uncertainty:.0%})",

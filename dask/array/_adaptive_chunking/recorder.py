@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dask.highlevelgraph import HighLevelGraph
@@ -169,6 +169,7 @@ class ComputePlan:
     hints: dict
     signatures: dict
     settings: _config.Settings
+    chunks: dict = field(default_factory=dict)  # profile -> the chunks it runs at
 
 
 class ComputeRecorder:
@@ -214,19 +215,21 @@ class ComputeRecorder:
         self.drain(settings, wait=False)  # a compute does not wait for the one before
         by_name = self.profiles.in_graph(dsk.layers) if isinstance(dsk, HighLevelGraph) \
             else {}
-        states = [s for group in by_name.values() for s in group]
+        states = list(dict.fromkeys(s for group in by_name.values() for s in group))
         if not states:
             if self.is_global and settings.enabled:  # for the engine's aggregate only
                 return ComputePlan([], None, {}, {}, settings)
             return None
         found = _attribution.plan_graph(dsk, by_name, {n: g[0].shape for n, g in
                                                        by_name.items()})
-        hints = {s: found.downstream[n] for n, group in by_name.items() for s in group}
+        ran = {s: s.chunks_in(dsk.layers) for s in states}
+        hints = {s: found.downstream[name] for s, (name, _) in ran.items()}
         signatures = {s: _graph.signature(dsk.layers, len(s.shape), s.dtype)
                       for s in states}
         named = frozenset(states) if found.whole else {
             n: frozenset(group) for n, group in by_name.items()}
-        return ComputePlan(states, named, hints, signatures, settings)
+        return ComputePlan(states, named, hints, signatures, settings,
+                           {s: chunks for s, (_, chunks) in ran.items()})
 
     def instrument(self, dsk, keys, plan: ComputePlan):
         """The optimized graph ``dsk`` with its tasks measured for ``plan``."""
@@ -238,6 +241,7 @@ class ComputeRecorder:
         collector.method = plan.settings.peak_method
         collector.interval = plan.settings.sample_interval
         collector.hints, collector.signatures = plan.hints, plan.signatures
+        collector.chunks = plan.chunks
         if isinstance(dsk, HighLevelGraph):  # keep the graph's type and layers
             return _attribution.same_layers(dsk, out)
         return out
@@ -304,7 +308,8 @@ class ComputeRecorder:
             kind = "threads"
         settings = collector.settings
         graph = GraphFacts(hints=collector.hints, tasks=collector.tasks,
-                           aliases=collector.aliases, signatures=collector.signatures)
+                           aliases=collector.aliases, signatures=collector.signatures,
+                           chunks=collector.chunks)
         folded = fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
                       graph=graph, error=collector.error)
         self.apply(folded, settings, lambda: fingerprint(settings, kind, now=now))
@@ -369,6 +374,8 @@ class ComputeRecorder:
             with self.profiles.lock:
                 if u.downstream is not None:
                     state.downstream = u.downstream
+                if u.chunks is not None and u.observation is not None:
+                    state.run_at(u.chunks)
                 state.status = status
                 state.signature = u.signature or state.signature
                 state.fingerprint = hardware_id or state.fingerprint
@@ -510,7 +517,7 @@ class ComputeRecorder:
         workers = entry.get("workers", {})
         top = max(workers.values(), key=lambda w: w["process"], default=None)
         peak, baseline = (top["process"], top["baseline"]) if top else (0, 0)
-        graph = _cluster.graph_facts(structure, states, involved) if structure else None
+        graph = _cluster.graph_facts(structure, involved) if structure else None
         with self.profiles.lock:
             for state in involved:
                 state.workers = dict(workers)

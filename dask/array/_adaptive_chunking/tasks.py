@@ -88,7 +88,8 @@ class ComputeCollector:
     __slots__ = (
         "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
         "children_baseline", "include_children", "started", "done", "sink", "interval",
-        "method", "tags", "states", "tasks", "aliases", "hints", "signatures", "error", "settings",
+        "method", "tags", "states", "tasks", "aliases", "hints", "signatures", "chunks", "error",
+        "settings",
         "caller", "finished",
         "__weakref__",
     )
@@ -100,6 +101,7 @@ class ComputeCollector:
         self.aliases: dict = {}  # alias key -> target key
         self.hints: dict = {}  # profile -> what its downstream operations want
         self.signatures: dict = {}  # profile -> the workload signature of this compute
+        self.chunks: dict = {}  # profile -> the chunks this compute runs it at
         self.settings = None  # the settings snapshot of the hook that planned it
         self.cid = uuid.uuid4().hex
         self.n_tasks = n_tasks

@@ -154,7 +154,8 @@ def _blocks_text(shape: tuple[int, ...], chunk: Any, nbytes: float | None = None
     """
     if not shape or chunk is None or not _known(tuple(shape) + tuple(chunk)) or 0 in chunk:
         return "" if nbytes is None else f" ({size_text(nbytes)})"
-    return f": {count_text(_shapes.blocks(shape, chunk), 'chunk')}" + ("" if nbytes is None else f" of {size_text(nbytes)}")
+    size = "" if nbytes is None else f" of {size_text(nbytes)}"
+    return f": {count_text(_shapes.blocks(shape, chunk), 'chunk')}{size}"
 
 
 def _chunks_text(rec: Any) -> str:

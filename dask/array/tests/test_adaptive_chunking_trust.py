@@ -58,6 +58,20 @@ def test_uncertainty_grows_with_every_doubling_away():
     assert measured().uncertainty(MiB) == 1.0
 
 
+def test_uncertainty_grows_between_measured_sizes_too():
+    m = measured(MiB, 64 * MiB)  # 8 MiB: inside, but 8x from either
+    assert m.distance(8 * MiB) == 1.0 and m.nearest(8 * MiB) == pytest.approx(8.0)
+    assert m.uncertainty(8 * MiB) == pytest.approx(
+        model.UNCERTAINTY + 3 * model.UNCERTAINTY_PER_DOUBLING)
+    assert m.uncertainty(64 * MiB) == pytest.approx(model.UNCERTAINTY)
+    rec = planning.plan(m, (8192, 8192), 8, SETTINGS, limit=64 * 2**30)
+    between = dataclasses.replace(rec, chunk_bytes=8 * MiB).evidence
+    assert between.startswith("between the chunk sizes measured, 8.0x from the nearest")
+    assert between.endswith("time +/-25%")
+    at = dataclasses.replace(rec, chunk_bytes=64 * MiB).evidence
+    assert at.startswith("at a chunk size measured (1.00 MiB, 64.00 MiB)")
+
+
 def test_correction_interpolates_and_keeps_the_time_bias_outside():
     m = measured(MiB, time=2.0)
     assert model.correction(m, MiB) == (2.0, 1.0)
@@ -152,6 +166,33 @@ def test_current_chunks_outside_the_budget_are_not_kept():
     assert rec.binding != "current" and rec.chunks != (8192, 8192)
 
 
+def test_the_fastest_size_measured_beats_a_guess_inside_its_uncertainty():
+    # Measured at 1 and 16 MiB; larger chunks are predicted faster, by less than the
+    # uncertainty that far out: the measured 16 MiB is recommended, and says so.
+    m = measured(MiB, 16 * MiB, overhead_seconds=2e-4)
+    rec = planning.plan(m, (65536, 65536), 8, SETTINGS, limit=64 * 2**30)
+    assert rec.binding == "measured" and rec.chunk_bytes == pytest.approx(16 * MiB, rel=0.1)
+    assert rec.evidence.startswith("at a chunk size measured")
+    assert "the fastest chunk size measured" in rec.reason and "uncertainty" in rec.reason
+    # With a large overhead the move pays beyond any doubt: the model's choice stands.
+    far = planning.plan(measured(MiB, 16 * MiB, overhead_seconds=0.05), (65536, 65536), 8,
+                        SETTINGS, limit=64 * 2**30)
+    assert far.binding != "measured" and far.chunk_bytes > 16 * MiB
+
+
+def test_a_peak_measured_inside_the_budget_outweighs_a_prediction_above_it():
+    chunks = ((1024,) * 8, (1024,) * 8)  # 8 MiB chunks of a 512 MiB array
+    over = measured(8 * MiB, overhead_seconds=2e-3, amplification=60.0)
+    limit = 2**30  # a budget of 410 MiB (50% x 0.8); predicted peak far above it
+    assert model.predict(over, 512 * MiB, 8 * MiB, 2, 100 * MiB).peak_bytes > 0.4 * limit
+    moved = planning.plan(over, (8192, 8192), 8, SETTINGS, limit=limit, current_chunks=chunks)
+    assert moved.chunks != (1024, 1024)
+    seen = dataclasses.replace(over, peaks=((512 * MiB, 8 * MiB, 350 * MiB),))  # measured: 350 MiB
+    kept = planning.plan(seen, (8192, 8192), 8, SETTINGS, limit=limit, current_chunks=chunks)
+    assert kept.chunks == (1024, 1024) and kept.fits_budget
+    assert "peak measured at these chunks (350.00 MiB) is inside the budget" in kept.reason
+
+
 @pytest.mark.parametrize("overhead", [5e-3, 1e-4])
 def test_dask_auto_chunks_are_not_taken_on_a_guess(overhead):
     """128 MiB chunks predicted from 1 MiB ones are a guess, however much faster: the
@@ -169,8 +210,9 @@ def test_dask_auto_chunks_win_when_measured_near_and_predicted_faster():
     m = measured(MiB, 64 * MiB, overhead_seconds=5e-3)  # a probe ran 64 MiB chunks
     settings = dataclasses.replace(SETTINGS, default_chunk_bytes=128 * MiB)
     rec = planning.plan(m, (40000, 40000), 8, settings, limit=64 * 2**30)
-    assert rec.chunk_bytes >= 64 * MiB and rec.distance <= model.REACH * 1.001
-    assert rec.binding in ("default", "reach", "speed", "overhead"), rec.binding
+    assert rec.chunk_bytes >= 0.95 * 64 * MiB and rec.distance <= model.REACH * 1.001
+    # Dask's 128 MiB is predicted 3% faster than the 64 MiB measured: not beyond doubt.
+    assert rec.binding in ("default", "reach", "speed", "overhead", "measured"), rec.binding
 
 
 def test_storage_bound_when_larger_chunks_are_no_faster():
@@ -194,7 +236,7 @@ def test_a_recommendation_says_what_it_rests_on():
     assert d["measured_chunk_sizes_mb"] == pytest.approx([1.0])
     assert d["distance_from_measured"] == pytest.approx(rec.distance)
     assert d["uncertainty"] >= model.UNCERTAINTY
-    assert "measured at 1.00 MiB" in rec.evidence and "+/-" in rec.evidence
+    assert "(1.00 MiB)" in rec.evidence and "+/-" in rec.evidence
     assert d["probes"] == [] and d["probe_note"] == ""
 
 
@@ -385,6 +427,66 @@ def test_measured_peak_within_predicted_for_an_array_read_from_zarr(engine, tmp_
                                                          rec.predicted_peak_bytes / MiB)
 
 
+# -- the loop: profile, apply, compute again -------------------------------------------
+
+
+def _computes(engine, pid):
+    engine.get_profile(pid)  # the computes that returned are folded first
+    return engine._profiles.get(pid).aggregate.observations()
+
+
+def test_a_compute_after_apply_recommendation_is_measured_at_the_new_chunks(engine):
+    x = da.random.random((1200, 1200), chunks=(100, 100))
+    pid = engine.profile_array(x)
+    (x + x.T).mean(axis=0).compute()
+    y = engine.apply_recommendation(x, (400, 400))
+    (y + y.T).mean(axis=0).compute()
+    first, second = _computes(engine, pid)
+    assert first.chunk_bytes == 100 * 100 * 8 and second.chunk_bytes == 400 * 400 * 8
+    assert second.blocks == 9
+    profile = engine.get_profile(pid)
+    assert profile["current_chunks"] == y.chunks and profile["computes"] == 2
+    assert profile["profiler_stats"]["array_chunks"] == 9
+    assert profile["current_prediction"]["chunks"] == (400, 400)
+    # Applied again, from the rechunked array: the same profile follows.
+    z = engine.apply_recommendation(y, (600, 600))
+    z.sum().compute()
+    assert _computes(engine, pid)[-1].chunk_bytes == 600 * 600 * 8
+    # The profiled array itself, computed again, is measured at its own chunks.
+    x.sum().compute()
+    assert _computes(engine, pid)[-1].chunk_bytes == 100 * 100 * 8
+    assert engine.get_profile(pid)["current_chunks"] == x.chunks
+
+
+def test_a_profile_follows_at_most_a_few_rechunks(engine):
+    from dask.array._adaptive_chunking.profiles import MAX_VARIANTS
+
+    x = da.random.random((100, 100), chunks=(10, 10))
+    pid = engine.profile_array(x)
+    made = [engine.apply_recommendation(x, (10, c)) for c in range(11, 12 + MAX_VARIANTS)]
+    state = engine._profiles.get(pid)
+    assert list(state.variants) == [a.name for a in made[-MAX_VARIANTS:]]
+    assert not engine._profiles.in_graph({made[0].name: None})  # the oldest is let go
+    engine.remove_profile(pid)
+    assert not engine._profiles.in_graph({a.name: None for a in made})
+
+
+def test_apply_recommendation_reads_storage_again_at_the_new_chunks(engine, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    path = str(tmp_path / "store.zarr")
+    z = zarr.open_array(path, mode="w", shape=(400, 300), chunks=(50, 50), dtype="f8")
+    z[:] = np.random.default_rng(1).random((400, 300))
+    x = da.from_zarr(path)
+    pid = engine.profile_array(x)
+    x.sum(axis=0).compute()
+    y = engine.apply_recommendation(x, (200, 300))
+    assert y.chunks == ((200, 200), (300,))
+    assert not any("rechunk" in str(name) for name in y.dask.layers)  # read, not merged
+    np.testing.assert_array_equal(y.compute(), z[:])
+    y.sum(axis=0).compute()
+    assert _computes(engine, pid)[-1].chunk_bytes == 200 * 300 * 8
+
+
 # -- planning for another machine ----------------------------------------------------
 
 
@@ -444,7 +546,8 @@ def test_a_reason_names_only_what_applies_to_the_workload(downstream, says, neve
 def test_a_reason_gives_the_numbers_behind_its_constraint():
     from dask.utils import format_bytes
 
-    fit = fit_at(MiB, 400, 1e-2)
+    # Measured sizes left out: else the one measured is as fast and is kept.
+    fit = dataclasses.replace(fit_at(MiB, 400, 1e-2), corrections=())
     fast = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=16 * 2**30)
     assert fast.binding == "speed"
     assert fast.reason.startswith(f"the fastest chunk size predicted "
@@ -456,7 +559,7 @@ def test_a_reason_gives_the_numbers_behind_its_constraint():
     rec = planning.plan(costly, (20000, 20000), 8, SETTINGS, limit=16 * 2**30)
     assert rec.binding == "speed", rec.reason
     assert "smaller chunks would add per-task overhead (300 us a task)" in rec.reason
-    fit = fit_at(MiB, 400, 1e-3)  # cheaper tasks: larger chunks pay, up to the budget
+    fit = dataclasses.replace(fit_at(MiB, 400, 1e-3), corrections=())  # larger chunks pay
     tight = planning.plan(fit, (20000, 20000), 8, SETTINGS, limit=2**30)  # 410 MiB budget
     assert tight.binding == "memory" and tight.fits_budget
     assert f"fits the memory budget ({format_bytes(tight.memory_budget_bytes)})" in tight.reason
