@@ -9,7 +9,7 @@ chunks with the numbers and words behind them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from dataclasses import dataclass
@@ -243,14 +243,8 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
     upper = max(settings.max_chunk_bytes or budget, 1)
     lower = min(settings.min_chunk_bytes, upper)
 
-    def realize(target: float) -> tuple[tuple[int, ...], int, int, bool]:
-        chunks = _shapes.chunk_shape(shape, itemsize, target, whole_dims=sorted(whole),
-                                     min_bytes=lower, max_bytes=upper,
-                                     multiple_of=storage_chunks)
-        blocks = _shapes.blocks(shape, chunks)
-        # The layout a downstream rechunk wants: then what only it reads never waits.
-        aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
-        return chunks, math.prod(chunks) * itemsize, blocks, aligned
+    realize = _realizer(shape, itemsize, whole, wanted, lower, upper, storage_chunks,
+                        current_chunks)
 
     def predicted(chunks, blocks, aligned):
         return _model.predict(fit, array_bytes, math.prod(chunks) * itemsize, conc,
@@ -325,6 +319,28 @@ def fits(fit: _model.WorkloadModel, pred: _model.Prediction, budget: float,
         return True
     seen = fit.measured_peak(array_bytes, pred.chunk_bytes)
     return seen is not None and seen <= budget
+
+
+def _realizer(shape, itemsize, whole, wanted, lower, upper, storage_chunks, current_chunks
+              ) -> Callable[[float], tuple[tuple[int, ...], int, int, bool]]:
+    """A function of a byte target: the chunk shape it gets (see
+    :func:`.shapes.chunk_shape`), its bytes, its number of chunks, and whether it has
+    the layout a downstream rechunk wants (then what only that rechunk reads never
+    waits)."""
+    # Applied by a rechunk, chunks aligned to the current ones only merge blocks.
+    unit = None if storage_chunks is not None or current_chunks is None \
+        else _shapes.largest(current_chunks)
+
+    def realize(target: float) -> tuple[tuple[int, ...], int, int, bool]:
+        chunks = _shapes.chunk_shape(shape, itemsize, target, whole_dims=sorted(whole),
+                                     min_bytes=lower, max_bytes=upper,
+                                     multiple_of=storage_chunks)
+        if unit is not None:
+            chunks = _shapes.aligned_to(chunks, shape, unit)
+        aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
+        return chunks, math.prod(chunks) * itemsize, _shapes.blocks(shape, chunks), aligned
+
+    return realize
 
 
 def _against(chunks, other: tuple, gain: str) -> dict:
