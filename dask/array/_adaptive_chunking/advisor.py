@@ -74,7 +74,7 @@ def workers_for(cluster, fit: _model.WorkloadModel | None, chunks=None
         return _planning.Workers.of(cluster)
     blocks = math.prod(len(c) for c in chunks) if chunks else 0
     graph = blocks * fit.tasks_per_chunk * _model.GRAPH_BYTES_PER_TASK
-    return _planning.Workers(baseline=max(fit.baseline_bytes, _memory.live_rss() - graph))
+    return _planning.Workers(baseline=max(fit.baseline_bytes, _memory.in_use_now() - graph))
 
 
 def hints_for(states: list[Profile], shape: tuple) -> _graph.Downstream:
@@ -310,12 +310,15 @@ class Advisor:
     def recommend_for(self, states, settings: Settings, array=None, downstream=None, *,
                       warn: bool = True, storage: tuple[int, ...] | None = None,
                       extra: Sequence[_model.Observation] = (),
-                      reach: float | None = _model.REACH) -> Recommendation | None:
+                      reach: float | None = _model.REACH, current: bool = True
+                      ) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``states`` is one profile or a list of them (pilots of one workload at
         several chunk sizes), pooled with the stored computes of their workloads
         and the ``extra`` observations; ``reach`` as the recommender takes it.
+        ``current=False`` plans for an array made fresh, with no chunks to keep or
+        to align with.
         """
         states = states if isinstance(states, list) else [states]
         state = states[-1]
@@ -329,7 +332,7 @@ class Advisor:
         carried, threads = carried_for(states, fingerprint(settings))
         rec = self.recommender().recommend(
             self.pool(states, settings, extra), shape, max(1, dtype.itemsize),
-            current_chunks=chunks, storage_chunks=storage,
+            current_chunks=chunks if current else None, storage_chunks=storage,
             downstream=downstream if downstream is not None else hints_for(states, shape),
             cluster=_cluster_of(states),
             worker_saturation=next((s.saturation for s in reversed(states) if s.workers),
@@ -631,7 +634,8 @@ class Advisor:
         for factor in PLATEAU_FACTORS:
             grown = tuple(max(1, round(n * factor ** (1 / max(1, len(shape))))) for n in shape)
             stand_in = da.empty(grown, dtype=dtype, chunks=block)
-            rec = self.recommend_for(states, settings, stand_in, warn=False)
+            # A byte target for Dask's "auto" chunking: for arrays made fresh.
+            rec = self.recommend_for(states, settings, stand_in, warn=False, current=False)
             if rec is None or rec.model is None or (best is not None and not rec.fits_budget):
                 break  # not fitting: stop here
             grew = best is None or rec.chunk_bytes > 1.05 * best.chunk_bytes

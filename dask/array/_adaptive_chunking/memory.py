@@ -9,14 +9,16 @@ configured limit.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
 
 from dask.array._adaptive_chunking.errors import warn_once
 
 __all__ = [
     "ASSUMED_MEMORY", "cgroup_memory", "host_memory", "memory_limit", "process_rss",
-    "live_rss", "children_rss", "usage",
+    "live_rss", "in_use_now", "children_rss", "usage",
 ]
 
 
@@ -248,6 +250,22 @@ def live_rss(rss: int | None = None) -> int:
     """
     rss = process_rss() if rss is None else rss
     return max(rss // 2, rss - _malloc_free_bytes())
+
+
+#: Seconds a reading of the memory in use is reused by planning, so that predictions
+#: made together (a plot's sweep and ``engine.predict``) start from the same figure.
+IN_USE_SECONDS = 1.0
+_in_use: list = [-math.inf, 0]  # when it was read, and the reading
+
+
+def in_use_now() -> int:
+    """:func:`live_rss`, read at most once every :data:`IN_USE_SECONDS`."""
+    read_at, value = _in_use
+    now = time.monotonic()
+    if now - read_at > IN_USE_SECONDS:
+        value = live_rss()
+        _in_use[:] = [now, value]
+    return value
 
 
 def children_rss() -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
-from dataclasses import dataclass
 
 from dask.utils import format_bytes
 
@@ -170,7 +170,8 @@ def _facts(binding: str, pred: _model.Prediction, fit: _model.WorkloadModel,
 
 
 def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[int],
-            storage_chunks, reach: float | None = _model.REACH, chunks=(), **numbers) -> str:
+            storage_chunks, reach: float | None = _model.REACH, chunks=(), shape=(),
+            **numbers) -> str:
     """Why these chunks, in a sentence: the binding constraint with its numbers, and
     the shape rules that applied to this workload."""
     shown = numbers.pop("shown", None) or reach or _model.REACH
@@ -191,7 +192,8 @@ def _reason(binding: str, conc: int, downstream: _graph.Downstream, whole: set[i
             if op in _graph.SQUARE_OPS))
     elif whole:
         notes.append(f"{_axes(whole)} kept whole, as in the current chunks")
-    if storage_chunks is not None:
+    if storage_chunks is not None and all(c % s == 0 or c == n for c, s, n in
+                                          zip(chunks, storage_chunks, shape)):
         notes.append(f"whole multiples of the storage chunks {tuple(storage_chunks)}")
     return reason + ("; " + "; ".join(notes) if notes else "")
 
@@ -296,8 +298,9 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         predicted_seconds=pred.seconds, predicted_tasks=pred.n_tasks, concurrency=conc,
         model=fit,
         reason=_reason(binding, conc, downstream, whole, storage_chunks, settings.reach,
-                       chunks=chunks, **_facts(binding, pred, fit, settings, budget, conc,
-                                               array_bytes, lower, upper), **numbers),
+                       chunks=chunks, shape=shape, **numbers,
+                       **_facts(binding, pred, fit, settings, budget, conc, array_bytes,
+                                lower, upper)),
         overhead_fraction=pred.overhead_fraction, downstream=downstream.ops,
         storage_chunks=storage_chunks, saturation=saturation,
         scheduler_reason="" if saturation is None

@@ -545,7 +545,7 @@ def test_auto_rechunk_gives_auto_chunking_the_learned_size_and_gives_it_back(eng
 
     dask_default = dask.config.get("array.chunk-size")
     workload = _stored_workload(engine)
-    x = da.random.random((4000, 4000), chunks=(250, 250))
+    x = da.random.random((4000, 4000), chunks=(100, 100))
     expected = engine.recommend(x, workload=workload(x)).array_chunk_size  # history only
     with caplog.at_level(logging.INFO, logger="dask.array.adaptive_chunking"):
         with dask.config.set({"array.adaptive-chunking.auto-rechunk": True}):

@@ -190,8 +190,8 @@ def test_budget_shrinks_the_recommendation(engine):
     large = engine.predict(x, (2500, 2500), ids)["predicted_peak_memory_mb"] * 2**20
     # A budget that leaves the compute half of what 48 MiB chunks are predicted to
     # need above what this process already holds.
-    # What the planner counts as held (advisor.workers_for): the process's memory less
-    # the graph of x's 40,000 chunks; what earlier tests left in memory moves it.
+    # What the planner counts as held (advisor.workers_for): the process's memory in
+    # use less the graph of x's 40,000 chunks; what earlier tests left in memory moves it.
     from dask.array._adaptive_chunking.advisor import workers_for
 
     held = workers_for(None, engine.recommend(x, ids).model, x.chunks).baseline

@@ -159,6 +159,25 @@ def test_current_chunks_are_kept_unless_a_move_is_predicted_to_pay():
     assert moved.binding != "current" and moved.chunks == (1024, 1024)
 
 
+@pytest.mark.parametrize("current, unit", [
+    (((100,) * 82, (100,) * 82), (100, 100)),  # larger chunks: whole multiples
+    (((4100,) * 2, (4100,) * 2), (4100, 4100)),  # smaller: whole divisors
+])
+def test_chunks_without_storage_align_with_the_current_ones(current, unit):
+    fit = fit_at(8 * MiB, 50, 0.02)
+    # Current chunks of 128 MiB are above this max-chunk-bytes: they cannot be kept.
+    settings = dataclasses.replace(SETTINGS, max_chunk_bytes=64 * MiB)
+    rec = planning.plan(dataclasses.replace(fit, corrections=()), (8200, 8200), 8,
+                        settings, limit=16 * 2**30, current_chunks=current)
+    assert rec.chunks != unit
+    for c, u, n in zip(rec.chunks, unit, (8200, 8200)):
+        assert c == n or (c % u == 0 if c > u else u % c == 0), rec.chunks
+    stored = planning.plan(fit, (8200, 8200), 8, settings, limit=16 * 2**30,
+                           current_chunks=current, storage_chunks=(300, 300))
+    assert all(c % 300 == 0 or c == 8200 for c in stored.chunks)  # storage wins
+    assert "whole multiples of the storage chunks (300, 300)" in stored.reason
+
+
 def test_current_chunks_outside_the_budget_are_not_kept():
     fit = fit_at(8 * MiB, 50, 0.02)
     whole = ((8192,), (8192,))  # 512 MiB chunks, a 1 GiB limit
