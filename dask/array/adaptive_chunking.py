@@ -531,7 +531,8 @@ class ChunkSizeRecommender:
             Warn when no chunking fits the budget (``fits_budget`` says it anyway).
         reach : float or None
             How many times a measured chunk size the chunks may be, unless the
-            budget forces them further (None: anywhere the model predicts best).
+            budget forces them further (None: where the model predicts best, not
+            kept at a measured size or the current chunks: what a probe measures).
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
