@@ -270,14 +270,14 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
     numbers = {}
     # Without a reach the model's own best is asked for: what a probe must measure.
     guarded = settings.reach is not None
-    best = guarded and _best_measured(fit, pred, chunks, realize, predicted, budget,
-                                      array_bytes)
-    if best:
+    best = _best_measured(fit, pred, chunks, realize, predicted, budget,
+                          array_bytes) if guarded else None
+    if best is not None:
         numbers = _against(chunks, best, _gain(pred.seconds, best[1].seconds))
         (chunks, pred), binding = best[:2], "measured"
-    kept = guarded and _keep_current(fit, pred, current_chunks, shape, itemsize, wanted,
-                                     budget, lower, upper, predicted)
-    if kept and tuple(kept[0]) != tuple(chunks):
+    kept = _keep_current(fit, pred, current_chunks, shape, itemsize, wanted, budget,
+                         lower, upper, predicted) if guarded else None
+    if kept is not None and tuple(kept[0]) != tuple(chunks):
         numbers = _against(chunks, kept, _gain(pred.seconds, kept[1].seconds))
         (chunks, pred), binding = kept[:2], "current"
     elif (auto := _dask_default(fit, chunks, pred, shape, itemsize, whole, wanted,
