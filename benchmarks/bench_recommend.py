@@ -78,7 +78,8 @@ def run_child(spec: dict) -> dict:
 
     from dask.array import adaptive_chunking as ac
 
-    config = {}
+    # Only the pilots are evidence: a history left by other runs must not count.
+    config = {"array.adaptive-chunking.history": False}
     if spec["memory_limit"]:
         config["array.adaptive-chunking.memory-limit"] = spec["memory_limit"]
     if spec.get("target_percent"):

@@ -154,6 +154,7 @@ def _facts(binding: str, pred: _model.Prediction, fit: _model.WorkloadModel,
              "size": format_bytes(int(array_bytes))}
     if binding == "memory" and pred.peak_bytes > budget:
         facts["why"] = "over_budget"
+        facts["tolerance"] = f"{_model.PEAK_TOLERANCE:.0%}"
     if binding == "speed":
         facts["smaller"] = (f"would add per-task overhead ({facts['per_task']} a task)"
                             if fit.overhead_seconds > 0 else "are predicted no faster")
@@ -267,7 +268,7 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         binding = "shape"
     elif binding == "smallest":
         binding = "storage" if storage_chunks is not None else "speed"
-    numbers = {}
+    numbers = {} if choice.fits else {"least": format_bytes(int(choice.least_peak_bytes))}
     # Without a reach the model's own best is asked for: what a probe must measure.
     guarded = settings.reach is not None
     best = _best_measured(fit, pred, chunks, realize, predicted, budget,
@@ -457,7 +458,9 @@ def budget_warning(rec: Recommendation, settings: PlanSettings) -> str:
         f"no chunking of this {rec.shape} array fits the memory budget of "
         f"{format_bytes(rec.memory_budget_bytes)} ({settings.target_memory_percent:g}% x "
         f"{settings.safety_factor:g} of {format_bytes(rec.memory_limit_bytes)}); the "
-        f"smallest predicted peak is {format_bytes(rec.predicted_peak_bytes)}. Raise "
+        f"chunks recommended are predicted to peak at {format_bytes(rec.predicted_peak_bytes)}"
+        f", the fastest of those within {_model.PEAK_TOLERANCE:.0%} of the smallest "
+        "predicted peak. Raise "
         f"'{PREFIX}.memory-limit' or '{PREFIX}.target-memory-percent', or lower "
         "min-chunk-bytes"
     )

@@ -173,7 +173,8 @@ REASONS = {
     "memory": "the largest chunk size whose predicted peak ({peak}) fits the memory "
               "budget ({budget}); larger chunks would be faster but would not fit",
     "over_budget": "no chunk size is predicted to fit the memory budget ({budget}); this "
-                   "one has the smallest predicted peak ({peak})",
+                   "one's predicted peak ({peak}) is within {tolerance} of the smallest "
+                   "({least}), and it is the fastest of those",
     "overhead": "the smallest chunk size that keeps per-task overhead under {target} of "
                 "the time ({fraction} predicted); larger chunks are predicted no faster",
     "parallelism": "{blocks} for {conc} threads: larger chunks would leave threads idle",

@@ -262,6 +262,8 @@ def test_recommender_warns_when_nothing_fits():
     with pytest.warns(AdaptiveChunkingWarning, match="memory budget.*memory-limit"):
         rec = r.recommend(p, (20000, 20000), 8)
     assert not rec.fits_budget and rec.binding == "memory"
+    assert rec.reason.startswith("no chunk size is predicted to fit the memory budget")
+    assert "within 10% of the smallest" in rec.reason
 
 
 shapes = st.lists(st.integers(0, 50_000), min_size=1, max_size=4).map(tuple)

@@ -434,13 +434,23 @@ def test_choose_memory_binding():
     assert tight.chunk_bytes < roomy.chunk_bytes
 
 
-def test_choose_nothing_fits():
-    m = simple_model()
+@pytest.mark.parametrize("overhead", [3e-4, 3e-2])
+def test_choose_nothing_fits_takes_the_fastest_near_the_smallest_peak(overhead):
+    # With a large per-task overhead the smallest chunks are far slower than ones
+    # predicted to peak a few percent higher: those are taken, not the smallest.
+    m = simple_model(overhead_seconds=overhead)
     c = choose_chunk_bytes(m, 3.2e9, budget_bytes=50 * MiB, **BOUNDS)
-    least = min((predict(m, 3.2e9, s) for s in model._candidates(MiB, 3.2e9)),
-                key=lambda p: p.peak_bytes)
+    preds = [predict(m, 3.2e9, s) for s in model._candidates(MiB, 3.2e9)]
+    least = min(p.peak_bytes for p in preds)
+    level = [p for p in preds if p.peak_bytes <= least * (1 + model.PEAK_TOLERANCE)]
     assert not c.fits and c.binding == "memory"
-    assert c.chunk_bytes == least.chunk_bytes
+    assert c.least_peak_bytes == least
+    assert c.prediction.peak_bytes <= least * (1 + model.PEAK_TOLERANCE)
+    assert c.prediction.seconds == min(p.seconds for p in level)
+    if overhead > 1e-2:
+        assert c.prediction.peak_bytes > least
+        assert c.prediction.seconds < 0.8 * min(p.seconds for p in preds
+                                                 if p.peak_bytes == least)
 
 
 def test_choose_whole_array_and_bounds():
