@@ -142,8 +142,9 @@ def whole_dims(shape: tuple[int, ...], downstream: _graph.Downstream,
 
 def _facts(binding: str, pred: _model.Prediction, fit: _model.WorkloadModel,
            settings: PlanSettings, budget: float, conc: int, array_bytes: float,
-           lower: float, upper: float) -> dict[str, str]:
-    """The numbers a reason names, as a person reads them."""
+           lower: float, upper: float, least: float | None = None) -> dict[str, str]:
+    """The numbers a reason names, as a person reads them; ``least`` is the smallest
+    predicted peak when no chunking fits the budget."""
     facts = {"seconds": _views.duration_text(pred.seconds),
              "peak": format_bytes(int(pred.peak_bytes)),
              "budget": format_bytes(int(budget)), "target": f"{settings.overhead_target:.0%}",
@@ -152,9 +153,9 @@ def _facts(binding: str, pred: _model.Prediction, fit: _model.WorkloadModel,
              "blocks": _views.count_text(pred.n_chunks, "chunk"),
              "low": format_bytes(int(lower)), "high": format_bytes(int(upper)),
              "size": format_bytes(int(array_bytes))}
-    if binding == "memory" and pred.peak_bytes > budget:
-        facts["why"] = "over_budget"
-        facts["tolerance"] = f"{_model.PEAK_TOLERANCE:.0%}"
+    if binding == "memory" and least is not None:
+        facts.update(why="over_budget", least=format_bytes(int(least)),
+                     tolerance=f"{_model.PEAK_TOLERANCE:.0%}")
     if binding == "speed":
         facts["smaller"] = (f"would add per-task overhead ({facts['per_task']} a task)"
                             if fit.overhead_seconds > 0 else "are predicted no faster")
@@ -268,7 +269,7 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         binding = "shape"
     elif binding == "smallest":
         binding = "storage" if storage_chunks is not None else "speed"
-    numbers = {} if choice.fits else {"least": format_bytes(int(choice.least_peak_bytes))}
+    numbers = {}
     # Without a reach the model's own best is asked for: what a probe must measure.
     guarded = settings.reach is not None
     best = _best_measured(fit, pred, chunks, realize, predicted, budget,
@@ -304,7 +305,7 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
         reason=_reason(binding, conc, downstream, whole, storage_chunks, settings.reach,
                        chunks=chunks, shape=shape, **numbers,
                        **_facts(binding, pred, fit, settings, budget, conc, array_bytes,
-                                lower, upper)),
+                                lower, upper, choice.least_peak_bytes)),
         overhead_fraction=pred.overhead_fraction, downstream=downstream.ops,
         storage_chunks=storage_chunks, saturation=saturation,
         scheduler_reason="" if saturation is None
