@@ -195,10 +195,12 @@ def recommend(shape: str, dtype: str, chunks: str | None, memory_limit: str | No
     settings = {f"{PREFIX}.memory-limit": memory_limit} if memory_limit else {}
     if threads:
         settings["num_workers"] = threads  # what the threaded scheduler would run at once
+    x = da.empty(dims, dtype=np_dtype, chunks=block)
     with dask.config.set(settings):
-        rec, workload = _from_history(da.empty(dims, dtype=np_dtype, chunks=block),
-                                      signature)
+        rec, workload = _from_history(x, signature)
     click.echo(f"workload {workload}")
+    start = "" if chunks else ' (Dask\'s chunks="auto"; --chunks gives others)'
+    click.echo(f"current chunks: {x.chunksize}{start}")
     if rec.carried:
         click.echo(f"carried over: {rec.carried}")
     click.echo(f"chunks: {rec.chunks}")

@@ -36,6 +36,7 @@ import numpy as np
 from dask.utils import key_split
 
 from dask.array._adaptive_chunking import tasks as _tasks
+from dask.array._adaptive_chunking import memory as _memory
 from dask.array._adaptive_chunking import model as _model
 from dask.array._adaptive_chunking import shapes as _shapes
 from dask.array._adaptive_chunking import profile_figure as _figure
@@ -50,6 +51,7 @@ __all__ = [
     "memory_timeline",
     "prediction_curve",
     "measured_points",
+    "predicted_peak_label",
     "task_attributes",
     "match_keys",
 ]
@@ -263,6 +265,30 @@ def measured_points(observations: Sequence[Any]) -> dict[str, np.ndarray]:
             "peak_bytes": column("peak_bytes")}
 
 
+def predicted_peak_label(measured_baseline: float, baseline_now: float) -> str:
+    """The legend label of the predicted peaks.
+
+    A prediction is for a compute started now, from the memory this process holds
+    now; the measured points started from what it held then. When the two differ
+    (a notebook that has since loaded data, or imported the plotting library), the
+    gap between the curve and the measured points is that difference, not a miss of
+    the model, and the label says so. Differences within 10% (or 16 MiB) are not
+    named. A baseline of 0 (unknown, or a cluster's workers) names nothing.
+
+    >>> predicted_peak_label(100 * 2**20, 110 * 2**20)
+    'predicted'
+    >>> predicted_peak_label(104 * 2**20, 205 * 2**20)
+    'predicted, from 205.00 MiB held now (104.00 MiB then)'
+    """
+    if measured_baseline <= 0 or baseline_now <= 0:
+        return "predicted"
+    if abs(baseline_now - measured_baseline) <= max(0.1 * measured_baseline, 16 * MiB):
+        return "predicted"
+    # Short enough for a legend beside another: the docs say what "held" means.
+    return (f"predicted, from {_views.size_text(baseline_now)} held now "
+            f"({_views.size_text(measured_baseline)} then)")
+
+
 def _measured(engine, profile_id: str, what: str) -> tuple[dict[str, Any], list, list]:
     """The profile (``engine.get_profile``), its sampled task records and per-compute
     observations, or why it cannot be drawn yet."""
@@ -297,7 +323,8 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
         axes of the predicted panels, ``ranges`` (``chunk_mib``, ``time_s``,
         ``peak_mib``: :class:`.profile_figure.AxisRange`, holding the curve, the
         marked and the measured points), ``budget_label`` and ``budget_drawn``
-        (:func:`.profile_figure.peak_axis`), all None without a model; ``note``
+        (:func:`.profile_figure.peak_axis`), all None without a model;
+        ``predicted_peak_label`` (:func:`predicted_peak_label`); ``note``
         says what is missing and why.
     """
     import dask.array as da
@@ -318,6 +345,7 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
         "note": "",
         **dict.fromkeys(("curve", "current", "recommended", "budget_bytes", "ranges",
                          "budget_label", "budget_drawn")),
+        "predicted_peak_label": "predicted",
     }
     data["title"] = (
         f"Profile {profile_id}: {shape} {dtype} in {largest} chunks, "
@@ -360,6 +388,9 @@ def profile_data(engine, profile_id: str) -> dict[str, Any]:
         "peak_bytes": rec["predicted_peak_memory_mb"] * MiB,
     }
     data["budget_bytes"] = float(rec["memory_budget_mb"] * MiB)
+    if not profile["workers"]:  # a cluster's peaks are its workers', not this process's
+        then = observations[-1].baseline_bytes if observations else 0.0  # the newest
+        data["predicted_peak_label"] = predicted_peak_label(then, _memory.in_use_now())
     data["ranges"], data["budget_label"], data["budget_drawn"] = _figure.prediction_axes(data)
     data["note"] = "; ".join(notes)
     return data

@@ -289,7 +289,7 @@ def _prediction_panels(data: dict[str, Any]) -> list[Panel]:
                            marker=marker, size=7))
     x = curve["chunk_bytes"] / MiB
     time.append(Series("line", x, curve["seconds"], "predicted"))
-    peak.append(Series("line", x, curve["peak_bytes"] / MiB, "predicted"))
+    peak.append(Series("line", x, curve["peak_bytes"] / MiB, data["predicted_peak_label"]))
     for panel, y in ((time, measured["seconds"]), (peak, measured["peak_bytes"] / MiB)):
         seen = np.isfinite(y)
         if seen.any():

@@ -190,9 +190,16 @@ def test_recommend_without_chunks_starts_from_dask_auto(engine):
     _stored(engine)
     out = run("recommend", "--shape", "20000,20000")
     assert out.exit_code == 0, out.output
-    chunks = eval(out.output.split("chunks: ", 1)[1].splitlines()[0])
+    chunks = eval(out.output.split("\nchunks: ", 1)[1].splitlines()[0])
     # Not one 3 GiB chunk kept whole "as it was": nobody asked for one chunk.
     assert math.prod(chunks) < 20000 * 20000 and "kept whole" not in out.output
+    # A reason that keeps "the current chunks" says which those are.
+    import dask.array as da
+
+    auto = da.empty((20000, 20000), chunks="auto").chunksize
+    assert f'current chunks: {auto} (Dask\'s chunks="auto"' in out.output
+    given = run("recommend", "--shape", "20000,20000", "--chunks", "100,100")
+    assert "current chunks: (100, 100)\n" in given.output
 
 
 def test_no_comparable_history_names_what_differs(engine):

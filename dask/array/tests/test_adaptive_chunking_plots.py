@@ -289,7 +289,28 @@ def test_the_predicted_panels_mark_the_measured_points(engine):
         assert measured[0].y.tolist() == pytest.approx((data["measured"][name] / scale).tolist())
         labels = [s.label for s in panels[key].series if s.label]
         assert any(label.startswith("current (100, 100): 78.12 kiB") for label in labels)
-        assert "predicted" in labels and len(labels) == len(set(labels))
+        assert sum(label.startswith("predicted") for label in labels) == 1
+        assert len(labels) == len(set(labels))
+
+
+def test_the_predicted_peaks_say_when_this_process_has_grown_since(engine, monkeypatch):
+    # A prediction starts from the memory held now; the measured point from what was
+    # held then. A grown notebook process must not read as a model that misses.
+    _, _, pid = profiled(engine)
+    then = engine.get_profiler(pid).observations()[-1].baseline_bytes
+    monkeypatch.setattr(plots._memory, "in_use_now", lambda: then)
+    assert plots.profile_data(engine, pid)["predicted_peak_label"] == "predicted"
+    monkeypatch.setattr(plots._memory, "in_use_now", lambda: then + 500 * MiB)
+    data = plots.profile_data(engine, pid)
+    panels = panels_by_key(data)
+    peak = [s.label for s in panels["predicted_peak"].series if s.kind == "line"]
+    assert any(f"({plots._views.size_text(then)} then)" in (label or "") for label in peak)
+    assert "predicted" in [s.label for s in panels["predicted_time"].series]
+    fig = pf.draw_matplotlib(data)  # the longer label keeps its legend inside the figure
+    renderer = _rendered(fig)
+    for legend in (ax.get_legend() for ax in fig.axes if ax.get_legend() is not None):
+        box = legend.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
 
 
 def _rendered(fig):
