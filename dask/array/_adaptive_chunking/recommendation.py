@@ -194,6 +194,10 @@ REASONS = {
     "measured": "the fastest chunk size measured ({seconds}); the best chunking predicted, "
                 "{other}, is {gain}, which is within the model's uncertainty there "
                 "(+/-{uncertainty:.0%})",
+    "step": "a step toward {other}, the best chunking predicted, whose gain is within "
+            "the model's uncertainty that far from the sizes measured (+/-{far:.0%}): "
+            "these chunks are predicted {gain} than {held}, more than the uncertainty "
+            "here (+/-{uncertainty:.0%}); a compute at them will refine the answer",
     "current": "keeps the current chunks: the best other chunking, {other}, is "
                "predicted {gain}; a change must gain more than the model's uncertainty "
                "there (+/-{uncertainty:.0%})",

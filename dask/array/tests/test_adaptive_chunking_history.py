@@ -546,7 +546,8 @@ def test_auto_rechunk_gives_auto_chunking_the_learned_size_and_gives_it_back(eng
     dask_default = dask.config.get("array.chunk-size")
     workload = _stored_workload(engine)
     x = da.random.random((4000, 4000), chunks=(100, 100))
-    expected = engine.recommend(x, workload=workload(x)).array_chunk_size  # history only
+    told = engine.recommend(x, workload=workload(x))  # from history only
+    expected = told.array_chunk_size
     with caplog.at_level(logging.INFO, logger="dask.array.adaptive_chunking"):
         with dask.config.set({"array.adaptive-chunking.auto-rechunk": True}):
             ac.get_adaptive_engine()  # any engine call (or compute) applies it
@@ -565,7 +566,11 @@ def test_auto_rechunk_gives_auto_chunking_the_learned_size_and_gives_it_back(eng
     # gets, not the small one's split for its threads
     pilot_size = da.random.random((1600, 1600), chunks=100)
     small = engine.recommend(pilot_size, workload=workload(pilot_size))
-    assert expected / 2 <= target <= expected * 2
+    assert expected / 2 <= target, told.reason
+    # From the current chunks the user may be told a step of whole doublings (when
+    # the full move is inside the model's doubt net of the rechunk); fresh arrays
+    # pay no rechunk, so their target may go further.
+    assert target <= expected * 2 or told.binding == "step", told.reason
     assert target >= small.array_chunk_size / 2  # not a small array's split for threads
     assert auto.chunks == plain_auto.chunks != da.ones((4000, 4000)).chunks
     assert max(auto.chunks[0]) * max(auto.chunks[1]) * 8 <= target
@@ -678,12 +683,15 @@ target = Advisor(ProfileRegistry(), HistoryService(), Recommender).auto_target(
 print(dask.config.get("array.chunk-size"), target[0], rec.array_chunk_size,
       x.chunks == default, engine.predict(x, x.chunks, workload=work)["fits_budget"],
       engine.predict(x, default, workload=work)["fits_budget"])
+print(x.chunks[0][0], engine.predict(x, x.chunks, workload=work), rec, target, file=sys.stderr)
 """
 
 
 def test_a_second_process_gets_auto_chunks_from_the_first_ones_history(tmp_path):
+    # 2 GiB: a budget the learned chunks fit with room to spare even when a loaded
+    # machine makes the first compute measure more memory; Dask's 128 MiB do not.
     env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__HISTORY_PATH=str(tmp_path / "h.db"),
-               DASK_ARRAY__ADAPTIVE_CHUNKING__MEMORY_LIMIT="1GiB")
+               DASK_ARRAY__ADAPTIVE_CHUNKING__MEMORY_LIMIT="2GiB")
 
     def run(code, **more):
         out = subprocess.run([sys.executable, "-c", code], env=dict(env, **more),
@@ -698,7 +706,7 @@ def test_a_second_process_gets_auto_chunks_from_the_first_ones_history(tmp_path)
     assert int(recommended) / 2 <= int(size) <= 2 * int(recommended)
     assert "auto-rechunk set array.chunk-size" in log
     # Dask's 128 MiB chunks would not fit this machine's budget; the learned ones do
-    assert unchanged == "False" and fits == "True" and default_fits == "False"
+    assert unchanged == "False" and fits == "True" and default_fits == "False", log[-3000:]
     (size, _, _, unchanged, *_), _ = run(SECOND_AUTO)  # off: exactly Dask's own chunks
     assert size == "128MiB" and unchanged == "True"
 

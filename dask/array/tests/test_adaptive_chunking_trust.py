@@ -199,6 +199,30 @@ def test_the_fastest_size_measured_beats_a_guess_inside_its_uncertainty():
     assert far.binding != "measured" and far.chunk_bytes > 16 * MiB
 
 
+def test_a_step_toward_an_untrusted_choice_is_taken_when_it_beats_its_own_doubt():
+    # Measured at 1 MiB only. The model's best (about 13 MiB) is predicted faster by
+    # less than the uncertainty that far out, but 4 MiB is predicted faster by more
+    # than the uncertainty there: a step of whole doublings, not the measured size.
+    m = measured(MiB, overhead_seconds=2e-4)
+    rec = planning.plan(m, (65536, 65536), 8, SETTINGS, limit=64 * 2**30)
+    assert rec.binding == "step", rec.reason
+    assert rec.chunk_bytes == pytest.approx(4 * MiB, rel=0.05)
+    goal = planning.plan(m, (65536, 65536), 8, dataclasses.replace(SETTINGS, reach=None),
+                         limit=64 * 2**30)
+    assert rec.chunk_bytes < goal.chunk_bytes  # short of the model's own choice
+    assert rec.reason.startswith("a step toward (") and "than (363, 363)" in rec.reason
+    assert "a compute at them will refine the answer" in rec.reason
+    # Once the step is measured and no further step beats its doubt, it is kept.
+    after = planning.plan(measured(MiB, 4 * MiB, overhead_seconds=2e-4), (65536, 65536), 8,
+                          SETTINGS, limit=64 * 2**30)
+    assert after.binding == "measured"
+    assert after.chunk_bytes == pytest.approx(4 * MiB, rel=0.05)
+    # Where a step gains less than its own uncertainty, the measured size is held.
+    small = planning.plan(measured(MiB, overhead_seconds=1e-4), (65536, 65536), 8, SETTINGS,
+                          limit=64 * 2**30)
+    assert small.binding == "measured" and small.chunk_bytes == pytest.approx(MiB, rel=0.05)
+
+
 def test_a_peak_measured_inside_the_budget_outweighs_a_prediction_above_it():
     chunks = ((1024,) * 8, (1024,) * 8)  # 8 MiB chunks of a 512 MiB array
     over = measured(8 * MiB, overhead_seconds=2e-3, amplification=60.0)
