@@ -413,6 +413,13 @@ def _best_measured(fit, pred, chunks, realize, predicted, budget, array_bytes):
     return best[0], best[1], margin
 
 
+def _doubt(fit: _model.WorkloadModel, *predictions: _model.Prediction) -> float:
+    """The uncertainty of comparing ``predictions``: the largest at any of their sizes,
+    since a move between two chunkings is only as sure as the farther one from what
+    was measured."""
+    return max(fit.uncertainty(p.chunk_bytes) for p in predictions)
+
+
 def _step(fit, held, goal_bytes, realize, predicted, budget, array_bytes):
     """``(chunks, prediction, uncertainty)`` of a step from the chunks held (``held``:
     the fastest measured or the current ones, with their prediction) toward the
@@ -438,7 +445,7 @@ def _step(fit, held, goal_bytes, realize, predicted, budget, array_bytes):
         if tuple(shape) == tuple(chunks):
             continue
         p = predicted(shape, blocks, aligned)
-        margin = max(fit.uncertainty(p.chunk_bytes), fit.uncertainty(start))
+        margin = _doubt(fit, p, now)
         if fits(fit, p, budget, array_bytes) and p.seconds < now.seconds * (1 - margin) \
                 and (best is None or p.seconds < best[1].seconds):
             best = shape, p, margin
@@ -466,7 +473,7 @@ def _keep_current(fit, pred, current_chunks, shape, itemsize, wanted, budget, lo
     now = predicted(chunks, blocks, aligned)
     if not fits(fit, now, budget, math.prod(shape) * itemsize):
         return None
-    margin = max(fit.uncertainty(pred.chunk_bytes), fit.uncertainty(chunk_bytes))
+    margin = _doubt(fit, pred, now)
     if pred.seconds < now.seconds * (1 - margin):
         return None
     return chunks, now, margin
@@ -503,7 +510,7 @@ def _dask_default(fit, mine, pred, shape, itemsize, whole, wanted, storage_chunk
     blocks = _shapes.blocks(shape, chunks)
     aligned = bool(wanted) and all(chunks[d] == shape[d] for d in wanted)
     auto = predicted(chunks, blocks, aligned)
-    margin = max(fit.uncertainty(pred.chunk_bytes), fit.uncertainty(chunk_bytes))
+    margin = _doubt(fit, pred, auto)
     if auto.peak_bytes > budget or not auto.seconds < pred.seconds * (1 - margin):
         return None
     return chunks, auto, margin
