@@ -27,12 +27,16 @@ Settings (``--setting``), each in its own results file:
 * ``threads``: Dask's threaded scheduler (``trust.{json,md}``);
 * ``sync``: the synchronous scheduler (``trust-sync``);
 * ``budget``: threaded, with ``memory-limit`` 1 GiB and ``target-memory-percent``
-  100, so the budget is 819 MiB; every timed compute's peak (the process's resident
-  high-water mark) is kept, and a recommendation must fit the limit where some
+  100, so the budget is 819 MiB, and a recommendation must fit the limit where some
   grid point does (``trust-budget``);
 * ``distributed``: a ``LocalCluster(n_workers=2, threads_per_worker=1,
   processes=True, memory_limit="2GiB")``, profiled through the cluster; peak is the
   larger of the two workers' high-water marks (``trust-distributed``).
+
+A chunking's peak is the process's resident high-water mark in one more compute
+after the timed ones, started from the memory in use: the C allocator's free heap
+is handed back first (``malloc_trim``), so the peak is not what the chunking timed
+before it left resident.
 
 Run alone on a quiet machine::
 
@@ -182,8 +186,11 @@ def _chunks_of(rec) -> list[int]:
     return [int(c) for c in rec.chunks]
 
 
-def recommend(spec: dict) -> dict:
-    """The user's first compute, profiled, and the three recommendations."""
+def recommend(spec: dict, peak: Peak) -> dict:
+    """The user's first compute, profiled, and the three recommendations.
+
+    Each recommendation is made after the allocator's free heap is handed back,
+    so that it predicts from the memory in use, as the peaks are measured."""
     import dask
     from dask.array import adaptive_chunking as ac
 
@@ -196,19 +203,23 @@ def recommend(spec: dict) -> dict:
         dask.compute(f(x))
         first = time.perf_counter() - began
         began = time.perf_counter()
+        peak.trim()
         one = engine.recommend(x, pid, workload=f)
         one_s = time.perf_counter() - began
         began = time.perf_counter()
+        peak.trim()
         probed = engine.recommend(x, pid, workload=f, probe=True)
         probe_s = time.perf_counter() - began
         y = make(spec, one.chunks)
         pid2 = engine.profile_array(y)
         dask.compute(f(y))
+        peak.trim()
         two = three = engine.recommend(x, [pid, pid2], workload=f)
         if tuple(two.chunks) != tuple(one.chunks):  # it moved: measure there, ask again
             z = make(spec, two.chunks)
             pid3 = engine.profile_array(z)
             dask.compute(f(z))
+            peak.trim()
             three = engine.recommend(x, [pid, pid2, pid3], workload=f)
         ac.disable_adaptive_chunking()
     out = {"first_compute_s": first, "recommend_s": one_s, "probe_recommend_s": probe_s}
@@ -253,11 +264,19 @@ def timed(spec: dict, chunkings: dict, repeats: int, peak: Peak) -> tuple[dict, 
         rng.shuffle(order)
         for key in order:
             gc.collect()
-            peak.reset()
             began = time.perf_counter()
             dask.compute(built[key])
             times[key].append(time.perf_counter() - began)
-            peaks[key].append(peak.read())
+    # Peaks in a pass of their own, each from the memory in use: a chunking timed
+    # after a coarser one starts with that one's freed chunks resident, and its
+    # high-water mark would be theirs (trimming before a timed compute would make it
+    # fault in fresh pages, which a user's next compute does not).
+    for key in order:
+        gc.collect()
+        peak.trim()
+        peak.reset()
+        dask.compute(built[key])
+        peaks[key].append(peak.read())
     return ({label: times[key_of(c)] for label, c in chunkings.items()},
             {label: peaks[key_of(c)] for label, c in chunkings.items()})
 
@@ -276,6 +295,14 @@ class Peak:
             workloads._reset_hwm()
         else:
             self.client.run(workloads._reset_hwm)
+
+    def trim(self) -> None:
+        import workloads
+
+        if self.client is None:
+            workloads._trim_heap()
+        else:
+            self.client.run(workloads._trim_heap)
 
     def read(self) -> int:
         import workloads
@@ -316,7 +343,7 @@ def child(spec: dict) -> dict:
                 n_workers=2, threads_per_worker=1, processes=True,
                 memory_limit=WORKER_LIMIT, dashboard_address=None))
             client = stack.enter_context(distributed.Client(cluster))
-        recs = recommend(spec)
+        recs = recommend(spec, Peak(client))
         dask.config.set({"array.adaptive-chunking.enabled": False})
         chunkings = {"start": list(start), "auto": "auto"}
         chunkings.update({label: recs[label]["chunks"] for label in LABELS})
@@ -367,7 +394,8 @@ def markdown(results: dict, args) -> str:
              + ("" if args.setting == "threads" else f" ({args.setting})"), "",
              f"{args.repeats} shuffled rounds per chunking, {where}, engine off "
              "while timing; time = median, spread = interquartile range / median, peak = "
-             "median of the computes' resident high-water marks.", ""]
+             "resident high-water mark of one more compute, started from the memory in "
+             "use (the allocator's free heap handed back first).", ""]
     worst = 1.0
     for name, res in results.items():
         a = res["analysis"]

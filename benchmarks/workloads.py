@@ -72,6 +72,25 @@ def _reset_hwm() -> None:
         f.write("5")
 
 
+def _in_use() -> int:
+    """This process's resident memory less the C allocator's free heap (glibc)."""
+    from dask.array._adaptive_chunking import memory
+
+    return memory.live_rss()
+
+
+def _trim_heap() -> None:
+    """Hand the C allocator's free heap back to the system (glibc), so that a
+    compute's high-water mark starts from the memory in use, not from what the
+    compute before it left resident."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def build(name: str, chunks, shape=None):
     """The workload ``name`` on random data of ``shape`` (default: its full shape)."""
     full, expr, _ = WORKLOADS[name]

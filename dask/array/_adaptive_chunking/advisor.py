@@ -63,7 +63,8 @@ def workers_for(cluster, fit: _model.WorkloadModel | None, chunks=None
                 ) -> _planning.Workers:
     """The workers a plan is for: a cluster's, or this process, whose memory in use
     now (grown since it was profiled, or larger in a pilot's history) is the
-    baseline.
+    baseline, and whose resident memory now (the allocator's free heap included)
+    no compute here peaks below.
 
     ``chunks`` are the array's chunks now (Dask's normal form). Their graph
     is part of this process's memory now, and the prediction counts the graph of
@@ -74,7 +75,8 @@ def workers_for(cluster, fit: _model.WorkloadModel | None, chunks=None
         return _planning.Workers.of(cluster)
     blocks = math.prod(len(c) for c in chunks) if chunks else 0
     graph = blocks * fit.tasks_per_chunk * _model.GRAPH_BYTES_PER_TASK
-    return _planning.Workers(baseline=max(fit.baseline_bytes, _memory.in_use_now() - graph))
+    return _planning.Workers(baseline=max(fit.baseline_bytes, _memory.in_use_now() - graph),
+                             resident=max(0, _memory.resident_now() - graph))
 
 
 def hints_for(states: list[Profile], shape: tuple) -> _graph.Downstream:
@@ -497,7 +499,7 @@ class Advisor:
             None if recommender.plan_settings(settings).memory_limit else workers.memory_limit)
         pred = _model.predict(fit, array_bytes, chunk_bytes, workers.threads or threads,
                               workers.baseline, aligned=aligned, n_chunks=n_chunks,
-                              processes=workers.processes)
+                              processes=workers.processes, resident_bytes=workers.resident)
         out = {
             "chunks": largest,
             "chunk_size_mb": chunk_bytes / MiB,

@@ -88,9 +88,14 @@ class ComputeFold:
     updates: list[ProfileUpdate]
 
 
-def summarize(batch: RecordBatch, status: str, peak: float, baseline: float
-              ) -> tuple[dict[str, Any], dict[str, float]]:
+def summarize(batch: RecordBatch, status: str, peak: float, baseline: float,
+              in_use: float | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     """The compute's summary (as ``last_compute`` shows it) and its raw numbers.
+
+    ``in_use`` is the part of ``baseline`` the compute could not reuse (the
+    allocator's free heap left out, see :func:`.memory.live_rss`; default
+    ``baseline``): the observations' baseline, so that what a compute needed is
+    what it added to that.
 
     >>> empty = RecordBatch(np.empty(0, RECORD_DTYPE), [], [], [])
     >>> summarize(empty, "complete", peak=0, baseline=2**20)[0]["peak_memory_mb"]
@@ -114,8 +119,9 @@ def summarize(batch: RecordBatch, status: str, peak: float, baseline: float
         "results_memory_mb": results / MiB,
         "concurrency": concurrency,
     }
-    numbers = {"wall": wall, "peak": peak, "baseline": baseline, "results": results,
-               "concurrency": concurrency}
+    in_use = baseline if in_use is None else min(in_use, baseline)
+    numbers = {"wall": wall, "peak": peak, "results": results, "concurrency": concurrency,
+               "baseline": in_use, "free": baseline - in_use}
     return summary, numbers
 
 
@@ -154,6 +160,7 @@ def _observation(numbers, array_bytes, chunk_bytes, part: RecordBatch, structure
         wall_seconds=numbers["wall"],
         peak_bytes=numbers["peak"],
         baseline_bytes=numbers["baseline"],
+        free_bytes=numbers["free"],
         results_bytes=numbers["results"],
         concurrency=numbers["concurrency"],
         **(structure or {}),
@@ -174,15 +181,16 @@ def _error(status: str, part: RecordBatch, error: TaskError | None) -> str | Non
 
 def fold(batch: RecordBatch, tags: Sequence[frozenset], states, status: str, *,
          peak: float, baseline: float, graph: GraphFacts | None = None,
-         error: TaskError | None = None) -> ComputeFold:
+         error: TaskError | None = None, in_use: float | None = None) -> ComputeFold:
     """Fold one compute's records into an update for each of ``states``.
 
     ``tags[i]`` is the set of profiles of the records tagged ``i``; ``peak`` and
-    ``baseline`` are the process (or worker) memory in bytes; ``error`` the
+    ``baseline`` are the process (or worker) memory in bytes, ``in_use`` the part of
+    ``baseline`` the compute could not reuse (see :func:`summarize`); ``error`` the
     :class:`~.tasks.TaskError` of a task that raised, when known. With
     ``graph`` each profile also learns the compute's structure.
     """
-    summary, numbers = summarize(batch, status, peak, baseline)
+    summary, numbers = summarize(batch, status, peak, baseline, in_use)
     n = len(batch)
     engine_observation = None
     if n:

@@ -26,6 +26,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from dask.array._adaptive_chunking.held import held_exponent, held_share
+
 __all__ = [
     "Observation",
     "WorkloadModel",
@@ -116,7 +118,8 @@ class Observation:
     peak_bytes : float
         Peak process memory during the compute (0 if unknown).
     baseline_bytes : float
-        Process memory when the compute started.
+        Process memory in use when the compute started; what the allocator held
+        free is left out, since the compute reuses it (see :func:`.memory.live_rss`).
     results_bytes : float
         Bytes of the results the compute returned.
     concurrency : int
@@ -140,6 +143,11 @@ class Observation:
     processes : int, optional
         Worker processes the compute ran on; ``peak_bytes`` and ``baseline_bytes``
         are then one worker's (default 1: one process).
+    free_bytes : float, optional
+        What the C allocator held free when the compute started (resident, but not
+        in use). The compute may have reused it without the process growing, so
+        what it needed lies between ``peak_bytes - baseline_bytes - free_bytes``
+        and ``peak_bytes - baseline_bytes`` (default 0: known exactly).
     """
 
     array_bytes: float
@@ -158,6 +166,7 @@ class Observation:
     held_aligned_bytes: float | None = None
     processes: int = 1
     task_peak_bytes: float = 0.0
+    free_bytes: float = 0.0
 
     @property
     def n_chunks(self) -> int:
@@ -237,6 +246,12 @@ class WorkloadModel:
     peaks : tuple of (float, float, float)
         ``(array_bytes, chunk_bytes, peak_bytes)``: the largest peak measured for each
         array size and chunk size.
+    heap_reuse : float
+        The share of the allocator's free heap that computes reused instead of
+        growing the process (1: all of it, as a compute run again reuses the chunks
+        it freed; 0: none, as when the free pieces are too small for a chunk), the
+        least any profiled compute that started with a free heap showed (1 when none
+        did; see :func:`heap_reuse`).
     """
 
     tasks_per_chunk: float
@@ -259,6 +274,7 @@ class WorkloadModel:
     blas_penalty: float = 1.0
     corrections: tuple[tuple[float, float, float], ...] = ()
     peaks: tuple[tuple[float, float, float], ...] = ()
+    heap_reuse: float = 1.0
 
     @property
     def measured_bytes(self) -> tuple[float, ...]:
@@ -444,9 +460,10 @@ def fit_workload(
         if o.chunk_bytes > 0:
             structural_amp.append(o.task_bytes / o.chunk_bytes)
         if o.peak_bytes > 0 and o.chunk_bytes > 0:
-            working = (
+            working = (  # at least (the free heap may have been reused)
                 o.peak_bytes
                 - o.baseline_bytes
+                - o.free_bytes
                 - o.results_bytes
                 - o.n_tasks * GRAPH_BYTES_PER_TASK
                 - o.held_bytes
@@ -481,7 +498,7 @@ def fit_workload(
         held_aligned_fraction=min(held_aligned, held, MAX_AMPLIFICATION),
         held_blocks=finest.n_chunks,
         held_max=max(o.held_bytes / o.array_bytes for o in usable),
-        held_exponent=_held_exponent(usable),
+        held_exponent=held_exponent(usable),
         blas_threads=max(1, int(blas_threads)),
         blas_penalty=max(1.0, float(blas_penalty)),
     )
@@ -491,8 +508,45 @@ def fit_workload(
             key = (round(math.log2(o.array_bytes) * 10), round(math.log2(o.chunk_bytes) * 10))
             a, c, p = peaks.get(key, (o.array_bytes, o.chunk_bytes, 0.0))
             peaks[key] = (a, c, max(p, o.peak_bytes))
-    return replace(model, corrections=_corrections(model, usable),
-                   peaks=tuple(sorted(peaks.values())))
+    model = replace(model, corrections=_corrections(model, usable),
+                    peaks=tuple(sorted(peaks.values())))
+    return replace(model, heap_reuse=heap_reuse(model, usable))
+
+
+#: A free heap smaller than this at a compute's start says nothing of its reuse.
+VISIBLE_FREE_BYTES = 16 * 2**20
+
+
+def heap_reuse(model: WorkloadModel, observations: Sequence[Observation]) -> float:
+    """The share of the free heap the computes reused (see :attr:`WorkloadModel.heap_reuse`).
+
+    A compute that started with ``free`` bytes of free heap and needed ``need``
+    (as ``model`` predicts for it) peaks at ``max(resident, in_use + need)`` when it
+    reuses all the free heap it can, and ``min(free, need)`` higher when it reuses
+    none; where between its peak lies is its share.
+
+    >>> m = WorkloadModel(1, 0, 0, 6.0, 0, 0, 1, 1)  # a running task holds 6 chunks
+    >>> reran = Observation(1e9, 1e8, 10, 1, 1, peak_bytes=7e8, baseline_bytes=1e8,
+    ...                     results_bytes=0, concurrency=1, free_bytes=4e8)
+    >>> heap_reuse(m, [reran])  # 600 MB needed: the free 400 MB reused
+    1.0
+    >>> holes = replace(reran, peak_bytes=1.1e9)  # it all grew the process
+    >>> round(heap_reuse(m, [holes]), 3)
+    0.0
+    """
+    shares = []
+    for o in observations:
+        if o.free_bytes < VISIBLE_FREE_BYTES or not o.peak_bytes > 0 or not o.chunk_bytes > 0:
+            continue
+        p = predict(model, o.array_bytes, o.chunk_bytes, o.concurrency, o.baseline_bytes,
+                    n_chunks=o.n_chunks, processes=o.processes)
+        need = p.peak_bytes - o.baseline_bytes
+        reusable = min(o.free_bytes, need)
+        if reusable <= 0:
+            continue
+        lowest = max(o.baseline_bytes + o.free_bytes, o.baseline_bytes + need)
+        shares.append(_clamp(1 - (o.peak_bytes - lowest) / reusable, 0.0, 1.0))
+    return min(shares, default=1.0)
 
 
 def _corrections(model: WorkloadModel, observations: Sequence[Observation]
@@ -515,7 +569,12 @@ def _corrections(model: WorkloadModel, observations: Sequence[Observation]
             times.append((o.chunk_bytes, o.wall_seconds / p.seconds))
         above = p.peak_bytes - o.baseline_bytes
         if o.peak_bytes > o.baseline_bytes and above > 0:
-            memory.append((o.chunk_bytes, (o.peak_bytes - o.baseline_bytes) / above))
+            # What the compute needed is known between two bounds (see
+            # Observation.free_bytes): the model is corrected only as far as it
+            # falls outside them.
+            grew = o.peak_bytes - o.baseline_bytes
+            needed = _clamp(above, max(0.0, grew - o.free_bytes), grew)
+            memory.append((o.chunk_bytes, needed / above))
         elif not times:
             times.append((o.chunk_bytes, 1.0))
     out = []
@@ -632,72 +691,6 @@ def _fit_terms(observations, fixed: float, per_byte: float) -> tuple:
     return tuple(terms)
 
 
-def _held_exponent(observations: Sequence[Observation]) -> float:
-    """How the waiting share of the array scales with the number of chunks.
-
-    Fitted from the two observations with the most different numbers of chunks
-    (both with something waiting), in the form :attr:`WorkloadModel.held_exponent`
-    describes; 0 with fewer, and clamped to [-1, 0.5].
-
-    >>> a = Observation(8e6, 8e4, 100, 1, 1, 0, 0, 0, 2, blocks=100, held_bytes=4e5)
-    >>> b = Observation(8e6, 5e5, 16, 1, 1, 0, 0, 0, 2, blocks=16, held_bytes=1e6)
-    >>> round(_held_exponent([a, b]), 2)  # -ln(1 - h): 0.051 at 100 chunks, 0.134 at 16
-    -0.52
-    """
-    seen = [o for o in observations if o.held_bytes > 0 and o.n_chunks > 1]
-    if len(seen) < 2:
-        return 0.0
-    lo, hi = min(seen, key=lambda o: o.n_chunks), max(seen, key=lambda o: o.n_chunks)
-    if hi.n_chunks <= lo.n_chunks:
-        return 0.0
-    h_lo, h_hi = lo.held_bytes / lo.array_bytes, hi.held_bytes / hi.array_bytes
-    if _saturating(observations):
-        ratio = math.log1p(-h_hi) / math.log1p(-h_lo)
-    else:
-        ratio = h_hi / h_lo
-    return _clamp(math.log(ratio) / math.log(hi.n_chunks / lo.n_chunks), -1.0, 0.5)
-
-
-def _saturating(observations: Sequence[Observation]) -> bool:
-    """Whether every waiting share seen is below the whole array (see held_exponent)."""
-    return all(o.held_bytes < 0.999 * o.array_bytes for o in observations)
-
-
-def held_share(model: WorkloadModel, n_chunks: int, aligned: bool = False) -> float:
-    """The share of the array that waits for other tasks, for ``n_chunks`` chunks.
-
-    >>> m = WorkloadModel(1, 0, 0, 2, 0, 0, 2, 2, held_fraction=0.5, held_blocks=100,
-    ...                   held_max=0.8, held_exponent=-0.5)
-    >>> [round(held_share(m, n), 2) for n in (1, 25, 100, 400)]
-    [0.0, 0.72, 0.49, 0.29]
-
-    Measured on one grid only (100 chunks, a tenth waiting), coarser grids hold as
-    many chunks, finer ones the same share:
-
-    >>> one = WorkloadModel(1, 0, 0, 2, 0, 0, 2, 2, held_fraction=0.1, held_blocks=100,
-    ...                     corrections=((1e6, 1, 1),))
-    >>> [round(held_share(one, n), 2) for n in (10, 100, 400)]
-    [0.59, 0.1, 0.1]
-    """
-    n_chunks = max(1, n_chunks)
-    held = model.held_aligned_fraction if aligned else model.held_fraction
-    if model.held_exponent and held > 0:
-        scale = (n_chunks / max(1, model.held_blocks)) ** model.held_exponent
-        if held < 0.999 and model.held_max < 0.999:
-            held = min(1 - (1 - held) ** scale, max(held, model.held_max))
-        else:
-            held = min(held * scale, max(held, model.held_max))
-    elif 0 < held < 0.999 and n_chunks < model.held_blocks and len(model.measured_bytes) < 2:
-        # One grid measured says how many chunks wait, not how that changes. On a
-        # coarser grid as many chunks are taken to wait, each larger (an anomaly's
-        # column of chunks waiting for its mean is as many chunks, of more bytes):
-        # the share grows, towards the whole array. Measured 1.6x more held than a
-        # constant share predicted at 8x larger Zarr chunks.
-        held = 1 - (1 - held) ** (model.held_blocks / n_chunks)
-    # Data waits for other chunks' tasks; with one chunk there is nothing to wait for.
-    return held * (1 - 1 / n_chunks)
-
-
 def _split_task_time(observations: Sequence[Observation]) -> tuple[float, float]:
     """Split task compute time into a fixed cost per task and a cost per byte.
 
@@ -757,6 +750,7 @@ def predict(
     aligned: bool = False,
     n_chunks: int | None = None,
     processes: int = 1,
+    resident_bytes: float = 0.0,
 ) -> Prediction:
     """Predict wall time and peak memory of a chunking.
 
@@ -783,6 +777,9 @@ def predict(
         Worker processes sharing the compute (a distributed cluster): the peak is
         then that of one of them, running ``concurrency / processes`` tasks and
         holding its share of what waits; ``baseline_bytes`` is one process's.
+    resident_bytes : float, optional
+        The process's resident memory now, the allocator's free heap included: the
+        peak is never below it (default 0: the process is not this one).
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
     ...                       overhead_seconds=1e-3, amplification=2.0,
@@ -837,9 +834,22 @@ def predict(
         n_chunks=n_chunks,
         n_tasks=n_tasks,
         seconds=seconds * time_ratio,
-        peak_bytes=baseline + above * memory_ratio,
+        peak_bytes=_peak(baseline, above * memory_ratio, resident_bytes, model.heap_reuse),
         overhead_fraction=per_task / seconds if seconds > 0 else 0.0,
     )
+
+
+def _peak(in_use: float, need: float, resident: float, reuse: float) -> float:
+    """The peak of a compute that needs ``need`` bytes, from ``in_use`` bytes in use
+    and ``resident`` bytes resident (0: not this process), reusing the share ``reuse``
+    of the free heap between them (see :func:`heap_reuse`).
+
+    >>> MiB = 2**20
+    >>> [_peak(100 * MiB, 600 * MiB, 500 * MiB, r) / MiB for r in (1.0, 0.0)]
+    [700.0, 1100.0]
+    """
+    free = max(0.0, resident - in_use)
+    return max(resident, in_use + need) + (1 - reuse) * min(free, max(0.0, need))
 
 
 def _candidates(low: float, high: float) -> list[float]:
@@ -871,6 +881,7 @@ def choose_chunk_bytes(
     realize=None,
     processes: int = 1,
     reach: float | None = REACH,
+    resident_bytes: float = 0.0,
 ) -> Choice:
     """Choose the chunk size, in bytes, for an array of ``array_bytes``.
 
@@ -884,7 +895,7 @@ def choose_chunk_bytes(
     taken while one of them fits the budget (or the nearest that fit, when none is
     that near): a faster size
     further out is a guess, and the choice is then bound by ``"reach"`` (None: no
-    limit). ``realize`` maps a candidate size to the chunking a
+    limit). ``resident_bytes`` is as :func:`predict` takes it. ``realize`` maps a candidate size to the chunking a
     shape can really have, ``(largest chunk bytes, number of chunks, aligned)``;
     each candidate is then predicted as that chunking. The returned ``chunk_bytes`` is
     the candidate (give it to :func:`chunk_shape` as the target).
@@ -912,7 +923,7 @@ def choose_chunk_bytes(
             continue
         seen.add((size, n, layout))
         p = predict(model, array_bytes, size, concurrency, baseline_bytes, layout, n,
-                    processes)
+                    processes, resident_bytes)
         targets[id(p)] = c
         preds.append(p)
     fitting = [p for p in preds if p.peak_bytes <= budget_bytes]

@@ -64,6 +64,7 @@ class Workers:
     most_threads: int = 0  # of one worker
     processes: int = 1
     baseline: float | None = None  # the largest worker's memory at its first task
+    resident: float = 0.0  # this process's resident memory now (0: not this process)
     memory_limit: int | None = None  # the tightest worker's
 
     @classmethod
@@ -253,12 +254,12 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
     def predicted(chunks, blocks, aligned):
         return _model.predict(fit, array_bytes, math.prod(chunks) * itemsize, conc,
                               workers.baseline, aligned=aligned, n_chunks=blocks,
-                              processes=workers.processes)
+                              processes=workers.processes, resident_bytes=workers.resident)
 
     choice = _model.choose_chunk_bytes(
         fit, array_bytes, budget_bytes=budget, min_chunk_bytes=lower,
         max_chunk_bytes=upper, overhead_target=settings.overhead_target,
-        concurrency=conc, baseline_bytes=workers.baseline,
+        concurrency=conc, baseline_bytes=workers.baseline, resident_bytes=workers.resident,
         realize=lambda target: realize(target)[1:], processes=workers.processes,
         reach=settings.reach,
     )

@@ -27,6 +27,7 @@ from dask.array._adaptive_chunking import attribution as _attribution
 from dask.array._adaptive_chunking import cluster_client as _cluster
 from dask.array._adaptive_chunking import config as _config
 from dask.array._adaptive_chunking import graph as _graph
+from dask.array._adaptive_chunking import memory as _memory
 from dask.array._adaptive_chunking import peaks as _peaks
 from dask.array._adaptive_chunking import records as _records
 from dask.array._adaptive_chunking.aggregate import Aggregate
@@ -295,8 +296,10 @@ class ComputeRecorder:
         batch = _records.batch_from_records(records[:k])
         failed = bool(batch.data["failed"].any())
         baseline = collector.baseline
+        in_use = _memory.live_rss(baseline, collector.free)
         if collector.include_children:
             baseline += collector.children_baseline
+            in_use += collector.children_baseline
         # KeyboardInterrupt or SystemExit in a task stopped the compute: not a failure
         interrupted = collector.error is not None and collector.error.interrupted
         status = ("incomplete" if interrupted else "failed") if failed else "complete"
@@ -311,7 +314,7 @@ class ComputeRecorder:
                            aliases=collector.aliases, signatures=collector.signatures,
                            chunks=collector.chunks)
         folded = fold(batch, tags, states, status, peak=collector.peak, baseline=baseline,
-                      graph=graph, error=collector.error)
+                      graph=graph, error=collector.error, in_use=in_use)
         self.apply(folded, settings, lambda: fingerprint(settings, kind, now=now))
         for record in records[k:]:  # appended while the compute was being finalized
             self.late(collector.cid, record)

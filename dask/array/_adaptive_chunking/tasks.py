@@ -29,7 +29,7 @@ from dask.sizeof import sizeof
 from numpy import ndarray
 
 from dask.array._adaptive_chunking.errors import warn_engine_error
-from dask.array._adaptive_chunking.memory import children_rss, process_rss
+from dask.array._adaptive_chunking.memory import children_rss, free_heap_bytes, process_rss
 from dask.array._adaptive_chunking.peaks import readings, rss_at, sampler, untrack_peak
 from dask.array._adaptive_chunking.records import local_record, record_failed
 
@@ -86,7 +86,7 @@ class ComputeCollector:
     """
 
     __slots__ = (
-        "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline",
+        "cid", "n_tasks", "records", "counter", "lock", "peak", "baseline", "free",
         "children_baseline", "include_children", "started", "done", "sink", "interval",
         "method", "tags", "states", "tasks", "aliases", "hints", "signatures", "chunks", "error",
         "settings",
@@ -109,6 +109,7 @@ class ComputeCollector:
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
         self.baseline = 0
+        self.free = 0  # what the allocator held free at the start (see free_heap_bytes)
         self.children_baseline = 0
         self.peak = 0
         self.include_children = False
@@ -135,6 +136,7 @@ class ComputeCollector:
                 return
             self.started = True
             self.baseline = self.peak = process_rss()
+            self.free = free_heap_bytes(self.baseline)
             # Under the lock: a task of another thread that finishes (or fails) first
             # must find the compute registered, or its end would be lost.
             try:

@@ -311,6 +311,32 @@ def test_traced_task_peak_sees_a_tasks_temporaries():
     assert temporaries > simple  # two 8 MB temporaries at once
 
 
+def test_probes_step_toward_a_far_best_instead_of_jumping_to_it():
+    # The model's best is 64x the measured chunk bytes. Each probe goes at most
+    # STEP beyond what is measured so far, so the sizes on the way are measured too.
+    measured = [1e6]
+    far = 64e6
+
+    class Rec:
+        def __init__(self, nbytes):
+            self.chunk_bytes, self.chunks = nbytes, (int(nbytes),)
+            sizes = tuple((c, 1.0, 1.0) for c in sorted(measured))
+            self.model = WorkloadModel(1, 0, 0, 2, 0, 0, 1, 1, corrections=sizes)
+
+    def recommend(extra, reach):
+        top = max(measured) * (math.inf if reach is None else reach)
+        return Rec(min(far, top))
+
+    def measure_at(chunks):
+        measured.append(float(chunks[0]))
+        return [], probe.ProbeRun(chunks, chunks, 1, 0.01)
+
+    _, runs, why = probe.tune(recommend, measure_at, lambda rec: 0.01, budget_seconds=1.0)
+    sizes = [r.chunks[0] for r in runs]
+    assert sizes == [8e6, 64e6], why  # one step, then the far best, now within a step
+    assert "the best chunks are near a measured size" in why
+
+
 # -- probing through the engine -----------------------------------------------------
 
 
