@@ -499,7 +499,7 @@ class ChunkSizeRecommender:
         cluster: Mapping[str, Mapping[str, int]] | None = None,
         worker_saturation: float | None = None,
         warn: bool = True,
-        reach: float | None = _planning.PlanSettings.reach,
+        reach: float | None = _planning.PlanSettings.reach, evidence: bool = True,
     ) -> Recommendation | None:
         """Like :meth:`recommend_chunk_size`, with the explanation.
 
@@ -531,8 +531,9 @@ class ChunkSizeRecommender:
             Warn when no chunking fits the budget (``fits_budget`` says it anyway).
         reach : float or None
             How many times a measured chunk size the chunks may be, unless the
-            budget forces them further (None: where the model predicts best, not
-            kept at a measured size or the current chunks: what a probe measures).
+            budget forces them further (None: no limit).
+        evidence : bool
+            Weigh the choice against what was measured (False or no reach: a probe's).
         """
         if not isinstance(profiler, ChunkProfiler):
             raise TypeError(
@@ -542,7 +543,7 @@ class ChunkSizeRecommender:
         storage_chunks, concurrency, current_chunks = _planning.checked_arguments(
             shape, dtype_size, num_dimensions, storage_chunks, concurrency, current_chunks,
             downstream, worker_saturation)
-        s = replace(self.plan_settings(), reach=reach)
+        s = replace(self.plan_settings(), reach=reach, evidence=evidence and reach is not None)
         fit = fit_observations(profiler.observations())
         workers = workers_for(cluster, fit, current_chunks)
         rec = _planning.plan(fit, shape, int(dtype_size), s,

@@ -64,7 +64,7 @@ def workers_for(cluster, fit: _model.WorkloadModel | None, chunks=None
     """The workers a plan is for: a cluster's, or this process, whose memory in use
     now (grown since it was profiled, or larger in a pilot's history) is the
     baseline, and whose resident memory now (the allocator's free heap included)
-    no compute here peaks below.
+    tells how much free heap a compute may reuse.
 
     ``chunks`` are the array's chunks now (Dask's normal form). Their graph
     is part of this process's memory now, and the prediction counts the graph of
@@ -312,13 +312,14 @@ class Advisor:
     def recommend_for(self, states, settings: Settings, array=None, downstream=None, *,
                       warn: bool = True, storage: tuple[int, ...] | None = None,
                       extra: Sequence[_model.Observation] = (),
-                      reach: float | None = _model.REACH, current: bool = True
-                      ) -> Recommendation | None:
+                      reach: float | None = _model.REACH, current: bool = True,
+                      evidence: bool = True) -> Recommendation | None:
         """The recommendation for ``array`` (default: the profiled one), made now.
 
         ``states`` is one profile or a list of them (pilots of one workload at
         several chunk sizes), pooled with the stored computes of their workloads
-        and the ``extra`` observations; ``reach`` as the recommender takes it.
+        and the ``extra`` observations; ``reach`` and ``evidence`` as the recommender
+        takes them.
         ``current=False`` plans for an array made fresh, with no chunks to keep or
         to align with.
         """
@@ -340,6 +341,7 @@ class Advisor:
             worker_saturation=next((s.saturation for s in reversed(states) if s.workers),
                                    None),
             warn=warn, **({} if reach == _model.REACH else {"reach": reach}),
+            **({} if evidence else {"evidence": False}),
             **({} if threads is None else {"concurrency": threads}),
         )
         return rec if rec is None or not carried else replace(rec, carried=carried)
@@ -381,9 +383,10 @@ class Advisor:
         were not measured (``probe.tune``): ``probe`` is the time budget in
         seconds, or True for the larger of :data:`PROBE_SECONDS` and
         :data:`PROBE_SHARE` of the compute's predicted time."""
-        def recommend(extra, reach, warn=False):
+        def recommend(extra, reach, warn=False, evidence=True):
             return self.recommend_for(states, settings, array, downstream, warn=warn,
-                                      storage=storage, extra=extra, reach=reach)
+                                      storage=storage, extra=extra, reach=reach,
+                                      evidence=evidence)
 
         first = recommend([], _model.REACH)
         if first is None or first.model is None:
@@ -410,7 +413,8 @@ class Advisor:
             return p.seconds * (1 + 1 / n) + making * nbytes  # sample, traced task, making
 
         extra, runs, why = _probe.tune(
-            recommend, self._prober(states, settings, array, function, blocks, run_profiled),
+            lambda extra, reach: recommend(extra, reach, evidence=False),
+            self._prober(states, settings, array, function, blocks, run_profiled),
             estimate, budget)
         # What a probe measured is trusted near it only: a sample's tasks are the
         # real ones, but its compute is not the whole array's.

@@ -778,8 +778,8 @@ def predict(
         then that of one of them, running ``concurrency / processes`` tasks and
         holding its share of what waits; ``baseline_bytes`` is one process's.
     resident_bytes : float, optional
-        The process's resident memory now, the allocator's free heap included: the
-        peak is never below it (default 0: the process is not this one).
+        The process's resident memory now, the allocator's free heap included
+        (default 0: the process is not this one; see :func:`_peak`).
 
     >>> model = WorkloadModel(tasks_per_chunk=1.0, seconds_per_byte=1e-9,
     ...                       overhead_seconds=1e-3, amplification=2.0,
@@ -844,12 +844,17 @@ def _peak(in_use: float, need: float, resident: float, reuse: float) -> float:
     and ``resident`` bytes resident (0: not this process), reusing the share ``reuse``
     of the free heap between them (see :func:`heap_reuse`).
 
+    The free heap the compute leaves alone grows the process. A free heap larger
+    than the compute needs keeps the process's resident memory above this figure,
+    whatever the chunks: that is not counted, so that no chunking is said not to fit
+    for memory the allocator would reuse.
+
     >>> MiB = 2**20
     >>> [_peak(100 * MiB, 600 * MiB, 500 * MiB, r) / MiB for r in (1.0, 0.0)]
     [700.0, 1100.0]
     """
     free = max(0.0, resident - in_use)
-    return max(resident, in_use + need) + (1 - reuse) * min(free, max(0.0, need))
+    return in_use + need + (1 - reuse) * min(free, max(0.0, need))
 
 
 def _candidates(low: float, high: float) -> list[float]:

@@ -50,6 +50,7 @@ class PlanSettings:
     memory_limit: int | None  # configured; None: the limit the process lives under
     reach: float | None = _model.REACH  # see model.choose_chunk_bytes; None: no limit
     default_chunk_bytes: int | None = None  # what Dask's "auto" aims at (None: not compared)
+    evidence: bool = True  # weigh the choice against what was measured (False: a probe's)
 
     def budget(self, limit: int) -> int:
         """Bytes a computation may reach at its peak: limit x percent x safety factor."""
@@ -271,8 +272,8 @@ def plan(fit: _model.WorkloadModel | None, shape: tuple[int, ...], itemsize: int
     elif binding == "smallest":
         binding = "storage" if storage_chunks is not None else "speed"
     numbers = {}
-    # Without a reach the model's own best is asked for: what a probe must measure.
-    if settings.reach is not None:
+    # Without evidence the model's own best is asked for: what a probe must measure.
+    if settings.evidence:
         chunks, pred, binding, numbers = _evidence(
             fit, chunks, pred, binding, choice.chunk_bytes, current_chunks, shape, itemsize,
             wanted, budget, lower, upper, realize, predicted)

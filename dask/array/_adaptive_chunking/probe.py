@@ -243,8 +243,9 @@ def tune(recommend: Callable[[list, float | None], Any],
          ) -> tuple[list[_model.Observation], tuple[ProbeRun, ...], str]:
     """Probe until the recommendation rests on measurements near it.
 
-    ``recommend(extra, reach)`` recommends from the profiles and the ``extra``
-    observations, within ``reach`` (None: anywhere); ``measure_at(chunks)`` probes
+    ``recommend(extra, reach)`` gives the model's own best (not weighed against
+    what was measured) from the profiles and the ``extra`` observations, within
+    ``reach`` (None: anywhere); ``measure_at(chunks)`` probes
     a chunking; ``estimate(rec)`` is the predicted cost of probing ``rec``'s
     chunks. Each round probes the best chunking within :data:`STEP` of the sizes
     measured so far, when it is further than :data:`CLOSE` from every one of them

@@ -41,3 +41,19 @@ def engine(tmp_path):
     assert after == before, "config left changed"
     assert dask.config.config.get("array", {}).get("chunk-size") == chunk_size, (
         "array.chunk-size left changed")
+
+
+@pytest.fixture
+def trim_heap():
+    """A function handing the C allocator's free heap back to the system (glibc), so
+    that a compute's high-water mark starts from the memory in use, as a prediction
+    does, not from what earlier tests left resident."""
+    import ctypes
+
+    def trim() -> None:
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+    return trim

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -207,8 +208,8 @@ def test_a_step_toward_an_untrusted_choice_is_taken_when_it_beats_its_own_doubt(
     rec = planning.plan(m, (65536, 65536), 8, SETTINGS, limit=64 * 2**30)
     assert rec.binding == "step", rec.reason
     assert rec.chunk_bytes == pytest.approx(4 * MiB, rel=0.05)
-    goal = planning.plan(m, (65536, 65536), 8, dataclasses.replace(SETTINGS, reach=None),
-                         limit=64 * 2**30)
+    anywhere = dataclasses.replace(SETTINGS, reach=None, evidence=False)
+    goal = planning.plan(m, (65536, 65536), 8, anywhere, limit=64 * 2**30)
     assert rec.chunk_bytes < goal.chunk_bytes  # short of the model's own choice
     assert rec.reason.startswith("a step toward (") and "than (363, 363)" in rec.reason
     assert "a compute at them will refine the answer" in rec.reason
@@ -468,32 +469,64 @@ def test_chunks_read_from_zarr_are_whole_store_chunks(engine, tmp_path):
     np.testing.assert_allclose(y.mean(axis=0).compute(), store[:].mean(axis=0))
 
 
+STORE_WRITER = """
+import sys
+import numpy as np
+import zarr
+store = zarr.open_array(sys.argv[1], mode="w", shape=(160, 400, 400), chunks=(10, 100, 100),
+                        dtype="f8")
+store[:] = np.random.default_rng(0).random(store.shape)
+"""
+
+STORE_READER = """
+import sys
+import dask.array as da
+from dask.array.adaptive_chunking import get_adaptive_engine
+from dask.array._adaptive_chunking.peaks import HighWaterMark, _read_hwm
+engine = get_adaptive_engine()
+anomaly = lambda a: (a - a.mean(axis=0)).std(axis=0)
+x = da.from_zarr(sys.argv[1])
+pid = engine.profile_array(x)
+anomaly(x).compute()
+rec = engine.recommend(x, pid, workload=anomaly)
+y = anomaly(da.from_zarr(sys.argv[1], chunks=rec.chunks))
+HighWaterMark()._reset()
+y.compute()
+print(rec.chunk_bytes / (x.nbytes / x.npartitions), _read_hwm(), rec.predicted_peak_bytes)
+"""
+
+
 @pytest.mark.slow
-def test_measured_peak_within_predicted_for_an_array_read_from_zarr(engine, tmp_path):
+def test_measured_peak_within_predicted_for_an_array_read_from_zarr(tmp_path):
     """Read from a store at the recommended chunks (8x the store's here), the
     compute's kernel high-water mark stays within 15% of the predicted peak. With the
-    share of waiting chunks held constant it was 36% over."""
-    zarr = pytest.importorskip("zarr")
-    from dask.array._adaptive_chunking.peaks import HighWaterMark, _read_hwm
+    share of waiting chunks held constant it was 36% over.
+
+    The store is written by one process and read by another, as a user opens a store
+    made elsewhere: writing it here would leave the allocator holding the chunks it
+    freed in per-thread arenas, which later computes of small chunks grow into (up
+    to 40% over the prediction, see the benchmarks' notes)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("zarr")
+    from dask.array._adaptive_chunking.peaks import HighWaterMark
 
     if not HighWaterMark()._reset():
         pytest.skip("needs /proc/self/clear_refs (Linux)")
     path = str(tmp_path / "a.zarr")
-    store = zarr.open_array(path, mode="w", shape=(160, 400, 400), chunks=(10, 100, 100),
-                            dtype="f8")
-    store[:] = np.random.default_rng(0).random(store.shape)
-    anomaly = lambda a: (a - a.mean(axis=0)).std(axis=0)  # noqa: E731
-    x = da.from_zarr(path)
-    pid = engine.profile_array(x)
-    anomaly(x).compute()
-    rec = engine.recommend(x, pid, workload=anomaly)
-    y = anomaly(da.from_zarr(path, chunks=rec.chunks))
-    HighWaterMark()._reset()
-    y.compute()
-    measured = _read_hwm()
-    assert rec.chunk_bytes > 2 * x.nbytes / x.npartitions  # coarser than measured
-    assert measured <= 1.15 * rec.predicted_peak_bytes, (measured / MiB,
-                                                         rec.predicted_peak_bytes / MiB)
+    env = dict(os.environ, DASK_ARRAY__ADAPTIVE_CHUNKING__HISTORY_PATH=str(tmp_path / "h.db"))
+
+    def run(code: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code, path], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    run(STORE_WRITER)
+    coarser, measured, predicted = map(float, run(STORE_READER))
+    assert coarser > 2  # coarser than measured
+    assert measured <= 1.15 * predicted, (measured / MiB, predicted / MiB)
 
 
 # -- the loop: profile, apply, compute again -------------------------------------------
