@@ -202,12 +202,12 @@ def recommend(spec: dict, peak: Peak) -> dict:
         began = time.perf_counter()
         dask.compute(f(x))
         first = time.perf_counter() - began
-        began = time.perf_counter()
         peak.trim()
+        began = time.perf_counter()
         one = engine.recommend(x, pid, workload=f)
         one_s = time.perf_counter() - began
-        began = time.perf_counter()
         peak.trim()
+        began = time.perf_counter()
         probed = engine.recommend(x, pid, workload=f, probe=True)
         probe_s = time.perf_counter() - began
         y = make(spec, one.chunks)

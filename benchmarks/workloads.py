@@ -72,13 +72,6 @@ def _reset_hwm() -> None:
         f.write("5")
 
 
-def _in_use() -> int:
-    """This process's resident memory less the C allocator's free heap (glibc)."""
-    from dask.array._adaptive_chunking import memory
-
-    return memory.live_rss()
-
-
 def _trim_heap() -> None:
     """Hand the C allocator's free heap back to the system (glibc), so that a
     compute's high-water mark starts from the memory in use, not from what the

@@ -288,10 +288,10 @@ def live_rss(rss: int | None = None, free: int | None = None) -> int:
     again peaked at 682 MiB. Taking the raw figure as the next compute's starting
     point counted the free heap twice (as memory held, and again as the chunks
     that reuse it) and predicted 1,066 MiB. ``rss`` and ``free`` are readings just
-    taken (default: read now). Pages the allocator
-    has handed back to the system (``malloc_trim``) still count as free although
-    they are no longer resident, so the result is never taken below the memory the
-    process held when this module was imported (the interpreter and its libraries).
+    taken (default: read now). Pages the allocator has handed back to the system
+    (``malloc_trim``) still count as free although they are no longer resident, so
+    the result is never taken below the memory the process held when this module
+    was imported (the interpreter and its libraries).
 
     >>> live_rss(500 * 2**20, 400 * 2**20) >= 100 * 2**20
     True
